@@ -1,0 +1,1 @@
+"""meal-edge: face-recognition meal check-in at community day-care centres."""

@@ -1,0 +1,378 @@
+"""The one place that wires the pipeline.
+
+capture -> detect -> track -> embed -> match/decide -> rules -> store (+outbox) -> publish -> feedback.
+
+`Pipeline` takes every part as an argument, so `run` (live camera, wall clock), `replay` (file,
+pinned clock), the demo, the tests and the benchmarks all drive the same code.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import numpy as np
+
+from edge.capture import Frame
+from edge.config import Config
+from edge.decide import Policy, Verdict, decide
+from edge.detect import Detector, Face
+from edge.embed.base import Embedder
+from edge.events import MealEvent, event_topic, new_event_id
+from edge.match import Gallery, normalise
+from edge.rules import Senior, decide_meal
+from edge.store import Store, StoreError
+from edge.track import Observation, Track, Tracker
+
+log = logging.getLogger(__name__)
+
+Clock = Callable[[Frame], datetime]
+
+UNKNOWN_MESSAGE = "Not recognised: please see staff to check in"
+SAVE_FAILED_MESSAGE = "Check-in could not be saved: please see staff"
+CONFIRM_MESSAGE = "Please wait: staff will confirm your check-in"
+# A decided track is re-embedded now and then; a descriptor this far from the track's own fused
+# descriptor means another person stepped into the same place, which is a new presence.
+IDENTITY_SWITCH_DISTANCE = 0.62
+RECHECK_EVERY = 15
+MAX_OBSERVATIONS = 64
+LIVENESS_FRAMES = 24
+
+
+@dataclass(frozen=True)
+class Decision:
+    """What happened for one presence; printed by `replay`, shown at the kiosk, logged."""
+
+    kind: str  # meal | repeat | unknown | confirm | refused | closed | error
+    track_id: int
+    decided_at: datetime
+    source_ts: float
+    message: str
+    senior_id: str | None = None
+    name: str | None = None
+    meal: str | None = None
+    price_fen: int = 0
+    subsidy_fen: int = 0
+    payable_fen: int = 0
+    reasons: tuple[str, ...] = ()
+    event_id: str | None = None
+    seq: int | None = None
+    distance: float | None = None
+    margin: float | None = None
+    frames: int = 0
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "kind": self.kind,
+            "senior_id": self.senior_id,
+            "name": self.name,
+            "meal": self.meal,
+            "price_fen": self.price_fen,
+            "subsidy_fen": self.subsidy_fen,
+            "payable_fen": self.payable_fen,
+            "reasons": list(self.reasons),
+            "message": self.message,
+            "event_id": self.event_id,
+            "seq": self.seq,
+            "source_ts": round(self.source_ts, 3),
+            "decided_at": self.decided_at.isoformat(),
+            "track_id": self.track_id,
+            "distance": None if self.distance is None else round(self.distance, 4),
+            "margin": None if self.margin is None else round(self.margin, 4),
+            "frames": self.frames,
+        }
+
+
+@dataclass
+class Stats:
+    frames: int = 0
+    faces: int = 0
+    embedded: int = 0
+    decisions: int = 0
+    t_detect: float = 0.0
+    t_embed: float = 0.0
+    t_match: float = 0.0
+    t_rules: float = 0.0
+    by_kind: dict[str, int] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {k: (round(v, 4) if isinstance(v, float) else v) for k, v in self.__dict__.items()}
+
+
+class GalleryHolder:
+    """The live gallery and senior records; rebuilt from the store when enrolment changes it.
+
+    Readers take `.gallery`/`.seniors` once per use; a reload swaps both references at once, so a
+    decision never sees half an update.
+    """
+
+    def __init__(self, store: Store, model_id: str, check_every: float = 10.0) -> None:
+        self.store = store
+        self.model_id = model_id
+        self.check_every = check_every
+        self._signature: object = None
+        self._checked = 0.0
+        self.gallery = Gallery.empty(model_id)
+        self.seniors: dict[str, Senior] = {}
+        self.reload()
+
+    def reload(self) -> None:
+        sig = self.store.signature()
+        seniors = {s.senior_id: s for s, _ in self.store.list_seniors()}
+        gallery = Gallery.from_pairs(self.store.templates(self.model_id), self.model_id)
+        self.gallery, self.seniors, self._signature = gallery, seniors, sig
+        self._checked = time.monotonic()
+        log.info("gallery: %d seniors, %d templates (model %s)", len(gallery), gallery.n_templates, self.model_id)
+
+    def maybe_reload(self) -> None:
+        if time.monotonic() - self._checked < self.check_every:
+            return
+        self._checked = time.monotonic()
+        if self.store.signature() != self._signature:
+            self.reload()
+
+
+class Pipeline:
+    def __init__(
+        self,
+        cfg: Config,
+        *,
+        detector: Detector,
+        embedder: Embedder,
+        store: Store,
+        policy: Policy,
+        clock: Clock,
+        gallery: GalleryHolder | None = None,
+        on_decision: Callable[[Decision], None] | None = None,
+        on_event: Callable[[], None] | None = None,
+        liveness: Any | None = None,
+        pair_margins: dict[frozenset[str], float] | None = None,
+    ) -> None:
+        self.cfg = cfg
+        self.detector = detector
+        self.embedder = embedder
+        self.store = store
+        self.policy = policy
+        self.clock = clock
+        self.holder = gallery or GalleryHolder(store, embedder.model_id)
+        self.on_decision = on_decision
+        self.on_event = on_event
+        self.liveness = liveness
+        self.pair_margins = pair_margins or {}
+        t = cfg.track
+        self.tracker = Tracker(iou_match=t.iou_match, max_missing=t.max_missing_frames)
+        self.stats = Stats()
+        self.topic = event_topic(cfg.mqtt.topic_prefix, cfg.centre.district, cfg.centre.id, cfg.centre.kiosk_id)
+
+    # -- per frame -----------------------------------------------------------------------------
+    def process(self, frame: Frame) -> list[Decision]:
+        self.holder.maybe_reload()
+        st = self.stats
+        st.frames += 1
+        t0 = time.perf_counter()
+        faces = [f for f in self.detector.detect(frame.image) if f.width >= self.cfg.detect.min_face_px]
+        st.t_detect += time.perf_counter() - t0
+        st.faces += len(faces)
+        assigned, ended = self.tracker.update(faces, frame.index, frame.source_ts)
+
+        want: list[tuple[Track, Observation]] = []
+        for track, obs in assigned:
+            if self.liveness is not None and not track.decided:
+                track.frames.append(frame.image)
+                del track.frames[:-LIVENESS_FRAMES]
+            if self._due(track, obs):
+                want.append((track, obs))
+        if want:
+            t0 = time.perf_counter()
+            chips = self.detector.chips(frame.image, [o.face for _, o in want])
+            embs = self.embedder.embed(chips)
+            st.t_embed += time.perf_counter() - t0
+            st.embedded += len(want)
+            for (_, obs), e in zip(want, embs, strict=True):
+                obs.embedding = e
+
+        decisions: list[Decision] = []
+        for track, obs in want:
+            if track.decided:
+                self._recheck(track, obs)
+            else:
+                d = self._maybe_decide(track, frame, final=False)
+                if d is not None:
+                    decisions.append(d)
+        for track, _ in assigned:
+            del track.observations[:-MAX_OBSERVATIONS]
+        decisions.extend(self._end(ended, frame))
+        return decisions
+
+    def finish(self, frame: Frame | None = None) -> list[Decision]:
+        """End of the source: every open presence gets its decision now."""
+        return self._end(self.tracker.flush(), frame)
+
+    def run(self, frames: Iterable[Frame], stop: Callable[[], bool] = lambda: False) -> list[Decision]:
+        out: list[Decision] = []
+        last: Frame | None = None
+        for frame in frames:
+            out.extend(self.process(frame))
+            last = frame
+            if stop():
+                break
+        out.extend(self.finish(last))
+        return out
+
+    # -- internals -----------------------------------------------------------------------------
+    def _due(self, track: Track, obs: Observation) -> bool:
+        if track.decided:
+            return track.frames_since_embed >= RECHECK_EVERY
+        return track.frames_since_embed >= self.cfg.track.reembed_every
+
+    def _recheck(self, track: Track, obs: Observation) -> None:
+        """A decided presence whose face no longer matches itself is somebody else: start afresh."""
+        assert obs.embedding is not None
+        ref = normalise(np.mean(normalise(np.stack(track.embeddings[:-1])), axis=0))
+        d = float(np.linalg.norm(normalise(obs.embedding) - ref))
+        if d > IDENTITY_SWITCH_DISTANCE:
+            log.info("track %d: a different face (%.2f) took its place; new presence", track.id, d)
+            track.decided = False
+            track.observations[:] = [obs]
+            track.frames.clear()
+
+    def _maybe_decide(self, track: Track, frame: Frame, final: bool) -> Decision | None:
+        embs = track.embeddings
+        t = self.cfg.track
+        if len(embs) < t.min_frames:
+            if final and embs:
+                log.debug("track %d ended after %d embedded frames: too brief to decide", track.id, len(embs))
+            return None
+        t0 = time.perf_counter()
+        verdict = decide(self.holder.gallery, np.stack(embs[-t.max_frames :]), self.policy, self.pair_margins)
+        self.stats.t_match += time.perf_counter() - t0
+        if verdict.outcome != "accept" and len(embs) < t.max_frames and not final:
+            return None  # more frames may still settle it
+        if verdict.outcome == "accept" and self.liveness is not None:
+            verdict = self._check_liveness(track, verdict)
+        track.decided = True
+        track.frames.clear()
+        ts = track.observations[-1].source_ts
+        return self._finalise(track.id, verdict, self.clock(frame), ts)
+
+    def _check_liveness(self, track: Track, verdict: Verdict) -> Verdict:
+        faces: list[Face] = [o.face for o in track.observations[-len(track.frames) :]]
+        lv = self.liveness.assess(track.frames, faces) if self.liveness is not None else None
+        if lv is None or lv.live:
+            return verdict
+        # A suspected photo or screen is not refused outright (an elderly face can look flat);
+        # staff check it instead.
+        return Verdict(
+            "confirm",
+            verdict.senior_id,
+            verdict.distance,
+            verdict.margin,
+            verdict.frames,
+            (*verdict.reasons, "liveness_not_confirmed", *lv.reasons),
+        )
+
+    def _end(self, ended: list[Track], frame: Frame | None) -> list[Decision]:
+        out = []
+        for track in ended:
+            if track.decided or frame is None:
+                continue
+            d = self._maybe_decide(track, frame, final=True)
+            if d is not None:
+                out.append(d)
+        return out
+
+    def _finalise(self, track_id: int, verdict: Verdict, now: datetime, source_ts: float) -> Decision:
+        t0 = time.perf_counter()
+        common: dict[str, Any] = dict(
+            track_id=track_id,
+            decided_at=now.astimezone(self.cfg.centre.tz),
+            source_ts=source_ts,
+            distance=verdict.distance,
+            margin=verdict.margin,
+            frames=verdict.frames,
+        )
+        senior = self.holder.seniors.get(verdict.senior_id) if verdict.senior_id else None
+        if verdict.outcome == "unknown" or senior is None:
+            d = Decision("unknown", message=UNKNOWN_MESSAGE, reasons=verdict.reasons, **common)
+        elif verdict.outcome == "confirm":
+            d = Decision(
+                "confirm",
+                message=CONFIRM_MESSAGE,
+                senior_id=senior.senior_id,
+                name=senior.name,
+                reasons=verdict.reasons,
+                **common,
+            )
+        else:
+            d = self._apply_rules(senior, verdict, now, common)
+        self.stats.t_rules += time.perf_counter() - t0
+        self.stats.decisions += 1
+        self.stats.by_kind[d.kind] = self.stats.by_kind.get(d.kind, 0) + 1
+        log.info(
+            "decision track=%d kind=%s senior=%s meal=%s subsidy=%d payable=%d reasons=%s",
+            d.track_id, d.kind, d.senior_id, d.meal, d.subsidy_fen, d.payable_fen, ",".join(d.reasons),
+        )
+        if self.on_decision is not None:
+            self.on_decision(d)
+        return d
+
+    def _apply_rules(self, senior: Senior, verdict: Verdict, now: datetime, common: dict[str, Any]) -> Decision:
+        c = self.cfg.centre
+        tz = c.tz
+        local_date = now.astimezone(tz).date()
+        prior = self.store.meals_on(senior.senior_id, local_date)
+        r = decide_meal(senior, now, prior, self.cfg.rules, c.district, tz)
+        base = dict(
+            senior_id=senior.senior_id,
+            name=senior.name,
+            meal=r.meal,
+            reasons=r.reasons,
+            message=r.message,
+            **common,
+        )
+        if r.kind != "meal":
+            return Decision(r.kind, **base)
+        event = MealEvent(
+            event_id=new_event_id(),
+            kind="meal",
+            centre_id=c.id,
+            district=c.district,
+            kiosk_id=c.kiosk_id,
+            senior_id=senior.senior_id,
+            meal=r.meal or "",
+            local_date=local_date,
+            decided_at=now.astimezone(tz),
+            price_fen=r.price_fen,
+            subsidy_fen=r.subsidy_fen,
+            payable_fen=r.payable_fen,
+            reasons=r.reasons,
+            match={
+                "distance": round(verdict.distance, 4),
+                "margin": round(verdict.margin, 4),
+                "frames": verdict.frames,
+                "model_id": self.embedder.model_id,
+                "backend": self.embedder.name,
+            },
+            source_ts=common["source_ts"],
+        )
+        try:
+            stored = self.store.record_meal(event, self.topic)
+        except StoreError as e:
+            # Nothing half-written (one transaction); the senior is told and staff can re-run it.
+            log.error("could not record meal for %s: %s", senior.senior_id, e)
+            return Decision("error", **{**base, "message": SAVE_FAILED_MESSAGE, "reasons": ("store_failed",)})
+        if self.on_event is not None:
+            self.on_event()
+        return Decision(
+            "meal",
+            price_fen=r.price_fen,
+            subsidy_fen=r.subsidy_fen,
+            payable_fen=r.payable_fen,
+            event_id=stored.event_id,
+            seq=stored.seq,
+            **base,
+        )

@@ -1,0 +1,290 @@
+"""`meal-edge`: the daemon and its tools. Every sub-command takes the same config file."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import shutil
+import signal
+import sqlite3
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from datetime import datetime, timedelta
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+from edge.config import DEFAULT_CONFIG, Config, ConfigError, load_config
+
+log = logging.getLogger("edge")
+
+EXIT_OK, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
+
+
+def _setup_logging(verbose: int) -> None:
+    level = logging.DEBUG if verbose > 1 else logging.INFO if verbose == 1 else logging.WARNING
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+
+
+def _need_config(args: argparse.Namespace) -> Config:
+    if not args.config:
+        raise ConfigError("this command needs --config FILE (print a complete one with `meal-edge default-config`)")
+    return load_config(args.config)
+
+
+# -- parts ---------------------------------------------------------------------------------------
+def build_parts(cfg: Config, *, store_path: Path | None = None) -> dict[str, Any]:
+    """Open the store and build detector, embedder and decision policy from the config."""
+    from edge.decide import load_policy
+    from edge.detect import Detector
+    from edge.embed.factory import make_embedder
+    from edge.store import Store
+
+    store = Store(store_path or cfg.store_path)
+    embedder = make_embedder(cfg.recognition.backend, cfg.recognition.threads)
+    policy = load_policy(
+        embedder.model_id, cfg.resolve(cfg.recognition.calibration) if cfg.recognition.calibration else None
+    )
+    detector = Detector(detect_width=cfg.detect.detect_width, upsample=cfg.detect.upsample)
+    return {"store": store, "embedder": embedder, "policy": policy, "detector": detector}
+
+
+def make_pipeline(cfg: Config, parts: dict[str, Any], clock: Callable[..., datetime], **kw: Any) -> Any:
+    from edge.app import Pipeline
+
+    liveness = None
+    return Pipeline(
+        cfg,
+        detector=parts["detector"],
+        embedder=parts["embedder"],
+        store=parts["store"],
+        policy=parts["policy"],
+        clock=clock,
+        liveness=liveness,
+        **kw,
+    )
+
+
+# -- run -----------------------------------------------------------------------------------------
+def cmd_run(args: argparse.Namespace) -> int:
+    from edge.capture import SourceError, open_source
+    from edge.publish import Publisher
+    from edge.sdnotify import notify, watchdog_interval
+
+    cfg = _need_config(args)
+    parts = build_parts(cfg)
+    tz = cfg.centre.tz
+    publisher = Publisher(parts["store"], cfg.mqtt, cfg.centre) if cfg.mqtt.enabled else None
+    stopping = False
+
+    def _stop(signum: int, _frame: FrameType | None) -> None:
+        nonlocal stopping
+        log.warning("signal %d: stopping", signum)
+        stopping = True
+
+    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGINT, _stop)
+
+    def show(d: Any) -> None:
+        # Feedback for now is the log line and stdout; the kiosk screen and voice come later.
+        print(f"[{d.decided_at:%H:%M:%S}] {d.kind.upper():8} {d.name or '-'}: {d.message}", flush=True)
+
+    pipeline = make_pipeline(
+        cfg, parts, lambda _f: datetime.now(tz), on_decision=show, on_event=publisher.wake if publisher else None
+    )
+    try:
+        source = open_source(
+            cfg.camera.source,
+            live=True,
+            width=cfg.camera.width,
+            height=cfg.camera.height,
+            reconnect_seconds=cfg.camera.reconnect_seconds,
+            queue_size=cfg.camera.queue_size,
+        )
+    except SourceError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return EXIT_FAIL
+    if publisher:
+        publisher.start()
+    notify("READY=1\nSTATUS=checking in")
+    ping = watchdog_interval()
+    last_ping = time.monotonic()
+    log.info("meal-edge running: centre %s kiosk %s", cfg.centre.id, cfg.centre.kiosk_id)
+    try:
+        for frame in source.frames():
+            pipeline.process(frame)
+            if ping is not None and time.monotonic() - last_ping >= ping:
+                notify("WATCHDOG=1")
+                last_ping = time.monotonic()
+            if stopping:
+                break
+    finally:
+        notify("STOPPING=1")
+        source.close()
+        pipeline.finish(None)
+        if publisher:
+            publisher.stop(timeout=5)
+        parts["store"].close()
+    return EXIT_OK
+
+
+# -- replay ----------------------------------------------------------------------------------------
+def _parse_now(text: str | None, cfg: Config) -> datetime:
+    if not text:
+        return datetime.now(cfg.centre.tz)
+    try:
+        now = datetime.fromisoformat(text)
+    except ValueError as e:
+        raise ConfigError(f"--now {text!r} is not ISO 8601 (e.g. 2026-11-30T11:45:00+08:00)") from e
+    return now if now.tzinfo else now.replace(tzinfo=cfg.centre.tz)
+
+
+def scratch_copy(db: Path, folder: Path) -> Path:
+    """A consistent copy of the live store (sqlite backup API), so a replay never touches real events."""
+    target = folder / "replay.sqlite"
+    if db.exists():
+        src = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+        dst = sqlite3.connect(target)
+        with dst:
+            src.backup(dst)
+        src.close()
+        dst.close()
+    return target
+
+
+def cmd_replay(args: argparse.Namespace) -> int:
+    from edge.capture import open_source
+
+    cfg = _need_config(args)
+    now0 = _parse_now(args.now, cfg)
+    if not cfg.store_path.exists():
+        print(f"error: store {cfg.store_path} not found: enrol seniors first with meal-enroll", file=sys.stderr)
+        return EXIT_FAIL
+    tmp = tempfile.mkdtemp(prefix="meal-edge-replay-")
+    try:
+        store_path = Path(args.keep_store) if args.keep_store else scratch_copy(cfg.store_path, Path(tmp))
+        if args.keep_store:
+            shutil.copyfile(scratch_copy(cfg.store_path, Path(tmp)), store_path)
+        parts = build_parts(cfg, store_path=store_path)
+
+        def emit(d: Any) -> None:
+            if args.json:
+                print(json.dumps(d.to_json(), ensure_ascii=False), flush=True)
+            else:
+                money = f" price {d.price_fen} subsidy {d.subsidy_fen} payable {d.payable_fen}" if d.kind == "meal" else ""
+                print(
+                    f"{d.source_ts:7.2f}s {d.kind:8} {d.senior_id or '-':12} {d.meal or '-':7}{money}"
+                    f"  [{', '.join(d.reasons)}] {d.message}",
+                    flush=True,
+                )
+
+        pipeline = make_pipeline(
+            cfg, parts, lambda f: now0 + timedelta(seconds=f.source_ts), on_decision=emit
+        )
+        source = open_source(args.source, live=False)
+        t0 = time.perf_counter()
+        pipeline.run(source.frames())
+        wall = time.perf_counter() - t0
+        st = pipeline.stats
+        print(
+            f"replay: {st.frames} frames in {wall:.1f} s ({st.frames / max(wall, 1e-9):.1f} fps), "
+            f"{st.decisions} decisions {st.by_kind}, backend {parts['embedder'].name}",
+            file=sys.stderr,
+        )
+        if args.stats:
+            print(json.dumps({"wall_s": wall, **st.as_dict()}), file=sys.stderr)
+        parts["store"].close()
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return EXIT_OK
+
+
+# -- small commands --------------------------------------------------------------------------------
+def cmd_events(args: argparse.Namespace) -> int:
+    from edge.outbox import events_command
+    from edge.store import Store
+
+    cfg = _need_config(args)
+    store = Store(cfg.store_path)
+    try:
+        return events_command(store, pending_only=args.pending, as_json=args.json)
+    finally:
+        store.close()
+
+
+def cmd_check_config(args: argparse.Namespace) -> int:
+    cfg = load_config(args.file)
+    print(f"{args.file}: OK (centre {cfg.centre.id}, kiosk {cfg.centre.kiosk_id}, {len(cfg.rules.meals)} meals)")
+    return EXIT_OK
+
+
+def cmd_default_config(_args: argparse.Namespace) -> int:
+    sys.stdout.write(DEFAULT_CONFIG)
+    return EXIT_OK
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from edge.demo import run_demo
+
+    return run_demo(keep=Path(args.keep) if args.keep else None, broker=args.broker)
+
+
+# -- parser ------------------------------------------------------------------------------------------
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="meal-edge", description="Face-recognition meal check-in daemon")
+    p.add_argument("--config", "-c", metavar="FILE", help="TOML config (see `meal-edge default-config`)")
+    p.add_argument("-v", "--verbose", action="count", default=0, help="-v info, -vv debug")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    s = sub.add_parser("run", help="run the check-in daemon on the configured camera")
+    s.set_defaults(func=cmd_run)
+
+    s = sub.add_parser("replay", help="run the same pipeline over a video file or image folder")
+    s.add_argument("source", help="video file or folder of images (played in name order)")
+    s.add_argument("--now", help="pin the clock: ISO 8601 time of the first frame (default: now)")
+    s.add_argument("--json", action="store_true", help="one JSON object per decision")
+    s.add_argument("--stats", action="store_true", help="print per-stage timings (JSON) to stderr")
+    s.add_argument("--keep-store", metavar="PATH", help="keep the replay's scratch store at PATH")
+    s.set_defaults(func=cmd_replay)
+
+    s = sub.add_parser("demo", help="enrol a few people, replay a short scene, show decisions and events")
+    s.add_argument("--keep", metavar="DIR", help="keep the demo's files (config, store, scene) in DIR")
+    s.add_argument("--broker", metavar="HOST:PORT", help="also publish the events to this MQTT broker")
+    s.set_defaults(func=cmd_demo)
+
+    s = sub.add_parser("events", help="list local meal events and their delivery state")
+    s.add_argument("--pending", action="store_true", help="only events not yet acknowledged by the broker")
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(func=cmd_events)
+
+    s = sub.add_parser("check-config", help="validate a config file; names the bad line")
+    s.add_argument("file")
+    s.set_defaults(func=cmd_check_config)
+
+    s = sub.add_parser("default-config", help="print a complete, commented config")
+    s.set_defaults(func=cmd_default_config)
+
+    for module in ("edge.evaluate", "edge.calibrate", "edge.modelbuild.cli", "edge.liveness_eval"):
+        try:
+            mod = __import__(module, fromlist=["add_parser"])
+        except ImportError as e:  # a tool whose optional parts are missing must not break the daemon
+            log.debug("%s not available: %s", module, e)
+            continue
+        mod.add_parser(sub)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    _setup_logging(args.verbose)
+    try:
+        return int(args.func(args))
+    except ConfigError as e:
+        print(f"config error:\n{e}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        return 130

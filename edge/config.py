@@ -1,0 +1,329 @@
+"""The one TOML config file, validated strictly: unknown keys are errors, and every error names its line.
+
+`meal-edge` and `meal-enroll` read the same file. Each part of the daemon receives only its own section.
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from datetime import time
+from pathlib import Path
+from typing import Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+
+class ConfigError(ValueError):
+    """A config problem, already phrased for the operator (file, line, key, what is wrong)."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class CentreConfig(_Section):
+    id: str = Field(min_length=1, description="centre id as the district knows it")
+    district: str = Field(min_length=1, description="hukou district whose residents get the subsidy")
+    kiosk_id: str = Field(min_length=1, description="this kiosk; sequence numbers are per kiosk")
+    timezone: str = "Asia/Shanghai"
+    name: str = ""
+
+    @field_validator("timezone")
+    @classmethod
+    def _tz(cls, v: str) -> str:
+        try:
+            ZoneInfo(v)
+        except (ZoneInfoNotFoundError, ValueError) as e:
+            raise ValueError(f"unknown time zone {v!r} (use an IANA name such as Asia/Shanghai)") from e
+        return v
+
+    @field_validator("id", "district", "kiosk_id")
+    @classmethod
+    def _topic_safe(cls, v: str) -> str:
+        # These become MQTT topic levels.
+        if any(c in v for c in "/+#") or v.strip() != v:
+            raise ValueError(f"{v!r} must not contain '/', '+', '#' or surrounding spaces")
+        return v
+
+    @property
+    def tz(self) -> ZoneInfo:
+        return ZoneInfo(self.timezone)
+
+
+class CameraConfig(_Section):
+    #: a device index ("0"), an RTSP/HTTP URL, a video file or a folder of images
+    source: str = "0"
+    width: int = Field(0, ge=0, description="requested capture width; 0 keeps the camera's default")
+    height: int = Field(0, ge=0)
+    reconnect_seconds: float = Field(5.0, gt=0)
+    queue_size: int = Field(4, ge=1)
+
+
+class DetectConfig(_Section):
+    detect_width: int = Field(640, ge=160, description="frames are downscaled to this width for HOG")
+    upsample: int = Field(0, ge=0, le=2)
+    min_face_px: int = Field(60, ge=20, description="faces narrower than this (full-frame pixels) are ignored")
+
+
+class RecognitionConfig(_Section):
+    backend: Literal["auto", "onnx", "dlib"] = "auto"
+    threads: int = Field(0, ge=0, description="0: as many as the machine has cores")
+    #: calibration file with the decision thresholds; empty: the one stored with the model in models/
+    calibration: str = ""
+
+
+class TrackConfig(_Section):
+    iou_match: float = Field(0.3, gt=0, lt=1)
+    max_missing_frames: int = Field(8, ge=1, description="a presence ends after this many frames without it")
+    min_frames: int = Field(3, ge=1, description="frames that must agree before a decision")
+    max_frames: int = Field(5, ge=1, description="frames fused at most for one decision")
+    reembed_every: int = Field(3, ge=1, description="embed a tracked face every N frames until decided")
+
+    @model_validator(mode="after")
+    def _order(self) -> TrackConfig:
+        if self.max_frames < self.min_frames:
+            raise ValueError("max_frames must be at least min_frames")
+        return self
+
+
+class StoreConfig(_Section):
+    path: str = "/var/lib/meal-edge/meal-edge.sqlite"
+    keep_photos: bool = False
+
+
+class MqttConfig(_Section):
+    host: str = "127.0.0.1"
+    port: int = Field(1883, ge=1, le=65535)
+    topic_prefix: str = "meal/v1"
+    client_id: str = ""
+    keepalive: int = Field(30, ge=5)
+    enabled: bool = True
+
+    @field_validator("topic_prefix")
+    @classmethod
+    def _prefix(cls, v: str) -> str:
+        if not v or v.startswith("/") or v.endswith("/") or any(c in v for c in "+#"):
+            raise ValueError("topic_prefix must be like 'meal/v1' (no leading/trailing '/', no wildcards)")
+        return v
+
+
+_HHMM = re.compile(r"^([01]\d|2[0-3]):[0-5]\d$")
+
+
+class MealWindow(_Section):
+    name: str = Field(min_length=1)
+    start: str
+    end: str
+    price_fen: int = Field(ge=0)
+
+    @field_validator("start", "end")
+    @classmethod
+    def _hhmm(cls, v: str) -> str:
+        if not _HHMM.match(v):
+            raise ValueError(f"{v!r} is not a local time HH:MM (e.g. 10:30)")
+        return v
+
+    @model_validator(mode="after")
+    def _ordered(self) -> MealWindow:
+        if self.start_time >= self.end_time:
+            raise ValueError(f"meal {self.name!r}: start {self.start} must be before end {self.end}")
+        return self
+
+    @property
+    def start_time(self) -> time:
+        return time.fromisoformat(self.start)
+
+    @property
+    def end_time(self) -> time:
+        return time.fromisoformat(self.end)
+
+
+def _default_meals() -> list[MealWindow]:
+    return [
+        MealWindow(name="lunch", start="10:30", end="13:30", price_fen=1000),
+        MealWindow(name="dinner", start="16:30", end="18:30", price_fen=1000),
+    ]
+
+
+class RulesConfig(_Section):
+    min_age: int = Field(70, ge=0, le=130)
+    subsidy_fen: int = Field(300, ge=0)
+    subsidised_meals_per_day: int = Field(1, ge=0)
+    meals: list[MealWindow] = Field(default_factory=_default_meals)
+
+    @model_validator(mode="after")
+    def _no_overlap(self) -> RulesConfig:
+        names = [m.name for m in self.meals]
+        if len(set(names)) != len(names):
+            raise ValueError("meal names must be unique")
+        spans = sorted((m.start_time, m.end_time, m.name) for m in self.meals)
+        for (_, e1, n1), (s2, _, n2) in zip(spans, spans[1:], strict=False):
+            if s2 < e1:
+                raise ValueError(f"meal windows {n1!r} and {n2!r} overlap")
+        return self
+
+
+class Config(_Section):
+    centre: CentreConfig
+    camera: CameraConfig = CameraConfig()
+    detect: DetectConfig = DetectConfig()
+    recognition: RecognitionConfig = RecognitionConfig()
+    track: TrackConfig = TrackConfig()
+    store: StoreConfig = StoreConfig()
+    mqtt: MqttConfig = MqttConfig()
+    rules: RulesConfig = RulesConfig()
+
+    #: the file the config came from (not a TOML key); relative paths resolve against its folder
+    source_path: Path | None = Field(default=None, exclude=True)
+
+    def resolve(self, p: str) -> Path:
+        path = Path(p).expanduser()
+        if not path.is_absolute() and self.source_path is not None:
+            path = self.source_path.parent / path
+        return path
+
+    @property
+    def store_path(self) -> Path:
+        return self.resolve(self.store.path)
+
+
+# ---------------------------------------------------------------------------------------------
+# Loading with line numbers. tomllib reports syntax errors with their line; for validation errors
+# we map pydantic's error location (e.g. ("rules", "meals", 1, "start")) back to the line of the key.
+
+_TABLE = re.compile(r"^\s*\[\s*([A-Za-z0-9_.\-\" ]+?)\s*\]\s*(#.*)?$")
+_ARRAY_TABLE = re.compile(r"^\s*\[\[\s*([A-Za-z0-9_.\-\" ]+?)\s*\]\]\s*(#.*)?$")
+_KEY = re.compile(r"^\s*([A-Za-z0-9_\-]+)\s*=")
+
+
+def _key_lines(text: str) -> dict[tuple[str | int, ...], int]:
+    lines: dict[tuple[str | int, ...], int] = {}
+    prefix: tuple[str | int, ...] = ()
+    array_counts: dict[tuple[str, ...], int] = {}
+    for no, line in enumerate(text.splitlines(), start=1):
+        if m := _ARRAY_TABLE.match(line):
+            name = tuple(p.strip().strip('"') for p in m.group(1).split("."))
+            idx = array_counts.get(name, -1) + 1
+            array_counts[name] = idx
+            prefix = (*name, idx)
+            lines.setdefault(name, no)
+            lines[prefix] = no
+        elif m := _TABLE.match(line):
+            prefix = tuple(p.strip().strip('"') for p in m.group(1).split("."))
+            lines.setdefault(prefix, no)
+        elif m := _KEY.match(line):
+            lines.setdefault((*prefix, m.group(1)), no)
+    return lines
+
+
+def _line_for(loc: tuple[str | int, ...], lines: dict[tuple[str | int, ...], int]) -> int | None:
+    for n in range(len(loc), 0, -1):
+        if loc[:n] in lines:
+            return lines[loc[:n]]
+    return None
+
+
+def parse_config(text: str, path: Path | str = "<config>") -> Config:
+    try:
+        data: dict[str, Any] = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{path}: TOML syntax error: {e}") from e
+    try:
+        cfg = Config.model_validate(data)
+    except ValidationError as e:
+        lines = _key_lines(text)
+        problems = []
+        for err in e.errors():
+            loc = tuple(err["loc"])
+            line = _line_for(loc, lines)
+            where = f"line {line}" if line else "(missing)"
+            key = ".".join(str(p) for p in loc) or "(top level)"
+            msg = err["msg"]
+            if err["type"] == "extra_forbidden":
+                msg = "unknown key (check the spelling; `meal-edge default-config` lists every key)"
+            elif err["type"] == "missing":
+                msg = "required key is missing"
+            problems.append(f"{path}: {where}: {key}: {msg}")
+        raise ConfigError("\n".join(problems)) from e
+    if isinstance(path, Path):
+        cfg = cfg.model_copy(update={"source_path": path.resolve()})
+    return cfg
+
+
+def load_config(path: str | Path) -> Config:
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except FileNotFoundError as e:
+        raise ConfigError(f"{p}: config file not found") from e
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{p}: not UTF-8 text ({e})") from e
+    return parse_config(text, p)
+
+
+DEFAULT_CONFIG = '''\
+# meal-edge configuration. Every key is shown with its default; unknown keys are errors.
+# Validate with: meal-edge check-config FILE
+
+[centre]
+id = "centre-001"            # centre id as the district knows it (no '/', '+', '#')
+district = "xuhui"           # hukou district whose residents get the meal subsidy
+kiosk_id = "kiosk-1"         # this kiosk; event sequence numbers are per kiosk
+timezone = "Asia/Shanghai"   # meal windows and "today" are in this time zone
+name = ""                    # display name
+
+[camera]
+source = "0"                 # device index ("0"), RTSP/HTTP URL, video file or folder of images
+width = 0                    # requested capture size; 0 keeps the camera default
+height = 0
+reconnect_seconds = 5.0      # wait between attempts when the camera goes away
+queue_size = 4               # frames buffered between capture and recognition (oldest dropped)
+
+[detect]
+detect_width = 640           # frames are downscaled to this width for face detection
+upsample = 0                 # 1 finds smaller faces at ~4x the cost
+min_face_px = 60             # faces narrower than this are ignored (too far away)
+
+[recognition]
+backend = "auto"             # auto (ONNX if the model verifies, else dlib), onnx, dlib
+threads = 0                  # 0: one per core
+calibration = ""             # decision thresholds; empty: the file stored with the model in models/
+
+[track]
+iou_match = 0.3              # box overlap that continues a presence
+max_missing_frames = 8       # a presence ends after this many frames without the face
+min_frames = 3               # frames that must agree before a decision
+max_frames = 5               # frames fused at most for one decision
+reembed_every = 3            # embed a tracked face every N frames until it is decided
+
+[store]
+path = "/var/lib/meal-edge/meal-edge.sqlite"   # relative paths resolve against this file's folder
+keep_photos = false          # store enrolment photos too (off: embeddings only)
+
+[mqtt]
+enabled = true
+host = "127.0.0.1"
+port = 1883
+topic_prefix = "meal/v1"     # events go to <prefix>/<district>/<centre>/<kiosk>/events
+client_id = ""               # empty: meal-edge-<centre>-<kiosk>
+keepalive = 30
+
+[rules]
+min_age = 70                 # age on the meal's local date
+subsidy_fen = 300            # 3 yuan, in fen
+subsidised_meals_per_day = 1
+
+[[rules.meals]]
+name = "lunch"
+start = "10:30"              # local time HH:MM
+end = "13:30"
+price_fen = 1000
+
+[[rules.meals]]
+name = "dinner"
+start = "16:30"
+end = "18:30"
+price_fen = 1000
+'''

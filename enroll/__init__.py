@@ -1,0 +1,1 @@
+"""Staff enrolment of seniors' faces (meal-enroll)."""
