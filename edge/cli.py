@@ -273,7 +273,8 @@ def build_parser() -> argparse.ArgumentParser:
         except ImportError as e:  # a tool whose optional parts are missing must not break the daemon
             log.debug("%s not available: %s", module, e)
             continue
-        mod.add_parser(sub)
+        if hasattr(mod, "add_parser"):
+            mod.add_parser(sub)
     return p
 
 

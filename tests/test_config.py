@@ -1,0 +1,90 @@
+"""Config: strict validation, every error names its line; the default config is complete and valid."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from edge.cli import main
+from edge.config import DEFAULT_CONFIG, ConfigError, load_config, parse_config
+
+
+def test_default_config_is_valid_and_complete() -> None:
+    cfg = parse_config(DEFAULT_CONFIG)
+    assert cfg.centre.timezone == "Asia/Shanghai"
+    assert [(m.name, m.start, m.end, m.price_fen) for m in cfg.rules.meals] == [
+        ("lunch", "10:30", "13:30", 1000),
+        ("dinner", "16:30", "18:30", 1000),
+    ]
+    assert (cfg.rules.min_age, cfg.rules.subsidy_fen, cfg.rules.subsidised_meals_per_day) == (70, 300, 1)
+    # Every field of every section is spelled out in the default file, so operators see all keys.
+    for name, section in cfg:
+        if name == "source_path" or name == "rules":
+            continue
+        for key in type(section).model_fields:
+            assert f"\n{key} = " in DEFAULT_CONFIG, f"[{name}] {key} missing from the default config"
+
+
+def _line_of(text: str, needle: str) -> int:
+    return next(i for i, line in enumerate(text.splitlines(), 1) if needle in line)
+
+
+@pytest.mark.parametrize(
+    "old, new, key, fragment",
+    [
+        ("upsample = 0", "upsampel = 0", "detect.upsampel", "unknown key"),
+        ("port = 1883", "port = 70000", "mqtt.port", "less than or equal"),
+        ('timezone = "Asia/Shanghai"', 'timezone = "Mars/Olympus"', "centre.timezone", "unknown time zone"),
+        ('start = "16:30"', 'start = "4pm"', "rules.meals.1.start", "HH:MM"),
+        ("subsidy_fen = 300", "subsidy_fen = -5", "rules.subsidy_fen", "greater than or equal"),
+        ('kiosk_id = "kiosk-1"', 'kiosk_id = "a/b"', "centre.kiosk_id", "must not contain"),
+        ("min_frames = 3", "min_frames = 9", "track", "max_frames must be at least min_frames"),
+    ],
+)
+def test_bad_value_names_the_line(old: str, new: str, key: str, fragment: str) -> None:
+    assert old in DEFAULT_CONFIG
+    text = DEFAULT_CONFIG.replace(old, new, 1)
+    with pytest.raises(ConfigError) as e:
+        parse_config(text, "kiosk.toml")
+    msg = str(e.value)
+    assert f"line {_line_of(text, new)}" in msg or key == "track"
+    assert key in msg and fragment in msg and "kiosk.toml" in msg
+
+
+def test_overlapping_meals_are_refused() -> None:
+    text = DEFAULT_CONFIG.replace('start = "16:30"', 'start = "13:00"')
+    with pytest.raises(ConfigError, match="overlap"):
+        parse_config(text)
+
+
+def test_missing_centre_and_syntax_error() -> None:
+    with pytest.raises(ConfigError, match="centre: required key is missing"):
+        parse_config("[camera]\nsource = '0'\n")
+    with pytest.raises(ConfigError, match="line 2"):
+        parse_config("[centre]\nid = \n")
+
+
+def test_check_config_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    good = tmp_path / "good.toml"
+    good.write_text(DEFAULT_CONFIG)
+    assert main(["check-config", str(good)]) == 0
+    bad = tmp_path / "bad.toml"
+    bad.write_text(DEFAULT_CONFIG.replace("keepalive = 30", "keepalive = 30\nqos = 2"))
+    assert main(["check-config", str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert f"line {_line_of(bad.read_text(), 'qos = 2')}: mqtt.qos: unknown key" in err
+    assert main(["check-config", str(tmp_path / "nope.toml")]) == 2
+    assert "config file not found" in capsys.readouterr().err
+
+
+def test_default_config_cli_round_trips(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["default-config"]) == 0
+    out = capsys.readouterr().out
+    p = tmp_path / "c.toml"
+    p.write_text(out)
+    cfg = load_config(p)
+    # relative paths resolve next to the config file
+    cfg2 = parse_config(out.replace("/var/lib/meal-edge/meal-edge.sqlite", "state/db.sqlite"), p)
+    assert cfg2.store_path == tmp_path / "state" / "db.sqlite"
+    assert cfg.store_path == Path("/var/lib/meal-edge/meal-edge.sqlite")
