@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
@@ -41,6 +41,14 @@ IDENTITY_SWITCH_DISTANCE = 0.62
 RECHECK_EVERY = 15
 MAX_OBSERVATIONS = 64
 LIVENESS_FRAMES = 24
+
+
+def meal_message(name: str, meal: str, payable_fen: int, subsidy_fen: int, detail: str) -> str:
+    """What the kiosk says for a meal: short, the amount to pay first (read out loud too, later)."""
+    pay = f"please pay ¥{payable_fen / 100:.2f}"
+    if subsidy_fen:
+        return f"Welcome {name}: {meal}, {pay} (¥{subsidy_fen / 100:.2f} subsidy applied)"
+    return f"Welcome {name}: {meal}, {pay}. {detail}"
 
 
 @dataclass(frozen=True)
@@ -266,14 +274,7 @@ class Pipeline:
             return verdict
         # A suspected photo or screen is not refused outright (an elderly face can look flat);
         # staff check it instead.
-        return Verdict(
-            "confirm",
-            verdict.senior_id,
-            verdict.distance,
-            verdict.margin,
-            verdict.frames,
-            (*verdict.reasons, "liveness_not_confirmed", *lv.reasons),
-        )
+        return replace(verdict, outcome="confirm", reasons=(*verdict.reasons, "liveness_not_confirmed", *lv.reasons))
 
     def _end(self, ended: list[Track], frame: Frame | None) -> list[Decision]:
         out = []
@@ -367,6 +368,7 @@ class Pipeline:
             return Decision("error", **{**base, "message": SAVE_FAILED_MESSAGE, "reasons": ("store_failed",)})
         if self.on_event is not None:
             self.on_event()
+        base["message"] = meal_message(senior.name, r.meal or "", r.payable_fen, r.subsidy_fen, r.message)
         return Decision(
             "meal",
             price_fen=r.price_fen,

@@ -15,7 +15,7 @@ import sys
 import tempfile
 import time
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from pathlib import Path
 
 import cv2
@@ -108,3 +108,119 @@ def make_scene(folder: Path, visits: list[Visit], seed: int = 0) -> list[tuple[s
     for _ in range(12):
         write(wall.copy())
     return spans
+
+
+HOPPER = ("S0001", "Grace Hopper", date(1946, 12, 9))
+
+
+def _config_text(store: str, broker: str | None) -> str:
+    text = DEFAULT_CONFIG.replace('"/var/lib/meal-edge/meal-edge.sqlite"', f'"{store}"')
+    if broker:
+        host, _, port = broker.rpartition(":")
+        text = text.replace('host = "127.0.0.1"', f'host = "{host or "127.0.0.1"}"').replace(
+            "port = 1883", f"port = {int(port)}"
+        )
+    else:
+        text = text.replace("enabled = true", "enabled = false")
+    return text
+
+
+def _show(d: object) -> None:
+    from edge.app import Decision
+
+    assert isinstance(d, Decision)
+    money = ""
+    if d.kind == "meal":
+        money = f"  price ¥{d.price_fen / 100:.2f}, subsidy ¥{d.subsidy_fen / 100:.2f}, pay ¥{d.payable_fen / 100:.2f}"
+    who = d.name or "(not enrolled)"
+    print(f"   t={d.source_ts:5.1f}s  {d.kind.upper():7} {who:16}{money}")
+    print(f"             kiosk says: \"{d.message}\"   [{', '.join(d.reasons)}]")
+
+
+def run_demo(keep: Path | None = None, broker: str | None = None) -> int:
+    from edge.app import Pipeline
+    from edge.capture import ImageFolderSource
+    from edge.decide import load_policy
+    from edge.detect import Detector
+    from edge.embed.factory import make_embedder
+    from edge.rules import Senior
+    from edge.store import Store
+    from enroll.service import ENROL_DETECT_WIDTH, ENROL_UPSAMPLE, Enroller
+
+    logging.basicConfig(level=logging.WARNING)
+    work = keep or Path(tempfile.mkdtemp(prefix="meal-edge-demo-"))
+    work.mkdir(parents=True, exist_ok=True)
+    (work / "meal-edge.toml").write_text(_config_text("meal-edge.sqlite", broker), encoding="utf-8")
+    cfg = load_config(work / "meal-edge.toml")
+    if cfg.store_path.exists():
+        cfg.store_path.unlink()
+    print(f"meal-edge demo in {work} (config {work / 'meal-edge.toml'})")
+    print("Faces: Grace Hopper (matplotlib sample data) is enrolled; Eileen Collins (scikit-image sample")
+    print("data) is not. Both photos are public domain and ship inside those PyPI packages.\n")
+
+    store = Store(cfg.store_path)
+    embedder = make_embedder(cfg.recognition.backend, cfg.recognition.threads)
+    policy = load_policy(embedder.model_id)
+    print(f"1. Enrolling (embedding back-end: {embedder.name})")
+    photos = work / "photos"
+    photos.mkdir(exist_ok=True)
+    paths = []
+    for k, (angle, gain, scale) in enumerate([(0, 1.0, 1.0), (4, 0.85, 0.95), (-5, 1.15, 1.05)]):
+        p = photos / f"hopper_{k + 1}.jpg"
+        cv2.imwrite(str(p), variant(hopper(), angle, gain, scale)[:, :, ::-1])
+        paths.append(p)
+    enroller = Enroller(store, Detector(ENROL_DETECT_WIDTH, ENROL_UPSAMPLE), embedder)
+    sid, name, born = HOPPER
+    res = enroller.enrol(Senior(sid, name, born, cfg.centre.district), paths)
+    for ph in res.photos:
+        print(f"   {ph.label}: {'ok' if ph.accepted else ph.reason}")
+    print(f"   {sid} {name}, born {born}, hukou {cfg.centre.district}: {res.templates_total} templates\n")
+    if not res.enrolled:
+        print("enrolment failed; see the reasons above", file=sys.stderr)
+        return 1
+
+    detector = Detector(cfg.detect.detect_width, cfg.detect.upsample)
+    tz = cfg.centre.tz
+    scenes = [
+        ("Lunch, 11:45", datetime(2026, 11, 30, 11, 45, tzinfo=tz),
+         [Visit("hopper", 20), Visit("collins", 20), Visit("hopper", 15)],
+         "Hopper checks in, a visitor who is not enrolled walks up, Hopper comes back"),
+        ("Dinner, 17:05", datetime(2026, 11, 30, 17, 5, tzinfo=tz), [Visit("hopper", 20)],
+         "Hopper comes for dinner: the day's subsidised meal is already used"),
+    ]
+    for n, (title, start, visits, story) in enumerate(scenes, start=2):
+        folder = work / f"scene{n - 1}"
+        make_scene(folder, visits, seed=n)
+        print(f"{n}. {title}: {story}")
+        pipeline = Pipeline(
+            cfg, detector=detector, embedder=embedder, store=store, policy=policy,
+            clock=lambda f, s=start: s + timedelta(seconds=f.source_ts), on_decision=_show,  # type: ignore[misc]
+        )
+        t0 = time.perf_counter()
+        source = ImageFolderSource(folder, fps=FPS)
+        pipeline.run(source.frames())
+        st = pipeline.stats
+        print(f"   ({st.frames} frames in {time.perf_counter() - t0:.1f} s; {st.decisions} decisions, "
+              f"one per presence)\n")
+
+    pending = store.pending()
+    print(f"{len(scenes) + 2}. Meal events in the outbox, as they are published (QoS 1) to")
+    print(f"   {pending[0].topic if pending else '-'}")
+    for ev in pending:
+        print(json.dumps(json.loads(ev.payload), ensure_ascii=False, indent=2))
+    if broker:
+        from edge.publish import Publisher
+
+        pub = Publisher(store, cfg.mqtt, cfg.centre)
+        pub.start()
+        deadline = time.monotonic() + 15
+        while store.pending() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        pub.stop(timeout=5)
+        left = len(store.pending())
+        print(f"   published to {broker}: {len(pending) - left} acknowledged, {left} still pending")
+    else:
+        print("   (not published: run `meal-edge demo --broker 127.0.0.1:1883` to send them to a broker)")
+    store.close()
+    print(f"\nDone. Files are in {work}" + ("" if keep else " (temporary)"))
+    return 0

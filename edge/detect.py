@@ -52,7 +52,9 @@ def load_image(path: str | Path) -> np.ndarray:
     data = np.fromfile(str(p), dtype=np.uint8)
     if data.size == 0:
         raise ImageError(f"{p}: file is empty")
-    img = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
+    # IMREAD_COLOR applies the EXIF orientation (phone portraits would otherwise come in sideways)
+    # and turns grey, 16-bit and alpha images into 8-bit BGR.
+    img = cv2.imdecode(data, cv2.IMREAD_COLOR)
     if img is None:
         raise ImageError(f"{p}: not a readable image (corrupt or unsupported format); take the photo again")
     return to_rgb(img, bgr=True)
@@ -124,6 +126,8 @@ def _full_object_detection(face: Face) -> dlib.full_object_detection:
 
 
 def face_chip(rgb: np.ndarray, face: Face) -> np.ndarray:
+    # dlib's binding refuses non-contiguous arrays (e.g. a cropped slice of a frame)
+    rgb = np.ascontiguousarray(rgb)
     return np.asarray(
         dlib.get_face_chip(rgb, _full_object_detection(face), size=CHIP_SIZE, padding=CHIP_PADDING),
         dtype=np.uint8,

@@ -1,0 +1,468 @@
+"""`meal-enroll`: staff enrolment of seniors (add, import, list, show, set-status, remove).
+
+Exit codes: 0 everything done, 1 something was rejected or not found, 2 usage or config error.
+Staff never see a Python traceback for bad input: every message names the problem and the fix.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+import unicodedata
+from collections.abc import Sequence
+from datetime import date, datetime
+from functools import lru_cache
+from pathlib import Path
+from typing import IO, TYPE_CHECKING, Any
+
+from edge.config import Config, ConfigError, load_config
+from edge.rules import STATUSES, Senior, age_on, ineligibility
+
+if TYPE_CHECKING:
+    from edge.detect import Detector
+    from edge.embed.base import Embedder
+    from edge.store import Store
+    from enroll.service import Enroller, EnrolResult
+
+log = logging.getLogger(__name__)
+
+EXIT_OK, EXIT_REJECTED, EXIT_USAGE = 0, 1, 2
+
+
+class UsageError(Exception):
+    """Bad arguments or config: exit 2 with this message."""
+
+
+# -- argument parsing ----------------------------------------------------------------------------
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # type: ignore[override]
+        # argparse exits the process; we raise so main() can return 2 (and tests can call main()).
+        raise UsageError(f"{self.prog}: {message} (see `{self.prog} --help`)")
+
+
+def _birth_date(text: str) -> date:
+    from enroll.roster import parse_birth_date
+
+    try:
+        return parse_birth_date(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def _config_arg(p: argparse.ArgumentParser, top: bool) -> None:
+    # Accepted before or after the sub-command; SUPPRESS keeps the sub-command's copy from
+    # overwriting a value given before it.
+    p.add_argument(
+        "--config",
+        metavar="FILE",
+        default=os.environ.get("MEAL_EDGE_CONFIG") if top else argparse.SUPPRESS,
+        help="the meal-edge TOML config (default: $MEAL_EDGE_CONFIG)",
+    )
+
+
+def _add_commands(sub: argparse._SubParsersAction[Any]) -> None:
+    a = sub.add_parser("add", help="enrol one senior from 1 to 5 photos")
+    _config_arg(a, False)
+    a.add_argument("--senior-id", required=True, help="the id the district gave the senior")
+    a.add_argument("--name", required=True)
+    a.add_argument("--birth-date", required=True, type=_birth_date, metavar="YYYY-MM-DD")
+    a.add_argument("--hukou", required=True, metavar="DISTRICT", help="hukou district")
+    a.add_argument(
+        "--force", action="store_true", help="enrol even if the face matches another enrolled senior"
+    )
+    a.add_argument("photos", nargs="+", metavar="PHOTO", help="1 to 5 photos of the senior's face")
+
+    i = sub.add_parser("import", help="bulk enrolment from a roster CSV")
+    _config_arg(i, False)
+    i.add_argument("roster", metavar="ROSTER.csv", help="columns senior_id,name,birth_date,hukou,photos")
+    i.add_argument(
+        "--photos", metavar="DIR", help="folder the photo names are relative to (default: the CSV's)"
+    )
+    i.add_argument(
+        "--force", action="store_true", help="enrol even if a face matches another enrolled senior"
+    )
+
+    ls = sub.add_parser("list", help="table of enrolled seniors")
+    _config_arg(ls, False)
+    ls.add_argument("--status", choices=STATUSES, help="only seniors with this status")
+
+    sh = sub.add_parser("show", help="one senior's record")
+    _config_arg(sh, False)
+    sh.add_argument("senior_id", metavar="ID")
+
+    st = sub.add_parser("set-status", help="mark a senior active, suspended or deceased")
+    _config_arg(st, False)
+    st.add_argument("senior_id", metavar="ID")
+    st.add_argument("status", choices=STATUSES)
+
+    rm = sub.add_parser("remove", help="remove a senior and erase their face templates for good")
+    _config_arg(rm, False)
+    rm.add_argument("senior_id", metavar="ID")
+
+
+def build_parser(prog: str = "meal-enroll") -> argparse.ArgumentParser:
+    p = _Parser(prog=prog, description="Enrol seniors' faces for meal check-in (staff tool).")
+    _config_arg(p, True)
+    p.add_argument("-v", "--verbose", action="store_true", help="log details (and tracebacks) to stderr")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    sub.required = True
+    _add_commands(sub)
+    return p
+
+
+def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser], name: str = "enroll") -> None:
+    """Hook for `meal-edge enroll ...`: the same commands under another front-end; dispatch with `run`."""
+    p = subparsers.add_parser(name, help="enrol seniors (same as meal-enroll)")
+    sub = p.add_subparsers(dest="enroll_command", metavar="COMMAND", parser_class=_Parser)
+    sub.required = True
+    _add_commands(sub)
+
+
+# -- wiring ----------------------------------------------------------------------------------------
+
+
+def _load(args: argparse.Namespace) -> Config:
+    path = getattr(args, "config", None)
+    if not path:
+        raise UsageError("no config: give --config FILE (write one with `meal-edge default-config > FILE`)")
+    try:
+        return load_config(path)
+    except ConfigError as e:
+        raise UsageError(str(e)) from None
+
+
+def _open_store(cfg: Config) -> Store:
+    from edge.store import Store, StoreError
+
+    path = cfg.store_path
+    try:
+        return Store(path, keep_photos=cfg.store.keep_photos)
+    except StoreError as e:
+        raise UsageError(f"{e}: check [store] path in {cfg.source_path}") from None
+
+
+@lru_cache(maxsize=2)
+def _models(backend: str, threads: int) -> tuple[Detector, Embedder]:
+    # Cached: loading the dlib models takes about a second, and tests call main() many times.
+    from edge.detect import Detector
+    from enroll.service import ENROL_DETECT_WIDTH, ENROL_UPSAMPLE
+
+    return Detector(detect_width=ENROL_DETECT_WIDTH, upsample=ENROL_UPSAMPLE), make_embedder(backend, threads)
+
+
+def make_embedder(backend: str, threads: int) -> Embedder:
+    try:
+        from edge.embed.factory import make_embedder as factory
+    except ImportError:
+        from edge.embed.dlib_backend import DlibEmbedder
+
+        log.info("edge.embed.factory not available: using the dlib embedder")
+        return DlibEmbedder()
+    emb: Embedder = factory(backend, threads)
+    return emb
+
+
+def _enroller(cfg: Config, store: Store) -> Enroller:
+    from enroll.service import Enroller
+
+    detector, embedder = _models(cfg.recognition.backend, cfg.recognition.threads)
+    return Enroller(store, detector, embedder, keep_photos=cfg.store.keep_photos)
+
+
+# -- output helpers --------------------------------------------------------------------------------
+
+
+def _width(s: str) -> int:
+    """Terminal columns: Chinese characters take two."""
+    return sum(2 if unicodedata.east_asian_width(c) in "WF" else 1 for c in s)
+
+
+def _pad(s: str, n: int) -> str:
+    return s + " " * max(0, n - _width(s))
+
+
+def _table(rows: list[list[str]], out: IO[str]) -> None:
+    widths = [max(_width(r[i]) for r in rows) for i in range(len(rows[0]))]
+    for r in rows:
+        print("  ".join(_pad(c, w) for c, w in zip(r, widths, strict=True)).rstrip(), file=out)
+
+
+def _print_result(res: EnrolResult, out: IO[str], indent: str = "") -> None:
+    s = res.senior
+    if res.enrolled:
+        head = f"{s.senior_id} {s.name}: enrolled, {res.templates_added} template(s) added"
+        head += f" ({res.templates_total} in all)" if res.templates_total != res.templates_added else ""
+    elif res.rejected:
+        head = f"{s.senior_id} {s.name}: NOT enrolled"
+    else:
+        head = f"{s.senior_id} {s.name}: unchanged ({res.templates_total} template(s))"
+    print(indent + head, file=out)
+    for prob in res.problems:
+        print(f"{indent}  rejected: {prob}", file=out)
+    for ph in res.photos:
+        if ph.accepted:
+            state = "ok"
+        elif ph.skipped:
+            state = f"skipped: {ph.reason}"
+        else:
+            state = f"rejected: {ph.reason}"
+        print(f"{indent}  {ph.label}: {state}", file=out)
+    for w in res.all_warnings:
+        print(f"{indent}  warning: {w}", file=out)
+
+
+class Progress:
+    """Per-row progress on stderr: one plain line per row, or one rewritten bar on a terminal."""
+
+    def __init__(self, total: int, stream: IO[str]) -> None:
+        self.total = max(total, 0)
+        self.done = 0
+        self.stream = stream
+        self.tty = bool(getattr(stream, "isatty", lambda: False)())
+
+    def step(self, label: str, state: str) -> None:
+        self.done += 1
+        n = len(str(self.total))
+        pct = 100 * self.done // self.total if self.total else 100
+        head = f"[{self.done:>{n}}/{self.total}] {pct:3d}%"
+        if self.tty:
+            filled = 20 * self.done // self.total if self.total else 20
+            bar = "#" * filled + "-" * (20 - filled)
+            print(f"\r\x1b[K{head} [{bar}] {label} {state}", end="", file=self.stream, flush=True)
+            if self.done >= self.total:
+                print(file=self.stream)
+        else:
+            print(f"{head} {label} {state}", file=self.stream, flush=True)
+
+    def note(self, text: str) -> None:
+        if self.tty:
+            print("\r\x1b[K" + text, file=self.stream, flush=True)
+        else:
+            print(text, file=self.stream, flush=True)
+
+
+# -- commands -------------------------------------------------------------------------------------
+
+
+def cmd_add(args: argparse.Namespace, cfg: Config, out: IO[str]) -> int:
+    from enroll.roster import MAX_PHOTOS
+
+    if len(args.photos) > MAX_PHOTOS:
+        raise UsageError(f"{len(args.photos)} photos given, at most {MAX_PHOTOS}: keep the best {MAX_PHOTOS}")
+    senior = Senior(args.senior_id.strip(), args.name.strip(), args.birth_date, args.hukou.strip())
+    store = _open_store(cfg)
+    try:
+        res = _enroller(cfg, store).enrol(senior, [Path(p) for p in args.photos], force=args.force)
+    finally:
+        store.close()
+    _print_result(res, out)
+    return EXIT_REJECTED if res.rejected else EXIT_OK
+
+
+def cmd_import(args: argparse.Namespace, cfg: Config, out: IO[str], err: IO[str]) -> int:
+    from enroll.roster import RosterError, read_roster
+
+    if args.photos is not None and not Path(args.photos).is_dir():
+        raise UsageError(f"--photos {args.photos}: no such folder")
+    try:
+        rows, bad = read_roster(args.roster, args.photos)
+    except RosterError as e:
+        raise UsageError(str(e)) from None
+    rejected: list[str] = []
+    for b in bad:
+        rejected.append(f"row {b.row}{' ' + b.senior_id if b.senior_id else ''}: {b.reason}")
+    store = _open_store(cfg)
+    enrolled = partly = unchanged = refused = warnings = templates = 0
+    try:
+        enroller = _enroller(cfg, store) if rows else None
+        progress = Progress(len(rows), err)
+        for b in bad:
+            progress.note(f"row {b.row}: rejected: {b.reason}")
+        for row in rows:
+            assert enroller is not None
+            res = enroller.enrol(row.senior, list(row.photos), force=args.force)
+            label = f"row {row.row} {row.senior.senior_id} {row.senior.name}"
+            warnings += len(res.all_warnings)
+            templates += res.templates_added
+            if res.enrolled and not res.rejected:
+                enrolled += 1
+                state = "ok" + (f" ({len(res.all_warnings)} warning(s))" if res.all_warnings else "")
+            elif res.enrolled:
+                partly += 1
+                state = f"enrolled, {len(res.rejected_photos)} photo(s) rejected"
+            elif res.rejected:
+                refused += 1
+                state = "REJECTED"
+            else:
+                unchanged += 1
+                state = "unchanged"
+            progress.step(label, state)
+            if res.rejected:
+                reasons = res.problems + [f"{p.label}: {p.reason}" for p in res.rejected_photos]
+                rejected += [f"{label}: {r}" for r in reasons]
+            if res.all_warnings:
+                for w in res.all_warnings:
+                    print(f"warning: {label}: {w}", file=out)
+    finally:
+        store.close()
+    n_rejected_rows = len(bad) + refused
+    for line in rejected:
+        print(f"rejected: {line}", file=out)
+    summary = (
+        f"{Path(args.roster).name}: {enrolled + partly} enrolled ({templates} templates), "
+        f"{n_rejected_rows} rejected, {warnings} warning(s)"
+    )
+    if partly:
+        summary += f"; {partly} enrolled with some photos rejected"
+    if unchanged:
+        summary += f"; {unchanged} already enrolled, unchanged"
+    print(summary, file=out)
+    return EXIT_REJECTED if (n_rejected_rows or partly) else EXIT_OK
+
+
+def cmd_list(args: argparse.Namespace, cfg: Config, out: IO[str]) -> int:
+    store = _open_store(cfg)
+    try:
+        seniors = store.list_seniors()
+    finally:
+        store.close()
+    if args.status:
+        seniors = [(s, n) for s, n in seniors if s.status == args.status]
+    if not seniors:
+        print("no seniors enrolled" + (f" with status {args.status}" if args.status else ""), file=out)
+        return EXIT_OK
+    rows = [["id", "name", "birth date", "hukou", "status", "templates"]]
+    rows += [[s.senior_id, s.name, s.birth_date.isoformat(), s.hukou, s.status, str(n)] for s, n in seniors]
+    _table(rows, out)
+    print(f"{len(seniors)} senior(s)", file=out)
+    return EXIT_OK
+
+
+def cmd_show(args: argparse.Namespace, cfg: Config, out: IO[str]) -> int:
+    store = _open_store(cfg)
+    try:
+        s = store.get_senior(args.senior_id)
+        info = store.template_info(args.senior_id) if s is not None else []
+    finally:
+        store.close()
+    if s is None:
+        print(f"no senior {args.senior_id}: check the id (`meal-enroll list` shows everyone)", file=out)
+        return EXIT_REJECTED
+    today = datetime.now(cfg.centre.tz).date()
+    why = ineligibility(s, today, cfg.rules, cfg.centre.district)
+    if s.status != "active":
+        why.insert(0, f"status {s.status}")
+    _table(
+        [
+            ["id", s.senior_id],
+            ["name", s.name],
+            ["birth date", f"{s.birth_date} (age {age_on(s.birth_date, today)})"],
+            ["hukou", s.hukou],
+            ["status", s.status],
+            ["templates", str(len(info))],
+            ["subsidy today", "eligible" if not why else "not eligible: " + ", ".join(why)],
+        ],
+        out,
+    )
+    for tid, model_id, quality, source, has_photo in info:
+        photo = ", photo kept" if has_photo else ""
+        print(
+            f"  template {tid}: from {source} (quality {quality:.2f}, model {model_id.split(':')[0]}{photo})",
+            file=out,
+        )
+    return EXIT_OK
+
+
+def cmd_set_status(args: argparse.Namespace, cfg: Config, out: IO[str]) -> int:
+    from edge.store import StoreError
+
+    store = _open_store(cfg)
+    try:
+        store.set_status(args.senior_id, args.status)
+    except StoreError as e:
+        print(f"not changed: {e}: check the id (`meal-enroll list` shows everyone)", file=out)
+        return EXIT_REJECTED
+    finally:
+        store.close()
+    print(f"{args.senior_id}: status {args.status}", file=out)
+    return EXIT_OK
+
+
+def cmd_remove(args: argparse.Namespace, cfg: Config, out: IO[str]) -> int:
+    from edge.store import StoreError
+
+    store = _open_store(cfg)
+    try:
+        if store.get_senior(args.senior_id) is None:
+            print(
+                f"no senior {args.senior_id}: nothing removed (`meal-enroll list` shows everyone)", file=out
+            )
+            return EXIT_REJECTED
+        rep = store.remove_senior(args.senior_id)
+    except StoreError as e:
+        print(f"not removed: {e}", file=out)
+        return EXIT_REJECTED
+    finally:
+        store.close()
+    line = f"removed {rep.senior_id} {rep.name}: {rep.templates_erased} templates erased"
+    if rep.photos_erased:
+        line += f", {rep.photos_erased} photos erased"
+    print(line, file=out)
+    return EXIT_OK
+
+
+def run(args: argparse.Namespace, out: IO[str] | None = None, err: IO[str] | None = None) -> int:
+    """Run a parsed command (from `build_parser` or `add_parser`); returns the exit code."""
+    out = out or sys.stdout
+    err = err or sys.stderr
+    command = getattr(args, "enroll_command", None) or args.command
+    try:
+        cfg = _load(args)
+        if command == "add":
+            return cmd_add(args, cfg, out)
+        if command == "import":
+            return cmd_import(args, cfg, out, err)
+        if command == "list":
+            return cmd_list(args, cfg, out)
+        if command == "show":
+            return cmd_show(args, cfg, out)
+        if command == "set-status":
+            return cmd_set_status(args, cfg, out)
+        if command == "remove":
+            return cmd_remove(args, cfg, out)
+        raise UsageError(f"unknown command {command!r}")
+    except UsageError as e:
+        print(f"error: {e}", file=err)
+        return EXIT_USAGE
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except UsageError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    except SystemExit as e:  # --help / --version
+        return int(e.code or 0) if not isinstance(e.code, str) else EXIT_USAGE
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
+    )
+    try:
+        return run(args)
+    except KeyboardInterrupt:
+        print("interrupted: what was enrolled so far is saved", file=sys.stderr)
+        return EXIT_REJECTED
+    except Exception as e:
+        # A bug, not bad input; still no traceback for staff unless they ask for it.
+        log.debug("unexpected error", exc_info=True)
+        print(f"error: unexpected {e.__class__.__name__}: {e} (run with -v for details)", file=sys.stderr)
+        return EXIT_USAGE
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,194 @@
+"""Roster CSV for bulk enrolment: `senior_id,name,birth_date,hukou,photos`.
+
+One senior a row; `photos` lists 1 to 5 files separated by ';', relative to the CSV's folder (or to the
+folder given with --photos). UTF-8 with or without a byte-order mark (what Excel's "CSV UTF-8" writes).
+
+Row numbers are the row numbers a spreadsheet shows: the header is row 1, the first senior row 2.
+A bad row is returned as a `RowError` and never stops the rows after it.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import logging
+from dataclasses import dataclass
+from datetime import date
+from pathlib import Path
+
+from edge.rules import Senior
+
+log = logging.getLogger(__name__)
+
+COLUMNS = ("senior_id", "name", "birth_date", "hukou", "photos")
+MAX_PHOTOS = 5
+PHOTO_SEPARATOR = ";"
+_OLDEST_BIRTH_YEAR = 1890
+
+
+class RosterError(ValueError):
+    """The whole file is unusable (not found, not UTF-8, wrong header): a usage error, nothing enrolled."""
+
+
+@dataclass(frozen=True)
+class RosterRow:
+    row: int
+    senior: Senior
+    photos: tuple[Path, ...]
+
+
+@dataclass(frozen=True)
+class RowError:
+    row: int
+    #: what is wrong with the row and how to fix it
+    reason: str
+    #: the id if the row had one, for the summary
+    senior_id: str = ""
+
+
+def parse_birth_date(text: str, today: date | None = None) -> date:
+    """YYYY-MM-DD, a real calendar date, not in the future. ValueError with a staff-readable reason."""
+    s = text.strip()
+    try:
+        if len(s) != 10:
+            raise ValueError
+        d = date.fromisoformat(s)
+    except ValueError:
+        raise ValueError(f"bad birth date {text!r}: write it as YYYY-MM-DD, e.g. 1948-03-15") from None
+    today = today or date.today()
+    if d > today:
+        raise ValueError(f"birth date {s} is in the future: check the year")
+    if d.year < _OLDEST_BIRTH_YEAR:
+        raise ValueError(f"birth date {s} is implausibly early: check the year")
+    return d
+
+
+def _decode(data: bytes, path: Path) -> str:
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        raise RosterError(
+            f"{path}: not UTF-8 text (byte {e.start}): in Excel use 'Save As' > 'CSV UTF-8 (comma delimited)'"
+        ) from None
+
+
+def read_roster(
+    path: str | Path, photos_dir: str | Path | None = None, today: date | None = None
+) -> tuple[list[RosterRow], list[RowError]]:
+    """Parse a roster file into good rows and bad rows (each with its row number and reason)."""
+    p = Path(path)
+    try:
+        data = p.read_bytes()
+    except FileNotFoundError:
+        raise RosterError(f"{p}: roster file not found") from None
+    except IsADirectoryError:
+        raise RosterError(f"{p}: is a folder; give the roster's .csv file") from None
+    except OSError as e:
+        raise RosterError(f"{p}: cannot read the roster ({e.strerror})") from None
+    base = Path(photos_dir) if photos_dir is not None else p.parent
+    return parse_roster(_decode(data, p), base, today=today, name=str(p))
+
+
+def _header(cells: list[str], name: str) -> dict[str, int]:
+    found = [c.strip().lower() for c in cells]
+    missing = [c for c in COLUMNS if c not in found]
+    unknown = [c for c in found if c not in COLUMNS]
+    dupes = sorted({c for c in found if found.count(c) > 1})
+    if missing or unknown or dupes:
+        parts = []
+        if missing:
+            parts.append(f"missing column(s) {', '.join(missing)}")
+        if unknown:
+            parts.append(f"unknown column(s) {', '.join(repr(c) for c in unknown)}")
+        if dupes:
+            parts.append(f"repeated column(s) {', '.join(dupes)}")
+        raise RosterError(
+            f"{name}: row 1 (header): {'; '.join(parts)}: the first row must be exactly {','.join(COLUMNS)}"
+        )
+    return {c: found.index(c) for c in COLUMNS}
+
+
+def parse_roster(
+    text: str, base: Path, today: date | None = None, name: str = "<roster>"
+) -> tuple[list[RosterRow], list[RowError]]:
+    text = text.removeprefix("\ufeff")
+    reader = csv.reader(io.StringIO(text, newline=""))
+    rows: list[RosterRow] = []
+    errors: list[RowError] = []
+    header: dict[str, int] | None = None
+    seen: dict[str, int] = {}
+    # Count spreadsheet rows ourselves: csv's line_num counts physical lines, which differs
+    # from the row number when a quoted cell holds a line break.
+    row_no = 0
+    try:
+        for cells in reader:
+            row_no += 1
+            if not any(c.strip() for c in cells):
+                continue
+            if header is None:
+                header = _header(cells, name)
+                continue
+            parsed = _parse_row(row_no, cells, header, base, today)
+            if isinstance(parsed, RowError):
+                errors.append(parsed)
+                continue
+            sid = parsed.senior.senior_id
+            if sid in seen:
+                errors.append(
+                    RowError(
+                        row_no,
+                        f"senior id {sid} already used in row {seen[sid]}: each senior once per file",
+                        sid,
+                    )
+                )
+                continue
+            seen[sid] = row_no
+            rows.append(parsed)
+    except csv.Error as e:
+        errors.append(RowError(row_no + 1, f"unreadable CSV ({e}): check the quotes on this row"))
+    if header is None:
+        raise RosterError(f"{name}: the roster is empty: the first row must be {','.join(COLUMNS)}")
+    return rows, errors
+
+
+def _parse_row(
+    row_no: int, cells: list[str], header: dict[str, int], base: Path, today: date | None
+) -> RosterRow | RowError:
+    width = len(header)
+    sid_guess = cells[header["senior_id"]].strip() if header["senior_id"] < len(cells) else ""
+    if len(cells) < width:
+        missing = [c for c, i in header.items() if i >= len(cells)]
+        return RowError(
+            row_no,
+            f"missing column(s) {', '.join(missing)}: the row needs {width} comma-separated values",
+            sid_guess,
+        )
+    if len(cells) > width and any(c.strip() for c in cells[width:]):
+        return RowError(
+            row_no,
+            f"{len(cells)} values, expected {width}: put quotes around a value that contains a comma",
+            sid_guess,
+        )
+    v = {c: cells[i].strip() for c, i in header.items()}
+    sid = v["senior_id"]
+    if not sid:
+        return RowError(row_no, "empty senior_id: every senior needs the id the district gave them")
+    if any(ch.isspace() for ch in sid) or any(ch in sid for ch in "/+#;"):
+        return RowError(
+            row_no, f"senior id {sid!r} contains a space or one of / + # ;: use letters and digits", sid
+        )
+    if not v["name"]:
+        return RowError(row_no, "empty name: write the senior's name as on their ID card", sid)
+    if not v["hukou"]:
+        return RowError(row_no, "empty hukou: write the senior's hukou district", sid)
+    try:
+        birth = parse_birth_date(v["birth_date"], today)
+    except ValueError as e:
+        return RowError(row_no, str(e), sid)
+    names = [s.strip() for s in v["photos"].split(PHOTO_SEPARATOR) if s.strip()]
+    if not names:
+        return RowError(row_no, "no photos: list 1 to 5 photo files separated by ';'", sid)
+    if len(names) > MAX_PHOTOS:
+        return RowError(row_no, f"{len(names)} photos, at most {MAX_PHOTOS}: keep the best {MAX_PHOTOS}", sid)
+    photos = tuple(Path(n) if Path(n).is_absolute() else base / n for n in names)
+    return RosterRow(row_no, Senior(sid, v["name"], birth, v["hukou"]), photos)

@@ -1,0 +1,517 @@
+"""Enrolment logic, independent of the command line: photos -> checked templates -> store.
+
+`Enroller.enrol(senior, photos)` runs, for each photo: decode, detect, quality checks, embed; then,
+over the photos that passed: do they show one person (each other and the senior's existing templates),
+is that person already enrolled under another id (refused unless `force`), do they resemble someone
+else (warning only), is there room (at most `max_templates` per senior). Only then is anything written.
+
+Distances follow `edge.match`: Euclidean between L2-normalised dlib descriptors, d = sqrt(2 - 2 cos).
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import date
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from edge.detect import Detector, ImageError, to_rgb
+from edge.embed.base import Embedder
+from edge.match import Gallery, match, normalise
+from edge.rules import STATUSES, Senior
+from edge.store import Store, StoreError, TemplateIn
+from enroll.quality import UNREADABLE, QualityPolicy, assess
+
+log = logging.getLogger(__name__)
+
+# Photo outcome codes beyond the quality ones (enroll.quality.REASONS)
+DUPLICATE = "duplicate"
+DISAGREES = "disagrees"
+CAPACITY = "capacity"
+SAME_PHOTO = "same_photo"
+
+#: Staff photos can be phone pictures (4000 px wide) or small scans: detect on up to 1600 px with one
+#: upsampling so that a second, smaller face in the picture is still found.
+ENROL_DETECT_WIDTH = 1600
+ENROL_UPSAMPLE = 1
+
+
+@dataclass(frozen=True)
+class EnrolPolicy:
+    """Decision distances (normalised scale, see module doc), measured on LFW with the dlib model.
+
+    Data: 474 LFW photos of 130 people (633 same-person pairs, 110,052 different-person pairs).
+    1:1, the same-person threshold sits at 0.40-0.42: at 0.42, 97.9% of same-person pairs and 0.72% of
+    different-person pairs fall below it (0.40: 95.7% / 0.30%); dlib's usual raw 0.6 corresponds to ~0.43.
+    But the duplicate check is 1:N against every enrolled senior, so its false alarms add up: simulating a
+    centre of 130 enrolled seniors (2 photos each) and a new enrolment of 1-2 photos per person,
+    - at 0.42 a never-enrolled person would be refused as a "duplicate" 72% of the time, at 0.40 41%;
+    - at 0.36: same person caught 98.5%, never-enrolled person refused 7.7% (estimated 40% at 500 seniors);
+    - at 0.33: caught 93.8%, refused 0.8% (3% at 500).
+    - duplicate_distance 0.36: enrolling someone twice is how one person could draw two subsidies, so we
+      accept that about 1 new senior in 13 needs a staff check and --force in a 130-senior centre.
+    - lookalike_distance 0.39: between the two, a warning naming the other senior (18% of new seniors at
+      130 enrolled; above 0.39 the warning would fire for most enrolments and staff would learn to ignore it).
+    - agree_distance 0.46: a senior's own photos must each be this close to another of them; 99.0% of
+      same-person pairs pass, 3.3% of different-person pairs would.
+    - same_photo_distance 0.04: the same photo enrolled again (re-running an import) gives distance 0
+      (dlib is deterministic); it is skipped instead of being stored twice.
+    """
+
+    duplicate_distance: float = 0.36
+    lookalike_distance: float = 0.39
+    agree_distance: float = 0.46
+    same_photo_distance: float = 0.04
+    max_templates: int = 5
+
+
+@dataclass(frozen=True)
+class PhotoIn:
+    """A photo already in memory (tests, other front-ends). `data` is kept only with keep_photos."""
+
+    label: str
+    rgb: np.ndarray
+    data: bytes | None = None
+
+
+PhotoSource = str | Path | PhotoIn
+
+
+@dataclass
+class PhotoOutcome:
+    label: str
+    accepted: bool = False
+    #: reason code (enroll.quality codes, or DUPLICATE, DISAGREES, CAPACITY, SAME_PHOTO); "" when accepted
+    code: str = ""
+    #: what is wrong and how to fix it, for staff
+    reason: str = ""
+    warnings: list[str] = field(default_factory=list)
+    score: float = 0.0
+
+    @property
+    def skipped(self) -> bool:
+        return self.code == SAME_PHOTO
+
+
+@dataclass
+class EnrolResult:
+    senior: Senior
+    photos: list[PhotoOutcome] = field(default_factory=list)
+    #: refusals not tied to one photo (bad senior details, already enrolled as someone else, ...)
+    problems: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    created: bool = False
+    templates_added: int = 0
+    templates_total: int = 0
+
+    @property
+    def enrolled(self) -> bool:
+        return self.templates_added > 0
+
+    @property
+    def rejected_photos(self) -> list[PhotoOutcome]:
+        return [p for p in self.photos if not p.accepted and not p.skipped]
+
+    @property
+    def rejected(self) -> bool:
+        """Anything refused: the caller should exit non-zero."""
+        return bool(self.problems or self.rejected_photos)
+
+    @property
+    def all_warnings(self) -> list[str]:
+        return self.warnings + [f"{p.label}: {w}" for p in self.photos for w in p.warnings]
+
+
+def validate_senior(s: Senior, today: date | None = None) -> list[str]:
+    problems = []
+    if not s.senior_id.strip():
+        problems.append("empty senior id: use the id the district gave the senior")
+    elif s.senior_id != s.senior_id.strip() or any(c in s.senior_id for c in " /+#;"):
+        problems.append(
+            f"senior id {s.senior_id!r} contains a space or one of / + # ;: use letters and digits"
+        )
+    if not s.name.strip():
+        problems.append("empty name: give the senior's name as on their ID card")
+    if not s.hukou.strip():
+        problems.append("empty hukou: give the senior's hukou district")
+    if s.birth_date > (today or date.today()):
+        problems.append(f"birth date {s.birth_date} is in the future: check the year")
+    if s.status not in STATUSES:
+        problems.append(f"unknown status {s.status!r}: use one of {', '.join(STATUSES)}")
+    return problems
+
+
+def _is_truncated(data: bytes) -> bool:
+    """Tell an incomplete file (interrupted copy) from a corrupt one, so staff know to copy it again.
+    Depending on version and format, OpenCV either fails or decodes the missing part as grey;
+    Pillow refuses incomplete files. Formats Pillow does not know are left to OpenCV."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(io.BytesIO(data)) as im:
+            im.load()
+    except UnidentifiedImageError:
+        return False
+    except (OSError, SyntaxError, ValueError) as e:
+        log.debug("pillow refuses the photo: %s", e)
+        return True
+    return False
+
+
+def decode_photo(data: bytes, label: str) -> np.ndarray:
+    """Encoded photo -> uint8 RGB, upright. ImageError with a reason staff can act on."""
+    if not data:
+        raise ImageError(f"{label}: file is empty: copy the photo again")
+    # IMREAD_COLOR applies the EXIF orientation: phone photos taken upright are often stored sideways.
+    bgr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+    if _is_truncated(data):
+        raise ImageError(f"{label}: the photo file is incomplete (truncated): copy it again from the camera")
+    if bgr is None:
+        raise ImageError(
+            f"{label}: not a readable image (corrupt, or a format such as HEIC or PDF): "
+            "save it as JPEG or PNG"
+        )
+    return to_rgb(bgr, bgr=True)
+
+
+def read_photo(src: str | Path) -> tuple[np.ndarray, bytes]:
+    p = Path(src)
+    try:
+        data = p.read_bytes()
+    except FileNotFoundError:
+        raise ImageError(f"{p.name}: file not found ({p}): check the file name and folder") from None
+    except IsADirectoryError:
+        raise ImageError(f"{p.name}: is a folder, not a photo ({p})") from None
+    except OSError as e:
+        raise ImageError(f"{p.name}: cannot read {p} ({e.strerror})") from None
+    return decode_photo(data, p.name), data
+
+
+def gallery_from_store(store: Store, model_id: str) -> Gallery:
+    return Gallery.from_pairs(store.templates(model_id=model_id), model_id)
+
+
+def _extend(gallery: Gallery, senior_id: str, embeddings: np.ndarray) -> Gallery:
+    pairs = [(gallery.senior_ids[o], t) for o, t in zip(gallery.owner, gallery.templates, strict=True)]
+    pairs += [(senior_id, e) for e in embeddings]
+    return Gallery.from_pairs(pairs, gallery.model_id)
+
+
+def _own_templates(gallery: Gallery, senior_id: str) -> np.ndarray:
+    if senior_id not in gallery.senior_ids:
+        return np.zeros((0, gallery.templates.shape[1]), np.float32)
+    return gallery.templates[gallery.owner == gallery.senior_ids.index(senior_id)]
+
+
+def _pairwise(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    sims = normalise(a) @ normalise(b).T
+    return np.sqrt(np.clip(2.0 - 2.0 * sims, 0.0, 4.0))
+
+
+def _components(adj: np.ndarray) -> list[list[int]]:
+    n = len(adj)
+    seen: set[int] = set()
+    out = []
+    for start in range(n):
+        if start in seen:
+            continue
+        comp, todo = [], [start]
+        seen.add(start)
+        while todo:
+            i = todo.pop()
+            comp.append(i)
+            for j in np.flatnonzero(adj[i]):
+                if int(j) not in seen:
+                    seen.add(int(j))
+                    todo.append(int(j))
+        out.append(sorted(comp))
+    return out
+
+
+@dataclass
+class _Candidate:
+    index: int  # into result.photos
+    chip: np.ndarray
+    score: float
+    data: bytes | None
+    embedding: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))
+
+
+class Enroller:
+    """Enrols seniors into a Store. Keeps the gallery it checks duplicates against in memory and
+    extends it after each enrolment, so a bulk import does not re-read the database for every row."""
+
+    def __init__(
+        self,
+        store: Store,
+        detector: Detector,
+        embedder: Embedder,
+        gallery_loader: Callable[[], Gallery] | None = None,
+        quality: QualityPolicy | None = None,
+        policy: EnrolPolicy | None = None,
+        keep_photos: bool = False,
+    ) -> None:
+        self.store = store
+        self.detector = detector
+        self.embedder = embedder
+        self.quality = quality or QualityPolicy()
+        self.policy = policy or EnrolPolicy()
+        self.keep_photos = keep_photos
+        self._load = gallery_loader or (lambda: gallery_from_store(store, embedder.model_id))
+        self._gallery: Gallery | None = None
+
+    @property
+    def gallery(self) -> Gallery:
+        if self._gallery is None:
+            self._gallery = self._load()
+        return self._gallery
+
+    def enrol(self, senior: Senior, photos: Sequence[PhotoSource], force: bool = False) -> EnrolResult:
+        res = EnrolResult(senior)
+        res.problems += validate_senior(senior)
+        if not photos:
+            res.problems.append("no photos: give 1 to 5 photos of the senior's face")
+        elif len(photos) > self.policy.max_templates:
+            res.problems.append(
+                f"{len(photos)} photos, at most {self.policy.max_templates}: "
+                f"keep the best {self.policy.max_templates}"
+            )
+        if res.problems:
+            return res
+        existing = self.store.get_senior(senior.senior_id)
+        n_existing = 0
+        if existing is not None:
+            if (existing.name, existing.birth_date, existing.hukou) != (
+                senior.name,
+                senior.birth_date,
+                senior.hukou,
+            ):
+                res.problems.append(
+                    f"{senior.senior_id} is already enrolled as {existing.name} (born {existing.birth_date}, "
+                    f"hukou {existing.hukou}): check the id, "
+                    f"or `remove {senior.senior_id}` first to replace them"
+                )
+                return res
+            n_existing = self.store.template_count(senior.senior_id)
+        res.templates_total = n_existing
+
+        cands = self._check_photos(photos, res)
+        if cands:
+            embs = self.embedder.embed(np.stack([c.chip for c in cands]))
+            for c, e in zip(cands, embs, strict=True):
+                c.embedding = np.asarray(e, np.float32)
+            own = _own_templates(self.gallery, senior.senior_id)
+            cands = self._drop_same_photos(cands, own, res)
+            cands = self._agreeing(cands, own, res)
+            cands = self._not_duplicates(cands, senior, res, force)
+            cands = self._within_capacity(cands, n_existing, res)
+        if not cands:
+            return res
+        try:
+            if existing is None:
+                self.store.add_senior(senior)
+                res.created = True
+            added = self.store.add_templates(
+                senior.senior_id,
+                [
+                    TemplateIn(
+                        embedding=c.embedding,
+                        model_id=self.embedder.model_id,
+                        quality=c.score,
+                        source=res.photos[c.index].label,
+                        photo=c.data if self.keep_photos else None,
+                    )
+                    for c in cands
+                ],
+            )
+        except StoreError as e:
+            res.problems.append(f"not saved: {e}")
+            if res.created:
+                # Do not leave a senior without templates behind (add and add_templates are two steps).
+                try:
+                    self.store.remove_senior(senior.senior_id)
+                except StoreError:
+                    log.warning("could not undo the half-done enrolment of %s", senior.senior_id)
+                res.created = False
+            return res
+        for c in cands:
+            res.photos[c.index].accepted = True
+        res.templates_added = added
+        res.templates_total = n_existing + added
+        self._gallery = _extend(self.gallery, senior.senior_id, np.stack([c.embedding for c in cands]))
+        log.info("enrolled %s: %d template(s) added", senior.senior_id, added)
+        return res
+
+    # -- steps ---------------------------------------------------------------------------------
+
+    def _check_photos(self, photos: Sequence[PhotoSource], res: EnrolResult) -> list[_Candidate]:
+        cands = []
+        for src in photos:
+            label = src.label if isinstance(src, PhotoIn) else Path(src).name
+            out = PhotoOutcome(label)
+            res.photos.append(out)
+            try:
+                if isinstance(src, PhotoIn):
+                    # dlib's chip extraction refuses non-contiguous arrays (e.g. a slice of a photo)
+                    rgb, data = np.ascontiguousarray(src.rgb), src.data
+                else:
+                    rgb, data = read_photo(src)
+            except ImageError as e:
+                out.code, out.reason = UNREADABLE, str(e).removeprefix(f"{label}: ")
+                continue
+            faces = self.detector.detect(rgb)
+            chips = self.detector.chips(rgb, faces[:1])
+            verdict = assess(rgb, faces, chips, self.quality)
+            out.warnings += verdict.warnings
+            if not verdict.ok or verdict.chip is None:
+                out.code, out.reason = verdict.issues[0].code, verdict.message
+                continue
+            out.score = verdict.score
+            if self.keep_photos and data is None:
+                ok, buf = cv2.imencode(".jpg", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+                data = buf.tobytes() if ok else None
+            cands.append(_Candidate(len(res.photos) - 1, verdict.chip, verdict.score, data))
+        return cands
+
+    def _drop_same_photos(
+        self, cands: list[_Candidate], own: np.ndarray, res: EnrolResult
+    ) -> list[_Candidate]:
+        keep: list[_Candidate] = []
+        for c in cands:
+            ref = np.concatenate([own, np.stack([k.embedding for k in keep])]) if keep else own
+            if len(ref) and float(_pairwise(c.embedding[None], ref).min()) < self.policy.same_photo_distance:
+                out = res.photos[c.index]
+                out.code = SAME_PHOTO
+                out.reason = "the same photo is already enrolled for this senior: skipped"
+                continue
+            keep.append(c)
+        return keep
+
+    def _agreeing(self, cands: list[_Candidate], own: np.ndarray, res: EnrolResult) -> list[_Candidate]:
+        """Keep the photos that show the same person as the senior's existing templates, or, for a new
+        senior, as the clear majority of the new photos. A lone disagreement cannot be settled: refuse."""
+        lim = self.policy.agree_distance
+        if not cands:
+            return cands
+        embs = np.stack([c.embedding for c in cands])
+        if len(own):
+            d = _pairwise(embs, own).min(axis=1)
+            keep = [c for c, di in zip(cands, d, strict=True) if di < lim]
+            for c, di in zip(cands, d, strict=True):
+                if di >= lim:
+                    self._refuse(
+                        res,
+                        c,
+                        DISAGREES,
+                        f"does not look like the person already enrolled under this id (distance {di:.2f}, "
+                        f"need under {lim:.2f}): check it is this senior's photo",
+                    )
+            return keep
+        if len(cands) == 1:
+            return cands
+        d = _pairwise(embs, embs)
+        comps = sorted(_components(d < lim), key=len, reverse=True)
+        best = comps[0]
+        if len(best) * 2 > len(cands):
+            for c_i, c in enumerate(cands):
+                if c_i not in best:
+                    near = float(np.min(d[c_i, best]))
+                    self._refuse(
+                        res,
+                        c,
+                        DISAGREES,
+                        f"does not look like the same person as the other photos (distance {near:.2f}, "
+                        f"need under {lim:.2f}): check it is this senior's photo",
+                    )
+            return [cands[i] for i in best]
+        for c in cands:
+            self._refuse(
+                res,
+                c,
+                DISAGREES,
+                "the photos do not agree on one person (no majority of them alike): "
+                "check every photo is of this senior and enrol again",
+            )
+        return []
+
+    def _not_duplicates(
+        self, cands: list[_Candidate], senior: Senior, res: EnrolResult, force: bool
+    ) -> list[_Candidate]:
+        others = self.gallery.without(senior.senior_id)
+        if not cands or len(others) == 0:
+            return cands
+        found = match(others, np.stack([c.embedding for c in cands]))
+        pol = self.policy
+        dup = min(
+            ((m.distance, m.senior_id, c) for m, c in zip(found, cands, strict=True)), key=lambda t: t[0]
+        )
+        dist, other_id, _ = dup
+        assert other_id is not None
+        who = self._describe(other_id)
+        if dist < pol.duplicate_distance:
+            if force:
+                res.warnings.append(
+                    f"enrolled despite looking like {who} "
+                    f"(distance {dist:.2f} < {pol.duplicate_distance:.2f}; --force)"
+                )
+                return cands
+            for m, c in zip(found, cands, strict=True):
+                if m.distance < pol.duplicate_distance:
+                    other = self._describe(m.senior_id or "")
+                    why = f"matches already enrolled senior {other} (distance {m.distance:.2f})"
+                else:
+                    why = f"not enrolled: another photo of this senior matches {who}"
+                self._refuse(
+                    res,
+                    c,
+                    DUPLICATE,
+                    f"{why}: this person seems to be enrolled already; check the id, "
+                    "or use --force if they really are different people (e.g. twins)",
+                )
+            res.problems.append(
+                f"looks like already enrolled senior {who} (distance {dist:.2f}): not enrolled"
+            )
+            return []
+        if dist < pol.lookalike_distance:
+            res.warnings.append(
+                f"looks similar to {who} "
+                f"(distance {dist:.2f}, same-person limit {pol.duplicate_distance:.2f}): "
+                "a sibling or lookalike? The kiosk may ask them to confirm"
+            )
+        return cands
+
+    def _within_capacity(
+        self, cands: list[_Candidate], n_existing: int, res: EnrolResult
+    ) -> list[_Candidate]:
+        room = max(0, self.policy.max_templates - n_existing)
+        if len(cands) <= room:
+            return cands
+        ranked = sorted(cands, key=lambda c: c.score, reverse=True)
+        for c in ranked[room:]:
+            self._refuse(
+                res,
+                c,
+                CAPACITY,
+                f"the senior already has {n_existing} template(s), at most {self.policy.max_templates}: "
+                "`remove` and enrol again to replace photos",
+            )
+        keep = {id(c) for c in ranked[:room]}
+        return [c for c in cands if id(c) in keep]
+
+    def _refuse(self, res: EnrolResult, c: _Candidate, code: str, reason: str) -> None:
+        out = res.photos[c.index]
+        out.code, out.reason, out.accepted = code, reason, False
+
+    def _describe(self, senior_id: str) -> str:
+        s = self.store.get_senior(senior_id)
+        return f"{senior_id} {s.name}" if s is not None else senior_id
+
+    def forget(self, senior_id: str) -> None:
+        """Drop a removed senior from the in-memory gallery."""
+        if self._gallery is not None:
+            self._gallery = self._gallery.without(senior_id)
