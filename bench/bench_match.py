@@ -47,7 +47,10 @@ def main() -> int:
     print(f"machine: {machine()}; CPU flags: {cpu_flags()}")
     print("ours: best and second-best senior per probe; reference: face_distance alone (stricter for us),")
     print("and face_distance plus the same per-senior top-2 (the same answer as ours)")
-    print(f"{'templates':>10} {'batch':>5} {'ours ms':>9} {'face_distance':>14} {'ratio':>6} {'+top-2 ms':>10} {'ratio':>6}")
+    print(
+        f"{'templates':>10} {'batch':>5} {'ours ms':>9} {'face_distance':>14} {'ratio':>6}"
+        f" {'+top-2 ms':>10} {'ratio':>6}"
+    )
     for n in args.sizes:
         per = 3
         emb = rng.normal(size=(n, 128))

@@ -95,10 +95,11 @@ def presences(per_frame: list[list[tuple[tuple[int, int, int, int], str]]], min_
 
 
 def ours(frames: list[Frame], samples: Path, backend: str) -> dict[str, Any]:
+    from edge.embed.factory import make_embedder
+
     from edge.app import Pipeline
     from edge.decide import load_policy
     from edge.detect import Detector
-    from edge.embed.factory import make_embedder
     from edge.rules import Senior
     from edge.store import Store
     from enroll.service import ENROL_DETECT_WIDTH, ENROL_UPSAMPLE, Enroller

@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from edge import feedback
 from edge.capture import Frame
 from edge.config import Config
 from edge.decide import Policy, Verdict, decide
@@ -32,23 +33,12 @@ log = logging.getLogger(__name__)
 
 Clock = Callable[[Frame], datetime]
 
-UNKNOWN_MESSAGE = "Not recognised: please see staff to check in"
-SAVE_FAILED_MESSAGE = "Check-in could not be saved: please see staff"
-CONFIRM_MESSAGE = "Please wait: staff will confirm your check-in"
 # A decided track is re-embedded now and then; a descriptor this far from the track's own fused
 # descriptor means another person stepped into the same place, which is a new presence.
 IDENTITY_SWITCH_DISTANCE = 0.62
 RECHECK_EVERY = 15
 MAX_OBSERVATIONS = 64
 LIVENESS_FRAMES = 24
-
-
-def meal_message(name: str, meal: str, payable_fen: int, subsidy_fen: int, detail: str) -> str:
-    """What the kiosk says for a meal: short, the amount to pay first (read out loud too, later)."""
-    pay = f"please pay ¥{payable_fen / 100:.2f}"
-    if subsidy_fen:
-        return f"Welcome {name}: {meal}, {pay} (¥{subsidy_fen / 100:.2f} subsidy applied)"
-    return f"Welcome {name}: {meal}, {pay}. {detail}"
 
 
 @dataclass(frozen=True)
@@ -286,6 +276,9 @@ class Pipeline:
                 out.append(d)
         return out
 
+    def _say(self, kind: str, reasons: tuple[str, ...] = (), **kw: Any) -> str:
+        return feedback.message(kind, reasons, lang=self.cfg.centre.language, **kw)
+
     def _finalise(self, track_id: int, verdict: Verdict, now: datetime, source_ts: float) -> Decision:
         t0 = time.perf_counter()
         common: dict[str, Any] = dict(
@@ -298,11 +291,11 @@ class Pipeline:
         )
         senior = self.holder.seniors.get(verdict.senior_id) if verdict.senior_id else None
         if verdict.outcome == "unknown" or senior is None:
-            d = Decision("unknown", message=UNKNOWN_MESSAGE, reasons=verdict.reasons, **common)
+            d = Decision("unknown", message=self._say("unknown"), reasons=verdict.reasons, **common)
         elif verdict.outcome == "confirm":
             d = Decision(
                 "confirm",
-                message=CONFIRM_MESSAGE,
+                message=self._say("confirm"),
                 senior_id=senior.senior_id,
                 name=senior.name,
                 reasons=verdict.reasons,
@@ -332,7 +325,7 @@ class Pipeline:
             name=senior.name,
             meal=r.meal,
             reasons=r.reasons,
-            message=r.message,
+            message=self._say(r.kind, r.reasons),
             **common,
         )
         if r.kind != "meal":
@@ -365,10 +358,12 @@ class Pipeline:
         except StoreError as e:
             # Nothing half-written (one transaction); the senior is told and staff can re-run it.
             log.error("could not record meal for %s: %s", senior.senior_id, e)
-            return Decision("error", **{**base, "message": SAVE_FAILED_MESSAGE, "reasons": ("store_failed",)})
+            return Decision("error", **{**base, "message": self._say("error"), "reasons": ("store_failed",)})
         if self.on_event is not None:
             self.on_event()
-        base["message"] = meal_message(senior.name, r.meal or "", r.payable_fen, r.subsidy_fen, r.message)
+        base["message"] = self._say(
+            "meal", r.reasons, name=senior.name, meal=r.meal, payable_fen=r.payable_fen, subsidy_fen=r.subsidy_fen
+        )
         return Decision(
             "meal",
             price_fen=r.price_fen,

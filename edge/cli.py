@@ -174,7 +174,9 @@ def cmd_replay(args: argparse.Namespace) -> int:
             if args.json:
                 print(json.dumps(d.to_json(), ensure_ascii=False), flush=True)
             else:
-                money = f" price {d.price_fen} subsidy {d.subsidy_fen} payable {d.payable_fen}" if d.kind == "meal" else ""
+                money = ""
+                if d.kind == "meal":
+                    money = f" price {d.price_fen} subsidy {d.subsidy_fen} payable {d.payable_fen}"
                 print(
                     f"{d.source_ts:7.2f}s {d.kind:8} {d.senior_id or '-':12} {d.meal or '-':7}{money}"
                     f"  [{', '.join(d.reasons)}] {d.message}",

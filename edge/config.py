@@ -29,6 +29,8 @@ class CentreConfig(_Section):
     kiosk_id: str = Field(min_length=1, description="this kiosk; sequence numbers are per kiosk")
     timezone: str = "Asia/Shanghai"
     name: str = ""
+    #: what the kiosk speaks: "zh" (default) or "en"
+    language: Literal["zh", "en"] = "zh"
 
     @field_validator("timezone")
     @classmethod
@@ -273,6 +275,7 @@ district = "xuhui"           # hukou district whose residents get the meal subsi
 kiosk_id = "kiosk-1"         # this kiosk; event sequence numbers are per kiosk
 timezone = "Asia/Shanghai"   # meal windows and "today" are in this time zone
 name = ""                    # display name
+language = "zh"              # kiosk messages: zh or en
 
 [camera]
 source = "0"                 # device index ("0"), RTSP/HTTP URL, video file or folder of images

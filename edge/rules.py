@@ -34,7 +34,7 @@ class PriorMeal:
     subsidy_fen: int
 
 
-# Reason codes go into events (machine-readable); MESSAGES gives the words shown at the kiosk.
+# Reason codes go into events (machine-readable); edge.feedback turns them into words.
 SUBSIDISED = "subsidised"
 UNDER_AGE = "under_min_age"
 NOT_LOCAL_HUKOU = "hukou_not_local"
@@ -43,17 +43,6 @@ SUSPENDED = "status_suspended"
 DECEASED = "status_deceased"
 NOT_SERVING = "outside_meal_window"
 ALREADY_SERVED = "already_served_this_meal"
-
-MESSAGES = {
-    SUBSIDISED: "Subsidy applied",
-    UNDER_AGE: "Full price: under the subsidy age",
-    NOT_LOCAL_HUKOU: "Full price: household registration is not in this district",
-    DAILY_LIMIT: "Full price: today's subsidised meal already used",
-    SUSPENDED: "Please see staff: your meal card is suspended",
-    DECEASED: "Please see staff",
-    NOT_SERVING: "The centre is not serving meals now",
-    ALREADY_SERVED: "You are already checked in for this meal",
-}
 
 Kind = Literal["meal", "repeat", "refused", "closed"]
 
@@ -66,10 +55,6 @@ class RuleResult:
     subsidy_fen: int = 0
     payable_fen: int = 0
     reasons: tuple[str, ...] = field(default_factory=tuple)
-
-    @property
-    def message(self) -> str:
-        return "; ".join(MESSAGES[r] for r in self.reasons) or "Enjoy your meal"
 
 
 def local(now: datetime, tz: ZoneInfo) -> datetime:

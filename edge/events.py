@@ -1,0 +1,151 @@
+"""The meal event: the value the pipeline decides, and the JSON payload the district receives.
+
+Only meals are events (repeats, unknown faces and refusals are kiosk feedback, not settlement records).
+The payload is built once, when the event is recorded with its per-kiosk sequence number, stored as text
+and published byte for byte, so a re-send after a reconnect or a restart is identical to the first send.
+docs/events.md describes every field; docs/events.schema.json is the contract the tests validate against.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import uuid
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime
+from typing import Any
+
+SCHEMA = "meal-edge/meal-event/1"
+STATUS_SCHEMA = "meal-edge/status/1"
+CURRENCY = "CNY"
+KINDS = ("meal",)
+
+
+@dataclass(frozen=True)
+class MealEvent:
+    event_id: str
+    kind: str
+    centre_id: str
+    district: str
+    kiosk_id: str
+    senior_id: str
+    meal: str
+    local_date: date
+    #: aware, in the centre's time zone
+    decided_at: datetime
+    price_fen: int
+    subsidy_fen: int
+    payable_fen: int
+    reasons: tuple[str, ...]
+    #: "staff" when staff confirmed the match at the kiosk
+    confirmed_by: str | None = None
+    #: how the face was matched, e.g. {"distance", "margin", "frames", "model_id", "backend"}
+    match: dict[str, Any] = field(default_factory=dict)
+    #: seconds into the source (replay); None for a live camera
+    source_ts: float | None = None
+
+
+def new_event_id() -> str:
+    return str(uuid.uuid4())
+
+
+def iso(dt: datetime) -> str:
+    """ISO 8601 with the UTC offset; refuses naive times so no event is ever ambiguous."""
+    if dt.tzinfo is None or dt.utcoffset() is None:
+        raise ValueError(f"naive datetime {dt!r}: event times must be timezone-aware")
+    return dt.isoformat()
+
+
+def _fen(name: str, v: object) -> int:
+    # bool is an int subclass; True fen is a bug, not a price
+    if type(v) is not int or v < 0:
+        raise ValueError(f"{name} must be a non-negative integer number of fen, got {v!r}")
+    return v
+
+
+def _json_value(key: str, v: object) -> Any:
+    if v is None or isinstance(v, bool | str):
+        return v
+    if isinstance(v, int | float):
+        f = float(v)
+        if not math.isfinite(f):
+            raise ValueError(f"match.{key} is not finite: {v!r}")
+        return int(v) if isinstance(v, int) else f
+    # numpy scalars from the matcher
+    if hasattr(v, "item"):
+        return _json_value(key, v.item())
+    raise ValueError(f"match.{key} must be a number, string, boolean or null, got {type(v).__name__}")
+
+
+def build_payload(event: MealEvent, seq: int) -> dict[str, Any]:
+    """The published object. Raises ValueError for an event that breaks an invariant (never published)."""
+    if event.kind not in KINDS:
+        raise ValueError(f"only meals are events, got kind {event.kind!r}")
+    try:
+        uuid.UUID(event.event_id)
+    except ValueError as e:
+        raise ValueError(f"event_id {event.event_id!r} is not a UUID") from e
+    if type(seq) is not int or seq < 1:
+        raise ValueError(f"seq must be a positive integer, got {seq!r}")
+    price = _fen("price_fen", event.price_fen)
+    subsidy = _fen("subsidy_fen", event.subsidy_fen)
+    payable = _fen("payable_fen", event.payable_fen)
+    if payable != price - subsidy:
+        raise ValueError(f"payable_fen {payable} != price_fen {price} - subsidy_fen {subsidy}")
+    if event.confirmed_by not in (None, "staff"):
+        raise ValueError(f"confirmed_by must be null or 'staff', got {event.confirmed_by!r}")
+    for name in ("centre_id", "district", "kiosk_id", "senior_id", "meal"):
+        if not getattr(event, name):
+            raise ValueError(f"{name} must not be empty")
+    return {
+        "schema": SCHEMA,
+        "event_id": event.event_id,
+        "seq": seq,
+        "kind": event.kind,
+        "centre_id": event.centre_id,
+        "district": event.district,
+        "kiosk_id": event.kiosk_id,
+        "senior_id": event.senior_id,
+        "meal": event.meal,
+        "local_date": event.local_date.isoformat(),
+        "decided_at": iso(event.decided_at),
+        "currency": CURRENCY,
+        "price_fen": price,
+        "subsidy_fen": subsidy,
+        "payable_fen": payable,
+        "reasons": list(event.reasons),
+        "confirmed_by": event.confirmed_by,
+        "match": {str(k): _json_value(str(k), v) for k, v in event.match.items()},
+        "source_ts": None if event.source_ts is None else float(event.source_ts),
+    }
+
+
+def dumps(payload: dict[str, Any]) -> str:
+    """Canonical text: sorted keys, no spaces, UTF-8 as is. Stored once and published byte for byte."""
+    return json.dumps(payload, ensure_ascii=False, sort_keys=True, separators=(",", ":"), allow_nan=False)
+
+
+def event_topic(prefix: str, district: str, centre_id: str, kiosk_id: str) -> str:
+    return f"{prefix}/{district}/{centre_id}/{kiosk_id}/events"
+
+
+def status_topic(prefix: str, district: str, centre_id: str, kiosk_id: str) -> str:
+    return f"{prefix}/{district}/{centre_id}/{kiosk_id}/status"
+
+
+def status_payload(
+    state: str, centre_id: str, district: str, kiosk_id: str, reason: str, at: datetime | None = None
+) -> bytes:
+    """Retained kiosk status: `online` (birth, on every connect) or `offline` (clean stop or last will)."""
+    if state not in ("online", "offline"):
+        raise ValueError(f"state must be online or offline, got {state!r}")
+    obj = {
+        "schema": STATUS_SCHEMA,
+        "state": state,
+        "reason": reason,
+        "centre_id": centre_id,
+        "district": district,
+        "kiosk_id": kiosk_id,
+        "ts": iso(at or datetime.now(UTC)),
+    }
+    return dumps(obj).encode("utf-8")

@@ -1,0 +1,586 @@
+"""`Store`: the only place with SQL. One SQLite file, WAL, synchronous=FULL, secure_delete.
+
+Concurrency: the pipeline and the publisher thread share one Store. Writes go through one
+threading.Lock and `BEGIN IMMEDIATE` (which also serialises writers in other processes, such as
+`meal-enroll` run while the daemon is up); reads use their own short sessions and, thanks to WAL,
+never wait for a writer. Every unit of work is its own session and transaction.
+"""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from sqlalchemy import create_engine, delete, event, func, select, update
+from sqlalchemy.exc import DBAPIError, IntegrityError, SQLAlchemyError
+from sqlalchemy.orm import Session
+
+from edge.events import MealEvent, build_payload, dumps
+from edge.rules import STATUSES, PriorMeal, Senior
+from edge.store import migrations
+from edge.store.models import (
+    EMBEDDING_BYTES,
+    FaceTemplateRow,
+    KioskSeqRow,
+    MealEventRow,
+    OutboxRow,
+    SchemaVersion,
+    SeniorRow,
+)
+
+log = logging.getLogger(__name__)
+
+EMBEDDING_DIM = EMBEDDING_BYTES // 4
+# little-endian float32 on disk whatever the host, so a store file can move between machines
+_EMB_DTYPE = np.dtype("<f4")
+
+
+class StoreError(RuntimeError):
+    """A store problem phrased for the operator (what failed, on which file, why)."""
+
+
+@dataclass(frozen=True)
+class TemplateIn:
+    embedding: np.ndarray
+    model_id: str
+    quality: float
+    source: str
+    photo: bytes | None = None
+
+
+@dataclass(frozen=True)
+class RemovalReport:
+    senior_id: str
+    name: str
+    templates_erased: int
+    photos_erased: int
+    #: the WAL was checkpointed and truncated, so no old copy of the erased pages is left in it
+    wal_truncated: bool = True
+
+
+@dataclass(frozen=True)
+class StoredEvent:
+    event_id: str
+    seq: int
+    topic: str
+    #: the JSON bytes exactly as (re-)published
+    payload: bytes
+    attempts: int = 0
+
+
+@dataclass(frozen=True)
+class EventRow:
+    event_id: str
+    seq: int
+    kiosk_id: str
+    kind: str
+    senior_id: str
+    meal: str
+    local_date: date
+    decided_at: datetime
+    price_fen: int
+    subsidy_fen: int
+    payable_fen: int
+    confirmed_by: str | None
+    delivered_at: datetime | None
+    attempts: int
+    last_error: str | None
+
+    @property
+    def state(self) -> str:
+        return "delivered" if self.delivered_at is not None else "pending"
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def _reason(e: BaseException) -> str:
+    orig = e.orig if isinstance(e, DBAPIError) else e
+    text = str(orig)
+    low = text.lower()
+    if "full" in low:
+        return f"{text} (the disk holding the store is full: free space; nothing was half-written)"
+    if "readonly" in low or "read-only" in low:
+        return f"{text} (the store file or its folder is not writable by this user)"
+    if "locked" in low or "busy" in low:
+        return f"{text} (another process held the database too long)"
+    return text
+
+
+def _to_senior(r: SeniorRow) -> Senior:
+    if r.status not in STATUSES:  # unreachable behind the CHECK constraint; narrows str to Status
+        raise StoreError(f"senior {r.senior_id!r} has unknown status {r.status!r}")
+    return Senior(r.senior_id, r.name, r.birth_date, r.hukou, r.status)
+
+
+def _embedding_bytes(emb: np.ndarray, senior_id: str, source: str) -> bytes:
+    a = np.asarray(emb)
+    if a.size != EMBEDDING_DIM:
+        raise StoreError(f"template of {senior_id!r} from {source!r}: {a.shape} is not a 128-d embedding")
+    a = a.reshape(EMBEDDING_DIM).astype(_EMB_DTYPE)
+    if not np.all(np.isfinite(a)):
+        raise StoreError(f"template of {senior_id!r} from {source!r} has non-finite values")
+    return a.tobytes()
+
+
+def _check_status(status: str) -> None:
+    if status not in STATUSES:
+        raise StoreError(f"unknown status {status!r} (use one of: {', '.join(STATUSES)})")
+
+
+class Store:
+    def __init__(self, path: Path | str, keep_photos: bool = False) -> None:
+        """Open (create or migrate) the store. `keep_photos=False` drops any photo bytes handed to
+        add_templates, so a caller that forgets the config can never keep a face photo by accident."""
+        self.path = Path(path).expanduser()
+        self.keep_photos = keep_photos
+        self._lock = threading.Lock()
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise StoreError(f"{self.path}: cannot create the store's folder: {e}") from e
+        self._engine = create_engine(f"sqlite:///{self.path}", connect_args={"timeout": 30})
+        event.listen(self._engine, "connect", self._on_connect)
+        event.listen(self._engine, "begin", self._on_begin)
+        self._write_engine = self._engine.execution_options(sqlite_begin="IMMEDIATE")
+        try:
+            self.schema_version = self._migrate()
+        except StoreError:
+            self._engine.dispose()
+            raise
+        except SQLAlchemyError as e:
+            self._engine.dispose()
+            raise StoreError(f"{self.path}: cannot open the store: {_reason(e)}") from e
+
+    # -- connection set-up ---------------------------------------------------------------------
+
+    @staticmethod
+    def _on_connect(dbapi_conn: Any, _record: Any) -> None:
+        # Autocommit at the driver level: we issue BEGIN ourselves (see _on_begin), so pragmas and
+        # DDL are not wrapped in pysqlite's implicit transactions.
+        dbapi_conn.isolation_level = None
+        cur = dbapi_conn.cursor()
+        try:
+            mode = cur.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+            if str(mode).lower() != "wal":
+                raise sqlite3.OperationalError(f"journal_mode is {mode!r}, WAL could not be enabled")
+            cur.execute("PRAGMA synchronous=FULL")
+            cur.execute("PRAGMA foreign_keys=ON")
+            # erased seniors' templates are overwritten with zeros on disk, not just unlinked
+            cur.execute("PRAGMA secure_delete=ON")
+        finally:
+            cur.close()
+
+    @staticmethod
+    def _on_begin(conn: Any) -> None:
+        mode = conn.get_execution_options().get("sqlite_begin", "DEFERRED")
+        conn.exec_driver_sql(f"BEGIN {mode}")
+
+    @contextmanager
+    def _write(self, what: str) -> Iterator[Session]:
+        """One write transaction; any SQLite error rolls everything back and becomes a StoreError."""
+        with self._lock:
+            try:
+                with Session(self._write_engine, expire_on_commit=False) as s, s.begin():
+                    yield s
+            except IntegrityError as e:
+                raise StoreError(f"{what}: {_reason(e)}") from e
+            except SQLAlchemyError as e:
+                raise StoreError(f"{what}: {self.path}: {_reason(e)}") from e
+
+    @contextmanager
+    def _read(self, what: str) -> Iterator[Session]:
+        try:
+            with Session(self._engine, expire_on_commit=False) as s, s.begin():
+                yield s
+        except SQLAlchemyError as e:
+            raise StoreError(f"{what}: {self.path}: {_reason(e)}") from e
+
+    def _migrate(self) -> int:
+        steps = migrations.MIGRATIONS
+        latest = len(steps)
+        with self._lock, self._write_engine.begin() as conn:
+            tables = {
+                r[0]
+                for r in conn.exec_driver_sql(
+                    "SELECT name FROM sqlite_master WHERE type='table' AND name NOT LIKE 'sqlite_%'"
+                )
+            }
+            if "schema_version" in tables:
+                top = conn.exec_driver_sql("SELECT coalesce(max(version), 0) FROM schema_version").scalar()
+                current = int(top or 0)
+            elif tables:
+                raise StoreError(
+                    f"{self.path}: not a meal-edge store (it has tables {sorted(tables)} "
+                    "but no schema_version); refusing to touch it"
+                )
+            else:
+                current = 0
+            if current > latest:
+                raise StoreError(
+                    f"{self.path}: the store has schema version {current}, newer than this meal-edge "
+                    f"understands (up to {latest}); upgrade meal-edge or use a matching backup. "
+                    "The file was not changed."
+                )
+            for version in range(current + 1, latest + 1):
+                step = steps[version - 1]
+                log.info(
+                    "store %s: migrating to schema version %d (%s)",
+                    self.path, version, step.description
+                )
+                try:
+                    step.apply(conn)
+                except SQLAlchemyError:
+                    raise
+                except Exception as e:
+                    raise StoreError(
+                        f"{self.path}: migration to schema version {version} failed ({e}); "
+                        f"nothing was changed, the store is still at version {current}"
+                    ) from e
+                conn.exec_driver_sql(
+                    "INSERT INTO schema_version (version, description, applied_at) VALUES (?, ?, ?)",
+                    (version, step.description, _utcnow().isoformat()),
+                )
+        return latest
+
+    def close(self) -> None:
+        self._engine.dispose()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def pragma(self, name: str) -> Any:
+        """Read a pragma on a fresh pooled connection (for `check` commands and tests)."""
+        raw = self._engine.raw_connection()
+        try:
+            cur = raw.cursor()
+            row = cur.execute(f"PRAGMA {name}").fetchone()
+            cur.close()
+            return None if row is None else row[0]
+        finally:
+            raw.close()
+
+    # -- seniors -----------------------------------------------------------------------------------
+
+    def add_senior(self, senior: Senior) -> None:
+        _check_status(senior.status)
+        with self._write(f"could not add senior {senior.senior_id!r}") as s:
+            if s.get(SeniorRow, senior.senior_id) is not None:
+                raise StoreError(f"senior {senior.senior_id!r} is already enrolled")
+            now = _utcnow()
+            s.add(
+                SeniorRow(
+                    senior_id=senior.senior_id,
+                    name=senior.name,
+                    birth_date=senior.birth_date,
+                    hukou=senior.hukou,
+                    status=senior.status,
+                    created_at=now,
+                    updated_at=now,
+                )
+            )
+
+    def upsert_senior(self, senior: Senior) -> None:
+        _check_status(senior.status)
+        with self._write(f"could not save senior {senior.senior_id!r}") as s:
+            now = _utcnow()
+            row = s.get(SeniorRow, senior.senior_id)
+            if row is None:
+                row = SeniorRow(senior_id=senior.senior_id, created_at=now)
+                s.add(row)
+            row.name = senior.name
+            row.birth_date = senior.birth_date
+            row.hukou = senior.hukou
+            row.status = senior.status
+            row.updated_at = now
+
+    def get_senior(self, senior_id: str) -> Senior | None:
+        with self._read(f"could not read senior {senior_id!r}") as s:
+            row = s.get(SeniorRow, senior_id)
+            return None if row is None else _to_senior(row)
+
+    def list_seniors(self) -> list[tuple[Senior, int]]:
+        with self._read("could not list seniors") as s:
+            counts = (
+                select(FaceTemplateRow.senior_id, func.count().label("n"))
+                .group_by(FaceTemplateRow.senior_id)
+                .subquery()
+            )
+            rows = s.execute(
+                select(SeniorRow, func.coalesce(counts.c.n, 0))
+                .outerjoin(counts, counts.c.senior_id == SeniorRow.senior_id)
+                .order_by(SeniorRow.senior_id)
+            ).all()
+            return [(_to_senior(r), int(n)) for r, n in rows]
+
+    def set_status(self, senior_id: str, status: str) -> None:
+        _check_status(status)
+        with self._write(f"could not set the status of senior {senior_id!r}") as s:
+            row = s.get(SeniorRow, senior_id)
+            if row is None:
+                raise StoreError(f"no senior with id {senior_id!r}")
+            row.status = status
+            row.updated_at = _utcnow()
+
+    def remove_senior(self, senior_id: str) -> RemovalReport:
+        """Erase a senior and every template (and photo) for good. Meal events stay for audit."""
+        with self._write(f"could not remove senior {senior_id!r}") as s:
+            row = s.get(SeniorRow, senior_id)
+            if row is None:
+                raise StoreError(f"no senior with id {senior_id!r}")
+            name = row.name
+            n_templates, n_photos = s.execute(
+                select(func.count(), func.count(FaceTemplateRow.photo)).where(
+                    FaceTemplateRow.senior_id == senior_id
+                )
+            ).one()
+            s.execute(delete(FaceTemplateRow).where(FaceTemplateRow.senior_id == senior_id))
+            s.delete(row)
+        truncated = self._checkpoint_truncate()
+        if not truncated:
+            log.warning(
+                "store %s: senior %s erased, but the WAL could not be truncated yet (a reader was busy); "
+                "old pages leave the WAL at the next checkpoint",
+                self.path,
+                senior_id,
+            )
+        return RemovalReport(senior_id, name, int(n_templates), int(n_photos), truncated)
+
+    def _checkpoint_truncate(self) -> bool:
+        # secure_delete zeroes the pages in the database, but in WAL mode the earlier page images (with
+        # the templates) also sit in the -wal file until it is reset: checkpoint and truncate it.
+        with self._lock:
+            raw = self._engine.raw_connection()
+            try:
+                cur = raw.cursor()
+                busy, _, _ = cur.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+                cur.close()
+                return busy == 0
+            except sqlite3.Error as e:
+                log.warning("store %s: checkpoint failed: %s", self.path, e)
+                return False
+            finally:
+                raw.close()
+
+    # -- templates ---------------------------------------------------------------------------------
+
+    def add_templates(self, senior_id: str, templates: list[TemplateIn]) -> int:
+        blobs = [_embedding_bytes(t.embedding, senior_id, t.source) for t in templates]
+        with self._write(f"could not store templates of senior {senior_id!r}") as s:
+            senior = s.get(SeniorRow, senior_id)
+            if senior is None:
+                raise StoreError(f"no senior with id {senior_id!r}")
+            now = _utcnow()
+            senior.updated_at = now  # so signature() sees the change even if template ids are reused
+            for t, blob in zip(templates, blobs, strict=True):
+                s.add(
+                    FaceTemplateRow(
+                        senior_id=senior_id,
+                        embedding=blob,
+                        model_id=t.model_id,
+                        quality=float(t.quality),
+                        source=t.source,
+                        photo=t.photo if self.keep_photos else None,
+                        created_at=now,
+                    )
+                )
+        return len(templates)
+
+    def templates(self, model_id: str | None = None) -> list[tuple[str, np.ndarray]]:
+        """(senior_id, float32[128]) for every template, of active and inactive seniors alike (the
+        matcher must still recognise a suspended senior to tell them to see staff)."""
+        q = select(FaceTemplateRow.senior_id, FaceTemplateRow.embedding).order_by(
+            FaceTemplateRow.senior_id, FaceTemplateRow.id
+        )
+        if model_id is not None:
+            q = q.where(FaceTemplateRow.model_id == model_id)
+        with self._read("could not read face templates") as s:
+            return [
+                (sid, np.frombuffer(blob, dtype=_EMB_DTYPE).astype(np.float32)) for sid, blob in s.execute(q)
+            ]
+
+    def signature(self) -> tuple[object, ...]:
+        """Changes whenever seniors or templates change (added, removed, status set): the daemon polls
+        it to reload its gallery after `meal-enroll` ran in another process. Cheap: a few aggregates."""
+        with self._read("could not read the enrolment signature") as s:
+            seniors = s.execute(select(func.count(), func.max(SeniorRow.updated_at))).one()
+            templates = s.execute(
+                select(func.count(), func.max(FaceTemplateRow.id), func.total(FaceTemplateRow.id))
+            ).one()
+            return (*seniors, *templates)
+
+    def template_count(self, senior_id: str) -> int:
+        with self._read(f"could not count templates of {senior_id!r}") as s:
+            n = s.scalar(select(func.count()).where(FaceTemplateRow.senior_id == senior_id))
+            return int(n or 0)
+
+    def template_info(self, senior_id: str) -> list[tuple[int, str, float, str, bool]]:
+        """(id, model_id, quality, source, has_photo) per template, for `meal-enroll show`."""
+        with self._read(f"could not read templates of {senior_id!r}") as s:
+            rows = s.execute(
+                select(
+                    FaceTemplateRow.id,
+                    FaceTemplateRow.model_id,
+                    FaceTemplateRow.quality,
+                    FaceTemplateRow.source,
+                    FaceTemplateRow.photo.is_not(None),
+                )
+                .where(FaceTemplateRow.senior_id == senior_id)
+                .order_by(FaceTemplateRow.id)
+            ).all()
+            return [(int(i), m, float(q), src, bool(p)) for i, m, q, src, p in rows]
+
+    # -- meals and the outbox ----------------------------------------------------------------------
+
+    def meals_on(self, senior_id: str, local_date: date) -> list[PriorMeal]:
+        with self._read(f"could not read meals of {senior_id!r}") as s:
+            rows = s.execute(
+                select(MealEventRow.meal, MealEventRow.subsidy_fen)
+                .where(
+                    MealEventRow.senior_id == senior_id,
+                    MealEventRow.local_date == local_date,
+                    MealEventRow.kind == "meal",
+                )
+                .order_by(MealEventRow.seq)
+            ).all()
+            return [PriorMeal(m, int(f)) for m, f in rows]
+
+    def record_meal(self, event: MealEvent, topic: str) -> StoredEvent:
+        """Allocate the kiosk's next seq and write the event and its outbox row in ONE transaction.
+
+        Either both rows and the new seq are committed (fsync'd: synchronous=FULL) or nothing is.
+        Raises StoreError (disk full, I/O error, duplicate event_id) or ValueError (invalid event).
+        """
+        with self._write(f"could not record meal event {event.event_id}") as s:
+            seq_row = s.get(KioskSeqRow, event.kiosk_id)
+            if seq_row is None:
+                seq_row = KioskSeqRow(kiosk_id=event.kiosk_id, last_seq=0)
+                s.add(seq_row)
+            seq = seq_row.last_seq + 1
+            seq_row.last_seq = seq
+            payload_obj = build_payload(event, seq)
+            text = dumps(payload_obj)
+            now = _utcnow()
+            if s.get(MealEventRow, event.event_id) is not None:
+                raise StoreError(f"meal event {event.event_id} is already recorded")
+            s.add(
+                MealEventRow(
+                    event_id=event.event_id,
+                    seq=seq,
+                    kiosk_id=event.kiosk_id,
+                    centre_id=event.centre_id,
+                    district=event.district,
+                    kind=event.kind,
+                    senior_id=event.senior_id,
+                    meal=event.meal,
+                    local_date=event.local_date,
+                    decided_at=event.decided_at,
+                    price_fen=event.price_fen,
+                    subsidy_fen=event.subsidy_fen,
+                    payable_fen=event.payable_fen,
+                    reasons=list(event.reasons),
+                    confirmed_by=event.confirmed_by,
+                    match=payload_obj["match"],
+                    source_ts=payload_obj["source_ts"],
+                    payload=text,
+                    recorded_at=now,
+                )
+            )
+            s.flush()  # the event row first: the outbox row references it
+            s.add(
+                OutboxRow(
+                    event_id=event.event_id, seq=seq, topic=topic, payload=text, created_at=now, attempts=0
+                )
+            )
+        return StoredEvent(event.event_id, seq, topic, text.encode("utf-8"))
+
+    def pending(self, limit: int = 100) -> list[StoredEvent]:
+        with self._read("could not read the outbox") as s:
+            rows = s.execute(
+                select(
+                    OutboxRow.event_id, OutboxRow.seq, OutboxRow.topic, OutboxRow.payload, OutboxRow.attempts
+                )
+                .where(OutboxRow.delivered_at.is_(None))
+                .order_by(OutboxRow.seq, OutboxRow.event_id)
+                .limit(limit)
+            ).all()
+            return [StoredEvent(e, int(q), t, p.encode("utf-8"), int(a)) for e, q, t, p, a in rows]
+
+    def pending_count(self) -> int:
+        with self._read("could not read the outbox") as s:
+            return int(s.scalar(select(func.count()).where(OutboxRow.delivered_at.is_(None))) or 0)
+
+    def mark_delivered(self, event_id: str, at: datetime) -> None:
+        """Called on the broker's PUBACK only. The first acknowledgement's time is kept."""
+        if at.tzinfo is None or at.utcoffset() is None:
+            raise ValueError(f"naive datetime {at!r}: delivery times must be timezone-aware")
+        with self._write(f"could not mark event {event_id} delivered") as s:
+            res = s.execute(
+                update(OutboxRow)
+                .where(OutboxRow.event_id == event_id, OutboxRow.delivered_at.is_(None))
+                .values(delivered_at=at, last_error=None)
+            )
+            if res.rowcount == 0 and s.get(OutboxRow, event_id) is None:  # type: ignore[attr-defined]
+                raise StoreError(f"no outbox entry for event {event_id}")
+
+    def note_attempt(self, event_id: str, error: str | None) -> None:
+        with self._write(f"could not note a delivery attempt of {event_id}") as s:
+            s.execute(
+                update(OutboxRow)
+                .where(OutboxRow.event_id == event_id)
+                .values(attempts=OutboxRow.attempts + 1, last_attempt_at=_utcnow(), last_error=error)
+            )
+
+    def list_events(self, pending_only: bool = False, limit: int | None = None) -> list[EventRow]:
+        """Events in seq order; with `limit`, the newest `limit` of them."""
+        q = select(MealEventRow, OutboxRow).join(OutboxRow, OutboxRow.event_id == MealEventRow.event_id)
+        if pending_only:
+            q = q.where(OutboxRow.delivered_at.is_(None))
+        q = q.order_by(MealEventRow.seq.desc(), MealEventRow.kiosk_id.desc())
+        if limit is not None:
+            q = q.limit(limit)
+        with self._read("could not list events") as s:
+            out = [
+                EventRow(
+                    event_id=e.event_id,
+                    seq=e.seq,
+                    kiosk_id=e.kiosk_id,
+                    kind=e.kind,
+                    senior_id=e.senior_id,
+                    meal=e.meal,
+                    local_date=e.local_date,
+                    decided_at=e.decided_at,
+                    price_fen=e.price_fen,
+                    subsidy_fen=e.subsidy_fen,
+                    payable_fen=e.payable_fen,
+                    confirmed_by=e.confirmed_by,
+                    delivered_at=o.delivered_at,
+                    attempts=o.attempts,
+                    last_error=o.last_error,
+                )
+                for e, o in s.execute(q)
+            ]
+        out.reverse()
+        return out
+
+    def last_seq(self, kiosk_id: str) -> int:
+        with self._read("could not read the sequence") as s:
+            row = s.get(KioskSeqRow, kiosk_id)
+            return 0 if row is None else row.last_seq
+
+    def versions(self) -> list[tuple[int, str]]:
+        with self._read("could not read the schema version") as s:
+            rows = s.scalars(select(SchemaVersion).order_by(SchemaVersion.version))
+            return [(v.version, v.description) for v in rows]

@@ -1,0 +1,109 @@
+"""Numbered schema migrations, applied in order in one transaction when the store is opened.
+
+MIGRATIONS[i] brings the schema from version i to version i + 1. The DDL is frozen here on purpose:
+a migration must keep producing the schema of *its* version when the models move on, so it is never
+generated from the current models. To change the schema: edit models.py, append a migration, and the
+test that compares the migrated schema with the models keeps both in step.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from sqlalchemy import Connection
+
+
+@dataclass(frozen=True)
+class Migration:
+    description: str
+    apply: Callable[[Connection], None]
+
+
+_V1 = [
+    """CREATE TABLE schema_version (
+        version INTEGER NOT NULL,
+        description VARCHAR NOT NULL,
+        applied_at VARCHAR(40) NOT NULL,
+        PRIMARY KEY (version)
+    )""",
+    """CREATE TABLE seniors (
+        senior_id VARCHAR NOT NULL,
+        name VARCHAR NOT NULL,
+        birth_date DATE NOT NULL,
+        hukou VARCHAR NOT NULL,
+        status VARCHAR NOT NULL,
+        created_at VARCHAR(40) NOT NULL,
+        updated_at VARCHAR(40) NOT NULL,
+        PRIMARY KEY (senior_id),
+        CONSTRAINT ck_status CHECK (status IN ('active', 'suspended', 'deceased'))
+    )""",
+    """CREATE TABLE face_templates (
+        id INTEGER NOT NULL,
+        senior_id VARCHAR NOT NULL,
+        embedding BLOB NOT NULL,
+        model_id VARCHAR NOT NULL,
+        quality FLOAT NOT NULL,
+        source VARCHAR NOT NULL,
+        photo BLOB,
+        created_at VARCHAR(40) NOT NULL,
+        PRIMARY KEY (id),
+        CONSTRAINT ck_embedding_size CHECK (length(embedding) = 512),
+        FOREIGN KEY(senior_id) REFERENCES seniors (senior_id) ON DELETE CASCADE
+    )""",
+    "CREATE INDEX ix_face_templates_model ON face_templates (model_id)",
+    "CREATE INDEX ix_face_templates_senior ON face_templates (senior_id)",
+    """CREATE TABLE meal_events (
+        event_id VARCHAR(36) NOT NULL,
+        seq INTEGER NOT NULL,
+        kiosk_id VARCHAR NOT NULL,
+        centre_id VARCHAR NOT NULL,
+        district VARCHAR NOT NULL,
+        kind VARCHAR NOT NULL,
+        senior_id VARCHAR NOT NULL,
+        meal VARCHAR NOT NULL,
+        local_date DATE NOT NULL,
+        decided_at VARCHAR(40) NOT NULL,
+        price_fen INTEGER NOT NULL,
+        subsidy_fen INTEGER NOT NULL,
+        payable_fen INTEGER NOT NULL,
+        reasons JSON NOT NULL,
+        confirmed_by VARCHAR,
+        "match" JSON NOT NULL,
+        source_ts FLOAT,
+        payload TEXT NOT NULL,
+        recorded_at VARCHAR(40) NOT NULL,
+        PRIMARY KEY (event_id),
+        CONSTRAINT uq_meal_events_kiosk_seq UNIQUE (kiosk_id, seq)
+    )""",
+    "CREATE INDEX ix_meal_events_senior_date ON meal_events (senior_id, local_date)",
+    """CREATE TABLE outbox (
+        event_id VARCHAR(36) NOT NULL,
+        seq INTEGER NOT NULL,
+        topic VARCHAR NOT NULL,
+        payload TEXT NOT NULL,
+        created_at VARCHAR(40) NOT NULL,
+        attempts INTEGER NOT NULL,
+        last_attempt_at VARCHAR(40),
+        delivered_at VARCHAR(40),
+        last_error VARCHAR,
+        PRIMARY KEY (event_id),
+        FOREIGN KEY(event_id) REFERENCES meal_events (event_id)
+    )""",
+    "CREATE INDEX ix_outbox_pending ON outbox (delivered_at, seq)",
+    """CREATE TABLE kiosk_seq (
+        kiosk_id VARCHAR NOT NULL,
+        last_seq INTEGER NOT NULL,
+        PRIMARY KEY (kiosk_id)
+    )""",
+]
+
+
+def _v1(conn: Connection) -> None:
+    for stmt in _V1:
+        conn.exec_driver_sql(stmt)
+
+
+MIGRATIONS: list[Migration] = [
+    Migration("initial schema: seniors, face templates, meal events, outbox, per-kiosk sequence", _v1),
+]

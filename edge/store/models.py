@@ -1,0 +1,154 @@
+"""SQLAlchemy 2.0 typed models of the local store (one SQLite file).
+
+The schema itself is created by the numbered migrations in `edge.store.migrations`, not by
+`create_all`: these classes describe the newest schema, and a test checks that both agree.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    CheckConstraint,
+    Date,
+    Dialect,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.types import TypeDecorator
+
+EMBEDDING_BYTES = 128 * 4
+
+
+class AwareDateTime(TypeDecorator[datetime]):
+    """An aware datetime stored as ISO 8601 text with its offset (SQLite has no time zone type).
+
+    `utc=True` normalises to UTC on the way in (bookkeeping times); otherwise the offset is kept
+    (decided_at keeps the centre's wall-clock offset, as published).
+    """
+
+    impl = String(40)
+    cache_ok = True
+
+    def __init__(self, utc: bool = True) -> None:
+        super().__init__()
+        self.utc = utc
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> str | None:
+        if value is None:
+            return None
+        if value.tzinfo is None or value.utcoffset() is None:
+            raise ValueError(f"naive datetime {value!r}: the store keeps only timezone-aware times")
+        if self.utc:
+            value = value.astimezone(UTC)
+        return value.isoformat()
+
+    def process_result_value(self, value: str | None, dialect: Dialect) -> datetime | None:
+        return None if value is None else datetime.fromisoformat(value)
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class SchemaVersion(Base):
+    __tablename__ = "schema_version"
+
+    version: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    description: Mapped[str] = mapped_column(String)
+    applied_at: Mapped[datetime] = mapped_column(AwareDateTime())
+
+
+class SeniorRow(Base):
+    __tablename__ = "seniors"
+    __table_args__ = (CheckConstraint("status IN ('active', 'suspended', 'deceased')", name="ck_status"),)
+
+    senior_id: Mapped[str] = mapped_column(String, primary_key=True)
+    name: Mapped[str] = mapped_column(String)
+    birth_date: Mapped[date] = mapped_column(Date)
+    hukou: Mapped[str] = mapped_column(String)
+    status: Mapped[str] = mapped_column(String)
+    created_at: Mapped[datetime] = mapped_column(AwareDateTime())
+    updated_at: Mapped[datetime] = mapped_column(AwareDateTime())
+
+
+class FaceTemplateRow(Base):
+    __tablename__ = "face_templates"
+    __table_args__ = (
+        CheckConstraint(f"length(embedding) = {EMBEDDING_BYTES}", name="ck_embedding_size"),
+        Index("ix_face_templates_senior", "senior_id"),
+        Index("ix_face_templates_model", "model_id"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    senior_id: Mapped[str] = mapped_column(String, ForeignKey("seniors.senior_id", ondelete="CASCADE"))
+    #: 128 float32, little-endian (512 bytes): the raw descriptor, not normalised
+    embedding: Mapped[bytes] = mapped_column(LargeBinary)
+    model_id: Mapped[str] = mapped_column(String)
+    quality: Mapped[float] = mapped_column(Float)
+    #: the enrolment photo's file name, for `meal-enroll show`
+    source: Mapped[str] = mapped_column(String)
+    #: the photo itself, only when [store] keep_photos is true
+    photo: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(AwareDateTime())
+
+
+class MealEventRow(Base):
+    __tablename__ = "meal_events"
+    __table_args__ = (
+        UniqueConstraint("kiosk_id", "seq", name="uq_meal_events_kiosk_seq"),
+        Index("ix_meal_events_senior_date", "senior_id", "local_date"),
+    )
+
+    event_id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    seq: Mapped[int] = mapped_column(Integer)
+    kiosk_id: Mapped[str] = mapped_column(String)
+    centre_id: Mapped[str] = mapped_column(String)
+    district: Mapped[str] = mapped_column(String)
+    kind: Mapped[str] = mapped_column(String)
+    #: not a foreign key: events outlive a removed senior (audit and settlement)
+    senior_id: Mapped[str] = mapped_column(String)
+    meal: Mapped[str] = mapped_column(String)
+    local_date: Mapped[date] = mapped_column(Date)
+    decided_at: Mapped[datetime] = mapped_column(AwareDateTime(utc=False))
+    price_fen: Mapped[int] = mapped_column(Integer)
+    subsidy_fen: Mapped[int] = mapped_column(Integer)
+    payable_fen: Mapped[int] = mapped_column(Integer)
+    reasons: Mapped[list[str]] = mapped_column(JSON)
+    confirmed_by: Mapped[str | None] = mapped_column(String, nullable=True)
+    match: Mapped[dict[str, Any]] = mapped_column(JSON)
+    source_ts: Mapped[float | None] = mapped_column(Float, nullable=True)
+    #: the JSON text exactly as published
+    payload: Mapped[str] = mapped_column(Text)
+    recorded_at: Mapped[datetime] = mapped_column(AwareDateTime())
+
+
+class OutboxRow(Base):
+    __tablename__ = "outbox"
+    __table_args__ = (Index("ix_outbox_pending", "delivered_at", "seq"),)
+
+    event_id: Mapped[str] = mapped_column(String(36), ForeignKey("meal_events.event_id"), primary_key=True)
+    seq: Mapped[int] = mapped_column(Integer)
+    topic: Mapped[str] = mapped_column(String)
+    payload: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(AwareDateTime())
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    last_attempt_at: Mapped[datetime | None] = mapped_column(AwareDateTime(), nullable=True)
+    delivered_at: Mapped[datetime | None] = mapped_column(AwareDateTime(), nullable=True)
+    last_error: Mapped[str | None] = mapped_column(String, nullable=True)
+
+
+class KioskSeqRow(Base):
+    __tablename__ = "kiosk_seq"
+
+    kiosk_id: Mapped[str] = mapped_column(String, primary_key=True)
+    last_seq: Mapped[int] = mapped_column(Integer)
