@@ -9,6 +9,7 @@ pinned clock), the demo, the tests and the benchmarks all drive the same code.
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
@@ -20,10 +21,11 @@ import numpy as np
 from edge import feedback
 from edge.capture import Frame
 from edge.config import Config
-from edge.decide import Policy, Verdict, decide
+from edge.decide import Policy, Verdict, decide, lookalike_pairs
 from edge.detect import Detector, Face
 from edge.embed.base import Embedder
 from edge.events import MealEvent, event_topic, new_event_id
+from edge.liveness import LivenessChecker, LivenessVerdict
 from edge.match import Gallery, normalise
 from edge.rules import Senior, decide_meal
 from edge.store import Store, StoreError
@@ -38,7 +40,6 @@ Clock = Callable[[Frame], datetime]
 IDENTITY_SWITCH_DISTANCE = 0.62
 RECHECK_EVERY = 15
 MAX_OBSERVATIONS = 64
-LIVENESS_FRAMES = 24
 
 
 @dataclass(frozen=True)
@@ -101,37 +102,59 @@ class Stats:
         return {k: (round(v, 4) if isinstance(v, float) else v) for k, v in self.__dict__.items()}
 
 
+@dataclass(frozen=True)
+class Enrolled:
+    """What recognition needs from enrolment, swapped as one reference so no decision sees half an update."""
+
+    gallery: Gallery
+    #: lookalike pairs (siblings, twins) and the margin each needs before an automatic accept
+    pair_margins: dict[frozenset[str], float]
+
+
 class GalleryHolder:
-    """The live gallery and senior records; rebuilt from the store when enrolment changes it.
+    """The live gallery, rebuilt from the store when enrolment changes it. Senior records (status,
+    birth date, hukou) are not cached: the rules read them from the store at each decision, so a
+    suspension takes effect at once."""
 
-    Readers take `.gallery`/`.seniors` once per use; a reload swaps both references at once, so a
-    decision never sees half an update.
-    """
-
-    def __init__(self, store: Store, model_id: str, check_every: float = 10.0) -> None:
+    def __init__(self, store: Store, policy: Policy, check_every: float = 10.0) -> None:
         self.store = store
-        self.model_id = model_id
+        self.policy = policy
+        self.model_id = policy.model_id
         self.check_every = check_every
         self._signature: object = None
         self._checked = 0.0
-        self.gallery = Gallery.empty(model_id)
-        self.seniors: dict[str, Senior] = {}
+        self._reloading = threading.Lock()
+        self.current = Enrolled(Gallery.empty(self.model_id), {})
         self.reload()
 
     def reload(self) -> None:
         sig = self.store.signature()
-        seniors = {s.senior_id: s for s, _ in self.store.list_seniors()}
         gallery = Gallery.from_pairs(self.store.templates(self.model_id), self.model_id)
-        self.gallery, self.seniors, self._signature = gallery, seniors, sig
+        pairs = lookalike_pairs(gallery, self.policy)
+        self.current = Enrolled(gallery, pairs)
+        self._signature = sig
         self._checked = time.monotonic()
-        log.info("gallery: %d seniors, %d templates (model %s)", len(gallery), gallery.n_templates, self.model_id)
+        log.info(
+            "gallery: %d seniors, %d templates, %d lookalike pairs (model %s)",
+            len(gallery), gallery.n_templates, len(pairs), self.model_id,
+        )
 
     def maybe_reload(self) -> None:
-        if time.monotonic() - self._checked < self.check_every:
+        """Called every frame; at most every `check_every` s it asks the store whether enrolment changed,
+        and rebuilds in a background thread (a district-sized gallery takes seconds) so check-in never
+        waits; the swap in reload() is one assignment."""
+        if time.monotonic() - self._checked < self.check_every or self._reloading.locked():
             return
         self._checked = time.monotonic()
         if self.store.signature() != self._signature:
-            self.reload()
+            threading.Thread(target=self._reload_in_background, name="gallery-reload", daemon=True).start()
+
+    def _reload_in_background(self) -> None:
+        with self._reloading:
+            try:
+                self.reload()
+            except Exception:  # a failed reload keeps the old gallery working; the next check retries
+                log.exception("gallery reload failed; keeping the previous gallery")
 
 
 class Pipeline:
@@ -147,8 +170,7 @@ class Pipeline:
         gallery: GalleryHolder | None = None,
         on_decision: Callable[[Decision], None] | None = None,
         on_event: Callable[[], None] | None = None,
-        liveness: Any | None = None,
-        pair_margins: dict[frozenset[str], float] | None = None,
+        liveness: LivenessChecker | None = None,
     ) -> None:
         self.cfg = cfg
         self.detector = detector
@@ -156,11 +178,10 @@ class Pipeline:
         self.store = store
         self.policy = policy
         self.clock = clock
-        self.holder = gallery or GalleryHolder(store, embedder.model_id)
+        self.holder = gallery or GalleryHolder(store, policy)
         self.on_decision = on_decision
         self.on_event = on_event
         self.liveness = liveness
-        self.pair_margins = pair_margins or {}
         t = cfg.track
         self.tracker = Tracker(iou_match=t.iou_match, max_missing=t.max_missing_frames)
         self.stats = Stats()
@@ -180,8 +201,9 @@ class Pipeline:
         want: list[tuple[Track, Observation]] = []
         for track, obs in assigned:
             if self.liveness is not None and not track.decided:
+                # frames[i] and the last len(frames) observations stay in step: both grow here
                 track.frames.append(frame.image)
-                del track.frames[:-LIVENESS_FRAMES]
+                del track.frames[: -self.cfg.liveness.max_frames]
             if self._due(track, obs):
                 want.append((track, obs))
         if want:
@@ -246,25 +268,31 @@ class Pipeline:
                 log.debug("track %d ended after %d embedded frames: too brief to decide", track.id, len(embs))
             return None
         t0 = time.perf_counter()
-        verdict = decide(self.holder.gallery, np.stack(embs[-t.max_frames :]), self.policy, self.pair_margins)
+        enrolled = self.holder.current
+        verdict = decide(enrolled.gallery, np.stack(embs[-t.max_frames :]), self.policy, enrolled.pair_margins)
         self.stats.t_match += time.perf_counter() - t0
         if verdict.outcome != "accept" and len(embs) < t.max_frames and not final:
             return None  # more frames may still settle it
         if verdict.outcome == "accept" and self.liveness is not None:
-            verdict = self._check_liveness(track, verdict)
+            lv = self._liveness(track)
+            if lv.live is None and not final and len(track.frames) < self.cfg.liveness.max_frames:
+                return None  # not enough motion seen yet: keep watching before paying anything
+            if not lv.live:
+                # A suspected photo or screen is not refused outright (an elderly face can look flat,
+                # a senior can stand very still): staff check it instead.
+                verdict = replace(
+                    verdict, outcome="confirm", reasons=(*verdict.reasons, "liveness_not_confirmed", *lv.reasons)
+                )
         track.decided = True
         track.frames.clear()
         ts = track.observations[-1].source_ts
         return self._finalise(track.id, verdict, self.clock(frame), ts)
 
-    def _check_liveness(self, track: Track, verdict: Verdict) -> Verdict:
-        faces: list[Face] = [o.face for o in track.observations[-len(track.frames) :]]
-        lv = self.liveness.assess(track.frames, faces) if self.liveness is not None else None
-        if lv is None or lv.live:
-            return verdict
-        # A suspected photo or screen is not refused outright (an elderly face can look flat);
-        # staff check it instead.
-        return replace(verdict, outcome="confirm", reasons=(*verdict.reasons, "liveness_not_confirmed", *lv.reasons))
+    def _liveness(self, track: Track) -> LivenessVerdict:
+        n = len(track.frames)
+        faces: list[Face] = [o.face for o in track.observations[len(track.observations) - n :]] if n else []
+        assert self.liveness is not None
+        return self.liveness.assess(track.frames, faces)
 
     def _end(self, ended: list[Track], frame: Frame | None) -> list[Decision]:
         out = []
@@ -289,7 +317,7 @@ class Pipeline:
             margin=verdict.margin,
             frames=verdict.frames,
         )
-        senior = self.holder.seniors.get(verdict.senior_id) if verdict.senior_id else None
+        senior = self.store.get_senior(verdict.senior_id) if verdict.senior_id else None
         if verdict.outcome == "unknown" or senior is None:
             d = Decision("unknown", message=self._say("unknown"), reasons=verdict.reasons, **common)
         elif verdict.outcome == "confirm":

@@ -118,6 +118,9 @@ class CameraSource:
         self._thread: threading.Thread | None = None
         self.dropped = 0
         self.connected = False
+        # A video file standing in for a camera (tests, a recorded scene on a kiosk) plays at its own
+        # frame rate and loops, as a camera would deliver it; a real camera paces itself.
+        self.is_file = isinstance(self.source, str) and Path(self.source).is_file()
 
     def _open(self) -> cv2.VideoCapture | None:
         cap = cv2.VideoCapture(self.source)
@@ -139,7 +142,7 @@ class CameraSource:
             if cap is None:
                 if not outage_logged:
                     log.error(
-                        "camera %r cannot be opened (unplugged, wrong index or URL?); retrying every %.0f s",
+                        "camera %r cannot be opened (unplugged, wrong index or URL?); retrying every %g s",
                         self.source,
                         self.reconnect_seconds,
                     )
@@ -151,12 +154,20 @@ class CameraSource:
             outage_logged = False
             self.connected = True
             log.info("camera %r opened", self.source)
+            period = 1.0 / (cap.get(cv2.CAP_PROP_FPS) or 25.0) if self.is_file else 0.0
+            next_at = time.monotonic()
             while not self._stop.is_set():
                 ok, bgr = cap.read()
                 if not ok:
-                    log.error("camera %r stopped delivering frames; reopening", self.source)
-                    outage_logged = True
+                    if self.is_file:
+                        log.info("end of %s; playing it again", self.source)
+                    else:
+                        log.error("camera %r stopped delivering frames; reopening", self.source)
+                        outage_logged = True
                     break
+                if period:
+                    next_at += period
+                    self._stop.wait(max(0.0, next_at - time.monotonic()))
                 frame = Frame(index, time.monotonic() - t0, np.ascontiguousarray(bgr[:, :, ::-1]))
                 index += 1
                 try:
@@ -170,17 +181,32 @@ class CameraSource:
                     self._queue.put_nowait(frame)
             self.connected = False
             cap.release()
-            self._stop.wait(self.reconnect_seconds)
+            if not self.is_file:
+                self._stop.wait(self.reconnect_seconds)
 
-    def frames(self) -> Iterator[Frame]:
+    def start(self) -> None:
         if self._thread is None:
             self._thread = threading.Thread(target=self._reader, name="capture", daemon=True)
             self._thread.start()
+
+    def next_frame(self, timeout: float = 0.5) -> Frame | None:
+        """The next frame, or None after `timeout` without one (camera away): the daemon's loop keeps
+        turning, so it can still ping the watchdog and notice SIGTERM."""
+        self.start()
+        try:
+            return self._queue.get(timeout=timeout)
+        except queue.Empty:
+            return None
+
+    def frames(self) -> Iterator[Frame]:
         while not self._stop.is_set():
-            try:
-                yield self._queue.get(timeout=0.5)
-            except queue.Empty:
-                continue
+            frame = self.next_frame()
+            if frame is not None:
+                yield frame
+
+    def request_stop(self) -> None:
+        """Safe from a signal handler: only sets a flag."""
+        self._stop.set()
 
     def close(self) -> None:
         self._stop.set()
@@ -188,17 +214,18 @@ class CameraSource:
             self._thread.join(timeout=5)
 
 
-def open_source(source: str, *, live: bool, **camera_kwargs: float | int) -> FrameSource:
-    """A device index or URL is a camera; an existing file is a video; a folder is a sequence of images.
-
-    `live=True` (the daemon) reads video files through the dropping camera reader too, so a file can
-    stand in for a camera; `live=False` (replay) plays every frame.
-    """
+def open_source(source: str) -> FrameSource:
+    """For replay: a video file plays every frame; a folder is a sequence of images in name order."""
     p = Path(source)
     if p.is_dir():
         return ImageFolderSource(p)
-    if p.is_file() and not live:
+    if p.is_file():
         return VideoFileSource(p)
-    if not live:
-        raise SourceError(f"{source}: no such video file or image folder")
-    return CameraSource(source, **camera_kwargs)  # type: ignore[arg-type]
+    raise SourceError(f"{source}: no such video file or image folder")
+
+
+def open_camera(source: str, **kwargs: float | int) -> CameraSource:
+    """For the daemon: a device index, an RTSP/HTTP URL, or a video file standing in for a camera."""
+    if Path(source).is_dir():
+        raise SourceError(f"{source}: a folder of images is for `meal-edge replay`, not a camera")
+    return CameraSource(source, **kwargs)  # type: ignore[arg-type]

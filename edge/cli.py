@@ -17,7 +17,11 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
+from edge.capture import SourceError
 from edge.config import DEFAULT_CONFIG, Config, ConfigError, load_config
+from edge.decide import CalibrationError
+from edge.modelbuild import ModelError
+from edge.store import StoreError
 
 log = logging.getLogger("edge")
 
@@ -56,6 +60,15 @@ def make_pipeline(cfg: Config, parts: dict[str, Any], clock: Callable[..., datet
     from edge.app import Pipeline
 
     liveness = None
+    if cfg.liveness.enabled:
+        from edge.liveness import LivenessChecker, LivenessParams
+
+        lc = cfg.liveness
+        liveness = LivenessChecker(
+            LivenessParams(
+                min_frames=lc.min_frames, max_frames=lc.max_frames, pair_gap=lc.pair_gap, threshold=lc.threshold
+            )
+        )
     return Pipeline(
         cfg,
         detector=parts["detector"],
@@ -70,11 +83,22 @@ def make_pipeline(cfg: Config, parts: dict[str, Any], clock: Callable[..., datet
 
 # -- run -----------------------------------------------------------------------------------------
 def cmd_run(args: argparse.Namespace) -> int:
-    from edge.capture import SourceError, open_source
+    from edge.capture import open_camera
     from edge.publish import Publisher
     from edge.sdnotify import notify, watchdog_interval
 
     cfg = _need_config(args)
+    try:
+        source = open_camera(
+            cfg.camera.source,
+            width=cfg.camera.width,
+            height=cfg.camera.height,
+            reconnect_seconds=cfg.camera.reconnect_seconds,
+            queue_size=cfg.camera.queue_size,
+        )
+    except SourceError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return EXIT_FAIL
     parts = build_parts(cfg)
     tz = cfg.centre.tz
     publisher = Publisher(parts["store"], cfg.mqtt, cfg.centre) if cfg.mqtt.enabled else None
@@ -84,6 +108,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         nonlocal stopping
         log.warning("signal %d: stopping", signum)
         stopping = True
+        source.request_stop()
 
     signal.signal(signal.SIGTERM, _stop)
     signal.signal(signal.SIGINT, _stop)
@@ -95,18 +120,6 @@ def cmd_run(args: argparse.Namespace) -> int:
     pipeline = make_pipeline(
         cfg, parts, lambda _f: datetime.now(tz), on_decision=show, on_event=publisher.wake if publisher else None
     )
-    try:
-        source = open_source(
-            cfg.camera.source,
-            live=True,
-            width=cfg.camera.width,
-            height=cfg.camera.height,
-            reconnect_seconds=cfg.camera.reconnect_seconds,
-            queue_size=cfg.camera.queue_size,
-        )
-    except SourceError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return EXIT_FAIL
     if publisher:
         publisher.start()
     notify("READY=1\nSTATUS=checking in")
@@ -114,13 +127,15 @@ def cmd_run(args: argparse.Namespace) -> int:
     last_ping = time.monotonic()
     log.info("meal-edge running: centre %s kiosk %s", cfg.centre.id, cfg.centre.kiosk_id)
     try:
-        for frame in source.frames():
-            pipeline.process(frame)
+        while not stopping:
+            frame = source.next_frame(timeout=0.5)
+            if frame is not None:
+                pipeline.process(frame)
+            # pinged from the main loop, camera or not: the watchdog guards against a hung loop,
+            # while a missing camera is logged and retried without restarting the service
             if ping is not None and time.monotonic() - last_ping >= ping:
                 notify("WATCHDOG=1")
                 last_ping = time.monotonic()
-            if stopping:
-                break
     finally:
         notify("STOPPING=1")
         source.close()
@@ -186,7 +201,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
         pipeline = make_pipeline(
             cfg, parts, lambda f: now0 + timedelta(seconds=f.source_ts), on_decision=emit
         )
-        source = open_source(args.source, live=False)
+        source = open_source(args.source)
         t0 = time.perf_counter()
         pipeline.run(source.frames())
         wall = time.perf_counter() - t0
@@ -289,5 +304,9 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as e:
         print(f"config error:\n{e}", file=sys.stderr)
         return EXIT_USAGE
+    except (SourceError, ModelError, CalibrationError, StoreError) as e:
+        # problems an operator can fix: say which, no traceback
+        print(f"error: {e}", file=sys.stderr)
+        return EXIT_FAIL
     except KeyboardInterrupt:
         return 130

@@ -90,6 +90,22 @@ class TrackConfig(_Section):
         return self
 
 
+class LivenessConfig(_Section):
+    """Passive check against a photo or a phone screen held up to the camera (docs/liveness.md)."""
+
+    enabled: bool = True
+    min_frames: int = Field(8, ge=4, description="frames of a presence needed for a verdict")
+    max_frames: int = Field(24, ge=4, description="frames kept per presence; wait at most this long for motion")
+    pair_gap: int = Field(2, ge=1, description="compare frame i with i+pair_gap: 2 at 25-30 fps, 1 at 10-15 fps")
+    threshold: float = -0.13
+
+    @model_validator(mode="after")
+    def _order(self) -> LivenessConfig:
+        if self.max_frames < self.min_frames:
+            raise ValueError("max_frames must be at least min_frames")
+        return self
+
+
 class StoreConfig(_Section):
     path: str = "/var/lib/meal-edge/meal-edge.sqlite"
     keep_photos: bool = False
@@ -173,6 +189,7 @@ class Config(_Section):
     detect: DetectConfig = DetectConfig()
     recognition: RecognitionConfig = RecognitionConfig()
     track: TrackConfig = TrackConfig()
+    liveness: LivenessConfig = LivenessConfig()
     store: StoreConfig = StoreConfig()
     mqtt: MqttConfig = MqttConfig()
     rules: RulesConfig = RulesConfig()
@@ -300,6 +317,13 @@ max_missing_frames = 8       # a presence ends after this many frames without th
 min_frames = 3               # frames that must agree before a decision
 max_frames = 5               # frames fused at most for one decision
 reembed_every = 3            # embed a tracked face every N frames until it is decided
+
+[liveness]
+enabled = true               # a presence that moves like a flat photo or screen goes to staff confirmation
+min_frames = 8               # frames of a presence needed for a verdict
+max_frames = 24              # frames kept per presence; a still face waits at most this long, then staff
+pair_gap = 2                 # compare frame i with i+pair_gap: 2 at 25-30 fps, 1 at 10-15 fps
+threshold = -0.13            # from `meal-edge liveness-eval --seed 0` (docs/liveness.md)
 
 [store]
 path = "/var/lib/meal-edge/meal-edge.sqlite"   # relative paths resolve against this file's folder

@@ -121,8 +121,12 @@ def _config_text(store: str, broker: str | None) -> str:
             "port = 1883", f"port = {int(port)}"
         )
     else:
-        text = text.replace("enabled = true", "enabled = false")
-    return text
+        text = text.replace("[mqtt]\nenabled = true", "[mqtt]\nenabled = false")
+    # The demo's "people" are still photos slid across the frame: exactly what the liveness check is
+    # for, so it would (rightly) send every one of them to staff. It stays on in the default config.
+    return text.replace(
+        "[liveness]\nenabled = true ", "[liveness]\nenabled = false  # demo: the scene is made of photos\n#"
+    )
 
 
 def _show(d: object) -> None:
@@ -138,13 +142,10 @@ def _show(d: object) -> None:
 
 
 def run_demo(keep: Path | None = None, broker: str | None = None) -> int:
-    from edge.app import Pipeline
     from edge.capture import ImageFolderSource
-    from edge.decide import load_policy
+    from edge.cli import build_parts, make_pipeline
     from edge.detect import Detector
-    from edge.embed.factory import make_embedder
     from edge.rules import Senior
-    from edge.store import Store
     from enroll.service import ENROL_DETECT_WIDTH, ENROL_UPSAMPLE, Enroller
 
     logging.basicConfig(level=logging.WARNING)
@@ -158,9 +159,8 @@ def run_demo(keep: Path | None = None, broker: str | None = None) -> int:
     print("Faces: Grace Hopper (matplotlib sample data) is enrolled; Eileen Collins (scikit-image sample")
     print("data) is not. Both photos are public domain and ship inside those PyPI packages.\n")
 
-    store = Store(cfg.store_path)
-    embedder = make_embedder(cfg.recognition.backend, cfg.recognition.threads)
-    policy = load_policy(embedder.model_id)
+    parts = build_parts(cfg)
+    store, embedder = parts["store"], parts["embedder"]
     print(f"1. Enrolling (embedding back-end: {embedder.name})")
     photos = work / "photos"
     photos.mkdir(exist_ok=True)
@@ -179,7 +179,6 @@ def run_demo(keep: Path | None = None, broker: str | None = None) -> int:
         print("enrolment failed; see the reasons above", file=sys.stderr)
         return 1
 
-    detector = Detector(cfg.detect.detect_width, cfg.detect.upsample)
     tz = cfg.centre.tz
     scenes = [
         ("Lunch, 11:45", datetime(2026, 11, 30, 11, 45, tzinfo=tz),
@@ -192,9 +191,8 @@ def run_demo(keep: Path | None = None, broker: str | None = None) -> int:
         folder = work / f"scene{n - 1}"
         make_scene(folder, visits, seed=n)
         print(f"{n}. {title}: {story}")
-        pipeline = Pipeline(
-            cfg, detector=detector, embedder=embedder, store=store, policy=policy,
-            clock=lambda f, s=start: s + timedelta(seconds=f.source_ts), on_decision=_show,  # type: ignore[misc]
+        pipeline = make_pipeline(
+            cfg, parts, lambda f, s=start: s + timedelta(seconds=f.source_ts), on_decision=_show
         )
         t0 = time.perf_counter()
         source = ImageFolderSource(folder, fps=FPS)

@@ -167,10 +167,19 @@ def make_embedder(backend: str, threads: int) -> Embedder:
 
 
 def _enroller(cfg: Config, store: Store) -> Enroller:
+    from edge.decide import CalibrationError, load_policy
     from enroll.service import Enroller
 
     detector, embedder = _models(cfg.recognition.backend, cfg.recognition.threads)
-    return Enroller(store, detector, embedder, keep_photos=cfg.store.keep_photos)
+    try:
+        policy = load_policy(
+            embedder.model_id, cfg.resolve(cfg.recognition.calibration) if cfg.recognition.calibration else None
+        )
+    except CalibrationError as e:
+        # Enrolment still works; only the lookalike warning falls back to hand-set thresholds.
+        log.warning("%s; lookalike warnings use default thresholds", e)
+        policy = None
+    return Enroller(store, detector, embedder, keep_photos=cfg.store.keep_photos, decision_policy=policy)
 
 
 # -- output helpers --------------------------------------------------------------------------------

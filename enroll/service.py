@@ -20,6 +20,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from edge.decide import Policy as DecisionPolicy
+from edge.decide import default_policy, lookalikes
 from edge.detect import Detector, ImageError, to_rgb
 from edge.embed.base import Embedder
 from edge.match import Gallery, match, normalise
@@ -55,8 +57,8 @@ class EnrolPolicy:
     - at 0.33: caught 93.8%, refused 0.8% (3% at 500).
     - duplicate_distance 0.36: enrolling someone twice is how one person could draw two subsidies, so we
       accept that about 1 new senior in 13 needs a staff check and --force in a 130-senior centre.
-    - lookalike_distance 0.39: between the two, a warning naming the other senior (18% of new seniors at
-      130 enrolled; above 0.39 the warning would fire for most enrolments and staff would learn to ignore it).
+    Lookalikes (siblings, twins) are warned about with the kiosk's own rule, `edge.decide.lookalikes` and the
+    calibrated policy, so staff are told exactly when the kiosk will ask for confirmation.
     - agree_distance 0.46: a senior's own photos must each be this close to another of them; 99.0% of
       same-person pairs pass, 3.3% of different-person pairs would.
     - same_photo_distance 0.04: the same photo enrolled again (re-running an import) gives distance 0
@@ -64,7 +66,6 @@ class EnrolPolicy:
     """
 
     duplicate_distance: float = 0.36
-    lookalike_distance: float = 0.39
     agree_distance: float = 0.46
     same_photo_distance: float = 0.04
     max_templates: int = 5
@@ -255,6 +256,7 @@ class Enroller:
         quality: QualityPolicy | None = None,
         policy: EnrolPolicy | None = None,
         keep_photos: bool = False,
+        decision_policy: DecisionPolicy | None = None,
     ) -> None:
         self.store = store
         self.detector = detector
@@ -264,6 +266,8 @@ class Enroller:
         self.keep_photos = keep_photos
         self._load = gallery_loader or (lambda: gallery_from_store(store, embedder.model_id))
         self._gallery: Gallery | None = None
+        # the kiosk's calibrated thresholds (lookalike rule); hand-set defaults when none are given
+        self.decision_policy = decision_policy or default_policy(embedder.model_id)
 
     @property
     def gallery(self) -> Gallery:
@@ -477,11 +481,13 @@ class Enroller:
                 f"looks like already enrolled senior {who} (distance {dist:.2f}): not enrolled"
             )
             return []
-        if dist < pol.lookalike_distance:
+        near = lookalikes(self.gallery, senior.senior_id, np.stack([c.embedding for c in cands]), self.decision_policy)
+        if near:
+            other_id, d = near[0]
             res.warnings.append(
-                f"looks similar to {who} "
-                f"(distance {dist:.2f}, same-person limit {pol.duplicate_distance:.2f}): "
-                "a sibling or lookalike? The kiosk may ask them to confirm"
+                f"looks similar to {self._describe(other_id)} "
+                f"(distance {d:.2f}, same-person limit {pol.duplicate_distance:.2f}): a sibling or lookalike? "
+                "The kiosk will ask staff to confirm either of them unless the match is clear"
             )
         return cands
 

@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import os
 import sqlite3
+from dataclasses import replace
 from datetime import date
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from edge.decide import default_policy
 from edge.detect import Detector
 from edge.embed.dlib_backend import DlibEmbedder
 from edge.rules import Senior
@@ -343,7 +345,8 @@ def test_lookalike_warning_names_the_other_senior(
 ) -> None:
     with Store(tmp_path / "s.sqlite") as st:
         # thresholds moved so that two different real people fall in the "lookalike" band
-        e = Enroller(st, *models, policy=EnrolPolicy(duplicate_distance=0.05, lookalike_distance=1.9))
+        loose = replace(default_policy(models[1].model_id), lookalike_distance=1.9)
+        e = Enroller(st, *models, policy=EnrolPolicy(duplicate_distance=0.05), decision_policy=loose)
         a = e.enrol(Senior("S1", "吴仪", date(1938, 11, 17), "徐汇"), [lfw("Wu_Yi", 1)])
         b = e.enrol(Senior("S2", "朱明", date(1940, 1, 1), "徐汇"), [lfw("Zhu_Rongji", 2)])
         assert a.enrolled and b.enrolled and not b.rejected

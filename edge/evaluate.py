@@ -1,0 +1,570 @@
+"""`meal-edge eval`: measured 1:N error rates of the decision policy on labelled face folders.
+
+Protocol (fixed seed, deterministic):
+* identities with at least K+1 photos (with a detected face) can be enrolled; N of them are drawn
+  and enrolled with K photos each (drawn at random); enrolment looks for lookalikes exactly as
+  meal-enroll does and raises those pairs' margin;
+* each enrolled person is probed with their remaining photos, in disjoint groups of F fused as the
+  kiosk fuses the frames of one track; a person with fewer than F remaining photos gets one probe
+  of what remains (so some "F-frame" probes have fewer frames; the counts by frame number are
+  reported), and leftovers that cannot fill a group are dropped;
+* M never-enrolled people (drawn from the rest) are probed with F of their photos fused, once each;
+* the same people are also probed with every single photo (k=1), reported separately.
+
+Outcomes for an enrolled probe: correct (accepted as the right senior), wrong (accepted as another
+senior: the worst failure), confirm (staff asked; split by whether the candidate shown is right),
+rejected (unknown). For a never-enrolled probe: accepted, confirm, unknown.
+Rates carry 95% Wilson score intervals; for zero events the rule-of-three bound 3/n is given too.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import logging
+import math
+import sys
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edge.decide import (
+    AGREEMENT_TOLERANCE,
+    CalibrationError,
+    Policy,
+    Verdict,
+    decide,
+    fuse,
+    load_policy,
+    lookalikes,
+    senior_distances,
+)
+from edge.faceset import DEFAULT_CACHE_DIR, FaceSet, in_holdout, load_faceset
+from edge.match import Gallery, normalise
+
+log = logging.getLogger(__name__)
+
+
+# --------------------------------------------------------------------------------------------- arithmetic
+
+
+def wilson(k: int, n: int, z: float = 1.959964) -> tuple[float, float]:
+    """95% Wilson score interval for k events in n trials ((0, 1) when n == 0)."""
+    if n <= 0:
+        return (0.0, 1.0)
+    if not 0 <= k <= n:
+        raise ValueError(f"need 0 <= k <= n, got k={k}, n={n}")
+    p = k / n
+    z2 = z * z
+    denom = 1 + z2 / n
+    centre = (p + z2 / (2 * n)) / denom
+    half = z * math.sqrt(p * (1 - p) / n + z2 / (4 * n * n)) / denom
+    lo = 0.0 if k == 0 else max(0.0, centre - half)
+    hi = 1.0 if k == n else min(1.0, centre + half)
+    return (lo, hi)
+
+
+def rate(k: int, n: int) -> dict[str, Any]:
+    lo, hi = wilson(k, n)
+    out: dict[str, Any] = {"count": k, "n": n, "rate": (k / n) if n else 0.0, "ci95": [lo, hi]}
+    if k == 0 and n > 0:
+        out["rule_of_three_upper"] = min(1.0, 3.0 / n)
+    return out
+
+
+@dataclass(frozen=True)
+class Probe:
+    #: the enrolled identity, or None for a never-enrolled person
+    truth: str | None
+    #: float32 [k, 128] raw descriptors
+    embeddings: np.ndarray
+
+    @property
+    def frames(self) -> int:
+        return int(self.embeddings.shape[0])
+
+
+def tally(probes: Sequence[Probe], verdicts: Sequence[Verdict]) -> dict[str, Any]:
+    """Counts and rates for a list of (probe, verdict) pairs, enrolled and never-enrolled separately."""
+    c: Counter[str] = Counter()
+    for p, v in zip(probes, verdicts, strict=True):
+        if p.truth is not None:
+            c["genuine"] += 1
+            if v.outcome == "accept":
+                c["correct" if v.senior_id == p.truth else "wrong"] += 1
+            elif v.outcome == "confirm":
+                c["confirm"] += 1
+                c["confirm_right" if v.senior_id == p.truth else "confirm_wrong_candidate"] += 1
+            else:
+                c["rejected"] += 1
+        else:
+            c["impostor"] += 1
+            if v.outcome == "accept":
+                c["impostor_accept"] += 1
+            elif v.outcome == "confirm":
+                c["impostor_confirm"] += 1
+            else:
+                c["impostor_unknown"] += 1
+    g, i = c["genuine"], c["impostor"]
+    frames = Counter(p.frames for p in probes if p.truth is not None)
+    return {
+        "correct_rate": c["correct"] / g if g else 0.0,
+        "wrong_rate": c["wrong"] / g if g else 0.0,
+        "rejected_rate": c["rejected"] / g if g else 0.0,
+        "confirm_rate": c["confirm"] / g if g else 0.0,
+        # the senior is fed without being turned away: accepted correctly, or the right name shown to staff
+        "served_rate": (c["correct"] + c["confirm_right"]) / g if g else 0.0,
+        "impostor_accept_rate": c["impostor_accept"] / i if i else 0.0,
+        "impostor_confirm_rate": c["impostor_confirm"] / i if i else 0.0,
+        "counts": {
+            k: c[k]
+            for k in (
+                "genuine",
+                "correct",
+                "wrong",
+                "confirm",
+                "confirm_right",
+                "confirm_wrong_candidate",
+                "rejected",
+                "impostor",
+                "impostor_accept",
+                "impostor_confirm",
+                "impostor_unknown",
+            )
+        },
+        "intervals": {
+            "correct": rate(c["correct"], g),
+            "wrong": rate(c["wrong"], g),
+            "rejected": rate(c["rejected"], g),
+            "confirm": rate(c["confirm"], g),
+            "served": rate(c["correct"] + c["confirm_right"], g),
+            "impostor_accept": rate(c["impostor_accept"], i),
+            "impostor_confirm": rate(c["impostor_confirm"], i),
+        },
+        "genuine_probes_by_frames": {str(k): frames[k] for k in sorted(frames)},
+    }
+
+
+# --------------------------------------------------------------------------------------------- features
+
+
+@dataclass(frozen=True)
+class FeatureTable:
+    """Vectorised decide.features for many probes, for threshold sweeps and calibration."""
+
+    distance: np.ndarray  # float [n] fused probe to best senior
+    margin: np.ndarray  # float [n]
+    agreement: np.ndarray  # float [n]
+    frames: np.ndarray  # int [n]
+    best_correct: np.ndarray  # bool [n] best senior is the probe's own identity
+    genuine: np.ndarray  # bool [n] probe's identity is enrolled
+
+    def __len__(self) -> int:
+        return int(self.distance.shape[0])
+
+    @staticmethod
+    def concat(tables: Sequence[FeatureTable]) -> FeatureTable:
+        return FeatureTable(*(np.concatenate([getattr(t, f) for t in tables]) for f in FeatureTable._fields()))
+
+    @staticmethod
+    def _fields() -> tuple[str, ...]:
+        return ("distance", "margin", "agreement", "frames", "best_correct", "genuine")
+
+    def select(self, mask: np.ndarray) -> FeatureTable:
+        return FeatureTable(*(getattr(self, f)[mask] for f in self._fields()))
+
+
+def feature_table(
+    gallery: Gallery,
+    probes: Sequence[Probe],
+    template_weight: float,
+    exclude_own: bool = False,
+    chunk: int = 2048,
+) -> FeatureTable:
+    """Same numbers as decide.features for each probe (fused mean of normalised frames, nearest template
+    per senior, best vs second senior, frame agreement). With exclude_own, the probe's own identity is
+    masked out of the gallery (leave-one-out impostor trials for calibration)."""
+    n = len(probes)
+    ids = {s: i for i, s in enumerate(gallery.senior_ids)}
+    out_d = np.empty(n)
+    out_m = np.empty(n)
+    out_a = np.empty(n)
+    out_k = np.empty(n, np.int64)
+    out_c = np.zeros(n, bool)
+    out_g = np.zeros(n, bool)
+    for s in range(0, n, chunk):
+        part = probes[s : s + chunk]
+        fused = np.stack([fuse(p.embeddings) for p in part])
+        frames = np.concatenate([normalise(p.embeddings) for p in part])
+        owner = np.repeat(np.arange(len(part)), [p.frames for p in part])
+        df = senior_distances(gallery, fused, template_weight)  # [m, S]
+        dk = senior_distances(gallery, frames, template_weight)  # [sum k, S]
+        own = np.array([ids.get(p.truth, -1) if p.truth is not None else -1 for p in part])
+        if exclude_own:
+            rows = np.flatnonzero(own >= 0)
+            df[rows, own[rows]] = np.inf
+            dk[np.isin(owner, rows), own[owner[np.isin(owner, rows)]]] = np.inf
+        order = np.argsort(df, axis=1, kind="stable")
+        best = order[:, 0]
+        r = np.arange(len(part))
+        d1 = df[r, best]
+        d2 = df[r, order[:, 1]] if df.shape[1] > 1 else np.full(len(part), d1 + 2.0)
+        frame_best = np.argmin(dk, axis=1)
+        agree = np.bincount(owner, weights=(frame_best == best[owner]), minlength=len(part))
+        k = np.array([p.frames for p in part])
+        out_d[s : s + chunk] = d1
+        out_m[s : s + chunk] = np.where(np.isfinite(d2), d2 - d1, 2.0)
+        out_a[s : s + chunk] = np.where(k > 1, agree / k, 1.0)
+        out_k[s : s + chunk] = k
+        genuine = (own >= 0) & (not exclude_own)
+        out_g[s : s + chunk] = genuine
+        out_c[s : s + chunk] = genuine & (best == own)
+    return FeatureTable(out_d, out_m, out_a, out_k, out_c, out_g)
+
+
+# --------------------------------------------------------------------------------------------- protocol
+
+
+@dataclass(frozen=True)
+class Trial:
+    gallery: Gallery
+    #: enrolment embeddings per senior (for lookalike checks)
+    enrolled: dict[str, np.ndarray]
+    genuine: list[Probe]
+    impostor: list[Probe]
+    genuine_single: list[Probe]
+    impostor_single: list[Probe]
+    n_eligible: int
+    n_impostor_pool: int
+
+
+def build_trial(
+    fs: FaceSet, gallery_size: int, photos_per_person: int, probe_frames: int, impostors: int, seed: int
+) -> Trial:
+    if photos_per_person < 1 or probe_frames < 1 or gallery_size < 1 or impostors < 0:
+        raise ValueError("gallery size, photos per person and probe frames must be >= 1, impostors >= 0")
+    rng = np.random.default_rng(seed)
+    names = list(fs.identities)
+    eligible = [n for n in names if len(fs.embeddings[n]) > photos_per_person]
+    if len(eligible) < gallery_size:
+        raise ValueError(
+            f"only {len(eligible)} people have more than {photos_per_person} photos with a face; "
+            f"cannot enrol {gallery_size}"
+        )
+    pick = rng.permutation(len(eligible))[:gallery_size]
+    enrolled_names = sorted(eligible[i] for i in pick)
+    enrolled_set = set(enrolled_names)
+    pool = [n for n in names if n not in enrolled_set]
+    if len(pool) < impostors:
+        log.warning("only %d never-enrolled people available (asked for %d)", len(pool), impostors)
+    imp_names = sorted(pool[i] for i in rng.permutation(len(pool))[: min(impostors, len(pool))])
+
+    pairs: list[tuple[str, np.ndarray]] = []
+    enrolled: dict[str, np.ndarray] = {}
+    genuine: list[Probe] = []
+    genuine_single: list[Probe] = []
+    for n in enrolled_names:
+        e = fs.embeddings[n][rng.permutation(len(fs.embeddings[n]))]
+        enrol, rest = e[:photos_per_person], e[photos_per_person:]
+        enrolled[n] = enrol
+        pairs.extend((n, x) for x in enrol)
+        groups = max(1, len(rest) // probe_frames)
+        for g in range(groups):
+            genuine.append(Probe(n, rest[g * probe_frames : (g + 1) * probe_frames]))
+        genuine_single.extend(Probe(n, rest[i : i + 1]) for i in range(len(rest)))
+    impostor: list[Probe] = []
+    impostor_single: list[Probe] = []
+    for n in imp_names:
+        e = fs.embeddings[n][rng.permutation(len(fs.embeddings[n]))]
+        impostor.append(Probe(None, e[:probe_frames]))
+        impostor_single.extend(Probe(None, e[i : i + 1]) for i in range(len(e)))
+    gallery = Gallery.from_pairs(pairs, model_id=fs.model_id)
+    return Trial(gallery, enrolled, genuine, impostor, genuine_single, impostor_single, len(eligible), len(pool))
+
+
+def enrolment_pair_margins(trial: Trial, policy: Policy) -> dict[frozenset[str], float]:
+    """What meal-enroll does for each senior: flag lookalikes and raise that pair's margin."""
+    out: dict[frozenset[str], float] = {}
+    for sid, emb in trial.enrolled.items():
+        for other, _d in lookalikes(trial.gallery, sid, emb, policy):
+            out[frozenset((sid, other))] = policy.lookalike_margin
+    return out
+
+
+# --------------------------------------------------------------------------------------------- sweep
+
+
+SWEEP_DISTANCES = np.round(np.arange(0.20, 0.901, 0.01), 3)
+
+
+def sweep(table: FeatureTable, policy: Policy, curve: str, use_margin: bool = True) -> list[dict[str, Any]]:
+    """Accept-distance sweep with the policy's margin and agreement rules (or distance alone).
+
+    Confirm is folded into reject here: the curve shows what the kiosk does on its own.
+    Rows are monotone in the distance: every rate except rejected is non-decreasing.
+    """
+    rows = []
+    g = table.genuine
+    ng, ni = int(g.sum()), int((~g).sum())
+    if use_margin:
+        mm = np.array([policy.thresholds(int(k)).min_margin for k in table.frames])
+        ag = np.array([policy.thresholds(int(k)).min_agreement for k in table.frames])
+        gate = (table.margin >= mm) & (table.agreement >= ag - AGREEMENT_TOLERANCE)
+    else:
+        gate = np.ones(len(table), bool)
+    for t in SWEEP_DISTANCES:
+        acc = gate & (table.distance <= t)
+        correct = int((acc & g & table.best_correct).sum())
+        wrong = int((acc & g & ~table.best_correct).sum())
+        imp = int((acc & ~g).sum())
+        rows.append(
+            {
+                "curve": curve,
+                "accept_distance": float(t),
+                "correct_rate": correct / ng if ng else 0.0,
+                "wrong_rate": wrong / ng if ng else 0.0,
+                "rejected_rate": (ng - correct - wrong) / ng if ng else 0.0,
+                "fnir": 1 - correct / ng if ng else 0.0,
+                "impostor_accept_rate": imp / ni if ni else 0.0,
+                "correct": correct,
+                "wrong": wrong,
+                "impostor_accept": imp,
+                "genuine": ng,
+                "impostor": ni,
+            }
+        )
+    return rows
+
+
+def write_sweep(rows: list[dict[str, Any]], csv_path: Path, png_path: Path, points: Mapping[str, Any]) -> None:
+    csv_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(csv_path, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 5))
+    floor = 1e-4
+    for curve in dict.fromkeys(r["curve"] for r in rows):
+        rs = [r for r in rows if r["curve"] == curve]
+        x = [max(r["impostor_accept_rate"], floor) for r in rs]
+        y = [max(r["fnir"], floor) for r in rs]
+        ax.plot(x, y, marker=".", ms=3, label=curve)
+    for label, (x, y) in points.items():
+        ax.plot([max(x, floor)], [max(y, floor)], "k*", ms=10)
+        ax.annotate(label, (max(x, floor), max(y, floor)), textcoords="offset points", xytext=(6, 6), fontsize=8)
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("never-enrolled accepted (FPIR); zero drawn at 1e-4")
+    ax.set_ylabel("enrolled not accepted as themselves (FNIR)")
+    ax.set_title("DET: accept-distance sweep (confirm counted as not accepted)")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(png_path, dpi=120)
+    plt.close(fig)
+
+
+# --------------------------------------------------------------------------------------------- command
+
+
+def evaluate(fs: FaceSet, policy: Policy, args: argparse.Namespace) -> dict[str, Any]:
+    trial = build_trial(fs, args.gallery_size, args.photos_per_person, args.probe_frames, args.impostors, args.seed)
+    pairs = enrolment_pair_margins(trial, policy) if getattr(args, "lookalike_margins", True) else {}
+
+    def run(probes: list[Probe]) -> tuple[dict[str, Any], FeatureTable, Counter[str]]:
+        verdicts = [decide(trial.gallery, p.embeddings, policy, pairs) for p in probes]
+        by_k: dict[int, tuple[list[Probe], list[Verdict]]] = {}
+        for p, v in zip(probes, verdicts, strict=True):
+            if p.truth is not None:
+                by_k.setdefault(p.frames, ([], []))[0].append(p)
+                by_k[p.frames][1].append(v)
+        reasons: Counter[str] = Counter(
+            ("enrolled:" if p.truth else "never_enrolled:") + r
+            for p, v in zip(probes, verdicts, strict=True)
+            for r in v.reasons
+        )
+        summary = tally(probes, verdicts)
+        summary["enrolled_by_frames"] = {
+            str(k): {
+                key: tally(*by_k[k])[key]
+                for key in ("correct_rate", "wrong_rate", "confirm_rate", "rejected_rate", "counts")
+            }
+            for k in sorted(by_k)
+        }
+        return summary, feature_table(trial.gallery, probes, policy.template_weight), reasons
+
+    fused, ft, reasons = run(trial.genuine + trial.impostor)
+    single, st, single_reasons = run(trial.genuine_single + trial.impostor_single)
+    single["reasons"] = dict(sorted(single_reasons.items()))
+    result: dict[str, Any] = {
+        "protocol": {
+            "faces_dir": str(fs.root),
+            "split": args.split,
+            "gallery_size": args.gallery_size,
+            "photos_per_person": args.photos_per_person,
+            "probe_frames": args.probe_frames,
+            "impostors_requested": args.impostors,
+            "impostors": len(trial.impostor),
+            "seed": args.seed,
+            "identities": len(fs.identities),
+            "eligible_for_enrolment": trial.n_eligible,
+            "photos": fs.n_photos,
+            "photos_without_face": fs.n_no_face,
+        },
+        "model_id": fs.model_id,
+        "policy_source": policy.source,
+        "lookalike_pairs": len(pairs),
+        **fused,
+        "reasons": dict(sorted(reasons.items())),
+        "single": single,
+    }
+    if args.out is not None:
+        out = Path(args.out)
+        rows = (
+            sweep(ft, policy, f"{args.probe_frames}-frame probes, policy margins")
+            + sweep(ft, policy, f"{args.probe_frames}-frame probes, distance only", use_margin=False)
+            + sweep(st, policy, "single photo, policy margins")
+            + sweep(st, policy, "single photo, distance only", use_margin=False)
+        )
+        csv_path, png_path = out / "sweep.csv", out / "det.png"
+        points = {
+            f"policy, {args.probe_frames} frames": (fused["impostor_accept_rate"], 1 - fused["correct_rate"]),
+            "policy, 1 photo": (single["impostor_accept_rate"], 1 - single["correct_rate"]),
+        }
+        write_sweep(rows, csv_path, png_path, points)
+        result["sweep_csv"] = str(csv_path)
+        result["det_png"] = str(png_path)
+    return result
+
+
+def restrict(fs: FaceSet, split: str) -> FaceSet:
+    if split == "all":
+        return fs
+    keep = {n for n in fs.identities if in_holdout(n) == (split == "holdout")}
+    return fs.subset(keep)
+
+
+def add_common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("faces_dir", metavar="FACES_DIR", type=Path, help="one sub-folder of photos per person")
+    p.add_argument("--photos-per-person", "-k", type=int, default=3, help="enrolment photos per senior")
+    p.add_argument(
+        "--split",
+        choices=("all", "calibration", "holdout"),
+        default="all",
+        help="identities to use: all, the calibration half, or the held-out half (fixed hash of the name)",
+    )
+    p.add_argument("--cache", type=Path, default=DEFAULT_CACHE_DIR, help="embedding cache folder")
+    p.add_argument("--no-cache", action="store_true", help="do not read or write the embedding cache")
+
+
+def add_parser(subparsers: Any) -> argparse.ArgumentParser:
+    p: argparse.ArgumentParser = subparsers.add_parser(
+        "eval",
+        help="measure 1:N error rates of the decision policy on labelled face folders",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    add_common(p)
+    p.add_argument("--gallery-size", "-n", type=int, default=300, help="people enrolled")
+    p.add_argument("--probe-frames", "-f", type=int, default=3, help="photos fused per probe, as frames of a track")
+    p.add_argument("--impostors", "-m", type=int, default=300, help="never-enrolled people probed")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--policy", type=Path, default=None, help="calibration file (default: models/calibration.toml)")
+    p.add_argument("--out", type=Path, default=None, help="folder for det.png and sweep.csv")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.add_argument(
+        "--no-lookalike-margins",
+        dest="lookalike_margins",
+        action="store_false",
+        help="do not raise the margin of lookalike pairs found at enrolment (to measure what it costs)",
+    )
+    p.set_defaults(func=run)
+    return p
+
+
+def _pct(x: float) -> str:
+    return f"{100 * x:.2f}%"
+
+
+def format_report(r: dict[str, Any]) -> str:
+    lines = []
+    pr = r["protocol"]
+    lines.append(
+        f"{pr['faces_dir']} ({pr['split']}): {pr['identities']} people, {pr['photos']} photos "
+        f"({pr['photos_without_face']} without a face); seed {pr['seed']}"
+    )
+    lines.append(
+        f"gallery {pr['gallery_size']} x {pr['photos_per_person']} photos, {pr['impostors']} never-enrolled, "
+        f"model {r['model_id']}, policy {r['policy_source']}, {r['lookalike_pairs']} lookalike pairs flagged"
+    )
+    for title, block in ((f"{pr['probe_frames']}-frame probes", r), ("single-photo probes", r["single"])):
+        iv = block["intervals"]
+        c = block["counts"]
+        lines.append(f"\n{title}: {c['genuine']} enrolled probes, {c['impostor']} never-enrolled probes")
+        for key, label in (
+            ("correct", "correct senior accepted"),
+            ("wrong", "WRONG senior accepted"),
+            ("confirm", "staff asked to confirm"),
+            ("rejected", "enrolled turned away"),
+            ("served", "served (correct + confirm shows right name)"),
+            ("impostor_accept", "NEVER-ENROLLED accepted"),
+            ("impostor_confirm", "never-enrolled sent to staff"),
+        ):
+            x = iv[key]
+            extra = f", rule of 3 <= {_pct(x['rule_of_three_upper'])}" if "rule_of_three_upper" in x else ""
+            lines.append(
+                f"  {label:44s} {x['count']:5d}/{x['n']:<5d} {_pct(x['rate']):>7s}  "
+                f"95% CI [{_pct(x['ci95'][0])}, {_pct(x['ci95'][1])}]{extra}"
+            )
+        if len(block["enrolled_by_frames"]) > 1:
+            for k, b in block["enrolled_by_frames"].items():
+                c = b["counts"]
+                lines.append(
+                    f"    enrolled probes of {k} frame(s): {c['genuine']:4d}: correct {_pct(b['correct_rate'])}, "
+                    f"wrong {c['wrong']}, confirm {c['confirm']}, turned away {c['rejected']}"
+                )
+    if "det_png" in r:
+        lines.append(f"\nDET curve: {r['det_png']}   sweep: {r['sweep_csv']}")
+    return "\n".join(lines)
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        fs = restrict(load_faceset(args.faces_dir, cache_dir=None if args.no_cache else args.cache), args.split)
+        policy = load_policy(fs.model_id, args.policy)
+        result = evaluate(fs, policy, args)
+    except (CalibrationError, FileNotFoundError, ValueError, KeyError) as e:
+        print(f"meal-edge eval: {e}", file=sys.stderr)
+        return 2
+    if args.json:
+        print(json.dumps(result, indent=None, sort_keys=False))
+    else:
+        print(format_report(result))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:  # pragma: no cover - until the lead wires edge/cli.py
+    parser = argparse.ArgumentParser(prog="meal-edge")
+    sub = parser.add_subparsers(dest="command", required=True)
+    add_parser(sub)
+    from edge import calibrate
+
+    calibrate.add_parser(sub)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    rc: int = args.func(args)
+    return rc
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
