@@ -8,6 +8,7 @@ landmarks and chips are taken from the full-resolution frame so the descriptor s
 
 from __future__ import annotations
 
+import io
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,20 +45,55 @@ class Face:
         return self.box[2] - self.box[0]
 
 
+def _is_truncated(data: bytes) -> bool:
+    """Tell an incomplete file (interrupted copy) from a corrupt one, so staff know to copy it again.
+    Depending on version and format, OpenCV either fails or decodes the missing part as grey;
+    Pillow refuses incomplete files. Formats Pillow does not know are left to OpenCV."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(io.BytesIO(data)) as im:
+            im.load()
+    except UnidentifiedImageError:
+        return False
+    except (OSError, SyntaxError, ValueError) as e:
+        log.debug("pillow refuses the photo: %s", e)
+        return True
+    return False
+
+
+def decode_image(data: bytes, label: str) -> np.ndarray:
+    """Encoded photo -> uint8 RGB, upright. ImageError with a reason staff can act on."""
+    if not data:
+        raise ImageError(f"{label}: file is empty: copy the photo again")
+    # IMREAD_COLOR applies the EXIF orientation: phone photos taken upright are often stored sideways.
+    bgr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+    if _is_truncated(data):
+        raise ImageError(f"{label}: the photo file is incomplete (truncated): copy it again from the camera")
+    if bgr is None:
+        raise ImageError(
+            f"{label}: not a readable image (corrupt, or a format such as HEIC or PDF): "
+            "save it as JPEG or PNG"
+        )
+    return to_rgb(bgr, bgr=True)
+
+
+def read_image(src: str | Path) -> tuple[np.ndarray, bytes]:
+    p = Path(src)
+    try:
+        data = p.read_bytes()
+    except FileNotFoundError:
+        raise ImageError(f"{p.name}: file not found ({p}): check the file name and folder") from None
+    except IsADirectoryError:
+        raise ImageError(f"{p.name}: is a folder, not a photo ({p})") from None
+    except OSError as e:
+        raise ImageError(f"{p.name}: cannot read {p} ({e.strerror})") from None
+    return decode_image(data, p.name), data
+
+
 def load_image(path: str | Path) -> np.ndarray:
-    """Read a photo as uint8 RGB [h, w, 3]; a clear ImageError when it cannot be read."""
-    p = Path(path)
-    if not p.exists():
-        raise ImageError(f"{p}: file not found")
-    data = np.fromfile(str(p), dtype=np.uint8)
-    if data.size == 0:
-        raise ImageError(f"{p}: file is empty")
-    # IMREAD_COLOR applies the EXIF orientation (phone portraits would otherwise come in sideways)
-    # and turns grey, 16-bit and alpha images into 8-bit BGR.
-    img = cv2.imdecode(data, cv2.IMREAD_COLOR)
-    if img is None:
-        raise ImageError(f"{p}: not a readable image (corrupt or unsupported format); take the photo again")
-    return to_rgb(img, bgr=True)
+    """Read a photo as uint8 RGB [h, w, 3], upright; a clear ImageError when it cannot be used."""
+    return read_image(path)[0]
 
 
 def to_rgb(img: np.ndarray, *, bgr: bool) -> np.ndarray:

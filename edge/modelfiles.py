@@ -6,6 +6,7 @@ so nothing is downloaded at run time.
 
 from __future__ import annotations
 
+import hashlib
 from importlib import metadata
 from pathlib import Path
 
@@ -26,3 +27,12 @@ def source_package_version() -> str:
 
 # The project's own models/ folder (manifest, built .onnx, calibration), at the repo root.
 PROJECT_MODELS_DIR = Path(__file__).resolve().parent.parent / "models"
+
+
+def sha256_file(path: Path) -> str:
+    """Uncached on purpose: checksums are there to notice a file that changed since the last look."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()

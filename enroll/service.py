@@ -10,7 +10,6 @@ Distances follow `edge.match`: Euclidean between L2-normalised dlib descriptors,
 
 from __future__ import annotations
 
-import io
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -22,7 +21,7 @@ import numpy as np
 
 from edge.decide import Policy as DecisionPolicy
 from edge.decide import default_policy, lookalikes
-from edge.detect import Detector, ImageError, to_rgb
+from edge.detect import Detector, ImageError, read_image
 from edge.embed.base import Embedder
 from edge.match import Gallery, match, normalise
 from edge.rules import STATUSES, Senior
@@ -147,50 +146,6 @@ def validate_senior(s: Senior, today: date | None = None) -> list[str]:
     return problems
 
 
-def _is_truncated(data: bytes) -> bool:
-    """Tell an incomplete file (interrupted copy) from a corrupt one, so staff know to copy it again.
-    Depending on version and format, OpenCV either fails or decodes the missing part as grey;
-    Pillow refuses incomplete files. Formats Pillow does not know are left to OpenCV."""
-    from PIL import Image, UnidentifiedImageError
-
-    try:
-        with Image.open(io.BytesIO(data)) as im:
-            im.load()
-    except UnidentifiedImageError:
-        return False
-    except (OSError, SyntaxError, ValueError) as e:
-        log.debug("pillow refuses the photo: %s", e)
-        return True
-    return False
-
-
-def decode_photo(data: bytes, label: str) -> np.ndarray:
-    """Encoded photo -> uint8 RGB, upright. ImageError with a reason staff can act on."""
-    if not data:
-        raise ImageError(f"{label}: file is empty: copy the photo again")
-    # IMREAD_COLOR applies the EXIF orientation: phone photos taken upright are often stored sideways.
-    bgr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
-    if _is_truncated(data):
-        raise ImageError(f"{label}: the photo file is incomplete (truncated): copy it again from the camera")
-    if bgr is None:
-        raise ImageError(
-            f"{label}: not a readable image (corrupt, or a format such as HEIC or PDF): "
-            "save it as JPEG or PNG"
-        )
-    return to_rgb(bgr, bgr=True)
-
-
-def read_photo(src: str | Path) -> tuple[np.ndarray, bytes]:
-    p = Path(src)
-    try:
-        data = p.read_bytes()
-    except FileNotFoundError:
-        raise ImageError(f"{p.name}: file not found ({p}): check the file name and folder") from None
-    except IsADirectoryError:
-        raise ImageError(f"{p.name}: is a folder, not a photo ({p})") from None
-    except OSError as e:
-        raise ImageError(f"{p.name}: cannot read {p} ({e.strerror})") from None
-    return decode_photo(data, p.name), data
 
 
 def gallery_from_store(store: Store, model_id: str) -> Gallery:
@@ -364,7 +319,7 @@ class Enroller:
                     # dlib's chip extraction refuses non-contiguous arrays (e.g. a slice of a photo)
                     rgb, data = np.ascontiguousarray(src.rgb), src.data
                 else:
-                    rgb, data = read_photo(src)
+                    rgb, data = read_image(src)
             except ImageError as e:
                 out.code, out.reason = UNREADABLE, str(e).removeprefix(f"{label}: ")
                 continue

@@ -10,10 +10,10 @@ import cv2
 import numpy as np
 import pytest
 
-from edge.detect import Detector, Face, ImageError
+from edge.detect import Detector, Face, ImageError, decode_image, read_image
 from enroll import quality as q
 from enroll.quality import Assessment, FaceMetrics, QualityPolicy, assess, metric_issues, pose
-from enroll.service import ENROL_DETECT_WIDTH, ENROL_UPSAMPLE, decode_photo, read_photo
+from enroll.service import ENROL_DETECT_WIDTH, ENROL_UPSAMPLE
 
 SHARED = Path(os.environ.get("MEAL_EDGE_SHARED", Path(__file__).resolve().parents[1].parent / "shared"))
 LFW = SHARED / "data" / "faces" / "lfw_deepfunneled"
@@ -122,7 +122,7 @@ ORDINARY = [
 def test_ordinary_lfw_photos_are_accepted(det: Detector) -> None:
     refused = {}
     for name in ORDINARY:
-        a = check(det, read_photo(lfw(name))[0])
+        a = check(det, read_image(lfw(name))[0])
         if not a.ok:
             refused[name] = a.message
         else:
@@ -134,7 +134,7 @@ def test_ordinary_lfw_photos_are_accepted(det: Detector) -> None:
 
 @pytest.fixture(scope="module")
 def face(det: Detector) -> np.ndarray:
-    rgb = read_photo(lfw("Wu_Yi", 1))[0]
+    rgb = read_image(lfw("Wu_Yi", 1))[0]
     assert check(det, rgb).ok
     return rgb
 
@@ -159,20 +159,20 @@ def test_blurred_photo_is_too_blurred(det: Detector, face: np.ndarray, sigma: fl
 
 
 def test_two_photos_side_by_side_are_two_faces(det: Detector, face: np.ndarray) -> None:
-    other = read_photo(lfw("Zhu_Rongji", 2))[0]
+    other = read_image(lfw("Zhu_Rongji", 2))[0]
     a = check(det, np.hstack([face, other]))
     assert codes(a) == [q.MANY_FACES]
     assert a.message == "2 faces in photo: photograph one person at a time"
 
 
 def test_two_people_sample(det: Detector) -> None:
-    a = check(det, read_photo(need(SAMPLES / "two_people.jpg"))[0])
+    a = check(det, read_image(need(SAMPLES / "two_people.jpg"))[0])
     assert codes(a) == [q.MANY_FACES]
 
 
 @pytest.mark.parametrize("name", ["obama_partial_face.jpg", "obama_partial_face2.jpg"])
 def test_partial_face_is_cut_off(det: Detector, name: str) -> None:
-    a = check(det, read_photo(need(SAMPLES / name))[0])
+    a = check(det, read_image(need(SAMPLES / name))[0])
     assert codes(a)[:1] == [q.CUT_OFF]
     assert "leave space around the whole head" in a.message
 
@@ -195,7 +195,7 @@ def test_rotated_photo_is_turned(det: Detector, face: np.ndarray) -> None:
 
 def test_three_quarter_view_is_turned(det: Detector) -> None:
     # a real LFW photo with the head turned (yaw 0.40 in the calibration run)
-    a = check(det, read_photo(lfw("Dominique_de_Villepin", 4))[0])
+    a = check(det, read_image(lfw("Dominique_de_Villepin", 4))[0])
     assert codes(a) == [q.TURNED]
     assert "look straight at the camera" in a.message
 
@@ -204,7 +204,7 @@ def test_small_face_is_too_small(det: Detector, face: np.ndarray) -> None:
     a = check(det, cv2.resize(face, (120, 120), interpolation=cv2.INTER_AREA))
     assert codes(a) == [q.TOO_SMALL]
     assert "move closer" in a.message
-    a = check(det, read_photo(need(SAMPLES / "obama-240p.jpg"))[0])
+    a = check(det, read_image(need(SAMPLES / "obama-240p.jpg"))[0])
     assert codes(a) == [q.TOO_SMALL] and "(63 px wide, need 80)" in a.message
 
 
@@ -216,7 +216,7 @@ def test_blank_photo_has_no_face(det: Detector) -> None:
 
 def test_high_resolution_photos_pass(det: Detector) -> None:
     for name in ("obama.jpg", "32bit.png"):  # 910x1137 JPEG, RGBA PNG
-        a = check(det, read_photo(need(SAMPLES / name))[0])
+        a = check(det, read_image(need(SAMPLES / name))[0])
         assert a.ok, (name, a.message)
 
 
@@ -229,7 +229,7 @@ def test_truncated_jpeg_is_refused(tmp_path: Path) -> None:
     p.write_bytes(data[: len(data) * 2 // 3])
     # OpenCV alone would decode it (grey lower part); it must still be refused
     with pytest.raises(ImageError, match="incomplete.*copy it again"):
-        read_photo(p)
+        read_image(p)
 
 
 def test_corrupt_non_image_empty_and_missing_files(tmp_path: Path) -> None:
@@ -239,15 +239,15 @@ def test_corrupt_non_image_empty_and_missing_files(tmp_path: Path) -> None:
     (tmp_path / "garbage.jpg").write_bytes(bytes(garbage))
     (tmp_path / "empty.jpg").write_bytes(b"")
     with pytest.raises(ImageError, match="not a readable image.*JPEG or PNG"):
-        read_photo(tmp_path / "notes.jpg")
+        read_image(tmp_path / "notes.jpg")
     with pytest.raises(ImageError, match="not a readable image|incomplete"):
-        read_photo(tmp_path / "garbage.jpg")
+        read_image(tmp_path / "garbage.jpg")
     with pytest.raises(ImageError, match="empty"):
-        read_photo(tmp_path / "empty.jpg")
+        read_image(tmp_path / "empty.jpg")
     with pytest.raises(ImageError, match="not found"):
-        read_photo(tmp_path / "missing.jpg")
+        read_image(tmp_path / "missing.jpg")
     with pytest.raises(ImageError, match="folder"):
-        read_photo(tmp_path)
+        read_image(tmp_path)
 
 
 def test_exif_orientation_is_applied(det: Detector, face: np.ndarray) -> None:
@@ -260,7 +260,7 @@ def test_exif_orientation_is_applied(det: Detector, face: np.ndarray) -> None:
     exif[0x0112] = 6  # "rotate 90 degrees clockwise to display"
     buf = io.BytesIO()
     im.save(buf, format="JPEG", quality=95, exif=exif.tobytes())
-    rgb = decode_photo(buf.getvalue(), "phone.jpg")
+    rgb = decode_image(buf.getvalue(), "phone.jpg")
     assert rgb.shape == face.shape
     a = check(det, rgb)
     assert a.ok, a.message

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from functools import lru_cache
 from pathlib import Path
@@ -11,18 +10,15 @@ import dlib
 import numpy as np
 
 from edge.embed.base import EMBEDDING_DIM, check_chips
-from edge.modelfiles import FACE_RECOGNITION_DAT
+from edge.modelfiles import FACE_RECOGNITION_DAT, sha256_file
 
 log = logging.getLogger(__name__)
 
 
 @lru_cache(maxsize=4)
 def file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
+    """Cached: the model id is asked for often and the weights do not change under a running process."""
+    return sha256_file(path)
 
 
 def model_id_for(path: Path = FACE_RECOGNITION_DAT) -> str:

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from edge.modelbuild import ModelError
+from edge.modelfiles import sha256_file
 
 log = logging.getLogger(__name__)
 
@@ -61,15 +62,6 @@ class Manifest:
     opset: int
     contract: dict[str, Any] = field(default_factory=dict)
     schema: int = SCHEMA
-
-
-def sha256_file(path: Path) -> str:
-    """Uncached on purpose: the point is to notice a file that changed since the last look."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _toml_value(v: Any) -> str:
