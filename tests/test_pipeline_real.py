@@ -239,3 +239,62 @@ def test_daemon_survives_a_missing_camera(tmp_path: Path) -> None:
             proc.kill()
     assert proc.returncode == 0
     assert err.count("cannot be opened") == 1, err  # logged once per outage, not once per retry
+
+
+@pytest.mark.slow
+def test_lfw_roster_import_then_replay(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Staff import a roster of real LFW people (3 photos each); other photos of two of them, then of a
+    never-enrolled person, pass in front of the camera. Each presence gets one decision; nobody is paid
+    as someone else and the stranger is not paid at all."""
+    lfw = SHARED / "data/faces/lfw_deepfunneled"
+    if not lfw.is_dir():
+        pytest.skip(f"LFW faces not found: {lfw}")
+    import cv2
+    import numpy as np
+
+    from edge.faceset import in_holdout
+
+    people = sorted(p.name for p in lfw.iterdir() if p.is_dir() and in_holdout(p.name))
+    photos = {n: sorted((lfw / n).glob("*.jpg")) for n in people}
+    enrolled = [n for n in people if len(photos[n]) >= 6][:4]
+    stranger = next(n for n in people if len(photos[n]) >= 3 and n not in enrolled)
+    roster = tmp_path / "roster.csv"
+    rows = ["senior_id,name,birth_date,hukou,photos"]
+    for i, n in enumerate(enrolled):
+        rows.append(f"S{i},{n},1950-01-01,xuhui," + ";".join(str(p) for p in photos[n][:3]))
+    roster.write_text("\n".join(rows) + "\n", encoding="utf-8")
+    cfg = write_config(tmp_path)
+    # still photos are exactly what liveness exists to stop; this test is about recognition
+    cfg.write_text(cfg.read_text().replace("[liveness]\nenabled = true", "[liveness]\nenabled = false"))
+    # press photos sometimes show a second person: such a photo is refused (exit 1), the rest enrolled
+    assert enroll_main(["--config", str(cfg), "import", str(roster)]) in (0, 1)
+    with Store(tmp_path / "state/meal-edge.sqlite") as store:
+        assert [(s.senior_id, n >= 2) for s, n in store.list_seniors()] == [(f"S{i}", True) for i in range(4)]
+
+    frames = tmp_path / "frames"
+    frames.mkdir()
+    blank = np.full((250, 250, 3), 128, np.uint8)
+    k = 0
+
+    def put(img: np.ndarray, times: int) -> None:
+        nonlocal k
+        for _ in range(times):
+            cv2.imwrite(str(frames / f"{k:04d}.png"), img)
+            k += 1
+
+    visitors = [("S0", photos[enrolled[0]][3:6]), ("S1", photos[enrolled[1]][3:6]), (None, photos[stranger][:3])]
+    for _, shots in visitors:
+        for p in shots:
+            put(cv2.imread(str(p)), 3)  # each photo held for 3 frames, like a senior standing still
+        put(blank, 12)  # gone long enough to end the presence
+    capsys.readouterr()
+    assert edge_main(["--config", str(cfg), "replay", str(frames), "--now", NOON, "--json"]) == 0
+    decisions = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.strip()]
+    assert len(decisions) == 3, decisions
+    for (want, _), d in zip(visitors, decisions, strict=True):
+        if d["kind"] in ("meal", "confirm"):
+            assert d["senior_id"] == want, (want, d)  # never the wrong senior, never the stranger
+        else:
+            assert d["kind"] == "unknown" and d["event_id"] is None
+    assert decisions[2]["kind"] != "meal"
+    assert sum(d["kind"] == "meal" for d in decisions[:2]) >= 1, decisions
