@@ -252,7 +252,10 @@ class Pipeline:
     def _recheck(self, track: Track, obs: Observation) -> None:
         """A decided presence whose face no longer matches itself is somebody else: start afresh."""
         assert obs.embedding is not None
-        ref = normalise(np.mean(normalise(np.stack(track.embeddings[:-1])), axis=0))
+        earlier = track.embeddings[:-1]
+        if not earlier:
+            return
+        ref = normalise(np.mean(normalise(np.stack(earlier)), axis=0))
         d = float(np.linalg.norm(normalise(obs.embedding) - ref))
         if d > IDENTITY_SWITCH_DISTANCE:
             log.info("track %d: a different face (%.2f) took its place; new presence", track.id, d)
