@@ -63,6 +63,8 @@ class Decision:
     distance: float | None = None
     margin: float | None = None
     frames: int = 0
+    #: the pending staff confirmation recorded for a `confirm` decision (see `meal-edge confirm`)
+    confirmation_id: int | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -83,6 +85,7 @@ class Decision:
             "distance": None if self.distance is None else round(self.distance, 4),
             "margin": None if self.margin is None else round(self.margin, 4),
             "frames": self.frames,
+            "confirmation_id": self.confirmation_id,
         }
 
 
@@ -330,6 +333,7 @@ class Pipeline:
                 senior_id=senior.senior_id,
                 name=senior.name,
                 reasons=verdict.reasons,
+                confirmation_id=self._pending_confirmation(senior, verdict, common["decided_at"]),
                 **common,
             )
         else:
@@ -344,6 +348,24 @@ class Pipeline:
         if self.on_decision is not None:
             self.on_decision(d)
         return d
+
+    def _pending_confirmation(self, senior: Senior, verdict: Verdict, decided_at: datetime) -> int | None:
+        """Keep the `confirm` decision for staff (`meal-edge confirm`); the rules are applied when staff
+        accept it, as of `decided_at`. A store failure is logged; the kiosk still asks staff."""
+        try:
+            return self.store.add_confirmation(
+                kiosk_id=self.cfg.centre.kiosk_id,
+                senior_id=senior.senior_id,
+                decided_at=decided_at,
+                local_date=decided_at.date(),
+                distance=verdict.distance,
+                margin=verdict.margin,
+                frames=verdict.frames,
+                reasons=verdict.reasons,
+            )
+        except StoreError as e:
+            log.error("could not record the confirmation for %s: %s", senior.senior_id, e)
+            return None
 
     def _apply_rules(self, senior: Senior, verdict: Verdict, now: datetime, common: dict[str, Any]) -> Decision:
         c = self.cfg.centre

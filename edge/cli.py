@@ -284,7 +284,7 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("default-config", help="print a complete, commented config")
     s.set_defaults(func=cmd_default_config)
 
-    for module in ("edge.evaluate", "edge.calibrate", "edge.modelbuild.cli", "edge.liveness_eval"):
+    for module in ("edge.confirm", "edge.evaluate", "edge.calibrate", "edge.modelbuild.cli", "edge.liveness_eval"):
         try:
             mod = __import__(module, fromlist=["add_parser"])
         except ImportError as e:  # a tool whose optional parts are missing must not break the daemon

@@ -97,10 +97,10 @@ def test_pragmas_are_set_on_every_connection(store: Store) -> None:
 def test_new_store_is_at_the_latest_version_and_reopens_without_migrating(tmp_path: Path) -> None:
     path = tmp_path / "deep" / "folder" / "s.sqlite"
     with Store(path) as s:
-        assert s.schema_version == len(migrations.MIGRATIONS) == 1
+        assert s.schema_version == len(migrations.MIGRATIONS) == 2
         s.add_senior(senior())
     with Store(path) as s:
-        assert [v for v, _ in s.versions()] == [1]
+        assert [v for v, _ in s.versions()] == [1, 2]
         assert s.get_senior("S0001") == senior()
 
 
@@ -116,6 +116,8 @@ def test_migrated_schema_matches_the_models(store: Store) -> None:
     fks = insp.get_foreign_keys("face_templates")
     assert fks[0]["options"].get("ondelete") == "CASCADE"
     assert insp.get_foreign_keys("meal_events") == []  # events outlive a removed senior
+    # a confirmation names its candidate without a foreign key, and points at the meal event it produced
+    assert [fk["referred_table"] for fk in insp.get_foreign_keys("confirmations")] == ["meal_events"]
 
 
 def test_migrations_run_in_order_in_one_transaction(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -131,25 +133,26 @@ def test_migrations_run_in_order_in_one_transaction(tmp_path: Path, monkeypatch:
         conn.exec_driver_sql("ALTER TABLE seniors ADD COLUMN nickname VARCHAR")
         raise RuntimeError("simulated failure half-way through")
 
+    n = len(migrations.MIGRATIONS)
     steps = [
         *migrations.MIGRATIONS,
         migrations.Migration("extra", v2),
         migrations.Migration("broken", v3_broken),
     ]
     monkeypatch.setattr(migrations, "MIGRATIONS", steps)
-    with pytest.raises(StoreError, match="version 3 failed.*still at version 1"):
+    with pytest.raises(StoreError, match=f"version {n + 2} failed.*still at version {n}"):
         Store(path)
     con = sqlite3.connect(path)
     tables = {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type='table'")}
     cols = {r[1] for r in con.execute("PRAGMA table_info(seniors)")}
-    assert "extra" not in tables and "nickname" not in cols  # v2 was rolled back with v3
-    assert [r[0] for r in con.execute("SELECT version FROM schema_version")] == [1]
+    assert "extra" not in tables and "nickname" not in cols  # "extra" was rolled back with "broken"
+    assert [r[0] for r in con.execute("SELECT version FROM schema_version")] == list(range(1, n + 1))
     con.close()
 
-    monkeypatch.setattr(migrations, "MIGRATIONS", steps[:2])
+    monkeypatch.setattr(migrations, "MIGRATIONS", steps[: n + 1])
     with Store(path) as s:
-        assert s.schema_version == 2
-        assert [v for v, _ in s.versions()] == [1, 2]
+        assert s.schema_version == n + 1
+        assert [v for v, _ in s.versions()] == list(range(1, n + 2))
         assert s.get_senior("S0001") == senior()
 
 
@@ -164,7 +167,7 @@ def test_a_newer_database_is_refused_and_left_alone(tmp_path: Path) -> None:
     con.close()
     before = hashlib.sha256(path.read_bytes()).hexdigest()
     with pytest.raises(
-        StoreError, match=r"schema version 7, newer than this meal-edge understands \(up to 1\)"
+        StoreError, match=r"schema version 7, newer than this meal-edge understands \(up to 2\)"
     ):
         Store(path)
     assert hashlib.sha256(path.read_bytes()).hexdigest() == before

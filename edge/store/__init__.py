@@ -2,6 +2,7 @@
 
 from edge.store.db import (
     EMBEDDING_DIM,
+    Confirmation,
     EventRow,
     RemovalReport,
     Store,
@@ -12,6 +13,7 @@ from edge.store.db import (
 
 __all__ = [
     "EMBEDDING_DIM",
+    "Confirmation",
     "EventRow",
     "RemovalReport",
     "Store",

@@ -9,6 +9,7 @@ never wait for a writer. Every unit of work is its own session and transaction.
 from __future__ import annotations
 
 import logging
+import math
 import sqlite3
 import threading
 from collections.abc import Iterator
@@ -28,6 +29,7 @@ from edge.rules import STATUSES, PriorMeal, Senior
 from edge.store import migrations
 from edge.store.models import (
     EMBEDDING_BYTES,
+    ConfirmationRow,
     FaceTemplateRow,
     KioskSeqRow,
     MealEventRow,
@@ -97,6 +99,47 @@ class EventRow:
     @property
     def state(self) -> str:
         return "delivered" if self.delivered_at is not None else "pending"
+
+
+CONFIRMATION_STATES = ("pending", "confirmed", "rejected")
+
+
+@dataclass(frozen=True)
+class Confirmation:
+    """A `confirm` decision for staff: the candidate shown at the kiosk, and what staff made of it."""
+
+    id: int
+    kiosk_id: str
+    senior_id: str
+    #: aware, with the centre's offset: when the kiosk decided
+    decided_at: datetime
+    local_date: date
+    distance: float
+    margin: float
+    frames: int
+    reasons: tuple[str, ...]
+    state: str  # pending | confirmed | rejected
+    resolved_at: datetime | None = None
+    resolved_by: str | None = None
+    event_id: str | None = None
+
+
+def _to_confirmation(r: ConfirmationRow) -> Confirmation:
+    return Confirmation(
+        id=r.id,
+        kiosk_id=r.kiosk_id,
+        senior_id=r.senior_id,
+        decided_at=r.decided_at,
+        local_date=r.local_date,
+        distance=r.distance,
+        margin=r.margin,
+        frames=r.frames,
+        reasons=tuple(r.reasons),
+        state=r.state,
+        resolved_at=r.resolved_at,
+        resolved_by=r.resolved_by,
+        event_id=r.event_id,
+    )
 
 
 def _utcnow() -> datetime:
@@ -464,46 +507,51 @@ class Store:
         Raises StoreError (disk full, I/O error, duplicate event_id) or ValueError (invalid event).
         """
         with self._write(f"could not record meal event {event.event_id}") as s:
-            seq_row = s.get(KioskSeqRow, event.kiosk_id)
-            if seq_row is None:
-                seq_row = KioskSeqRow(kiosk_id=event.kiosk_id, last_seq=0)
-                s.add(seq_row)
-            seq = seq_row.last_seq + 1
-            seq_row.last_seq = seq
-            payload_obj = build_payload(event, seq)
-            text = dumps(payload_obj)
-            now = _utcnow()
-            if s.get(MealEventRow, event.event_id) is not None:
-                raise StoreError(f"meal event {event.event_id} is already recorded")
-            s.add(
-                MealEventRow(
-                    event_id=event.event_id,
-                    seq=seq,
-                    kiosk_id=event.kiosk_id,
-                    centre_id=event.centre_id,
-                    district=event.district,
-                    kind=event.kind,
-                    senior_id=event.senior_id,
-                    meal=event.meal,
-                    local_date=event.local_date,
-                    decided_at=event.decided_at,
-                    price_fen=event.price_fen,
-                    subsidy_fen=event.subsidy_fen,
-                    payable_fen=event.payable_fen,
-                    reasons=list(event.reasons),
-                    confirmed_by=event.confirmed_by,
-                    match=payload_obj["match"],
-                    source_ts=payload_obj["source_ts"],
-                    payload=text,
-                    recorded_at=now,
-                )
+            return self._insert_meal(s, event, topic)
+
+    @staticmethod
+    def _insert_meal(s: Session, event: MealEvent, topic: str) -> StoredEvent:
+        """The body of record_meal, inside the caller's write transaction."""
+        seq_row = s.get(KioskSeqRow, event.kiosk_id)
+        if seq_row is None:
+            seq_row = KioskSeqRow(kiosk_id=event.kiosk_id, last_seq=0)
+            s.add(seq_row)
+        seq = seq_row.last_seq + 1
+        seq_row.last_seq = seq
+        payload_obj = build_payload(event, seq)
+        text = dumps(payload_obj)
+        now = _utcnow()
+        if s.get(MealEventRow, event.event_id) is not None:
+            raise StoreError(f"meal event {event.event_id} is already recorded")
+        s.add(
+            MealEventRow(
+                event_id=event.event_id,
+                seq=seq,
+                kiosk_id=event.kiosk_id,
+                centre_id=event.centre_id,
+                district=event.district,
+                kind=event.kind,
+                senior_id=event.senior_id,
+                meal=event.meal,
+                local_date=event.local_date,
+                decided_at=event.decided_at,
+                price_fen=event.price_fen,
+                subsidy_fen=event.subsidy_fen,
+                payable_fen=event.payable_fen,
+                reasons=list(event.reasons),
+                confirmed_by=event.confirmed_by,
+                match=payload_obj["match"],
+                source_ts=payload_obj["source_ts"],
+                payload=text,
+                recorded_at=now,
             )
-            s.flush()  # the event row first: the outbox row references it
-            s.add(
-                OutboxRow(
-                    event_id=event.event_id, seq=seq, topic=topic, payload=text, created_at=now, attempts=0
-                )
+        )
+        s.flush()  # the event row first: the outbox row references it
+        s.add(
+            OutboxRow(
+                event_id=event.event_id, seq=seq, topic=topic, payload=text, created_at=now, attempts=0
             )
+        )
         return StoredEvent(event.event_id, seq, topic, text.encode("utf-8"))
 
     def pending(self, limit: int = 100) -> list[StoredEvent]:
@@ -584,3 +632,98 @@ class Store:
         with self._read("could not read the schema version") as s:
             rows = s.scalars(select(SchemaVersion).order_by(SchemaVersion.version))
             return [(v.version, v.description) for v in rows]
+
+    # -- staff confirmations -------------------------------------------------------------------------
+
+    def add_confirmation(
+        self,
+        kiosk_id: str,
+        senior_id: str,
+        decided_at: datetime,
+        local_date: date,
+        distance: float,
+        margin: float,
+        frames: int,
+        reasons: tuple[str, ...] | list[str],
+    ) -> int:
+        """Record a pending `confirm` decision (the candidate shown at the kiosk); returns its id."""
+        if decided_at.tzinfo is None or decided_at.utcoffset() is None:
+            raise ValueError(f"naive datetime {decided_at!r}: decision times must be timezone-aware")
+        what = f"could not record a confirmation for {senior_id!r}"
+        if not (math.isfinite(distance) and math.isfinite(margin)):
+            raise StoreError(f"{what}: distance {distance!r} and margin {margin!r} must be finite")
+        with self._write(what) as s:
+            row = ConfirmationRow(
+                kiosk_id=kiosk_id,
+                senior_id=senior_id,
+                decided_at=decided_at,
+                local_date=local_date,
+                distance=float(distance),
+                margin=float(margin),
+                frames=int(frames),
+                reasons=[str(r) for r in reasons],
+                state="pending",
+            )
+            s.add(row)
+            s.flush()
+            return int(row.id)
+
+    def pending_confirmations(self, kiosk_id: str | None = None) -> list[Confirmation]:
+        """Pending confirmations, oldest first; of one kiosk, or of every kiosk sharing this store."""
+        q = select(ConfirmationRow).where(ConfirmationRow.state == "pending")
+        if kiosk_id is not None:
+            q = q.where(ConfirmationRow.kiosk_id == kiosk_id)
+        with self._read("could not list pending confirmations") as s:
+            return [_to_confirmation(r) for r in s.scalars(q.order_by(ConfirmationRow.id))]
+
+    def get_confirmation(self, confirmation_id: int) -> Confirmation | None:
+        with self._read(f"could not read confirmation {confirmation_id}") as s:
+            row = s.get(ConfirmationRow, confirmation_id)
+            return None if row is None else _to_confirmation(row)
+
+    def resolve_confirmation(
+        self, confirmation_id: int, state: str, by: str, event_id: str | None = None
+    ) -> Confirmation:
+        """Mark a pending confirmation `confirmed` or `rejected` by `by`. A confirmation is resolved once:
+        a second resolution is refused with a StoreError naming it and who resolved it."""
+        with self._write(f"could not resolve confirmation {confirmation_id}") as s:
+            return self._resolve_in(s, confirmation_id, state, by, event_id)
+
+    def record_confirmed_meal(self, confirmation_id: int, by: str, event: MealEvent, topic: str) -> StoredEvent:
+        """Record the meal of a confirmation and resolve it as confirmed, in ONE transaction: two staff
+        confirming the same one at once get one meal event, and the second a StoreError."""
+        with self._write(f"could not record the confirmed meal of confirmation {confirmation_id}") as s:
+            self._check_pending(s, confirmation_id)
+            stored = self._insert_meal(s, event, topic)
+            s.flush()
+            self._resolve_in(s, confirmation_id, "confirmed", by, event.event_id)
+            return stored
+
+    @staticmethod
+    def _check_pending(s: Session, confirmation_id: int) -> ConfirmationRow:
+        row = s.get(ConfirmationRow, confirmation_id)
+        if row is None:
+            raise StoreError(f"no confirmation with id {confirmation_id}")
+        if row.state != "pending":
+            at = row.resolved_at.isoformat(timespec="seconds") if row.resolved_at else "?"
+            raise StoreError(
+                f"confirmation {confirmation_id} was already {row.state} by {row.resolved_by} at {at}"
+            )
+        return row
+
+    def _resolve_in(
+        self, s: Session, confirmation_id: int, state: str, by: str, event_id: str | None
+    ) -> Confirmation:
+        if state not in ("confirmed", "rejected"):
+            raise StoreError(f"cannot resolve confirmation {confirmation_id} as {state!r} (confirmed or rejected)")
+        if not by.strip():
+            raise StoreError(f"confirmation {confirmation_id}: say who resolves it (a staff name)")
+        if state == "rejected" and event_id is not None:
+            raise StoreError(f"confirmation {confirmation_id}: a rejected confirmation has no meal event")
+        row = self._check_pending(s, confirmation_id)
+        row.state = state
+        row.resolved_at = _utcnow()
+        row.resolved_by = by.strip()
+        row.event_id = event_id
+        s.flush()
+        return _to_confirmation(row)

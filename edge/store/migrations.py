@@ -104,6 +104,35 @@ def _v1(conn: Connection) -> None:
         conn.exec_driver_sql(stmt)
 
 
+_V2 = [
+    """CREATE TABLE confirmations (
+        id INTEGER NOT NULL,
+        kiosk_id VARCHAR NOT NULL,
+        senior_id VARCHAR NOT NULL,
+        decided_at VARCHAR(40) NOT NULL,
+        local_date DATE NOT NULL,
+        distance FLOAT NOT NULL,
+        margin FLOAT NOT NULL,
+        frames INTEGER NOT NULL,
+        reasons JSON NOT NULL,
+        state VARCHAR NOT NULL,
+        resolved_at VARCHAR(40),
+        resolved_by VARCHAR,
+        event_id VARCHAR(36),
+        PRIMARY KEY (id),
+        CONSTRAINT ck_confirmation_state CHECK (state IN ('pending', 'confirmed', 'rejected')),
+        FOREIGN KEY(event_id) REFERENCES meal_events (event_id)
+    )""",
+    "CREATE INDEX ix_confirmations_state_kiosk ON confirmations (state, kiosk_id)",
+]
+
+
+def _v2(conn: Connection) -> None:
+    for stmt in _V2:
+        conn.exec_driver_sql(stmt)
+
+
 MIGRATIONS: list[Migration] = [
     Migration("initial schema: seniors, face templates, meal events, outbox, per-kiosk sequence", _v1),
+    Migration("staff confirmations of uncertain matches", _v2),
 ]

@@ -152,3 +152,34 @@ class KioskSeqRow(Base):
 
     kiosk_id: Mapped[str] = mapped_column(String, primary_key=True)
     last_seq: Mapped[int] = mapped_column(Integer)
+
+
+class ConfirmationRow(Base):
+    """A `confirm` decision waiting for staff (schema version 2): the kiosk showed the candidate's name
+    because the match was close but not certain, or liveness was not confirmed."""
+
+    __tablename__ = "confirmations"
+    __table_args__ = (
+        CheckConstraint("state IN ('pending', 'confirmed', 'rejected')", name="ck_confirmation_state"),
+        Index("ix_confirmations_state_kiosk", "state", "kiosk_id"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    kiosk_id: Mapped[str] = mapped_column(String)
+    #: the candidate shown at the kiosk; not a foreign key (the record outlives a removed senior)
+    senior_id: Mapped[str] = mapped_column(String)
+    #: when the kiosk decided, with the centre's offset (the meal window and the subsidy are as of then)
+    decided_at: Mapped[datetime] = mapped_column(AwareDateTime(utc=False))
+    local_date: Mapped[date] = mapped_column(Date)
+    distance: Mapped[float] = mapped_column(Float)
+    margin: Mapped[float] = mapped_column(Float)
+    frames: Mapped[int] = mapped_column(Integer)
+    reasons: Mapped[list[str]] = mapped_column(JSON)
+    state: Mapped[str] = mapped_column(String)
+    resolved_at: Mapped[datetime | None] = mapped_column(AwareDateTime(), nullable=True)
+    #: the staff member who confirmed or rejected it (kept locally, never published)
+    resolved_by: Mapped[str | None] = mapped_column(String, nullable=True)
+    #: the meal event a confirmation produced; None when pending, rejected, or the rules gave no meal
+    event_id: Mapped[str | None] = mapped_column(
+        String(36), ForeignKey("meal_events.event_id"), nullable=True
+    )

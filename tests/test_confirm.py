@@ -1,0 +1,339 @@
+"""Staff confirmation of `confirm` decisions, on real SQLite files: the pipeline keeps a pending
+confirmation, `meal-edge confirm` accepts it (the rules as of the kiosk's decision) or rejects it, once."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+import pytest
+from jsonschema import Draft202012Validator
+
+from edge.app import Decision, Pipeline
+from edge.cli import main as edge_main
+from edge.config import DEFAULT_CONFIG, Config, load_config
+from edge.confirm import confirm
+from edge.decide import Verdict, tolerance_policy
+from edge.events import MealEvent, new_event_id
+from edge.rules import Senior
+from edge.store import Store, StoreError, migrations
+
+SH = ZoneInfo("Asia/Shanghai")
+DAY = date(2026, 11, 30)
+TOPIC = "meal/v1/xuhui/centre-001/kiosk-1/events"
+EVENTS_SCHEMA = Draft202012Validator(
+    json.loads((Path(__file__).resolve().parents[1] / "docs" / "events.schema.json").read_text(encoding="utf-8")),
+    format_checker=Draft202012Validator.FORMAT_CHECKER,
+)
+
+
+def at(hhmm: str, day: date = DAY) -> datetime:
+    h, m = map(int, hhmm.split(":"))
+    return datetime(day.year, day.month, day.day, h, m, tzinfo=SH)
+
+
+def write_config(tmp: Path, *, all_day: bool = False) -> Path:
+    text = DEFAULT_CONFIG.replace('"/var/lib/meal-edge/meal-edge.sqlite"', '"state/meal-edge.sqlite"').replace(
+        'language = "zh"', 'language = "en"'
+    )
+    if all_day:  # one window over the whole day, for the CLI test that runs on the wall clock
+        text = text.replace('start = "10:30"', 'start = "00:00"').replace('end = "13:30"', 'end = "23:59"')
+        text = text[: text.rindex("[[rules.meals]]")]  # no dinner
+    p = tmp / "meal-edge.toml"
+    p.write_text(text, encoding="utf-8")
+    return p
+
+
+@pytest.fixture
+def cfg(tmp_path: Path) -> Config:
+    return load_config(write_config(tmp_path))
+
+
+@pytest.fixture
+def store(cfg: Config) -> Iterator[Store]:
+    s = Store(cfg.store_path)
+    s.add_senior(Senior("S0001", "Wang Fang", date(1950, 2, 28), "xuhui"))
+    yield s
+    s.close()
+
+
+def pending(store: Store, when: datetime, senior_id: str = "S0001") -> int:
+    return store.add_confirmation(
+        kiosk_id="kiosk-1",
+        senior_id=senior_id,
+        decided_at=when,
+        local_date=when.astimezone(SH).date(),
+        distance=0.4123456,
+        margin=0.031,
+        frames=5,
+        reasons=("ambiguous_margin",),
+    )
+
+
+def lunch_event(senior_id: str = "S0001", subsidy: int = 300) -> MealEvent:
+    return MealEvent(
+        event_id=new_event_id(),
+        kind="meal",
+        centre_id="centre-001",
+        district="xuhui",
+        kiosk_id="kiosk-1",
+        senior_id=senior_id,
+        meal="lunch",
+        local_date=DAY,
+        decided_at=at("11:10"),
+        price_fen=1000,
+        subsidy_fen=subsidy,
+        payable_fen=1000 - subsidy,
+        reasons=("subsidised",) if subsidy else ("daily_subsidy_used",),
+        match={"distance": 0.3, "frames": 3},
+    )
+
+
+def n_events(store: Store) -> int:
+    return len(store.list_events())
+
+
+# -- accept ----------------------------------------------------------------------------------------------
+
+
+def test_accept_records_one_staff_confirmed_meal_with_the_subsidy(store: Store, cfg: Config) -> None:
+    cid = pending(store, at("11:45"))
+    assert [c.id for c in store.pending_confirmations()] == [cid]
+    assert [c.id for c in store.pending_confirmations("kiosk-1")] == [cid]
+    assert store.pending_confirmations("kiosk-2") == []
+
+    r = confirm(store, cfg, cid, accept=True, by="Li Na", now=at("11:50"))
+    assert r.ok and r.kind == "meal", r.message
+    assert (r.meal, r.price_fen, r.subsidy_fen, r.payable_fen) == ("lunch", 1000, 300, 700)
+    assert r.reasons == ("subsidised",) and r.seq == 1
+    assert "please pay ¥7.00" in r.says
+
+    [ev] = store.list_events()
+    assert (ev.event_id, ev.senior_id, ev.meal) == (r.event_id, "S0001", "lunch")
+    assert (ev.price_fen, ev.subsidy_fen, ev.payable_fen) == (1000, 300, 700)
+    assert ev.confirmed_by == "staff" and ev.local_date == DAY
+    [out] = store.pending()  # in the outbox: the daemon's publisher sends it on its next poll
+    assert out.topic == TOPIC
+    payload = json.loads(out.payload)
+    EVENTS_SCHEMA.validate(payload)
+    assert payload["confirmed_by"] == "staff"
+    assert payload["decided_at"] == "2026-11-30T11:45:00+08:00"
+    assert payload["match"] == {"distance": 0.4123, "margin": 0.031, "frames": 5, "confirmed": True}
+
+    c = store.get_confirmation(cid)
+    assert c is not None
+    assert (c.state, c.resolved_by, c.event_id) == ("confirmed", "Li Na", r.event_id)
+    assert c.resolved_at is not None and c.resolved_at.tzinfo is not None
+    assert store.pending_confirmations() == []
+
+
+def test_accept_later_in_the_day_pays_what_the_kiosk_would_have_paid(store: Store, cfg: Config) -> None:
+    cid = pending(store, at("11:45"))  # lunch; staff only get to it during dinner
+    r = confirm(store, cfg, cid, accept=True, by="Li Na", now=at("17:05"))
+    assert r.ok and (r.kind, r.meal, r.subsidy_fen) == ("meal", "lunch", 300)
+    assert store.list_events()[0].decided_at == at("11:45")
+
+
+def test_second_meal_of_the_day_gets_no_second_subsidy(store: Store, cfg: Config) -> None:
+    store.record_meal(lunch_event(), TOPIC)
+    cid = pending(store, at("17:00"))
+    r = confirm(store, cfg, cid, accept=True, by="Li Na", now=at("17:01"))
+    assert r.ok and (r.kind, r.meal, r.subsidy_fen, r.payable_fen) == ("meal", "dinner", 0, 1000)
+    assert r.reasons == ("daily_subsidy_used",)
+
+
+def test_confirming_twice_is_refused_and_records_nothing_more(store: Store, cfg: Config) -> None:
+    cid = pending(store, at("11:45"))
+    assert confirm(store, cfg, cid, accept=True, by="Li Na", now=at("11:50")).ok
+    again = confirm(store, cfg, cid, accept=True, by="Zhao Lei", now=at("11:51"))
+    assert not again.ok and again.kind == "already_resolved"
+    assert f"confirmation {cid} was already confirmed by Li Na" in again.message
+    assert not confirm(store, cfg, cid, accept=False, by="Zhao Lei", now=at("11:51")).ok
+    assert n_events(store) == 1 and store.last_seq("kiosk-1") == 1
+    with pytest.raises(StoreError, match=f"confirmation {cid} was already confirmed by Li Na"):
+        store.resolve_confirmation(cid, "rejected", "Zhao Lei")
+    assert not confirm(store, cfg, 999, accept=True, by="Li Na", now=at("11:51")).ok
+
+
+def test_the_meal_and_the_resolution_are_one_transaction(store: Store, cfg: Config) -> None:
+    """Two staff at once: the one whose resolution loses records no meal either (and burns no seq)."""
+    cid = pending(store, at("11:45"))
+    store.resolve_confirmation(cid, "rejected", "Zhao Lei")
+    with pytest.raises(StoreError, match=f"confirmation {cid} was already rejected by Zhao Lei"):
+        store.record_confirmed_meal(cid, "Li Na", lunch_event(), TOPIC)
+    assert n_events(store) == 0 and store.last_seq("kiosk-1") == 0
+
+
+# -- no meal ---------------------------------------------------------------------------------------------
+
+
+def test_reject_records_nothing(store: Store, cfg: Config) -> None:
+    cid = pending(store, at("11:45"))
+    r = confirm(store, cfg, cid, accept=False, by="Li Na", now=at("11:50"))
+    assert r.ok and r.kind == "rejected" and r.event_id is None
+    c = store.get_confirmation(cid)
+    assert c is not None and (c.state, c.resolved_by, c.event_id) == ("rejected", "Li Na", None)
+    assert n_events(store) == 0
+
+
+def test_already_served_this_meal_is_a_repeat_without_event(store: Store, cfg: Config) -> None:
+    store.record_meal(lunch_event(), TOPIC)  # served automatically at 11:10 (a later, clean presence)
+    cid = pending(store, at("11:45"))
+    r = confirm(store, cfg, cid, accept=True, by="Li Na", now=at("11:50"))
+    assert r.ok and r.kind == "repeat" and r.event_id is None
+    assert "already checked in for this meal" in r.message
+    c = store.get_confirmation(cid)
+    assert c is not None and (c.state, c.event_id) == ("confirmed", None)
+    assert n_events(store) == 1
+
+
+def test_suspended_senior_gets_no_meal(store: Store, cfg: Config) -> None:
+    cid = pending(store, at("11:45"))
+    store.set_status("S0001", "suspended")  # takes effect at once, also for confirmations
+    r = confirm(store, cfg, cid, accept=True, by="Li Na", now=at("11:50"))
+    assert r.ok and r.kind == "refused" and r.reasons == ("status_suspended",)
+    assert "suspended" in r.message and n_events(store) == 0
+    c = store.get_confirmation(cid)
+    assert c is not None and c.state == "confirmed"
+
+
+def test_outside_the_meal_windows_is_closed(store: Store, cfg: Config) -> None:
+    cid = pending(store, at("15:00"))
+    r = confirm(store, cfg, cid, accept=True, by="Li Na", now=at("15:01"))
+    assert r.ok and r.kind == "closed" and n_events(store) == 0
+
+
+def test_yesterdays_confirmation_cannot_be_accepted(store: Store, cfg: Config) -> None:
+    cid = pending(store, at("11:45", DAY - timedelta(days=1)))
+    r = confirm(store, cfg, cid, accept=True, by="Li Na", now=at("08:00"))
+    assert not r.ok and r.kind == "not_today"
+    assert "from 2026-11-29 (today is 2026-11-30)" in r.message and "back-dated" in r.message
+    c = store.get_confirmation(cid)
+    assert c is not None and c.state == "pending" and n_events(store) == 0
+    # "today" is the centre's date: 00:30 in Shanghai is still 29 November in UTC, and not the same day
+    assert not confirm(store, cfg, cid, accept=True, by="Li Na", now=at("00:30")).ok
+    # it can still be rejected, to clear the list
+    assert confirm(store, cfg, cid, accept=False, by="Li Na", now=at("08:00")).ok
+
+
+def test_removed_senior_is_refused(store: Store, cfg: Config) -> None:
+    cid = pending(store, at("11:45"))
+    store.remove_senior("S0001")
+    r = confirm(store, cfg, cid, accept=True, by="Li Na", now=at("11:50"))
+    assert not r.ok and r.kind == "not_enrolled" and n_events(store) == 0
+
+
+# -- schema v1 -> v2 -------------------------------------------------------------------------------------
+
+
+def test_a_v1_store_is_migrated_and_keeps_its_data(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = tmp_path / "v1.sqlite"
+    with monkeypatch.context() as m:
+        m.setattr(migrations, "MIGRATIONS", migrations.MIGRATIONS[:1])
+        with Store(path) as s:
+            assert s.schema_version == 1
+            s.add_senior(Senior("S0001", "Wang Fang", date(1950, 2, 28), "xuhui"))
+            stored = s.record_meal(lunch_event(), TOPIC)
+    con = sqlite3.connect(path)
+    tables = {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+    con.close()
+    assert "confirmations" not in tables
+
+    with Store(path) as s:
+        assert s.schema_version == 2
+        assert [v for v, _ in s.versions()] == [1, 2]
+        assert s.get_senior("S0001") is not None
+        assert [e.event_id for e in s.list_events()] == [stored.event_id]
+        assert [e.payload for e in s.pending()] == [stored.payload]
+        cid = pending(s, at("17:00"))
+        assert [c.id for c in s.pending_confirmations()] == [cid]
+    with Store(path) as s:  # reopening does not migrate again
+        assert [v for v, _ in s.versions()] == [1, 2]
+
+
+# -- the pipeline keeps confirm decisions ------------------------------------------------------------------
+
+
+@dataclass
+class _NoEmbedder:
+    """_finalise never embeds; the pipeline only needs the model's identity."""
+
+    model_id: str = "test-model"
+    name: str = "none"
+
+
+def test_confirm_decision_is_kept_for_staff(store: Store, cfg: Config) -> None:
+    seen: list[Decision] = []
+    pipe = Pipeline(
+        cfg,
+        detector=None,  # type: ignore[arg-type]
+        embedder=_NoEmbedder(),  # type: ignore[arg-type]
+        store=store,
+        policy=tolerance_policy("test-model"),
+        clock=lambda _f: at("11:45"),
+        on_decision=seen.append,
+    )
+    v = Verdict("confirm", "S0001", 0.41, 0.03, 5, ("liveness_not_confirmed",), best_id="S0001")
+    d = pipe._finalise(7, v, at("11:45"), 1.5)
+    assert d.kind == "confirm" and d.confirmation_id is not None and seen == [d]
+    j = d.to_json()
+    assert j["confirmation_id"] == d.confirmation_id and j["name"] == "Wang Fang"
+    [c] = store.pending_confirmations()
+    assert (c.id, c.kiosk_id, c.senior_id, c.local_date, c.frames) == (d.confirmation_id, "kiosk-1", "S0001", DAY, 5)
+    assert c.decided_at == at("11:45") and c.decided_at.utcoffset() == timedelta(hours=8)
+    assert c.reasons == ("liveness_not_confirmed",) and c.distance == pytest.approx(0.41)
+    assert n_events(store) == 0
+
+    # other decisions keep none
+    unknown = pipe._finalise(8, Verdict("unknown", None, 0.7, 0.0, 5, ("too_far",)), at("11:46"), 2.0)
+    assert unknown.to_json()["confirmation_id"] is None
+    accepted = pipe._finalise(9, Verdict("accept", "S0001", 0.2, 0.2, 5), at("11:47"), 3.0)
+    assert accepted.kind == "meal" and accepted.confirmation_id is None
+    assert len(store.pending_confirmations()) == 1
+
+    # then staff confirm: the lunch was already served by the clean presence at 11:47
+    r = confirm(store, cfg, c.id, accept=True, by="Li Na", now=at("11:50"))
+    assert r.ok and r.kind == "repeat" and n_events(store) == 1
+
+
+# -- the command -------------------------------------------------------------------------------------------
+
+
+def test_confirm_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = write_config(tmp_path, all_day=True)
+    cfg = load_config(path)
+    today = datetime.now(SH).date()
+    with Store(cfg.store_path) as s:
+        s.add_senior(Senior("S0001", "Wang Fang", date(1950, 2, 28), "xuhui"))
+        first = pending(s, at("12:00", today))
+        second = pending(s, at("12:05", today))
+        old = pending(s, at("12:00", today - timedelta(days=1)))
+    c = ["--config", str(path), "confirm"]
+
+    assert edge_main(c) == 0
+    out = capsys.readouterr().out
+    assert "Wang Fang" in out and "ambiguous_margin" in out and "3 pending" in out
+    assert f"{today:%Y-%m-%d} 12:05" in out and "not today" in out
+
+    assert edge_main([*c, str(first), "--yes", "--by", "Li Na"]) == 0
+    out = capsys.readouterr().out
+    assert "confirmed by Li Na" in out and "pays 7.00 yuan (subsidy 3.00)" in out
+    assert edge_main([*c, str(first), "--no", "--by", "Li Na"]) == 1
+    assert "already confirmed" in capsys.readouterr().err
+    assert edge_main([*c, str(second), "--no", "--by", "Li Na"]) == 0
+    assert edge_main([*c, str(old), "--yes", "--by", "Li Na"]) == 1
+    assert "only today's" in capsys.readouterr().err
+    for bad in ([str(old)], [str(old), "--yes"], [str(old), "--yes", "--no", "--by", "x"], ["--by", "x"]):
+        with pytest.raises(SystemExit) as e:
+            edge_main([*c, *bad])
+        assert e.value.code == 2
+
+    with Store(cfg.store_path) as s:
+        assert [c.id for c in s.pending_confirmations()] == [old]
+        [ev] = s.list_events()
+        assert ev.confirmed_by == "staff" and ev.subsidy_fen == 300
