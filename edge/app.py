@@ -27,8 +27,8 @@ from edge.embed.base import Embedder
 from edge.events import MealEvent, event_topic, new_event_id
 from edge.liveness import LivenessChecker, LivenessVerdict
 from edge.match import Gallery, normalise
-from edge.rules import Senior, decide_meal
-from edge.store import Store, StoreError
+from edge.rules import ALREADY_SERVED, Senior, decide_meal
+from edge.store import AlreadyServed, Store, StoreError
 from edge.track import Observation, Track, Tracker
 
 log = logging.getLogger(__name__)
@@ -408,6 +408,11 @@ class Pipeline:
         )
         try:
             stored = self.store.record_meal(event, self.topic)
+        except AlreadyServed as e:
+            # recorded meanwhile by someone else (a staff confirmation): the rules' answer is a repeat
+            log.info("%s", e)
+            return Decision("repeat", **{**base, "message": self._say("repeat", (ALREADY_SERVED,)),
+                                         "reasons": (ALREADY_SERVED,)})
         except StoreError as e:
             # Nothing half-written (one transaction); the senior is told and staff can re-run it.
             log.error("could not record meal for %s: %s", senior.senior_id, e)

@@ -28,7 +28,7 @@ from edge import feedback
 from edge.config import Config
 from edge.events import MealEvent, event_topic, new_event_id
 from edge.rules import decide_meal
-from edge.store import Confirmation, Store, StoreError
+from edge.store import AlreadyServed, Confirmation, Store, StoreError
 
 EXIT_OK, EXIT_REFUSED, EXIT_USAGE = 0, 1, 2
 
@@ -174,6 +174,9 @@ def confirm(
     topic = event_topic(cfg.mqtt.topic_prefix, c_cfg.district, c_cfg.id, c.kiosk_id)
     try:
         stored = store.record_confirmed_meal(confirmation_id, by, event, topic)
+    except AlreadyServed:
+        # served by the kiosk between our read and our write: a repeat after all
+        return confirm(store, cfg, confirmation_id, accept, by, now=now)
     except StoreError as e:
         return _refused(confirmation_id, "store_failed", f"{e}; nothing was recorded", c)
     subsidy = f" (subsidy {_fen(r.subsidy_fen)})" if r.subsidy_fen else f" ({feedback.reasons_text(r.reasons, 'en')})"

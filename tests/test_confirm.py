@@ -192,6 +192,30 @@ def test_already_served_this_meal_is_a_repeat_without_event(store: Store, cfg: C
     assert n_events(store) == 1
 
 
+def test_kiosk_serving_the_senior_between_read_and_write_gives_a_repeat(
+    store: Store, cfg: Config, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The race: staff confirm while the kiosk serves the same senior. The store refuses the second lunch
+    inside its write transaction; confirm() re-reads and answers repeat. One event in all."""
+    cid = pending(store, at("11:45"))
+    real_meals_on = store.meals_on
+    calls = []
+
+    def meals_on_then_kiosk_serves(senior_id: str, day: date) -> list:  # type: ignore[type-arg]
+        calls.append(senior_id)
+        prior = real_meals_on(senior_id, day)
+        if len(calls) == 1:
+            store.record_meal(lunch_event(), TOPIC)  # the kiosk commits right after our read
+        return prior
+
+    monkeypatch.setattr(store, "meals_on", meals_on_then_kiosk_serves)
+    r = confirm(store, cfg, cid, accept=True, by="Li Na", now=at("11:50"))
+    assert r.ok and r.kind == "repeat" and r.event_id is None
+    assert n_events(store) == 1 and len(calls) == 2
+    c = store.get_confirmation(cid)
+    assert c is not None and (c.state, c.event_id) == ("confirmed", None)
+
+
 def test_suspended_senior_gets_no_meal(store: Store, cfg: Config) -> None:
     cid = pending(store, at("11:45"))
     store.set_status("S0001", "suspended")  # takes effect at once, also for confirmations

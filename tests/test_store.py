@@ -4,6 +4,7 @@ one-transaction recording, rollback on a full disk, and erasure that leaves no t
 from __future__ import annotations
 
 import hashlib
+import itertools
 import sqlite3
 import threading
 from collections.abc import Iterator
@@ -18,7 +19,7 @@ from sqlalchemy import event, inspect, text
 
 from edge.events import MealEvent, new_event_id
 from edge.rules import PriorMeal, Senior
-from edge.store import Store, StoreError, TemplateIn, migrations
+from edge.store import AlreadyServed, Store, StoreError, TemplateIn, migrations
 from edge.store.models import Base
 
 SH = ZoneInfo("Asia/Shanghai")
@@ -29,7 +30,13 @@ def senior(sid: str = "S0001", status: str = "active", name: str = "Wang Fang") 
     return Senior(sid, name, date(1950, 2, 28), "xuhui", status)  # type: ignore[arg-type]
 
 
-def meal(senior_id: str = "S0001", kiosk: str = "kiosk-1", **kw: object) -> MealEvent:
+_SENIORS = itertools.count(1000)
+
+
+def meal(senior_id: str | None = None, kiosk: str = "kiosk-1", **kw: object) -> MealEvent:
+    """A valid lunch event; a new senior each time unless one is named (one lunch per senior a day)."""
+    if senior_id is None:
+        senior_id = f"S{next(_SENIORS)}"
     base = MealEvent(
         event_id=new_event_id(),
         kind="meal",
@@ -297,7 +304,7 @@ def test_concurrent_writers_get_unique_gapless_seq(tmp_path: Path) -> None:
 
 
 def test_meal_and_outbox_rows_are_one_transaction(store: Store) -> None:
-    ev = meal()
+    ev = meal("S0001")
     stored = store.record_meal(ev, TOPIC)
     assert (stored.event_id, stored.seq, stored.topic) == (ev.event_id, 1, TOPIC)
     assert store.meals_on("S0001", date(2026, 11, 30)) == [PriorMeal("lunch", 300)]
@@ -464,3 +471,21 @@ def test_events_command_table_and_json(store: Store) -> None:
     assert [r["event_id"] for r in rows] == ids[1:]
     assert rows[0]["state"] == "pending" and rows[0]["attempts"] == 1 and rows[0]["seq"] == 2
     assert rows[0]["subsidy_fen"] == 300 and rows[0]["decided_at"] == "2026-11-30T11:45:00+08:00"
+
+
+def test_one_meal_per_senior_window_and_day(store: Store) -> None:
+    """Whoever records it (the kiosk, a staff confirmation, another process), a senior's lunch on a day is
+    recorded once: the second attempt is refused inside the write transaction and uses no seq."""
+    first = store.record_meal(meal("S0001"), TOPIC)
+    with pytest.raises(AlreadyServed, match=f"S0001 already has lunch on 2026-11-30 \\(event {first.event_id}\\)"):
+        store.record_meal(meal("S0001"), TOPIC)
+    # dinner the same day, or lunch the next day, are other meals
+    assert store.record_meal(meal("S0001", meal="dinner", subsidy_fen=0, payable_fen=1000), TOPIC).seq == 2
+    nxt = meal("S0001", local_date=date(2026, 12, 1), decided_at=datetime(2026, 12, 1, 11, 45, tzinfo=SH))
+    assert store.record_meal(nxt, TOPIC).seq == 3
+    # and the database itself refuses it, whatever code writes
+    with sqlite3.connect(store.path) as raw:
+        raw.execute("CREATE TEMP TABLE copy AS SELECT * FROM meal_events WHERE seq = 1")
+        raw.execute("UPDATE copy SET event_id = 'another', seq = 99")
+        with pytest.raises(sqlite3.IntegrityError, match="UNIQUE.*senior_id"):
+            raw.execute("INSERT INTO meal_events SELECT * FROM copy")

@@ -2,6 +2,7 @@
 
 from edge.store.db import (
     EMBEDDING_DIM,
+    AlreadyServed,
     Confirmation,
     EventRow,
     RemovalReport,
@@ -13,6 +14,7 @@ from edge.store.db import (
 
 __all__ = [
     "EMBEDDING_DIM",
+    "AlreadyServed",
     "Confirmation",
     "EventRow",
     "RemovalReport",

@@ -49,6 +49,10 @@ class StoreError(RuntimeError):
     """A store problem phrased for the operator (what failed, on which file, why)."""
 
 
+class AlreadyServed(StoreError):
+    """The senior already has this meal on this local date: a second event would pay twice."""
+
+
 @dataclass(frozen=True)
 class TemplateIn:
     embedding: np.ndarray
@@ -523,6 +527,20 @@ class Store:
         now = _utcnow()
         if s.get(MealEventRow, event.event_id) is not None:
             raise StoreError(f"meal event {event.event_id} is already recorded")
+        # Checked inside the IMMEDIATE write transaction (and backed by a unique index), so two writers
+        # (the kiosk and a staff confirmation) can never record the same meal twice.
+        earlier = s.scalar(
+            select(MealEventRow.event_id).where(
+                MealEventRow.senior_id == event.senior_id,
+                MealEventRow.local_date == event.local_date,
+                MealEventRow.meal == event.meal,
+            )
+        )
+        if earlier is not None:
+            raise AlreadyServed(
+                f"senior {event.senior_id} already has {event.meal} on {event.local_date} "
+                f"(event {earlier}): not recorded twice"
+            )
         s.add(
             MealEventRow(
                 event_id=event.event_id,

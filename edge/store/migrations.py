@@ -124,6 +124,8 @@ _V2 = [
         FOREIGN KEY(event_id) REFERENCES meal_events (event_id)
     )""",
     "CREATE INDEX ix_confirmations_state_kiosk ON confirmations (state, kiosk_id)",
+    # one meal per senior per meal window per local day, whoever records it (kiosk or staff)
+    "CREATE UNIQUE INDEX uq_meal_events_senior_meal ON meal_events (senior_id, local_date, meal)",
 ]
 
 
@@ -134,5 +136,5 @@ def _v2(conn: Connection) -> None:
 
 MIGRATIONS: list[Migration] = [
     Migration("initial schema: seniors, face templates, meal events, outbox, per-kiosk sequence", _v1),
-    Migration("staff confirmations of uncertain matches", _v2),
+    Migration("staff confirmations of uncertain matches; one meal per senior, window and day", _v2),
 ]

@@ -107,6 +107,7 @@ class MealEventRow(Base):
     __table_args__ = (
         UniqueConstraint("kiosk_id", "seq", name="uq_meal_events_kiosk_seq"),
         Index("ix_meal_events_senior_date", "senior_id", "local_date"),
+        Index("uq_meal_events_senior_meal", "senior_id", "local_date", "meal", unique=True),
     )
 
     event_id: Mapped[str] = mapped_column(String(36), primary_key=True)
