@@ -65,6 +65,8 @@ class Decision:
     frames: int = 0
     #: the pending staff confirmation recorded for a `confirm` decision (see `meal-edge confirm`)
     confirmation_id: int | None = None
+    #: seconds the presence had been in view when it was decided (check-in latency at the kiosk)
+    in_view_s: float = 0.0
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -86,6 +88,7 @@ class Decision:
             "margin": None if self.margin is None else round(self.margin, 4),
             "frames": self.frames,
             "confirmation_id": self.confirmation_id,
+            "in_view_s": round(self.in_view_s, 3),
         }
 
 
@@ -190,6 +193,11 @@ class Pipeline:
         self.stats = Stats()
         self.topic = event_topic(cfg.mqtt.topic_prefix, cfg.centre.district, cfg.centre.id, cfg.centre.kiosk_id)
 
+    @property
+    def idle(self) -> bool:
+        """Nobody in view: the daemon may look at fewer frames (a face is found within 1/idle_fps s)."""
+        return not self.tracker.tracks
+
     # -- per frame -----------------------------------------------------------------------------
     def process(self, frame: Frame) -> list[Decision]:
         self.holder.maybe_reload()
@@ -264,6 +272,7 @@ class Pipeline:
             log.info("track %d: a different face (%.2f) took its place; new presence", track.id, d)
             track.decided = False
             track.observations[:] = [obs]
+            track.first_ts = obs.source_ts
             track.frames.clear()
 
     def _maybe_decide(self, track: Track, frame: Frame, final: bool) -> Decision | None:
@@ -292,7 +301,7 @@ class Pipeline:
         track.decided = True
         track.frames.clear()
         ts = track.observations[-1].source_ts
-        return self._finalise(track.id, verdict, self.clock(frame), ts)
+        return self._finalise(track.id, verdict, self.clock(frame), ts, ts - track.first_ts)
 
     def _liveness(self, track: Track) -> LivenessVerdict:
         n = len(track.frames)
@@ -313,7 +322,9 @@ class Pipeline:
     def _say(self, kind: str, reasons: tuple[str, ...] = (), **kw: Any) -> str:
         return feedback.message(kind, reasons, lang=self.cfg.centre.language, **kw)
 
-    def _finalise(self, track_id: int, verdict: Verdict, now: datetime, source_ts: float) -> Decision:
+    def _finalise(
+        self, track_id: int, verdict: Verdict, now: datetime, source_ts: float, in_view_s: float = 0.0
+    ) -> Decision:
         t0 = time.perf_counter()
         common: dict[str, Any] = dict(
             track_id=track_id,
@@ -322,6 +333,7 @@ class Pipeline:
             distance=verdict.distance,
             margin=verdict.margin,
             frames=verdict.frames,
+            in_view_s=in_view_s,
         )
         senior = self.store.get_senior(verdict.senior_id) if verdict.senior_id else None
         if verdict.outcome == "unknown" or senior is None:

@@ -82,6 +82,12 @@ def make_pipeline(cfg: Config, parts: dict[str, Any], clock: Callable[..., datet
 
 
 # -- run -----------------------------------------------------------------------------------------
+def should_look(idle: bool, now: float, last_looked: float, idle_fps: float) -> bool:
+    """Every frame while someone is in view; at most `idle_fps` a second while nobody is (HOG on every
+    frame of an empty room would keep a core busy all day; a newcomer is still seen within 1/idle_fps s)."""
+    return not idle or idle_fps <= 0 or now - last_looked >= 1.0 / idle_fps
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from edge.capture import open_camera
     from edge.publish import Publisher
@@ -127,9 +133,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     last_ping = time.monotonic()
     log.info("meal-edge running: centre %s kiosk %s", cfg.centre.id, cfg.centre.kiosk_id)
     try:
+        last_looked = 0.0
         while not stopping:
             frame = source.next_frame(timeout=0.5)
-            if frame is not None:
+            if frame is not None and should_look(pipeline.idle, time.monotonic(), last_looked, cfg.camera.idle_fps):
+                last_looked = time.monotonic()
                 pipeline.process(frame)
             # pinged from the main loop, camera or not: the watchdog guards against a hung loop,
             # while a missing camera is logged and retried without restarting the service

@@ -61,6 +61,7 @@ class CameraConfig(_Section):
     height: int = Field(0, ge=0)
     reconnect_seconds: float = Field(5.0, gt=0)
     queue_size: int = Field(4, ge=1)
+    idle_fps: float = Field(5.0, ge=0, description="frames a second looked at while nobody is in view; 0: all")
 
 
 class DetectConfig(_Section):
@@ -300,6 +301,7 @@ width = 0                    # requested capture size; 0 keeps the camera defaul
 height = 0
 reconnect_seconds = 5.0      # wait between attempts when the camera goes away
 queue_size = 4               # frames buffered between capture and recognition (oldest dropped)
+idle_fps = 5.0               # while nobody is in view, look at this many frames a second (0: every frame)
 
 [detect]
 detect_width = 640           # frames are downscaled to this width for face detection

@@ -28,6 +28,8 @@ class Track:
     id: int
     first_frame: int
     last_frame: int
+    #: source time the presence was first seen (observations are trimmed, this is not)
+    first_ts: float = 0.0
     observations: list[Observation] = field(default_factory=list)
     missing: int = 0
     #: set once the pipeline has made this presence's one decision
@@ -110,7 +112,7 @@ class Tracker:
         for fi, f in enumerate(faces):
             if fi in used_f:
                 continue
-            t = Track(self._next_id, frame_index, frame_index)
+            t = Track(self._next_id, frame_index, frame_index, source_ts)
             self._next_id += 1
             obs = Observation(frame_index, source_ts, f)
             t.observations.append(obs)

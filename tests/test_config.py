@@ -88,3 +88,12 @@ def test_default_config_cli_round_trips(tmp_path: Path, capsys: pytest.CaptureFi
     cfg2 = parse_config(out.replace("/var/lib/meal-edge/meal-edge.sqlite", "state/db.sqlite"), p)
     assert cfg2.store_path == tmp_path / "state" / "db.sqlite"
     assert cfg.store_path == Path("/var/lib/meal-edge/meal-edge.sqlite")
+
+
+def test_idle_throttle() -> None:
+    from edge.cli import should_look
+
+    assert should_look(False, 10.0, 9.99, 5.0)  # someone in view: every frame
+    assert not should_look(True, 10.0, 9.9, 5.0)  # empty room: not before 0.2 s
+    assert should_look(True, 10.0, 9.75, 5.0)
+    assert should_look(True, 10.0, 9.99, 0.0)  # throttle off

@@ -98,6 +98,7 @@ def test_replay_clip_one_decision_per_presence(tmp_path: Path, capsys: pytest.Ca
     assert kinds == [("meal", "LMM"), ("unknown", None)], decisions
     meal = decisions[0]
     assert (meal["price_fen"], meal["subsidy_fen"], meal["payable_fen"]) == (1000, 300, 700)
+    assert 0 < meal["in_view_s"] <= 1.0  # check-in takes about a second at most
     assert meal["seq"] == 1 and len(meal["event_id"]) == 36 and meal["reasons"] == ["subsidised"]
     assert 0 < meal["source_ts"] < 9.2
     assert decisions[1]["event_id"] is None and decisions[1]["seq"] is None
