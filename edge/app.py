@@ -21,14 +21,15 @@ import numpy as np
 from edge import feedback
 from edge.capture import Frame
 from edge.config import Config
-from edge.decide import Policy, Verdict, decide, lookalike_pairs
+from edge.decide import Policy, Verdict, decide, fuse, lookalike_pairs
 from edge.detect import Detector, Face
 from edge.embed.base import Embedder
 from edge.events import MealEvent, event_topic, new_event_id
 from edge.liveness import LivenessChecker, LivenessVerdict
 from edge.match import Gallery, normalise
+from edge.refresh import CheckIn, RefreshRule, checkin_source, is_checkin_source, refresh_reasons
 from edge.rules import ALREADY_SERVED, Senior, decide_meal
-from edge.store import AlreadyServed, Store, StoreError
+from edge.store import AlreadyServed, Store, StoreError, TemplateIn
 from edge.track import Observation, Track, Tracker
 
 log = logging.getLogger(__name__)
@@ -192,6 +193,14 @@ class Pipeline:
         self.tracker = Tracker(iou_match=t.iou_match, max_missing=t.max_missing_frames)
         self.stats = Stats()
         self.topic = event_topic(cfg.mqtt.topic_prefix, cfg.centre.district, cfg.centre.id, cfg.centre.kiosk_id)
+        r = cfg.recognition
+        self.refresh_rule = RefreshRule(
+            enabled=r.refresh_templates,
+            max_templates=r.refresh_max,
+            max_distance=r.refresh_distance,
+            min_margin=r.refresh_min_margin,
+            every_days=r.refresh_every_days,
+        )
 
     @property
     def idle(self) -> bool:
@@ -288,8 +297,10 @@ class Pipeline:
         self.stats.t_match += time.perf_counter() - t0
         if verdict.outcome != "accept" and len(embs) < t.max_frames and not final:
             return None  # more frames may still settle it
+        live: bool | None = None
         if verdict.outcome == "accept" and self.liveness is not None:
             lv = self._liveness(track)
+            live = lv.live
             if lv.live is None and not final and len(track.frames) < self.cfg.liveness.max_frames:
                 return None  # not enough motion seen yet: keep watching before paying anything
             if not lv.live:
@@ -301,7 +312,10 @@ class Pipeline:
         track.decided = True
         track.frames.clear()
         ts = track.observations[-1].source_ts
-        return self._finalise(track.id, verdict, self.clock(frame), ts, ts - track.first_ts)
+        probe = None
+        if self.refresh_rule.enabled and verdict.outcome == "accept":
+            probe = fuse(np.stack(embs[-t.max_frames :][-verdict.frames :]))  # the frames decide() fused
+        return self._finalise(track.id, verdict, self.clock(frame), ts, ts - track.first_ts, probe=probe, live=live)
 
     def _liveness(self, track: Track) -> LivenessVerdict:
         n = len(track.frames)
@@ -323,8 +337,17 @@ class Pipeline:
         return feedback.message(kind, reasons, lang=self.cfg.centre.language, **kw)
 
     def _finalise(
-        self, track_id: int, verdict: Verdict, now: datetime, source_ts: float, in_view_s: float = 0.0
+        self,
+        track_id: int,
+        verdict: Verdict,
+        now: datetime,
+        source_ts: float,
+        in_view_s: float = 0.0,
+        *,
+        probe: np.ndarray | None = None,
+        live: bool | None = None,
     ) -> Decision:
+        """probe (the fused descriptor) and live (the liveness verdict) serve only the template refresh."""
         t0 = time.perf_counter()
         common: dict[str, Any] = dict(
             track_id=track_id,
@@ -349,7 +372,7 @@ class Pipeline:
                 **common,
             )
         else:
-            d = self._apply_rules(senior, verdict, now, common)
+            d = self._apply_rules(senior, verdict, now, common, probe=probe, live=live)
         self.stats.t_rules += time.perf_counter() - t0
         self.stats.decisions += 1
         self.stats.by_kind[d.kind] = self.stats.by_kind.get(d.kind, 0) + 1
@@ -379,7 +402,16 @@ class Pipeline:
             log.error("could not record the confirmation for %s: %s", senior.senior_id, e)
             return None
 
-    def _apply_rules(self, senior: Senior, verdict: Verdict, now: datetime, common: dict[str, Any]) -> Decision:
+    def _apply_rules(
+        self,
+        senior: Senior,
+        verdict: Verdict,
+        now: datetime,
+        common: dict[str, Any],
+        *,
+        probe: np.ndarray | None = None,
+        live: bool | None = None,
+    ) -> Decision:
         c = self.cfg.centre
         tz = c.tz
         local_date = now.astimezone(tz).date()
@@ -431,6 +463,8 @@ class Pipeline:
             return Decision("error", **{**base, "message": self._say("error"), "reasons": ("store_failed",)})
         if self.on_event is not None:
             self.on_event()
+        # only here: an automatic accept that became a recorded meal (never confirm, repeat, unknown)
+        self._maybe_refresh(senior.senior_id, verdict, stored.event_id, now, probe, live)
         base["message"] = self._say(
             "meal", r.reasons, name=senior.name, meal=r.meal, payable_fen=r.payable_fen, subsidy_fen=r.subsidy_fen
         )
@@ -442,4 +476,47 @@ class Pipeline:
             event_id=stored.event_id,
             seq=stored.seq,
             **base,
+        )
+
+    def _maybe_refresh(
+        self, senior_id: str, verdict: Verdict, event_id: str, now: datetime, probe: np.ndarray | None,
+        live: bool | None,
+    ) -> None:
+        """Template refresh (edge/refresh.py) after an automatic meal. Never affects the meal: a store
+        failure is logged and the check-in goes on."""
+        rule = self.refresh_rule
+        if not rule.enabled:
+            return
+        try:
+            check = CheckIn(
+                kind="meal",
+                automatic=True,  # staff-confirmed meals are recorded by `meal-edge confirm`, not here
+                liveness_enabled=self.liveness is not None,
+                live=live,
+                distance=verdict.distance,
+                margin=verdict.margin,
+                now=now,
+                last_refresh=self.store.last_checkin_template_at(senior_id),
+                has_probe=probe is not None,
+            )
+            why = refresh_reasons(rule, check)
+            if why:
+                log.debug("template refresh: senior=%s event=%s not refreshed: %s", senior_id, event_id, ",".join(why))
+                return
+            assert probe is not None
+            erased = self.store.add_checkin_template(
+                senior_id,
+                # quality is a photo-quality score; a check-in has none (`meal-enroll show` prints none)
+                TemplateIn(probe, self.embedder.model_id, quality=0.0, source=checkin_source(event_id)),
+                keep=rule.max_templates,
+                at=now,
+            )
+            n = sum(is_checkin_source(src) for _, _, _, src, _ in self.store.template_info(senior_id))
+        except StoreError as e:
+            log.error("template refresh for %s (event %s) failed; the meal stands: %s", senior_id, event_id, e)
+            return
+        log.info(
+            "template refresh: senior=%s event=%s distance=%.3f margin=%.3f check-in templates now %d%s",
+            senior_id, event_id, verdict.distance, verdict.margin, n,
+            f" (replaced template {', '.join(map(str, erased))})" if erased else "",
         )

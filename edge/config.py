@@ -75,6 +75,12 @@ class RecognitionConfig(_Section):
     threads: int = Field(0, ge=0, description="0: as many as the machine has cores")
     #: calibration file with the decision thresholds; empty: the one stored with the model in models/
     calibration: str = ""
+    #: template refresh from confident automatic check-ins (edge/refresh.py, docs/accuracy.md); off by default
+    refresh_templates: bool = False
+    refresh_max: int = Field(2, ge=1, le=10, description="check-in templates kept per senior; the oldest is replaced")
+    refresh_distance: float = Field(0.20, ge=0, le=2, description="fused distance at most this to refresh")
+    refresh_min_margin: float = Field(0.20, ge=0, le=2, description="margin to the second senior at least this")
+    refresh_every_days: float = Field(30.0, gt=0, description="at most one refresh per senior per this many days")
 
 
 class TrackConfig(_Section):
@@ -312,6 +318,11 @@ min_face_px = 60             # faces narrower than this are ignored (too far awa
 backend = "auto"             # auto (ONNX if the model verifies, else dlib), onnx, dlib
 threads = 0                  # 0: one per core
 calibration = ""             # decision thresholds; empty: the file stored with the model in models/
+refresh_templates = false    # add a senior's confident automatic check-ins as templates (docs/accuracy.md)
+refresh_max = 2              # check-in templates kept per senior; the oldest is replaced (photos never are)
+refresh_distance = 0.20      # refresh only when the fused distance is at most this (stricter than accept)
+refresh_min_margin = 0.20    # ... and the margin to the second-best senior at least this
+refresh_every_days = 30      # at most one refresh per senior per this many days
 
 [track]
 iou_match = 0.3              # box overlap that continues a presence

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
 from edge.config import Config, ConfigError, load_config
+from edge.refresh import CHECKIN_SOURCE_PREFIX, is_checkin_source
 from edge.rules import STATUSES, Senior, age_on, ineligibility
 
 if TYPE_CHECKING:
@@ -351,6 +352,13 @@ def cmd_list(args: argparse.Namespace, cfg: Config, out: IO[str]) -> int:
     return EXIT_OK
 
 
+def _template_summary(sources: list[str]) -> str:
+    n_checkin = sum(is_checkin_source(src) for src in sources)
+    if not n_checkin:
+        return str(len(sources))
+    return f"{len(sources)} ({len(sources) - n_checkin} from photos, {n_checkin} from check-ins)"
+
+
 def cmd_show(args: argparse.Namespace, cfg: Config, out: IO[str]) -> int:
     store = _open_store(cfg)
     try:
@@ -372,17 +380,19 @@ def cmd_show(args: argparse.Namespace, cfg: Config, out: IO[str]) -> int:
             ["birth date", f"{s.birth_date} (age {age_on(s.birth_date, today)})"],
             ["hukou", s.hukou],
             ["status", s.status],
-            ["templates", str(len(info))],
+            ["templates", _template_summary([src for _, _, _, src, _ in info])],
             ["subsidy today", "eligible" if not why else "not eligible: " + ", ".join(why)],
         ],
         out,
     )
     for tid, model_id, quality, source, has_photo in info:
+        model = model_id.split(":")[0]
+        if is_checkin_source(source):  # refreshed from a confident check-in ([recognition] refresh_templates)
+            event_id = source[len(CHECKIN_SOURCE_PREFIX):]
+            print(f"  template {tid}: from the check-in of meal event {event_id} (model {model})", file=out)
+            continue
         photo = ", photo kept" if has_photo else ""
-        print(
-            f"  template {tid}: from {source} (quality {quality:.2f}, model {model_id.split(':')[0]}{photo})",
-            file=out,
-        )
+        print(f"  template {tid}: from {source} (quality {quality:.2f}, model {model}{photo})", file=out)
     return EXIT_OK
 
 

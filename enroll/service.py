@@ -3,7 +3,8 @@
 `Enroller.enrol(senior, photos)` runs, for each photo: decode, detect, quality checks, embed; then,
 over the photos that passed: do they show one person (each other and the senior's existing templates),
 is that person already enrolled under another id (refused unless `force`), do they resemble someone
-else (warning only), is there room (at most `max_templates` per senior). Only then is anything written.
+else (warning only), is there room (at most `max_templates` photo templates per senior;
+templates refreshed from check-ins, edge/refresh.py, do not count). Only then is anything written.
 
 Distances follow `edge.match`: Euclidean between L2-normalised dlib descriptors, d = sqrt(2 - 2 cos).
 """
@@ -243,7 +244,7 @@ class Enroller:
         if res.problems:
             return res
         existing = self.store.get_senior(senior.senior_id)
-        n_existing = 0
+        n_existing = n_photos = 0
         if existing is not None:
             if (existing.name, existing.birth_date, existing.hukou) != (
                 senior.name,
@@ -257,6 +258,8 @@ class Enroller:
                 )
                 return res
             n_existing = self.store.template_count(senior.senior_id)
+            # check-in templates (edge/refresh.py) never take an enrolment photo's place
+            n_photos = self.store.photo_template_count(senior.senior_id)
         res.templates_total = n_existing
 
         cands = self._check_photos(photos, res)
@@ -268,7 +271,7 @@ class Enroller:
             cands = self._drop_same_photos(cands, own, res)
             cands = self._agreeing(cands, own, res)
             cands = self._not_duplicates(cands, senior, res, force)
-            cands = self._within_capacity(cands, n_existing, res)
+            cands = self._within_capacity(cands, n_photos, res)
         if not cands:
             return res
         try:
@@ -447,9 +450,9 @@ class Enroller:
         return cands
 
     def _within_capacity(
-        self, cands: list[_Candidate], n_existing: int, res: EnrolResult
+        self, cands: list[_Candidate], n_photos: int, res: EnrolResult
     ) -> list[_Candidate]:
-        room = max(0, self.policy.max_templates - n_existing)
+        room = max(0, self.policy.max_templates - n_photos)
         if len(cands) <= room:
             return cands
         ranked = sorted(cands, key=lambda c: c.score, reverse=True)
@@ -458,7 +461,7 @@ class Enroller:
                 res,
                 c,
                 CAPACITY,
-                f"the senior already has {n_existing} template(s), at most {self.policy.max_templates}: "
+                f"the senior already has {n_photos} photo template(s), at most {self.policy.max_templates}: "
                 "`remove` and enrol again to replace photos",
             )
         keep = {id(c) for c in ranked[:room]}

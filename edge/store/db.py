@@ -25,6 +25,7 @@ from sqlalchemy.exc import DBAPIError, IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from edge.events import MealEvent, build_payload, dumps
+from edge.refresh import CHECKIN_SOURCE_PREFIX
 from edge.rules import STATUSES, PriorMeal, Senior
 from edge.store import migrations
 from edge.store.models import (
@@ -43,6 +44,10 @@ log = logging.getLogger(__name__)
 EMBEDDING_DIM = EMBEDDING_BYTES // 4
 # little-endian float32 on disk whatever the host, so a store file can move between machines
 _EMB_DTYPE = np.dtype("<f4")
+
+
+# templates refreshed from check-ins (edge.refresh): compared exactly (LIKE ignores case)
+_IS_CHECKIN = func.substr(FaceTemplateRow.source, 1, len(CHECKIN_SOURCE_PREFIX)) == CHECKIN_SOURCE_PREFIX
 
 
 class StoreError(RuntimeError):
@@ -472,6 +477,69 @@ class Store:
         with self._read(f"could not count templates of {senior_id!r}") as s:
             n = s.scalar(select(func.count()).where(FaceTemplateRow.senior_id == senior_id))
             return int(n or 0)
+
+    def photo_template_count(self, senior_id: str) -> int:
+        """Templates from enrolment photos only (check-in templates left out): the enrolment capacity."""
+        with self._read(f"could not count templates of {senior_id!r}") as s:
+            n = s.scalar(
+                select(func.count()).where(
+                    FaceTemplateRow.senior_id == senior_id, ~_IS_CHECKIN
+                )
+            )
+            return int(n or 0)
+
+    def add_checkin_template(
+        self, senior_id: str, template: TemplateIn, keep: int, at: datetime | None = None
+    ) -> list[int]:
+        """Store a template refreshed from a check-in (source "checkin:<event_id>") and, in the same
+        transaction, erase the oldest check-in templates so that at most `keep` remain. Photo templates
+        are never touched. Returns the ids of the erased templates. `at` (default: now) is recorded as
+        created_at: the pipeline passes its decision time, so the rate limit (last_checkin_template_at)
+        follows the same clock as the decisions, also in `replay` with a pinned clock."""
+        if not template.source.startswith(CHECKIN_SOURCE_PREFIX):
+            raise StoreError(f"a check-in template's source must start with {CHECKIN_SOURCE_PREFIX!r}")
+        if keep < 1:
+            raise StoreError(f"keep must be at least 1, not {keep}")
+        blob = _embedding_bytes(template.embedding, senior_id, template.source)
+        with self._write(f"could not store the check-in template of senior {senior_id!r}") as s:
+            senior = s.get(SeniorRow, senior_id)
+            if senior is None:
+                raise StoreError(f"no senior with id {senior_id!r}")
+            now = _utcnow()
+            senior.updated_at = now  # signature() changes: the daemon reloads its gallery
+            if at is not None and (at.tzinfo is None or at.utcoffset() is None):
+                raise StoreError(f"naive datetime {at!r}: the store keeps only timezone-aware times")
+            s.add(
+                FaceTemplateRow(
+                    senior_id=senior_id,
+                    embedding=blob,
+                    model_id=template.model_id,
+                    quality=float(template.quality),
+                    source=template.source,
+                    photo=None,  # never a face photo from the kiosk camera
+                    created_at=now if at is None else at,
+                )
+            )
+            s.flush()
+            ids = s.scalars(
+                select(FaceTemplateRow.id)
+                .where(FaceTemplateRow.senior_id == senior_id, _IS_CHECKIN)
+                .order_by(FaceTemplateRow.id.desc())  # insertion order, whatever the clock did
+            ).all()
+            erased = [int(i) for i in ids[keep:]]
+            if erased:
+                s.execute(delete(FaceTemplateRow).where(FaceTemplateRow.id.in_(erased)))
+        return sorted(erased)
+
+    def last_checkin_template_at(self, senior_id: str) -> datetime | None:
+        """When the senior's newest check-in template was stored (UTC), None if they have none."""
+        with self._read(f"could not read templates of {senior_id!r}") as s:
+            rows = s.scalars(
+                select(FaceTemplateRow.created_at).where(
+                    FaceTemplateRow.senior_id == senior_id, _IS_CHECKIN
+                )
+            ).all()
+            return max(rows) if rows else None
 
     def template_info(self, senior_id: str) -> list[tuple[int, str, float, str, bool]]:
         """(id, model_id, quality, source, has_photo) per template, for `meal-enroll show`."""
