@@ -292,14 +292,12 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("default-config", help="print a complete, commented config")
     s.set_defaults(func=cmd_default_config)
 
-    for module in ("edge.confirm", "edge.evaluate", "edge.calibrate", "edge.modelbuild.cli", "edge.liveness_eval"):
-        try:
-            mod = __import__(module, fromlist=["add_parser"])
-        except ImportError as e:  # a tool whose optional parts are missing must not break the daemon
-            log.debug("%s not available: %s", module, e)
-            continue
-        if hasattr(mod, "add_parser"):
-            mod.add_parser(sub)
+    # the tools register their own sub-commands (their heavy imports are deferred to when they run)
+    from edge import calibrate, confirm, evaluate, liveness_eval
+    from edge.modelbuild import cli as models_cli
+
+    for tool in (confirm, evaluate, calibrate, models_cli, liveness_eval):
+        tool.add_parser(sub)
     return p
 
 
