@@ -95,7 +95,7 @@ def presences(per_frame: list[list[tuple[tuple[int, int, int, int], str]]], min_
 
 
 def ours(frames: list[Frame], samples: Path, backend: str, policy_name: str) -> dict[str, Any]:
-    from edge.cli import make_pipeline
+    from edge.app import Parts, make_pipeline
     from edge.decide import load_policy, tolerance_policy
     from edge.detect import Detector
     from edge.embed.factory import make_embedder
@@ -114,7 +114,7 @@ def ours(frames: list[Frame], samples: Path, backend: str, policy_name: str) -> 
     policy = load_policy(embedder.model_id) if policy_name == "calibrated" else tolerance_policy(embedder.model_id)
     detector = Detector(cfg.detect.detect_width, cfg.detect.upsample)
     noon = datetime(2026, 11, 30, 11, 0, tzinfo=cfg.centre.tz)
-    parts = {"store": store, "embedder": embedder, "policy": policy, "detector": detector}
+    parts = Parts(store, embedder, policy, detector)
     p = make_pipeline(cfg, parts, lambda f: noon)
     t0 = time.perf_counter()
     decisions = p.run(frames)

@@ -13,7 +13,8 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
-from datetime import datetime
+from datetime import datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -35,6 +36,11 @@ from edge.track import Observation, Track, Tracker
 log = logging.getLogger(__name__)
 
 Clock = Callable[[Frame], datetime]
+
+
+def replay_clock(start: datetime) -> Clock:
+    """The clock of a replay: `start` plus each frame's offset into the source."""
+    return lambda frame: start + timedelta(seconds=frame.source_ts)
 
 # A decided track is re-embedded now and then; a descriptor this far from the track's own fused
 # descriptor means another person stepped into the same place, which is a new presence.
@@ -520,3 +526,52 @@ class Pipeline:
             senior_id, event_id, verdict.distance, verdict.margin, n,
             f" (replaced template {', '.join(map(str, erased))})" if erased else "",
         )
+
+
+# -- wiring from the config -----------------------------------------------------------------------
+@dataclass(frozen=True)
+class Parts:
+    """What a pipeline is built from; `build_parts` makes them from the config, tests and benches may
+    hand-build them."""
+
+    store: Store
+    embedder: Embedder
+    policy: Policy
+    detector: Detector
+
+
+def build_parts(cfg: Config, *, store_path: Path | None = None) -> Parts:
+    """Open the store and build detector, embedder and decision policy from the config."""
+    from edge.decide import load_policy
+    from edge.embed.factory import make_embedder
+
+    store = Store(store_path or cfg.store_path)
+    embedder = make_embedder(cfg.recognition.backend, cfg.recognition.threads)
+    policy = load_policy(
+        embedder.model_id, cfg.resolve(cfg.recognition.calibration) if cfg.recognition.calibration else None
+    )
+    detector = Detector(detect_width=cfg.detect.detect_width, upsample=cfg.detect.upsample)
+    return Parts(store, embedder, policy, detector)
+
+
+def make_pipeline(cfg: Config, parts: Parts, clock: Clock, **kw: Any) -> Pipeline:
+    liveness = None
+    if cfg.liveness.enabled:
+        from edge.liveness import LivenessParams
+
+        lc = cfg.liveness
+        liveness = LivenessChecker(
+            LivenessParams(
+                min_frames=lc.min_frames, max_frames=lc.max_frames, pair_gap=lc.pair_gap, threshold=lc.threshold
+            )
+        )
+    return Pipeline(
+        cfg,
+        detector=parts.detector,
+        embedder=parts.embedder,
+        store=parts.store,
+        policy=parts.policy,
+        clock=clock,
+        liveness=liveness,
+        **kw,
+    )

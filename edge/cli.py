@@ -11,12 +11,11 @@ import sqlite3
 import sys
 import tempfile
 import time
-from collections.abc import Callable
-from datetime import datetime, timedelta
+from datetime import datetime
 from pathlib import Path
 from types import FrameType
-from typing import Any
 
+from edge.app import Decision, build_parts, make_pipeline, replay_clock
 from edge.capture import SourceError
 from edge.config import DEFAULT_CONFIG, Config, ConfigError, load_config
 from edge.decide import CalibrationError
@@ -37,48 +36,6 @@ def _need_config(args: argparse.Namespace) -> Config:
     if not args.config:
         raise ConfigError("this command needs --config FILE (print a complete one with `meal-edge default-config`)")
     return load_config(args.config)
-
-
-# -- parts ---------------------------------------------------------------------------------------
-def build_parts(cfg: Config, *, store_path: Path | None = None) -> dict[str, Any]:
-    """Open the store and build detector, embedder and decision policy from the config."""
-    from edge.decide import load_policy
-    from edge.detect import Detector
-    from edge.embed.factory import make_embedder
-    from edge.store import Store
-
-    store = Store(store_path or cfg.store_path)
-    embedder = make_embedder(cfg.recognition.backend, cfg.recognition.threads)
-    policy = load_policy(
-        embedder.model_id, cfg.resolve(cfg.recognition.calibration) if cfg.recognition.calibration else None
-    )
-    detector = Detector(detect_width=cfg.detect.detect_width, upsample=cfg.detect.upsample)
-    return {"store": store, "embedder": embedder, "policy": policy, "detector": detector}
-
-
-def make_pipeline(cfg: Config, parts: dict[str, Any], clock: Callable[..., datetime], **kw: Any) -> Any:
-    from edge.app import Pipeline
-
-    liveness = None
-    if cfg.liveness.enabled:
-        from edge.liveness import LivenessChecker, LivenessParams
-
-        lc = cfg.liveness
-        liveness = LivenessChecker(
-            LivenessParams(
-                min_frames=lc.min_frames, max_frames=lc.max_frames, pair_gap=lc.pair_gap, threshold=lc.threshold
-            )
-        )
-    return Pipeline(
-        cfg,
-        detector=parts["detector"],
-        embedder=parts["embedder"],
-        store=parts["store"],
-        policy=parts["policy"],
-        clock=clock,
-        liveness=liveness,
-        **kw,
-    )
 
 
 # -- run -----------------------------------------------------------------------------------------
@@ -107,7 +64,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         return EXIT_FAIL
     parts = build_parts(cfg)
     tz = cfg.centre.tz
-    publisher = Publisher(parts["store"], cfg.mqtt, cfg.centre) if cfg.mqtt.enabled else None
+    publisher = Publisher(parts.store, cfg.mqtt, cfg.centre) if cfg.mqtt.enabled else None
     stopping = False
 
     def _stop(signum: int, _frame: FrameType | None) -> None:
@@ -119,7 +76,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, _stop)
     signal.signal(signal.SIGINT, _stop)
 
-    def show(d: Any) -> None:
+    def show(d: Decision) -> None:
         # Feedback for now is the log line and stdout; the kiosk screen and voice come later.
         print(f"[{d.decided_at:%H:%M:%S}] {d.kind.upper():8} {d.name or '-'}: {d.message}", flush=True)
 
@@ -150,7 +107,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         pipeline.finish(None)
         if publisher:
             publisher.stop(timeout=5)
-        parts["store"].close()
+        parts.store.close()
     return EXIT_OK
 
 
@@ -193,7 +150,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
             shutil.copyfile(scratch_copy(cfg.store_path, Path(tmp)), store_path)
         parts = build_parts(cfg, store_path=store_path)
 
-        def emit(d: Any) -> None:
+        def emit(d: Decision) -> None:
             if args.json:
                 print(json.dumps(d.to_json(), ensure_ascii=False), flush=True)
             else:
@@ -207,7 +164,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
                 )
 
         pipeline = make_pipeline(
-            cfg, parts, lambda f: now0 + timedelta(seconds=f.source_ts), on_decision=emit
+            cfg, parts, replay_clock(now0), on_decision=emit
         )
         source = open_source(args.source)
         t0 = time.perf_counter()
@@ -216,12 +173,12 @@ def cmd_replay(args: argparse.Namespace) -> int:
         st = pipeline.stats
         print(
             f"replay: {st.frames} frames in {wall:.1f} s ({st.frames / max(wall, 1e-9):.1f} fps), "
-            f"{st.decisions} decisions {st.by_kind}, backend {parts['embedder'].name}",
+            f"{st.decisions} decisions {st.by_kind}, backend {parts.embedder.name}",
             file=sys.stderr,
         )
         if args.stats:
             print(json.dumps({"wall_s": wall, **st.as_dict()}), file=sys.stderr)
-        parts["store"].close()
+        parts.store.close()
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return EXIT_OK

@@ -15,7 +15,7 @@ import sys
 import tempfile
 import time
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta
+from datetime import date, datetime
 from pathlib import Path
 
 import cv2
@@ -142,8 +142,8 @@ def _show(d: object) -> None:
 
 
 def run_demo(keep: Path | None = None, broker: str | None = None) -> int:
+    from edge.app import build_parts, make_pipeline, replay_clock
     from edge.capture import ImageFolderSource
-    from edge.cli import build_parts, make_pipeline
     from edge.detect import Detector
     from edge.rules import Senior
     from enroll.service import ENROL_DETECT_WIDTH, ENROL_UPSAMPLE, Enroller
@@ -160,7 +160,7 @@ def run_demo(keep: Path | None = None, broker: str | None = None) -> int:
     print("data) is not. Both photos are public domain and ship inside those PyPI packages.\n")
 
     parts = build_parts(cfg)
-    store, embedder = parts["store"], parts["embedder"]
+    store, embedder = parts.store, parts.embedder
     print(f"1. Enrolling (embedding back-end: {embedder.name})")
     photos = work / "photos"
     photos.mkdir(exist_ok=True)
@@ -191,9 +191,7 @@ def run_demo(keep: Path | None = None, broker: str | None = None) -> int:
         folder = work / f"scene{n - 1}"
         make_scene(folder, visits, seed=n)
         print(f"{n}. {title}: {story}")
-        pipeline = make_pipeline(
-            cfg, parts, lambda f, s=start: s + timedelta(seconds=f.source_ts), on_decision=_show
-        )
+        pipeline = make_pipeline(cfg, parts, replay_clock(start), on_decision=_show)
         t0 = time.perf_counter()
         source = ImageFolderSource(folder, fps=FPS)
         pipeline.run(source.frames())

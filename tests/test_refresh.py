@@ -143,7 +143,7 @@ def test_store_keeps_at_most_keep_checkin_templates(tmp_path: Path) -> None:
 
 
 def _setup(tmp_path: Path, refresh: bool | None) -> tuple[Config, dict[str, Any]]:
-    from edge.cli import build_parts
+    from edge.app import build_parts
     from edge.demo import HOPPER, hopper, variant
     from edge.detect import Detector
     from enroll.service import ENROL_DETECT_WIDTH, ENROL_UPSAMPLE, Enroller
@@ -165,7 +165,7 @@ def _setup(tmp_path: Path, refresh: bool | None) -> tuple[Config, dict[str, Any]
         cv2.imwrite(str(p), variant(hopper(), angle, gain, scale)[:, :, ::-1])
         paths.append(p)
     sid, name, born = HOPPER
-    res = Enroller(parts["store"], Detector(ENROL_DETECT_WIDTH, ENROL_UPSAMPLE), parts["embedder"]).enrol(
+    res = Enroller(parts.store, Detector(ENROL_DETECT_WIDTH, ENROL_UPSAMPLE), parts.embedder).enrol(
         Senior(sid, name, born, cfg.centre.district, "active"), paths
     )
     assert res.enrolled and res.templates_total == 3
@@ -173,13 +173,13 @@ def _setup(tmp_path: Path, refresh: bool | None) -> tuple[Config, dict[str, Any]
 
 
 def _visit(tmp_path: Path, cfg: Config, parts: dict[str, Any], name: str, start: datetime) -> list[Any]:
+    from edge.app import make_pipeline, replay_clock
     from edge.capture import ImageFolderSource
-    from edge.cli import make_pipeline
     from edge.demo import FPS, Visit, make_scene
 
     folder = tmp_path / name
     make_scene(folder, [Visit("hopper", 15)], seed=len(name))
-    pipeline = make_pipeline(cfg, parts, lambda f: start + timedelta(seconds=f.source_ts))
+    pipeline = make_pipeline(cfg, parts, replay_clock(start))
     return list(pipeline.run(ImageFolderSource(folder, fps=FPS).frames()))
 
 
@@ -188,7 +188,7 @@ def test_pipeline_refreshes_from_an_automatic_meal(tmp_path: Path, caplog: pytes
     from edge.app import Decision
 
     cfg, parts = _setup(tmp_path, refresh=True)
-    store = parts["store"]
+    store = parts.store
     assert isinstance(store, Store)
     tz = cfg.centre.tz
     with caplog.at_level(logging.INFO, logger="edge.app"):
@@ -234,7 +234,7 @@ def test_pipeline_refreshes_from_an_automatic_meal(tmp_path: Path, caplog: pytes
         p = tmp_path / f"more_{k}.jpg"
         cv2.imwrite(str(p), variant(hopper(), angle, gain, 1.0)[:, :, ::-1])
         more.append(p)
-    enroller = Enroller(store, Detector(ENROL_DETECT_WIDTH, ENROL_UPSAMPLE), parts["embedder"])
+    enroller = Enroller(store, Detector(ENROL_DETECT_WIDTH, ENROL_UPSAMPLE), parts.embedder)
     senior = store.get_senior("S0001")
     assert senior is not None
     res = enroller.enrol(senior, more, force=True)
@@ -248,7 +248,7 @@ def test_pipeline_without_refresh_stores_no_template(tmp_path: Path) -> None:
     from edge.app import Decision
 
     cfg, parts = _setup(tmp_path, refresh=None)  # the default config: off
-    store = parts["store"]
+    store = parts.store
     assert isinstance(store, Store)
     out = _visit(tmp_path, cfg, parts, "lunch", datetime(2026, 11, 30, 11, 45, tzinfo=cfg.centre.tz))
     assert [d.kind for d in out if isinstance(d, Decision)] == ["meal"]
