@@ -55,6 +55,9 @@ class LivenessParams:
     threshold: float = -0.13
     #: maximum number of corner points tracked per region
     max_points: int = 80
+    #: also measure the cues that are logged but not scored (hf_ratio, screen_edges): for the evaluation
+    #: and pilots; off in the daemon so it pays only for what decides
+    measure_unscored: bool = False
 
 
 @dataclass(frozen=True)
@@ -177,9 +180,68 @@ def high_frequency_ratio(frame: np.ndarray, face: Face) -> float | None:
     return float(pw[_HI].sum()) / mid if mid > 0 else None
 
 
+def screen_edge_bracket(frame: np.ndarray, face: Face) -> float | None:
+    """1.0 when two long, near-parallel, roughly vertical straight edges bracket the face (one 0.7-2.5 face
+    widths to its left, one to its right, both reaching the face's height): what the side edges of a phone or
+    tablet held up to the camera look like. 0.0 otherwise; None when the region is too small.
+
+    Logged only (`features["screen_edges"]`), NOT scored: it was designed after looking at the screen_replay
+    attacks, it is a per-frame shape test (a door frame or a window behind a real senior can bracket a face
+    just the same), and the bona fide set cannot show how often that happens (docs/liveness.md)."""
+    top, right, bottom, left = face.box
+    fw = max(1, right - left)
+    h_img, w_img = frame.shape[:2]
+    cx, cy = (left + right) / 2, (top + bottom) / 2
+    x0, x1 = max(0, int(cx - 2.6 * fw)), min(w_img, int(cx + 2.6 * fw))
+    y0, y1 = max(0, int(cy - 2.0 * fw)), min(h_img, int(cy + 1.5 * fw))
+    if x1 - x0 < 16 or y1 - y0 < 16:
+        return None
+    unit = 50.0  # work pixels per face width
+    s = unit / fw
+    roi = frame[y0:y1, x0:x1]
+    g = cv2.cvtColor(roi, cv2.COLOR_RGB2GRAY) if roi.ndim == 3 else roi
+    g = cv2.resize(g, None, fx=s, fy=s, interpolation=cv2.INTER_AREA if s < 1 else cv2.INTER_LINEAR)
+    edges = cv2.Canny(cv2.GaussianBlur(g, (0, 0), 1.0), 40, 100)
+    lines = cv2.HoughLinesP(edges, 1, np.pi / 180, 25, minLineLength=int(0.9 * unit), maxLineGap=4)
+    if lines is None:
+        return 0.0
+    fcx, fcy = (cx - x0) * s, (cy - y0) * s
+    left_a, right_a = [], []
+    for xa, ya, xb, yb in lines.reshape(-1, 4).astype(float):
+        ang = float(np.degrees(np.arctan2(xb - xa, yb - ya))) % 180.0  # 0 = vertical
+        ang = ang if ang < 90 else ang - 180
+        if abs(ang) > 30 or min(ya, yb) > fcy or max(ya, yb) < fcy - 0.5 * unit:
+            continue
+        xm = (xa + xb) / 2
+        if fcx - 2.5 * unit < xm < fcx - 0.7 * unit:
+            left_a.append(ang)
+        elif fcx + 0.7 * unit < xm < fcx + 2.5 * unit:
+            right_a.append(ang)
+    return float(any(abs(a - b) < 12 for a in left_a for b in right_a))
+
+
 class LivenessChecker:
     def __init__(self, cfg: LivenessParams | None = None) -> None:
         self.params = cfg or LivenessParams()
+
+    def _unscored(self, frames: Sequence[np.ndarray], faces: Sequence[Face]) -> dict[str, float]:
+        """Cues measured for logs and the evaluation only; the score does not use them."""
+        p = self.params
+        out: dict[str, float] = {}
+        hf = [h for f, fc in zip(frames, faces, strict=True) if (h := high_frequency_ratio(f, fc)) is not None]
+        if hf:
+            out["hf_ratio"] = float(np.median(hf))
+        # every pair_stride-th of the frames the motion cues use (see screen_edge_bracket)
+        m = min(len(frames), p.max_frames)
+        n = len(frames)
+        se = [
+            b
+            for f, fc in zip(frames[n - m : n : p.pair_stride], faces[n - m : n : p.pair_stride], strict=True)
+            if (b := screen_edge_bracket(f, fc)) is not None
+        ]
+        if se:
+            out["screen_edges"] = float(np.mean(se))
+        return out
 
     def measure(self, frames: Sequence[np.ndarray], faces: Sequence[Face]) -> list[PairMeasure]:
         p = self.params
@@ -235,9 +297,8 @@ class LivenessChecker:
         pairs = self.measure(frames[:n], faces[:n])
         feats = self.features(pairs)
         feats["frames"] = float(n)
-        hf = [h for f, fc in zip(frames[:n], faces[:n], strict=True) if (h := high_frequency_ratio(f, fc)) is not None]
-        if hf:
-            feats["hf_ratio"] = float(np.median(hf))
+        if p.measure_unscored:
+            feats.update(self._unscored(frames[:n], faces[:n]))
         if feats["moving_pairs"] < p.min_moving_pairs:
             return LivenessVerdict(None, 0.0, ("too_still",), feats)
         s, reasons = self.score(feats)

@@ -29,7 +29,7 @@ import cv2
 import numpy as np
 
 from edge.detect import Detector, Face, load_image, to_rgb
-from edge.liveness import LivenessChecker, LivenessVerdict
+from edge.liveness import LivenessChecker, LivenessParams, LivenessVerdict
 
 log = logging.getLogger(__name__)
 
@@ -673,6 +673,7 @@ def report(rows: Sequence[Row], threshold: float, n_tracks: int, min_frames: int
             "bpcer_ci95": wilson(n - ok, n),
             "not_enough_evidence": sum(r.live is None for r in bf),
             "scores": sorted(round(r.score, 3) for r in bf),
+            "screen_edges": sorted(round(r.features.get("screen_edges", 0.0), 2) for r in bf),
         },
         "attacks": {},
         "ms_per_frame_median": float(np.median([r.ms_per_frame for r in rows if r.frames >= min_frames])),
@@ -697,6 +698,10 @@ def report(rows: Sequence[Row], threshold: float, n_tracks: int, min_frames: int
                 "apcer_ci95": wilson(acc, nt),
                 "not_enough_evidence": sum(r.live is None for r in tracked),
                 "rejections": reasons,
+                # logged, not scored: share of sampled frames with phone-like edges bracketing the face
+                "screen_edges_median": float(np.median([r.features.get("screen_edges", 0.0) for r in tracked]))
+                if tracked
+                else None,
             }
     out["attacks"] = att
     return out
@@ -761,7 +766,7 @@ def run(args: argparse.Namespace) -> int:
     clip, bona, n_tracks, attacks = load_or_build(
         shared, seed=args.seed, per_type=args.per_type, n_frames=args.frames, replays=args.replays, cache=cache
     )
-    checker = LivenessChecker()
+    checker = LivenessChecker(LivenessParams(measure_unscored=True))
     rows = score_all(checker, clip, bona, attacks, args.seed, args.use_frames)
     choice = choose_threshold(rows)
     thr = choice["threshold"] if args.threshold is None else args.threshold

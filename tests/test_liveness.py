@@ -88,3 +88,14 @@ def test_too_few_frames_gives_no_verdict(clip_track: tuple[list[np.ndarray], lis
     v = LivenessChecker().assess(frames[:n], faces[:n])
     assert v.live is None
     assert v.reasons == ("too_few_frames",)
+
+
+def test_screen_edges_is_logged_but_not_scored(clip_track: tuple[list[np.ndarray], list[Face]]) -> None:
+    frames, faces = clip_track
+    assert "screen_edges" not in (LivenessChecker().assess(frames, faces).features or {})  # daemon default
+    chk = LivenessChecker(LivenessParams(measure_unscored=True))
+    v = chk.assess(frames, faces)
+    assert v.features is not None and "screen_edges" in v.features
+    assert v.features["screen_edges"] == 0.0  # a stage curtain, no phone edges around the performer
+    feats = {k: x for k, x in v.features.items() if k != "screen_edges"}
+    assert chk.score(feats)[0] == v.score
