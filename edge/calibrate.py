@@ -47,6 +47,7 @@ from edge.decide import (
 from edge.evaluate import FeatureTable, Probe, add_common, feature_table, rate, restrict
 from edge.faceset import SPLIT_SALT, FaceSet, load_faceset
 from edge.match import Gallery
+from edge.tomlout import toml_value
 
 log = logging.getLogger(__name__)
 
@@ -294,20 +295,6 @@ def measure_policy(
     return out
 
 
-def _toml_value(v: Any) -> str:
-    if isinstance(v, bool):
-        return "true" if v else "false"
-    if isinstance(v, int):
-        return str(v)
-    if isinstance(v, float):
-        return repr(round(v, 6))
-    if isinstance(v, str):
-        return '"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"'
-    if isinstance(v, list | tuple):
-        return "[" + ", ".join(_toml_value(x) for x in v) + "]"
-    raise TypeError(f"cannot write {type(v)} to TOML")
-
-
 def render_toml(policy: Policy, meta: dict[str, Any], figures: list[dict[str, Any]]) -> str:
     out = [
         "# Decision thresholds for meal-edge, written by `meal-edge calibrate`; do not edit by hand.",
@@ -316,7 +303,7 @@ def render_toml(policy: Policy, meta: dict[str, Any], figures: list[dict[str, An
         "",
         "[calibration]",
     ]
-    out += [f"{k} = {_toml_value(v)}" for k, v in meta.items()]
+    out += [f"{k} = {toml_value(v)}" for k, v in meta.items()]
     out += ["", "[policy]"]
     for key in (
         "accept_distance",
@@ -328,7 +315,7 @@ def render_toml(policy: Policy, meta: dict[str, Any], figures: list[dict[str, An
         "lookalike_margin",
         "template_weight",
     ):
-        out.append(f"{key} = {_toml_value(float(getattr(policy, key)))}")
+        out.append(f"{key} = {toml_value(float(getattr(policy, key)))}")
     for r in policy.per_frames:
         out += ["", "[[policy.frames]]"]
         for key in (
@@ -340,10 +327,10 @@ def render_toml(policy: Policy, meta: dict[str, Any], figures: list[dict[str, An
             "min_agreement",
         ):
             v = getattr(r, key)
-            out.append(f"{key} = {_toml_value(v if key == 'frames' else float(v))}")
+            out.append(f"{key} = {toml_value(v if key == 'frames' else float(v))}")
     for f in figures:
         out += ["", "# figures on the calibration trials themselves (optimistic: these are what was tuned)"]
-        out += ["[[figures]]"] + [f"{k} = {_toml_value(v)}" for k, v in f.items()]
+        out += ["[[figures]]"] + [f"{k} = {toml_value(v)}" for k, v in f.items()]
     return "\n".join(out) + "\n"
 
 

@@ -9,7 +9,6 @@ package or a tampered file gives a ModelError naming the file instead of a model
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import os
 import tempfile
@@ -20,6 +19,7 @@ from typing import Any
 
 from edge.modelbuild import ModelError
 from edge.modelfiles import sha256_file
+from edge.tomlout import toml_value
 
 log = logging.getLogger(__name__)
 
@@ -64,13 +64,6 @@ class Manifest:
     schema: int = SCHEMA
 
 
-def _toml_value(v: Any) -> str:
-    # json's string and list syntax is valid TOML for the plain values the manifest holds
-    if isinstance(v, bool):
-        return "true" if v else "false"
-    return json.dumps(v, ensure_ascii=False)
-
-
 def manifest_text(m: Manifest) -> str:
     top = {k: v for k, v in asdict(m).items() if k != "contract"}
     lines = [
@@ -79,9 +72,9 @@ def manifest_text(m: Manifest) -> str:
         "",
         "[model]",
     ]
-    lines += [f"{k} = {_toml_value(v)}" for k, v in top.items()]
+    lines += [f"{k} = {toml_value(v)}" for k, v in top.items()]
     lines += ["", "[model.contract]"]
-    lines += [f"{k} = {_toml_value(v)}" for k, v in m.contract.items()]
+    lines += [f"{k} = {toml_value(v)}" for k, v in m.contract.items()]
     return "\n".join(lines) + "\n"
 
 
