@@ -13,9 +13,14 @@ import socket
 import subprocess
 import time
 from collections.abc import Iterator
+from dataclasses import replace
+from datetime import date, datetime
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import pytest
+
+from edge.events import MealEvent, new_event_id
 
 
 def _find_mosquitto() -> str | None:
@@ -133,3 +138,27 @@ def mosquitto_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mosqu
 
 
 # ============================== end of MQTT broker fixtures ======================================
+
+
+# =================================================================================================
+# Event factory shared by the store, schema, publish and confirmation tests.
+# =================================================================================================
+def meal_event(**overrides: object) -> MealEvent:
+    """A valid subsidised lunch of senior S0001 at kiosk-1, 30 November 2026, 11:45 Shanghai time;
+    any field can be overridden."""
+    base = MealEvent(
+        event_id=new_event_id(),
+        kind="meal",
+        centre_id="centre-001",
+        district="xuhui",
+        kiosk_id="kiosk-1",
+        senior_id="S0001",
+        meal="lunch",
+        local_date=date(2026, 11, 30),
+        decided_at=datetime(2026, 11, 30, 11, 45, tzinfo=ZoneInfo("Asia/Shanghai")),
+        price_fen=1000,
+        subsidy_fen=300,
+        payable_fen=700,
+        reasons=("subsidised",),
+    )
+    return replace(base, **overrides)  # type: ignore[arg-type]

@@ -12,6 +12,7 @@ from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
+from conftest import meal_event
 from jsonschema import Draft202012Validator
 
 from edge.app import Decision, Pipeline
@@ -19,7 +20,7 @@ from edge.cli import main as edge_main
 from edge.config import DEFAULT_CONFIG, Config, load_config
 from edge.confirm import confirm
 from edge.decide import Verdict, tolerance_policy
-from edge.events import MealEvent, new_event_id
+from edge.events import MealEvent
 from edge.rules import Senior
 from edge.store import Store, StoreError, migrations
 
@@ -76,17 +77,10 @@ def pending(store: Store, when: datetime, senior_id: str = "S0001") -> int:
 
 
 def lunch_event(senior_id: str = "S0001", subsidy: int = 300) -> MealEvent:
-    return MealEvent(
-        event_id=new_event_id(),
-        kind="meal",
-        centre_id="centre-001",
-        district="xuhui",
-        kiosk_id="kiosk-1",
+    return meal_event(
         senior_id=senior_id,
-        meal="lunch",
         local_date=DAY,
         decided_at=at("11:10"),
-        price_fen=1000,
         subsidy_fen=subsidy,
         payable_fen=1000 - subsidy,
         reasons=("subsidised",) if subsidy else ("daily_subsidy_used",),

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import replace
-from datetime import UTC, date, datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import numpy as np
 import pytest
+from conftest import meal_event
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import ValidationError
 
@@ -20,7 +20,6 @@ from edge.events import (
     build_payload,
     dumps,
     event_topic,
-    new_event_id,
     status_payload,
     status_topic,
 )
@@ -41,23 +40,13 @@ STATUS = validator("status.schema.json")
 
 
 def meal(**kw: object) -> MealEvent:
-    base = MealEvent(
-        event_id=new_event_id(),
-        kind="meal",
-        centre_id="centre-001",
-        district="xuhui",
-        kiosk_id="kiosk-1",
-        senior_id="S0001",
-        meal="lunch",
-        local_date=date(2026, 11, 30),
-        decided_at=datetime(2026, 11, 30, 11, 45, 3, 250000, tzinfo=SH),
-        price_fen=1000,
-        subsidy_fen=300,
-        payable_fen=700,
-        reasons=("subsidised",),
-        match={"distance": 0.31, "margin": 0.12, "frames": 3, "model_id": "dlib-r1", "backend": "onnx"},
+    return meal_event(
+        **{
+            "decided_at": datetime(2026, 11, 30, 11, 45, 3, 250000, tzinfo=SH),
+            "match": {"distance": 0.31, "margin": 0.12, "frames": 3, "model_id": "dlib-r1", "backend": "onnx"},
+            **kw,
+        }
     )
-    return replace(base, **kw)  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize(

@@ -11,19 +11,18 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from datetime import date, datetime
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
 import paho.mqtt.client as mqtt
 import pytest
-from conftest import MosquittoBroker
+from conftest import MosquittoBroker, meal_event
 from jsonschema import Draft202012Validator
 from paho.mqtt.enums import CallbackAPIVersion
 
 from edge.config import DEFAULT_CONFIG, Config, parse_config
-from edge.events import MealEvent, event_topic, new_event_id, status_topic
+from edge.events import MealEvent, event_topic, status_topic
 from edge.publish import Publisher
 from edge.store import Store
 
@@ -52,21 +51,8 @@ def events_topic(cfg: Config) -> str:
 
 
 def meal(cfg: Config, senior_id: str = "S0001") -> MealEvent:
-    return MealEvent(
-        event_id=new_event_id(),
-        kind="meal",
-        centre_id=cfg.centre.id,
-        district=cfg.centre.district,
-        kiosk_id=cfg.centre.kiosk_id,
-        senior_id=senior_id,
-        meal="lunch",
-        local_date=date(2026, 11, 30),
-        decided_at=datetime(2026, 11, 30, 11, 45, tzinfo=SH),
-        price_fen=1000,
-        subsidy_fen=300,
-        payable_fen=700,
-        reasons=("subsidised",),
-    )
+    c = cfg.centre
+    return meal_event(centre_id=c.id, district=c.district, kiosk_id=c.kiosk_id, senior_id=senior_id)
 
 
 def wait_until(cond: Callable[[], bool], timeout: float, what: str) -> None:

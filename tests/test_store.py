@@ -8,13 +8,13 @@ import itertools
 import sqlite3
 import threading
 from collections.abc import Iterator
-from dataclasses import replace
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import numpy as np
 import pytest
+from conftest import meal_event
 from sqlalchemy import event, inspect, text
 
 from edge.events import MealEvent, new_event_id
@@ -37,23 +37,7 @@ def meal(senior_id: str | None = None, kiosk: str = "kiosk-1", **kw: object) -> 
     """A valid lunch event; a new senior each time unless one is named (one lunch per senior a day)."""
     if senior_id is None:
         senior_id = f"S{next(_SENIORS)}"
-    base = MealEvent(
-        event_id=new_event_id(),
-        kind="meal",
-        centre_id="centre-001",
-        district="xuhui",
-        kiosk_id=kiosk,
-        senior_id=senior_id,
-        meal="lunch",
-        local_date=date(2026, 11, 30),
-        decided_at=datetime(2026, 11, 30, 11, 45, tzinfo=SH),
-        price_fen=1000,
-        subsidy_fen=300,
-        payable_fen=700,
-        reasons=("subsidised",),
-        match={"distance": 0.3, "frames": 3},
-    )
-    return replace(base, **kw)  # type: ignore[arg-type]
+    return meal_event(**{"senior_id": senior_id, "kiosk_id": kiosk, "match": {"distance": 0.3, "frames": 3}, **kw})
 
 
 def emb(seed: int) -> np.ndarray:
