@@ -250,10 +250,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_default_config)
 
     # the tools register their own sub-commands (their heavy imports are deferred to when they run)
-    from edge import calibrate, confirm, evaluate, liveness_eval
+    from edge import calibrate, confirm, evaluate, liveness_eval, staffscreen
     from edge.modelbuild import cli as models_cli
 
-    for tool in (confirm, evaluate, calibrate, models_cli, liveness_eval):
+    for tool in (confirm, staffscreen, evaluate, calibrate, models_cli, liveness_eval):
         tool.add_parser(sub)
     return p
 

@@ -13,7 +13,10 @@ store. Staff then accept or reject it:
   Only confirmations of today's local date can be accepted: no subsidy is ever back-dated.
 - **reject** (`--no`): resolved as rejected; nothing is recorded.
 
-Who resolved it (`--by`) is kept in the local store, not published (the event says only "staff").
+Who resolved it (`--by`) is kept in the local store, not published (the event says only "staff"). The
+command always needs `--by`. The staff screen (edge.staffscreen) may leave the name out, except to accept a
+confirmation whose liveness was not confirmed (`needs_named_staff`): the person at the kiosk may be holding
+up a photo or a phone, so a staff member must look and put their name to it.
 """
 
 from __future__ import annotations
@@ -32,6 +35,30 @@ from edge.store import AlreadyServed, Confirmation, Store, StoreError
 
 EXIT_OK, EXIT_REFUSED, EXIT_USAGE = 0, 1, 2
 
+#: the reason edge.app.Pipeline adds to a confirmation when liveness was not confirmed (a suspected photo or
+#: phone screen, or too little motion to tell); the liveness checker's own reasons follow it
+LIVENESS_NOT_CONFIRMED = "liveness_not_confirmed"
+
+
+class StoreNotFound(StoreError):
+    """The config's store file does not exist. `meal-edge confirm` and the staff screen never create one:
+    an empty new store would only hide a wrong config."""
+
+
+def open_store(cfg: Config) -> Store:
+    """The daemon's existing store (StoreNotFound if the file is missing; other StoreErrors as Store raises)."""
+    path = cfg.store_path
+    if not path.exists():
+        raise StoreNotFound(f"store {path} not found (is this the daemon's config?)")
+    return Store(path)
+
+
+def needs_named_staff(c: Confirmation) -> bool:
+    """Accepting this confirmation needs a named staff member: liveness was not confirmed, so the person at
+    the kiosk may be holding up a photo or a phone screen and must not be able to confirm themselves.
+    (Rejecting never needs a name.)"""
+    return LIVENESS_NOT_CONFIRMED in c.reasons
+
 
 @dataclass(frozen=True)
 class ConfirmResult:
@@ -40,7 +67,7 @@ class ConfirmResult:
     ok: bool
     confirmation_id: int
     #: ok: meal | repeat | refused | closed | rejected;
-    #: not ok: not_found | already_resolved | no_name | not_today | not_enrolled | store_failed
+    #: not ok: not_found | already_resolved | no_name | needs_staff_name | not_today | not_enrolled | store_failed
     kind: str
     #: one line for the operator (English, like the other commands)
     message: str
@@ -72,9 +99,14 @@ def confirm(
     by: str,
     *,
     now: datetime | None = None,
+    anonymous_as: str | None = None,
 ) -> ConfirmResult:
     """Accept or reject one pending confirmation. `now` (aware; default: the wall clock) only decides
-    which local date is "today"; the rules use the kiosk's original decision time."""
+    which local date is "today"; the rules use the kiosk's original decision time.
+
+    `by` names who resolves it. A blank `by` is refused (`no_name`), unless `anonymous_as` is given (the
+    staff screen): then that is recorded instead, except when accepting a confirmation that
+    `needs_named_staff`, which is refused (`needs_staff_name`) and changes nothing."""
     tz = cfg.centre.tz
     lang = cfg.centre.language
     c = store.get_confirmation(confirmation_id)
@@ -89,6 +121,16 @@ def confirm(
             c,
         )
     by = by.strip()
+    if not by and anonymous_as is not None:
+        if accept and needs_named_staff(c):
+            return _refused(
+                confirmation_id,
+                "needs_staff_name",
+                f"confirmation {confirmation_id}: liveness was not confirmed (maybe a photo or a phone screen "
+                "held up to the camera), so a staff member must check the person and give their name",
+                c,
+            )
+        by = anonymous_as.strip()
     if not by:
         return _refused(confirmation_id, "no_name", "say who you are with --by NAME", c)
 
@@ -176,7 +218,7 @@ def confirm(
         stored = store.record_confirmed_meal(confirmation_id, by, event, topic)
     except AlreadyServed:
         # served by the kiosk between our read and our write: a repeat after all
-        return confirm(store, cfg, confirmation_id, accept, by, now=now)
+        return confirm(store, cfg, confirmation_id, accept, by, now=now, anonymous_as=anonymous_as)
     except StoreError as e:
         return _refused(confirmation_id, "store_failed", f"{e}; nothing was recorded", c)
     subsidy = f" (subsidy {_fen(r.subsidy_fen)})" if r.subsidy_fen else f" ({feedback.reasons_text(r.reasons, 'en')})"
@@ -216,7 +258,12 @@ def list_pending(store: Store, cfg: Config, out: TextIO, *, now: datetime | None
         senior = store.get_senior(c.senior_id)
         name = senior.name if senior is not None else "(not enrolled)"
         when = c.decided_at.astimezone(tz)
-        note = "" if c.local_date == today else "  [not today: can only be rejected]"
+        if c.local_date != today:
+            note = "  [not today: can only be rejected]"
+        elif needs_named_staff(c):
+            note = "  [maybe a photo or a phone screen: look at the person yourself before --yes]"
+        else:
+            note = ""
         print(
             f"{c.id:>5}  {when:%Y-%m-%d %H:%M}  {c.senior_id:10}  {name:12}  {', '.join(c.reasons) or '-'}{note}",
             file=out,
@@ -253,10 +300,11 @@ def run(args: argparse.Namespace, out: TextIO | None = None) -> int:
     if args.id is not None and (args.accept is None or not (args.by or "").strip()):
         args.parser.error("confirm ID needs --yes or --no, and --by NAME")
     cfg = _need_config(args)
-    if not cfg.store_path.exists():
-        print(f"error: store {cfg.store_path} not found (is this the daemon's config?)", file=sys.stderr)
+    try:
+        store = open_store(cfg)
+    except StoreNotFound as e:
+        print(f"error: {e}", file=sys.stderr)
         return EXIT_REFUSED
-    store = Store(cfg.store_path)
     try:
         if args.id is None:
             return list_pending(store, cfg, out)

@@ -11,6 +11,7 @@ from datetime import date, datetime, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
+import numpy as np
 import pytest
 from conftest import meal_event
 from jsonschema import Draft202012Validator
@@ -18,11 +19,14 @@ from jsonschema import Draft202012Validator
 from edge.app import Decision, Pipeline
 from edge.cli import main as edge_main
 from edge.config import DEFAULT_CONFIG, Config, load_config
-from edge.confirm import confirm
+from edge.confirm import LIVENESS_NOT_CONFIRMED, confirm, needs_named_staff
 from edge.decide import Verdict, tolerance_policy
+from edge.detect import Face
 from edge.events import MealEvent
+from edge.liveness import LivenessVerdict
 from edge.rules import Senior
-from edge.store import Store, StoreError, migrations
+from edge.store import Store, StoreError, TemplateIn, migrations
+from edge.track import Observation, Track
 
 SH = ZoneInfo("Asia/Shanghai")
 DAY = date(2026, 11, 30)
@@ -63,7 +67,9 @@ def store(cfg: Config) -> Iterator[Store]:
     s.close()
 
 
-def pending(store: Store, when: datetime, senior_id: str = "S0001") -> int:
+def pending(
+    store: Store, when: datetime, senior_id: str = "S0001", reasons: tuple[str, ...] = ("ambiguous_margin",)
+) -> int:
     return store.add_confirmation(
         kiosk_id="kiosk-1",
         senior_id=senior_id,
@@ -72,8 +78,12 @@ def pending(store: Store, when: datetime, senior_id: str = "S0001") -> int:
         distance=0.4123456,
         margin=0.031,
         frames=5,
-        reasons=("ambiguous_margin",),
+        reasons=reasons,
     )
+
+
+#: what edge.app.Pipeline keeps when a suspected photo was otherwise a clear match
+NOT_LIVE = ("liveness_not_confirmed", "planar_motion")
 
 
 def lunch_event(senior_id: str = "S0001", subsidy: int = 300) -> MealEvent:
@@ -246,6 +256,98 @@ def test_removed_senior_is_refused(store: Store, cfg: Config) -> None:
     assert not r.ok and r.kind == "not_enrolled" and n_events(store) == 0
 
 
+# -- liveness not confirmed: a named staff member must check -----------------------------------------------
+
+
+def test_needs_named_staff_only_when_liveness_was_not_confirmed(store: Store) -> None:
+    def needs(reasons: tuple[str, ...]) -> bool:
+        c = store.get_confirmation(pending(store, at("11:45"), reasons=reasons))
+        assert c is not None and c.reasons == reasons  # as stored and read back
+        return needs_named_staff(c)
+
+    assert LIVENESS_NOT_CONFIRMED == "liveness_not_confirmed"
+    assert needs(NOT_LIVE) and needs(("liveness_not_confirmed",))
+    assert needs(("not_close_enough", "liveness_not_confirmed", "too_still"))
+    for other in ((), ("ambiguous_margin",), ("not_close_enough", "frames_disagree"), ("lookalike_margin",)):
+        assert not needs(other), other
+
+
+@dataclass
+class _NotLive:
+    """A liveness checker that saw a flat face (a photo held up to the camera)."""
+
+    calls: int = 0
+
+    def assess(self, frames: list[np.ndarray], faces: list[Face]) -> LivenessVerdict:
+        self.calls += 1
+        return LivenessVerdict(False, -2.0, ("planar_motion",))
+
+
+def test_the_pipeline_keeps_a_suspected_photo_for_a_named_staff_member(store: Store, cfg: Config) -> None:
+    """The reasons as the real Pipeline stores them (not typed in by the test) trigger the rule."""
+    emb = np.random.default_rng(1).normal(size=128).astype(np.float32)
+    store.add_templates("S0001", [TemplateIn(emb, "test-model", 0.9, "a.jpg")])
+    checker = _NotLive()
+    pipe = Pipeline(
+        cfg,
+        detector=None,  # type: ignore[arg-type]
+        embedder=_NoEmbedder(),  # type: ignore[arg-type]
+        store=store,
+        policy=tolerance_policy("test-model"),
+        clock=lambda _f: at("11:45"),
+        liveness=checker,  # type: ignore[arg-type]
+    )
+    face = Face((10, 110, 110, 10), np.zeros((5, 2), np.float32), 1.0)
+    track = Track(1, 0, 4, observations=[Observation(i, i / 10, face, emb.copy()) for i in range(5)])
+    d = pipe._maybe_decide(track, None, final=True)  # type: ignore[arg-type]
+    assert d is not None and d.kind == "confirm" and checker.calls == 1, d
+    c = store.get_confirmation(d.confirmation_id or -1)
+    assert c is not None and LIVENESS_NOT_CONFIRMED in c.reasons and "planar_motion" in c.reasons
+    assert needs_named_staff(c)
+
+
+def test_a_suspected_photo_is_accepted_only_with_a_staff_name(store: Store, cfg: Config) -> None:
+    """The staff screen's call (`anonymous_as`): a blank name is refused for "yes", allowed for "no"."""
+    cid = pending(store, at("11:45"), reasons=NOT_LIVE)
+    for blank in ("", "   "):
+        r = confirm(store, cfg, cid, accept=True, by=blank, now=at("11:50"), anonymous_as="staff screen")
+        assert not r.ok and r.kind == "needs_staff_name" and r.event_id is None
+        assert "a staff member must check the person and give their name" in r.message
+    c = store.get_confirmation(cid)
+    assert c is not None and (c.state, c.resolved_by) == ("pending", None)
+    assert n_events(store) == 0 and store.pending() == [] and store.last_seq("kiosk-1") == 0
+
+    r = confirm(store, cfg, cid, accept=True, by=" Li Na ", now=at("11:50"), anonymous_as="staff screen")
+    assert r.ok and r.kind == "meal" and r.subsidy_fen == 300
+    c = store.get_confirmation(cid)
+    assert c is not None and (c.state, c.resolved_by, c.event_id) == ("confirmed", "Li Na", r.event_id)
+    [ev] = store.list_events()
+    assert ev.confirmed_by == "staff"  # the name stays in the store
+
+    other = pending(store, at("11:46"), reasons=NOT_LIVE)
+    r = confirm(store, cfg, other, accept=False, by="", now=at("11:50"), anonymous_as="staff screen")
+    assert r.ok and r.kind == "rejected"
+    c = store.get_confirmation(other)
+    assert c is not None and (c.state, c.resolved_by) == ("rejected", "staff screen")
+
+
+def test_a_blank_name_is_refused_without_anonymous_as(store: Store, cfg: Config) -> None:
+    """What `meal-edge confirm` calls: every resolution needs a name, liveness or not."""
+    for reasons in (NOT_LIVE, ("ambiguous_margin",)):
+        cid = pending(store, at("11:45"), reasons=reasons)
+        for accept in (True, False):
+            r = confirm(store, cfg, cid, accept=accept, by="  ", now=at("11:50"))
+            assert not r.ok and r.kind == "no_name"
+        c = store.get_confirmation(cid)
+        assert c is not None and c.state == "pending"
+    # an ordinary confirmation from the screen without a name is recorded as the screen
+    cid = pending(store, at("11:47"))
+    r = confirm(store, cfg, cid, accept=True, by="", now=at("11:50"), anonymous_as="staff screen")
+    assert r.ok and r.kind == "meal"
+    c = store.get_confirmation(cid)
+    assert c is not None and c.resolved_by == "staff screen"
+
+
 # -- schema v1 -> v2 -------------------------------------------------------------------------------------
 
 
@@ -355,3 +457,46 @@ def test_confirm_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> 
         assert [c.id for c in s.pending_confirmations()] == [old]
         [ev] = s.list_events()
         assert ev.confirmed_by == "staff" and ev.subsidy_fen == 300
+
+
+def test_confirm_command_needs_a_name_for_a_suspected_photo(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = write_config(tmp_path, all_day=True)
+    cfg = load_config(path)
+    today = datetime.now(SH).date()
+    with Store(cfg.store_path) as s:
+        s.add_senior(Senior("S0001", "Wang Fang", date(1950, 2, 28), "xuhui"))
+        cid = pending(s, at("12:00", today), reasons=NOT_LIVE)
+    c = ["--config", str(path), "confirm"]
+
+    assert edge_main(c) == 0
+    out = capsys.readouterr().out
+    assert "liveness_not_confirmed, planar_motion" in out
+    assert "[maybe a photo or a phone screen: look at the person yourself before --yes]" in out
+
+    for bad in ([str(cid), "--yes"], [str(cid), "--yes", "--by", "  "], [str(cid), "--yes", "--by", ""]):
+        with pytest.raises(SystemExit) as e:
+            edge_main([*c, *bad])
+        assert e.value.code == 2
+        assert "--by NAME" in capsys.readouterr().err
+    with Store(cfg.store_path) as s:
+        got = s.get_confirmation(cid)
+        assert got is not None and got.state == "pending" and s.list_events() == []
+
+    assert edge_main([*c, str(cid), "--yes", "--by", "Li Na"]) == 0
+    assert "confirmed by Li Na" in capsys.readouterr().out
+    with Store(cfg.store_path) as s:
+        got = s.get_confirmation(cid)
+        [ev] = s.list_events()
+        assert got is not None and (got.state, got.resolved_by, got.event_id) == ("confirmed", "Li Na", ev.event_id)
+
+
+def test_confirm_command_without_the_store(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = write_config(tmp_path)
+    store_path = load_config(path).store_path
+    for args in ([], ["1", "--yes", "--by", "Li Na"]):
+        assert edge_main(["--config", str(path), "confirm", *args]) == 1
+        err = capsys.readouterr().err
+        assert err == f"error: store {store_path} not found (is this the daemon's config?)\n"
+    assert not store_path.exists()  # never created

@@ -1,0 +1,477 @@
+"""The staff confirmation screen (`meal-edge staff-screen`): a real server on a free loopback port over a real
+SQLite store, driven with real HTTP requests, resolving confirmations with the real `confirm()`."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import signal
+import subprocess
+import sys
+import threading
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import date, timedelta
+from pathlib import Path
+from urllib.error import HTTPError
+from urllib.parse import urlencode
+
+import pytest
+import test_confirm as confirm_tests
+from conftest import free_port
+from test_confirm import DAY, NOT_LIVE, at, pending, write_config
+
+from edge.cli import main as edge_main
+from edge.config import Config, load_config
+from edge.rules import Senior
+from edge.staffscreen import StaffScreen, parse_listen, serve
+from edge.store import Store
+
+# the confirmation tests' config (store under tmp_path, language en) and store (senior S0001 "Wang Fang")
+cfg = confirm_tests.cfg
+store = confirm_tests.store
+
+NOW = at("11:50")
+
+
+@contextmanager
+def running(config: Config) -> Iterator[tuple[StaffScreen, str]]:
+    screen = StaffScreen(config, clock=lambda: NOW)
+    server = serve(screen, "127.0.0.1", 0)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    try:
+        yield screen, server.url.rstrip("/")
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(5)
+        screen.close()
+
+
+@pytest.fixture
+def url(cfg: Config, store: Store) -> Iterator[str]:
+    with running(cfg) as (_screen, base):
+        yield base
+
+
+@pytest.fixture
+def zh_cfg(cfg: Config) -> Config:
+    return cfg.model_copy(update={"centre": cfg.centre.model_copy(update={"language": "zh"})})
+
+
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    def redirect_request(self, *_args: object, **_kw: object) -> None:
+        return None
+
+
+@dataclass(frozen=True)
+class Answer:
+    status: int
+    ctype: str
+    body: str
+    location: str | None
+
+
+def fetch(url: str, data: dict[str, str] | None = None, *, follow: bool = True, host: str | None = None) -> Answer:
+    """One request (a POST when `data` is given); HTTP errors are answers too."""
+    req = urllib.request.Request(url, data=None if data is None else urlencode(data).encode())
+    if host:
+        req.add_header("Host", host)
+    opener = urllib.request.build_opener() if follow else urllib.request.build_opener(_NoRedirect)
+    try:
+        with opener.open(req, timeout=5) as r:
+            return Answer(r.status, r.headers["Content-Type"], r.read().decode(), r.headers["Location"])
+    except HTTPError as e:
+        with e:
+            return Answer(e.code, e.headers["Content-Type"], e.read().decode(), e.headers["Location"])
+
+
+def token_of(page: str) -> str:
+    m = re.search(r'name="token" value="([^"]+)"', page)
+    assert m, "the form carries no token"
+    return m.group(1)
+
+
+def press(base: str, cid: int, action: str, by: str = "") -> tuple[int, str]:
+    """What a tap does: load the list, post that card's form, follow the redirect back to the list."""
+    page = fetch(base + "/").body
+    a = fetch(f"{base}/confirm/{cid}", {"token": token_of(page), "action": action, "by": by})
+    return a.status, a.body
+
+
+def flash(page: str) -> str:
+    m = re.search(r'<div class="flash [a-z]+" role="status">([^<]*)</div>', page)
+    return m.group(1) if m else ""
+
+
+# -- the list --------------------------------------------------------------------------------------------
+
+
+def test_the_list_shows_todays_candidates_oldest_first(url: str, store: Store) -> None:
+    store.add_senior(Senior("S0002", "Zhang Wei", date(1948, 5, 1), "xuhui"))
+    first = pending(store, at("11:45"))
+    second = pending(store, at("11:47"), senior_id="S0002")
+    pending(store, at("11:45", DAY - timedelta(days=1)))  # yesterday's: only the CLI can clear it
+    store.add_confirmation("kiosk-2", "S0002", at("11:46"), DAY, 0.4, 0.03, 5, ("frames_disagree",))
+
+    a = fetch(url + "/")
+    assert a.status == 200 and a.ctype == "text/html; charset=utf-8"
+    page = a.body
+    assert '<html lang="en">' in page and "Please confirm check-in" in page
+    assert page.index(f'id="c{first}"') < page.index(f'id="c{second}"')
+    assert page.count('class="card"') == 2  # not yesterday's, not kiosk-2's
+    assert '<span class="name">Wang Fang</span><span class="sid">ID S0001</span>' in page
+    assert "Seen at 11:45" in page and "Looks much like another enrolled senior" in page
+    assert "Confirm: this is Wang Fang" in page and "Confirm: this is Zhang Wei" in page
+    assert page.count("Not this person") == 2
+    assert "1 older request(s) from earlier days" in page
+    assert "frames_disagree" not in page and "The camera&#x27;s pictures" not in page
+
+
+def test_nothing_pending_says_so(url: str) -> None:
+    a = fetch(url + "/")
+    assert a.status == 200 and "Nothing to confirm right now." in a.body and "<form" not in a.body
+
+
+def test_a_removed_senior_can_only_be_rejected(url: str, store: Store) -> None:
+    cid = pending(store, at("11:45"))
+    store.remove_senior("S0001")
+    page = fetch(url + "/").body
+    assert "(no longer enrolled)" in page and "Confirm: this is" not in page and "Not this person" in page
+    status, body = press(url, cid, "no")
+    assert status == 200 and flash(body) == "Cancelled: S0001 was not checked in."
+
+
+# -- the buttons -----------------------------------------------------------------------------------------
+
+
+def test_yes_records_one_staff_confirmed_meal_with_the_subsidy(url: str, store: Store) -> None:
+    cid = pending(store, at("11:45"))
+    page = fetch(url + "/").body
+    a = fetch(f"{url}/confirm/{cid}", {"token": token_of(page), "action": "yes", "by": "Li Na"}, follow=False)
+    assert a.status == 303 and a.location is not None and a.location.startswith("/?flash=")
+    [ev] = store.list_events()  # recorded before the redirect is answered
+    assert (ev.senior_id, ev.meal, ev.subsidy_fen, ev.payable_fen, ev.confirmed_by) == (
+        "S0001", "lunch", 300, 700, "staff"
+    )
+    [out] = store.pending()  # in the outbox for the daemon's publisher
+    assert json.loads(out.payload)["confirmed_by"] == "staff" and out.event_id == ev.event_id
+    c = store.get_confirmation(cid)
+    assert c is not None and (c.state, c.resolved_by, c.event_id) == ("confirmed", "Li Na", ev.event_id)
+
+    # the redirect shows the result once; the list itself no longer has the card
+    assert "please pay ¥7.00" in flash(fetch(url + a.location).body)
+    page = fetch(url + "/").body
+    assert 'class="flash' not in page and f'id="c{cid}"' not in page
+
+
+def test_the_result_is_shown_on_the_list(url: str, store: Store) -> None:
+    cid = pending(store, at("11:45"))
+    status, body = press(url, cid, "yes", "Li Na")
+    assert status == 200
+    assert flash(body) == "Welcome Wang Fang: lunch, please pay ¥7.00 (¥3.00 subsidy applied)"
+    assert 'class="flash ok"' in body and "Nothing to confirm right now." in body
+
+
+def test_no_records_nothing(url: str, store: Store) -> None:
+    cid = pending(store, at("11:45"))
+    status, body = press(url, cid, "no")
+    assert status == 200 and flash(body) == "Cancelled: Wang Fang was not checked in."
+    c = store.get_confirmation(cid)
+    assert c is not None and (c.state, c.resolved_by, c.event_id) == ("rejected", "staff screen", None)
+    assert store.list_events() == [] and store.pending() == []
+
+
+def test_a_second_post_is_already_resolved_and_pays_once(url: str, store: Store) -> None:
+    cid = pending(store, at("11:45"))
+    page = fetch(url + "/").body  # both taps come from the same page
+    form = {"token": token_of(page), "action": "yes", "by": "Li Na"}
+    assert "please pay" in flash(fetch(f"{url}/confirm/{cid}", form).body)
+    again = fetch(f"{url}/confirm/{cid}", {**form, "by": "Zhao Lei"})
+    assert again.status == 200 and flash(again.body).startswith("This was already confirmed by Li Na at ")
+    assert flash(again.body).endswith("Nothing changed.")
+    again = fetch(f"{url}/confirm/{cid}", {**form, "action": "no"})
+    assert "already confirmed by Li Na" in flash(again.body)
+    assert len(store.list_events()) == 1 and store.last_seq("kiosk-1") == 1
+    c = store.get_confirmation(cid)
+    assert c is not None and (c.state, c.resolved_by) == ("confirmed", "Li Na")
+
+
+def test_simultaneous_taps_pay_once(url: str, store: Store) -> None:
+    cid = pending(store, at("11:45"))
+    form = {"token": token_of(fetch(url + "/").body), "action": "yes"}
+    results: list[str] = []
+    go = threading.Barrier(4)
+
+    def tap() -> None:
+        go.wait()
+        results.append(flash(fetch(f"{url}/confirm/{cid}", form).body))
+
+    taps = [threading.Thread(target=tap) for _ in range(4)]
+    for t in taps:
+        t.start()
+    for t in taps:
+        t.join(10)
+    assert sum("please pay" in r for r in results) == 1
+    assert sum("already confirmed by this screen" in r for r in results) == 3
+    assert len(store.list_events()) == 1
+
+
+def test_a_served_senior_gets_no_second_meal(url: str, store: Store) -> None:
+    store.record_meal(confirm_tests.lunch_event(), confirm_tests.TOPIC)
+    cid = pending(store, at("11:45"))
+    _, body = press(url, cid, "yes")
+    assert flash(body) == "No meal recorded for Wang Fang: You are already checked in for this meal"
+    assert 'class="flash warn"' in body and len(store.list_events()) == 1
+
+
+# -- a suspected photo or phone screen: a named staff member must check -------------------------------------
+
+
+def card(page: str, cid: int) -> str:
+    m = re.search(rf'<li class="card[^"]*" id="c{cid}">.*?</li>', page)
+    assert m, f"no card for {cid}"
+    return m.group(0)
+
+
+NEEDS_NAME = "A staff member must check this one: type your name."
+
+
+def test_a_suspected_photo_has_a_required_staff_name_field(url: str, store: Store) -> None:
+    live = pending(store, at("11:45"), reasons=NOT_LIVE)
+    plain = pending(store, at("11:46"))
+    page = fetch(url + "/").body
+    c = card(page, live)
+    assert c.startswith(f'<li class="card need" id="c{live}">')
+    assert "The camera could not tell a real face from a photo or a phone screen held up to it." in c
+    assert "must look at the person and type their own name before confirming" in c
+    # its own field, required, never filled in by the page; "Not this person" needs no name
+    assert re.search(r'Staff name \(required\)<input class="need" type="text" name="by" required maxlength="60" '
+                     r'autocomplete="off"></label>', c)
+    assert 'type="hidden" name="by"' not in c and "value=" not in c.split('name="by"')[1].split(">")[0]
+    assert "Confirm: this is Wang Fang" in c and '<button class="no" name="action" value="no" formnovalidate>' in c
+    # an ordinary card keeps the optional name from the field at the top
+    c = card(page, plain)
+    assert c.startswith(f'<li class="card" id="c{plain}">') and '<input type="hidden" name="by" value="">' in c
+    assert "required" not in c and "formnovalidate" not in c
+    assert "Staff name (optional)" in page
+    # without JavaScript the page gives time to type the name before it reloads (else every 5 s)
+    assert '<meta http-equiv="refresh" content="30;url=/">' in page and 'data-refresh="5"' in page
+    store.resolve_confirmation(live, "rejected", "Li Na")
+    assert '<meta http-equiv="refresh" content="5;url=/">' in fetch(url + "/").body
+
+
+def test_yes_without_a_name_is_refused_for_a_suspected_photo(url: str, store: Store) -> None:
+    cid = pending(store, at("11:45"), reasons=NOT_LIVE)
+    page = fetch(url + "/").body
+    for by in ("", "   ", "\t"):
+        a = fetch(f"{url}/confirm/{cid}", {"token": token_of(page), "action": "yes", "by": by}, follow=False)
+        assert a.status == 303 and a.location is not None
+        body = fetch(url + a.location).body
+        assert flash(body) == NEEDS_NAME and 'class="flash warn"' in body
+        assert f'id="c{cid}"' in body  # still on the list, with its name field
+    c = store.get_confirmation(cid)
+    assert c is not None and (c.state, c.resolved_by, c.event_id) == ("pending", None, None)
+    assert store.list_events() == [] and store.pending() == [] and store.last_seq("kiosk-1") == 0
+
+
+def test_yes_with_a_name_records_the_meal_and_who_checked(url: str, store: Store) -> None:
+    cid = pending(store, at("11:45"), reasons=NOT_LIVE)
+    status, body = press(url, cid, "yes", " Li Na ")
+    assert status == 200
+    assert flash(body) == "Welcome Wang Fang: lunch, please pay ¥7.00 (¥3.00 subsidy applied)"
+    [ev] = store.list_events()
+    assert (ev.senior_id, ev.meal, ev.subsidy_fen, ev.confirmed_by) == ("S0001", "lunch", 300, "staff")
+    c = store.get_confirmation(cid)
+    assert c is not None and (c.state, c.resolved_by, c.event_id) == ("confirmed", "Li Na", ev.event_id)
+
+
+def test_not_this_person_needs_no_name_for_a_suspected_photo(url: str, store: Store) -> None:
+    cid = pending(store, at("11:45"), reasons=NOT_LIVE)
+    status, body = press(url, cid, "no")
+    assert status == 200 and flash(body) == "Cancelled: Wang Fang was not checked in."
+    c = store.get_confirmation(cid)
+    assert c is not None and (c.state, c.resolved_by) == ("rejected", "staff screen")
+    assert store.list_events() == []
+
+
+def test_an_already_resolved_suspected_photo_says_so_rather_than_asking_for_a_name(url: str, store: Store) -> None:
+    cid = pending(store, at("11:45"), reasons=NOT_LIVE)
+    token = token_of(fetch(url + "/").body)
+    assert "please pay" in flash(fetch(f"{url}/confirm/{cid}", {"token": token, "action": "yes", "by": "Li Na"}).body)
+    again = fetch(f"{url}/confirm/{cid}", {"token": token, "action": "yes"})
+    assert flash(again.body).startswith("This was already confirmed by Li Na at ")
+    assert len(store.list_events()) == 1
+
+
+def test_the_refusal_speaks_the_centres_language(zh_cfg: Config, store: Store) -> None:
+    cid = pending(store, at("11:45"), reasons=NOT_LIVE)
+    with running(zh_cfg) as (_screen, base):
+        page = fetch(base + "/").body
+        assert "工作人员姓名（必填）" in card(page, cid) and "举在镜头前的照片或手机画面" in card(page, cid)
+        _, body = press(base, cid, "yes")
+        assert flash(body) == "这一条需要工作人员核实：请填写您的姓名。"
+    c = store.get_confirmation(cid)
+    assert c is not None and c.state == "pending" and store.list_events() == []
+
+
+# -- refusals --------------------------------------------------------------------------------------------
+
+
+def test_a_post_without_the_token_is_refused(url: str, store: Store, cfg: Config) -> None:
+    cid = pending(store, at("11:45"))
+    other_process = StaffScreen(cfg).token  # a page served by an earlier run of the screen
+    for form in ({"action": "yes"}, {"action": "yes", "token": "x"}, {"action": "yes", "token": other_process}):
+        a = fetch(f"{url}/confirm/{cid}", form)
+        assert a.status == 403 and a.ctype.startswith("text/html")
+        assert "This page was out of date, so nothing was done." in a.body
+    c = store.get_confirmation(cid)
+    assert c is not None and c.state == "pending" and store.list_events() == []
+
+
+def test_another_host_name_is_refused_on_loopback(url: str, store: Store) -> None:
+    """A DNS-rebinding page reaches 127.0.0.1 under its own name: it can read neither the list nor the token."""
+    pending(store, at("11:45"))
+    a = fetch(url + "/", host="attacker.example")
+    assert a.status == 403 and "Wang Fang" not in a.body and 'name="token"' not in a.body
+    assert fetch(url + "/api/pending", host="attacker.example").status == 403
+    assert fetch(url + "/", host="localhost").status == 200
+
+
+def test_unknown_ids_and_paths_are_404(url: str, store: Store) -> None:
+    other_kiosk = store.add_confirmation("kiosk-2", "S0001", at("11:46"), DAY, 0.4, 0.03, 5, ("frames_disagree",))
+    mine = pending(store, at("11:45"))
+    token = token_of(fetch(url + "/").body)
+    for path in ("/confirm/999", f"/confirm/{other_kiosk}", "/confirm/abc", "/nope"):
+        a = fetch(url + path, {"token": token, "action": "yes"})
+        assert a.status == 404 and a.ctype.startswith("text/html"), path
+        assert "This request does not exist on this kiosk." in a.body
+    assert fetch(url + "/nope").status == 404
+    c = store.get_confirmation(other_kiosk)
+    assert c is not None and c.state == "pending"
+    a = fetch(url + f"/confirm/{mine}", {"token": token, "action": "maybe"})
+    assert a.status == 400 and "nothing was done" in a.body
+
+
+# -- JSON ------------------------------------------------------------------------------------------------
+
+
+def test_api_pending(url: str, store: Store) -> None:
+    assert json.loads(fetch(url + "/api/pending").body) == []
+    cid = pending(store, at("11:45"))
+    a = fetch(url + "/api/pending")
+    assert a.status == 200 and a.ctype == "application/json; charset=utf-8"
+    assert json.loads(a.body) == [
+        {
+            "id": cid,
+            "kiosk_id": "kiosk-1",
+            "senior_id": "S0001",
+            "name": "Wang Fang",
+            "decided_at": "2026-11-30T11:45:00+08:00",
+            "local_date": "2026-11-30",
+            "time": "11:45",
+            "reasons": ["ambiguous_margin"],
+            "reason_text": ["Looks much like another enrolled senior"],
+            "can_accept": True,
+            "needs_staff_name": False,
+        }
+    ]
+    live = pending(store, at("11:46"), reasons=NOT_LIVE)
+    [_, row] = json.loads(fetch(url + "/api/pending").body)
+    assert (row["id"], row["reasons"], row["needs_staff_name"]) == (live, list(NOT_LIVE), True)
+    assert row["reason_text"] == [
+        "Could not confirm a real face: check it is the person, not a photo or a phone",
+        "The face looked flat, like a photo",
+    ]
+
+
+# -- language --------------------------------------------------------------------------------------------
+
+
+def test_the_page_speaks_the_centres_language(zh_cfg: Config, store: Store) -> None:
+    cid = pending(store, at("11:45"))
+    with running(zh_cfg) as (screen, base):
+        page = fetch(base + "/").body
+        assert '<html lang="zh">' in page and "请确认签到" in page
+        assert "确认：是 Wang Fang 本人" in page and "不是本人" in page
+        assert "11:45 签到" in page and "与另一位登记老人长得很像" in page
+        assert json.loads(fetch(base + "/api/pending").body)[0]["reason_text"] == ["与另一位登记老人长得很像"]
+        _, body = press(base, cid, "yes", "李娜")
+        assert flash(body) == "Wang Fang，您好！午餐签到成功，请付 7.00 元（已补贴 3.00 元）"
+        assert "目前没有需要确认的签到。" in body
+        again = fetch(f"{base}/confirm/{cid}", {"token": screen.token, "action": "no"})
+        assert flash(again.body).startswith("这一条已由 李娜 在 ")
+    c = store.get_confirmation(cid)
+    assert c is not None and c.resolved_by == "李娜"
+
+
+# -- the store is not there ------------------------------------------------------------------------------
+
+
+def test_store_unavailable_is_a_503_page_that_says_what_to_do(cfg: Config) -> None:
+    assert not cfg.store_path.exists()  # the daemon never ran with this config
+    with running(cfg) as (screen, base):
+        a = fetch(base + "/")
+        assert a.status == 503 and a.ctype.startswith("text/html")
+        assert "The check-in records cannot be reached" in a.body and "not found" in a.body
+        assert "Check that the meal-edge service is running" in a.body and "Traceback" not in a.body
+        a = fetch(base + "/api/pending")
+        assert a.status == 503 and a.ctype.startswith("application/json")
+        assert "not found" in json.loads(a.body)["detail"]
+        assert fetch(f"{base}/confirm/1", {"token": screen.token, "action": "yes"}).status == 503
+        assert not cfg.store_path.exists()  # not created by the screen
+
+        with Store(cfg.store_path) as s:  # the daemon creates it: the screen recovers by itself
+            s.add_senior(Senior("S0001", "Wang Fang", date(1950, 2, 28), "xuhui"))
+            pending(s, at("11:45"))
+        assert "Wang Fang" in fetch(base + "/").body
+
+
+# -- the command -----------------------------------------------------------------------------------------
+
+
+def test_listen_address() -> None:
+    assert parse_listen("127.0.0.1:8080") == ("127.0.0.1", 8080)
+    assert parse_listen("[::1]:9000") == ("::1", 9000)
+    for bad in ("8080", "localhost", "host:http", ":80", "h:70000"):
+        with pytest.raises(argparse.ArgumentTypeError):
+            parse_listen(bad)
+
+
+def test_help_says_why_it_listens_on_loopback(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as e:
+        edge_main(["staff-screen", "--help"])
+    assert e.value.code == 0
+    out = " ".join(capsys.readouterr().out.split())
+    assert "default 127.0.0.1:8080: this machine only, because a button on this page pays a subsidy" in out
+
+
+def test_the_command_serves_and_stops_cleanly_on_sigterm(tmp_path: Path) -> None:
+    path = write_config(tmp_path)
+    with Store(load_config(path).store_path):
+        pass
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "edge", "staff-screen", "--config", str(path), "--listen", f"127.0.0.1:{port}"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        assert line.startswith(f"staff screen on http://127.0.0.1:{port}/"), proc.stderr.read() if proc.stderr else ""
+        assert fetch(f"http://127.0.0.1:{port}/").status == 200
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(5) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        for stream in (proc.stdout, proc.stderr):
+            if stream is not None:
+                stream.close()
