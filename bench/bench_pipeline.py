@@ -106,7 +106,7 @@ def ours(frames: list[Frame], samples: Path, backend: str, policy_name: str) -> 
     tmp = Path(tempfile.mkdtemp(prefix="bench-"))
     cfg = parse_config(DEFAULT_CONFIG.replace("/var/lib/meal-edge/meal-edge.sqlite", str(tmp / "s.sqlite")))
     store = Store(cfg.store_path)
-    embedder = make_embedder(backend, cfg.recognition.threads)
+    embedder = make_embedder(backend, cfg.recognition.threads, mirror=cfg.recognition.mirror)
     enroller = Enroller(store, Detector(ENROL_DETECT_WIDTH, ENROL_UPSAMPLE), embedder)
     for sid, photo in KNOWN.items():
         r = enroller.enrol(Senior(sid, sid, datetime(1950, 1, 1).date(), cfg.centre.district), [samples / photo])

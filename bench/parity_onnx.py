@@ -147,6 +147,7 @@ def main() -> int:
 
     import onnxruntime as ort
 
+    from edge.embed.mirror import Mirrored
     from edge.embed.onnx_backend import OnnxEmbedder
 
     t = time.perf_counter()
@@ -167,7 +168,7 @@ def main() -> int:
     if args.tta:
         chips2, ident2, _ = lfw_chips(args.tta_images)
         plain = emb.embed(chips2)
-        flip = OnnxEmbedder(threads=args.threads, tta=True).embed(chips2)
+        flip = Mirrored(emb).embed(chips2)
         print(f"\nmirrored TTA on {len(chips2)} faces of {ident2.max() + 1} people (all pairs):")
         print(f"  {'':8} {'AUC':>8} {'EER':>7} {'FRR@0.6':>8} {'FAR@0.6':>8} {'FAR@FRR5%':>10} {'d-prime':>8}")
         for name, e in (("plain", plain), ("TTA", flip)):

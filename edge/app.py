@@ -144,6 +144,14 @@ class GalleryHolder:
         sig = self.store.signature()
         gallery = Gallery.from_pairs(self.store.templates(self.model_id), self.model_id)
         pairs = lookalike_pairs(gallery, self.policy)
+        for other, n in self.store.seniors_only_in_other_models(self.model_id).items():
+            # Loud, at every reload: these seniors would be turned away without anyone knowing why.
+            log.error(
+                "%d seniors have face templates only for model %s, not for this kiosk's model %s: they cannot "
+                "be recognised. Re-enrol their photos (meal-enroll add/import), or set [recognition] mirror to "
+                "match how they were enrolled",
+                n, other, self.model_id,
+            )
         self.current = Enrolled(gallery, pairs)
         self._signature = sig
         self._checked = time.monotonic()
@@ -546,7 +554,7 @@ def build_parts(cfg: Config, *, store_path: Path | None = None) -> Parts:
     from edge.embed.factory import make_embedder
 
     store = Store(store_path or cfg.store_path)
-    embedder = make_embedder(cfg.recognition.backend, cfg.recognition.threads)
+    embedder = make_embedder(cfg.recognition.backend, cfg.recognition.threads, mirror=cfg.recognition.mirror)
     policy = load_policy(
         embedder.model_id, cfg.resolve(cfg.recognition.calibration) if cfg.recognition.calibration else None
     )

@@ -44,8 +44,8 @@ from edge.decide import (
     policy_from_dict,
     senior_distances,
 )
-from edge.evaluate import FeatureTable, Probe, add_common, feature_table, rate, restrict
-from edge.faceset import SPLIT_SALT, FaceSet, load_faceset
+from edge.evaluate import FeatureTable, Probe, add_common, faceset_from_args, feature_table, rate
+from edge.faceset import SPLIT_SALT, FaceSet
 from edge.match import Gallery
 from edge.tomlout import toml_value
 
@@ -174,9 +174,12 @@ def choose_thresholds(k: int, g: FeatureTable, i: FeatureTable, t: Targets) -> t
     return FrameThresholds(k, a, mm, c_d, c_m, ag), figures
 
 
-#: fraction of unrelated pairs of seniors that enrolment may flag as lookalikes: 1 in 10,000 pairs is
-#: about 4 flagged pairs among 300 seniors (45,000 pairs), so a warning means something
-LOOKALIKE_PAIR_RATE = 1e-4
+#: fraction of unrelated pairs of seniors that enrolment may flag as lookalikes. A flag sends both
+#: seniors to staff whenever they are not far clearer than the margin, so false flags cost served seniors:
+#: 1 in 100,000 unrelated pairs is about half a false flag among 300 seniors (44,850 pairs). At 1 in
+#: 10,000 (the first setting) the all-LFW evaluation flagged 6-8 unrelated pairs of 300 people and sent up
+#: to 8 of 442 probes to staff for it. Siblings and twins sit closer than any unrelated pair measured.
+LOOKALIKE_PAIR_RATE = 1e-5
 
 
 def lookalike_settings(
@@ -373,7 +376,7 @@ def _print_measure(rows: list[dict[str, Any]]) -> None:
 
 def run_measure(args: argparse.Namespace) -> int:
     try:
-        fs = restrict(load_faceset(args.faces_dir, cache_dir=None if args.no_cache else args.cache), args.split)
+        fs = faceset_from_args(args)
         policy = load_policy(fs.model_id, args.measure)
         rows = measure_policy(fs, policy, args.photos_per_person, args.max_frames, args.rounds, args.seed)
     except (CalibrationError, FileNotFoundError, ValueError, KeyError) as e:
@@ -389,7 +392,7 @@ def run(args: argparse.Namespace) -> int:
         return run_measure(args)
     targets = Targets(wrong=args.target_wrong, impostor=args.target_impostor, confirm=args.max_confirm)
     try:
-        fs = restrict(load_faceset(args.faces_dir, cache_dir=None if args.no_cache else args.cache), args.split)
+        fs = faceset_from_args(args)
         policy, figures, info = calibrate(fs, args.photos_per_person, args.max_frames, args.rounds, args.seed, targets)
     except (CalibrationError, FileNotFoundError, ValueError, KeyError) as e:
         print(f"meal-edge calibrate: {e}", file=sys.stderr)
@@ -422,7 +425,7 @@ def run(args: argparse.Namespace) -> int:
     }
     text = render_toml(policy, meta, figures)
     policy_from_dict(tomllib.loads(text), "<generated>")  # what we write must load
-    out = Path(args.out) if args.out is not None else default_calibration_path()
+    out = Path(args.out) if args.out is not None else default_calibration_path(fs.model_id)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(out.name + ".tmp")
     tmp.write_text(text, encoding="utf-8")

@@ -75,6 +75,10 @@ class RecognitionConfig(_Section):
     threads: int = Field(0, ge=0, description="0: as many as the machine has cores")
     #: calibration file with the decision thresholds; empty: the one stored with the model in models/
     calibration: str = ""
+    #: average each face's descriptor with its mirror image's (edge/embed/mirror.py): fewer turned-away
+    #: seniors at the same error limits for twice the embedding compute; a different model_id, so
+    #: templates enrolled with the other setting are not used (the daemon says so at start)
+    mirror: bool = True
     #: template refresh from confident automatic check-ins (edge/refresh.py, docs/accuracy.md); off by default
     refresh_templates: bool = False
     refresh_max: int = Field(2, ge=1, le=10, description="check-in templates kept per senior; the oldest is replaced")
@@ -318,6 +322,7 @@ min_face_px = 60             # faces narrower than this are ignored (too far awa
 backend = "auto"             # auto (ONNX if the model verifies, else dlib), onnx, dlib
 threads = 0                  # 0: one per core
 calibration = ""             # decision thresholds; empty: the file stored with the model in models/
+mirror = true                # average each face with its mirror image: more seniors served, 2x embedding cost
 refresh_templates = false    # add a senior's confident automatic check-ins as templates (docs/accuracy.md)
 refresh_max = 2              # check-in templates kept per senior; the oldest is replaced (photos never are)
 refresh_distance = 0.20      # refresh only when the fused distance is at most this (stricter than accept)

@@ -41,7 +41,9 @@ from edge.modelfiles import PROJECT_MODELS_DIR
 log = logging.getLogger(__name__)
 
 Outcome = Literal["accept", "confirm", "unknown"]
+#: thresholds for the default model (mirrored descriptors) and for plain descriptors (`mirror = false`)
 CALIBRATION_FILE = "calibration.toml"
+CALIBRATION_FILE_NO_MIRROR = "calibration-nomirror.toml"
 #: a calibration file this program cannot read is an error, not a guess
 CALIBRATION_FORMAT = 1
 #: agreement is a fraction j/k stored rounded (0.6667 for 2 of 3): compare with this slack
@@ -365,8 +367,12 @@ def default_policy(model_id: str = "") -> Policy:
     )
 
 
-def default_calibration_path() -> Path:
-    return PROJECT_MODELS_DIR / CALIBRATION_FILE
+def default_calibration_path(model_id: str) -> Path:
+    """The file in models/ for this model's variant; load_policy still checks the model_id inside."""
+    from edge.embed.mirror import MIRROR_SUFFIX
+
+    name = CALIBRATION_FILE if model_id.endswith(MIRROR_SUFFIX) else CALIBRATION_FILE_NO_MIRROR
+    return PROJECT_MODELS_DIR / name
 
 
 def _num(d: Mapping[str, Any], key: str, where: str) -> float:
@@ -420,7 +426,7 @@ def policy_from_dict(data: Mapping[str, Any], where: str = "<calibration>") -> P
 
 def load_policy(model_id: str, path: Path | None = None) -> Policy:
     """The calibrated policy for this model; a clear CalibrationError if missing or made for another model."""
-    p = Path(path) if path is not None else default_calibration_path()
+    p = Path(path) if path is not None else default_calibration_path(model_id)
     try:
         text = p.read_text(encoding="utf-8")
     except FileNotFoundError as e:

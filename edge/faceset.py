@@ -25,6 +25,7 @@ import numpy as np
 from edge.detect import Detector, Face, ImageError, load_image
 from edge.embed.base import EMBEDDING_DIM, Embedder
 from edge.embed.dlib_backend import model_id_for
+from edge.embed.mirror import mirrored_model_id
 
 log = logging.getLogger(__name__)
 
@@ -168,16 +169,11 @@ def _nearest_centre(faces: list[Face], shape: tuple[int, ...]) -> int:
     return min(range(len(faces)), key=lambda i: dist(faces[i]))
 
 
-def default_embedder() -> Embedder:
-    """The fastest verified back-end if the factory exists, else dlib (same function, same model_id)."""
-    try:
-        from edge.embed.factory import make_embedder  # type: ignore[import-not-found,unused-ignore]
-    except ImportError:
-        from edge.embed.dlib_backend import DlibEmbedder
+def default_embedder(mirror: bool = True) -> Embedder:
+    """The fastest verified back-end (ONNX, else dlib: same function, same model_id)."""
+    from edge.embed.factory import make_embedder
 
-        return DlibEmbedder()
-    emb: Embedder = make_embedder("auto")
-    return emb
+    return make_embedder("auto", mirror=mirror)
 
 
 def load_faceset(
@@ -189,6 +185,7 @@ def load_faceset(
     detect_width: int = 640,
     upsample: int = 1,
     batch: int = 32,
+    mirror: bool = True,
     progress: Callable[[int, int], None] | None = None,
 ) -> FaceSet:
     """Embed every photo under root (or only `identities`), reusing and extending the cache."""
@@ -199,7 +196,10 @@ def load_faceset(
             raise KeyError(f"{root}: no photos for {missing[:5]}")
         photos = {n: photos[n] for n in identities}
     # Both back-ends share the reference model's id, so a cached run never needs to load a network.
-    model_id = embedder.model_id if embedder is not None else model_id_for()
+    if embedder is not None:
+        model_id = embedder.model_id
+    else:
+        model_id = mirrored_model_id(model_id_for()) if mirror else model_id_for()
     cache = (
         EmbeddingCache(_cache_path(cache_dir, model_id, detect_width, upsample), model_id)
         if cache_dir is not None
@@ -228,7 +228,7 @@ def load_faceset(
         if not pending_chips:
             return
         if not net:
-            net.append(default_embedder())
+            net.append(default_embedder(mirror))
             if net[0].model_id != model_id:
                 raise ValueError(f"embedder model {net[0].model_id!r} is not the reference {model_id!r}")
         embs = net[0].embed(np.stack(pending_chips))

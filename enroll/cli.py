@@ -147,31 +147,25 @@ def _open_store(cfg: Config) -> Store:
 
 
 @lru_cache(maxsize=2)
-def _models(backend: str, threads: int) -> tuple[Detector, Embedder]:
+def _models(backend: str, threads: int, mirror: bool) -> tuple[Detector, Embedder]:
     # Cached: loading the dlib models takes about a second, and tests call main() many times.
     from edge.detect import Detector
     from enroll.service import ENROL_DETECT_WIDTH, ENROL_UPSAMPLE
 
-    return Detector(detect_width=ENROL_DETECT_WIDTH, upsample=ENROL_UPSAMPLE), make_embedder(backend, threads)
+    return Detector(detect_width=ENROL_DETECT_WIDTH, upsample=ENROL_UPSAMPLE), make_embedder(backend, threads, mirror)
 
 
-def make_embedder(backend: str, threads: int) -> Embedder:
-    try:
-        from edge.embed.factory import make_embedder as factory
-    except ImportError:
-        from edge.embed.dlib_backend import DlibEmbedder
+def make_embedder(backend: str, threads: int, mirror: bool) -> Embedder:
+    from edge.embed.factory import make_embedder as factory
 
-        log.info("edge.embed.factory not available: using the dlib embedder")
-        return DlibEmbedder()
-    emb: Embedder = factory(backend, threads)
-    return emb
+    return factory(backend, threads, mirror=mirror)
 
 
 def _enroller(cfg: Config, store: Store) -> Enroller:
     from edge.decide import CalibrationError, load_policy
     from enroll.service import Enroller
 
-    detector, embedder = _models(cfg.recognition.backend, cfg.recognition.threads)
+    detector, embedder = _models(cfg.recognition.backend, cfg.recognition.threads, cfg.recognition.mirror)
     try:
         policy = load_policy(
             embedder.model_id, cfg.resolve(cfg.recognition.calibration) if cfg.recognition.calibration else None

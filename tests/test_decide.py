@@ -236,13 +236,15 @@ def test_inconsistent_thresholds_are_refused() -> None:
         Policy(0.4, 0.5, 0.03, 0.08, "m")  # confirm margin above accept margin
 
 
-def test_committed_calibration_matches_the_reference_model() -> None:
+@pytest.mark.parametrize("mirror", [True, False], ids=["mirrored", "plain"])
+def test_committed_calibration_matches_the_reference_model(mirror: bool) -> None:
     from edge.decide import default_calibration_path
     from edge.embed.dlib_backend import model_id_for
+    from edge.embed.mirror import mirrored_model_id
 
-    if not default_calibration_path().exists():
-        pytest.skip("models/calibration.toml not written yet (meal-edge calibrate)")
-    pol = load_policy(model_id_for())
+    model_id = mirrored_model_id(model_id_for()) if mirror else model_id_for()
+    pol = load_policy(model_id)
+    assert default_calibration_path(model_id).name == ("calibration.toml" if mirror else "calibration-nomirror.toml")
     assert [t.frames for t in pol.per_frames][0] == 1
     # fused probes sit closer to everyone: no fused threshold is looser than the single-frame one
     assert all(t.accept_distance <= pol.thresholds(1).accept_distance + 1e-9 for t in pol.per_frames)

@@ -16,6 +16,7 @@ import pytest
 
 from edge.embed.dlib_backend import DlibEmbedder, model_id_for
 from edge.embed.factory import make_embedder
+from edge.embed.mirror import Mirrored
 from edge.embed.onnx_backend import OnnxEmbedder
 from edge.modelbuild import ModelError
 from edge.modelbuild import cli as models_cli
@@ -166,7 +167,7 @@ def test_tampered_onnx_is_refused_and_auto_falls_back_to_dlib(
         make_embedder("onnx", models_dir=models_copy)
     with caplog.at_level(logging.WARNING, logger="edge.embed.factory"):
         emb = make_embedder("auto", models_dir=models_copy)
-    assert isinstance(emb, DlibEmbedder) and emb.name == "dlib"
+    assert isinstance(emb, Mirrored) and isinstance(emb.inner, DlibEmbedder) and emb.name == "dlib"
     warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
     assert warnings and str(onnx_path) in warnings[0].getMessage()
     assert "falling back to dlib" in warnings[0].getMessage()
@@ -204,15 +205,6 @@ def test_corrupt_dat_gives_clear_error_from_every_backend(models_copy: Path, dat
 def test_unknown_backend() -> None:
     with pytest.raises(ValueError, match="unknown embedding backend"):
         make_embedder("tensorrt")
-
-
-def test_tta_has_its_own_model_id(built: Path) -> None:
-    plain = OnnxEmbedder(models_dir=built, threads=1, warmup=False)
-    flip = OnnxEmbedder(models_dir=built, threads=1, tta=True, warmup=False)
-    assert flip.model_id == plain.model_id + "+flip"
-    chips = models_cli.synthetic_chips(2)
-    mirrored = (plain.embed(chips) + plain.embed(np.ascontiguousarray(chips[:, :, ::-1]))) / 2
-    np.testing.assert_allclose(flip.embed(chips), mirrored, atol=1e-5)
 
 
 # -- the command ------------------------------------------------------------------------------------

@@ -52,8 +52,9 @@ def use_tolerance_policy(cfg: Path) -> None:
     from edge.calibrate import render_toml
     from edge.decide import tolerance_policy
     from edge.embed.dlib_backend import model_id_for
+    from edge.embed.mirror import mirrored_model_id
 
-    mid = model_id_for()
+    mid = mirrored_model_id(model_id_for())  # the kiosk's default: [recognition] mirror = true
     (cfg.parent / "tolerance.toml").write_text(render_toml(tolerance_policy(mid), {"format": 1, "model_id": mid}, []))
     cfg.write_text(cfg.read_text().replace('calibration = ""', 'calibration = "tolerance.toml"'))
 

@@ -30,7 +30,7 @@ def make_embedder(
     backend: str = "auto",
     threads: int = 0,
     *,
-    tta: bool = False,
+    mirror: bool = True,
     models_dir: Path = PROJECT_MODELS_DIR,
     dat: Path = FACE_RECOGNITION_DAT,
 ) -> Embedder:
@@ -40,7 +40,17 @@ def make_embedder(
     dlib with a logged WARNING giving the reason; onnx: ONNX or a ModelError naming the file; dlib: dlib.
 
     A model that does not verify is never used: better the slow right model than a fast wrong one.
+    mirror: average each chip's descriptor with its mirror's (edge.embed.mirror; model_id gets "+flip").
     """
+    inner = _backend(backend, threads, models_dir=models_dir, dat=dat)
+    if not mirror:
+        return inner
+    from edge.embed.mirror import Mirrored
+
+    return Mirrored(inner)
+
+
+def _backend(backend: str, threads: int, *, models_dir: Path, dat: Path) -> Embedder:
     if backend not in BACKENDS:
         raise ValueError(f"unknown embedding backend {backend!r}; choose one of {', '.join(BACKENDS)}")
     dat, models_dir = Path(dat), Path(models_dir)
@@ -49,7 +59,7 @@ def make_embedder(
     try:
         from edge.embed.onnx_backend import OnnxEmbedder
 
-        emb = OnnxEmbedder(threads=threads, tta=tta, models_dir=models_dir, dat=dat)
+        emb = OnnxEmbedder(threads=threads, models_dir=models_dir, dat=dat)
         log.info("embedding back-end: onnx (%s, %d threads)", emb.model_id, emb.threads)
         return emb
     except ImportError as e:

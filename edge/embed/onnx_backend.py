@@ -48,7 +48,6 @@ class OnnxEmbedder:
         self,
         *,
         threads: int = 0,
-        tta: bool = False,
         models_dir: Path = PROJECT_MODELS_DIR,
         dat: Path = FACE_RECOGNITION_DAT,
         build_missing: bool = True,
@@ -62,10 +61,7 @@ class OnnxEmbedder:
             raise ModelError(f"{Path(models_dir) / manifest.file}: onnxruntime cannot load it: {e}") from e
         self._input = self._session.get_inputs()[0].name
         self.threads = threads or (os.cpu_count() or 1)
-        self.tta = tta
-        # Mirrored test-time augmentation is a different function of the same weights: key it apart
-        # so its templates and thresholds are never mixed with plain dlib descriptors.
-        self.model_id = model_id_for(Path(dat)) + ("+flip" if tta else "")
+        self.model_id = model_id_for(Path(dat))
         self.manifest = manifest
         if warmup:
             # the first run allocates buffers and picks kernels; do it now, not on the first senior
@@ -83,11 +79,5 @@ class OnnxEmbedder:
         out = np.empty((n, EMBEDDING_DIM), np.float32)
         for i in range(0, n, MAX_BATCH):
             x = chips[i : i + MAX_BATCH].transpose(0, 3, 1, 2).astype(np.float32)
-            if self.tta:
-                # one run for both halves: batching is cheaper per face than two runs
-                both = self._run(np.concatenate([x, x[:, :, :, ::-1]]))
-                k = len(x)
-                out[i : i + k] = (both[:k] + both[k:]) / 2
-            else:
-                out[i : i + len(x)] = self._run(x)
+            out[i : i + len(x)] = self._run(x)
         return out

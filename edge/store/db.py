@@ -463,6 +463,19 @@ class Store:
                 (sid, np.frombuffer(blob, dtype=_EMB_DTYPE).astype(np.float32)) for sid, blob in s.execute(q)
             ]
 
+    def seniors_only_in_other_models(self, model_id: str) -> dict[str, int]:
+        """other model_id -> seniors with templates of that model and none of `model_id`: the daemon cannot
+        recognise them (enrolled before the model or the mirror setting changed; they must be re-enrolled)."""
+        q = select(FaceTemplateRow.senior_id, FaceTemplateRow.model_id).distinct()
+        with self._read("could not read face template models") as s:
+            rows = s.execute(q).all()
+        have = {sid for sid, m in rows if m == model_id}
+        out: dict[str, set[str]] = {}
+        for sid, m in rows:
+            if m != model_id and sid not in have:
+                out.setdefault(m, set()).add(sid)
+        return {m: len(v) for m, v in sorted(out.items())}
+
     def signature(self) -> tuple[object, ...]:
         """Changes whenever seniors or templates change (added, removed, status set): the daemon polls
         it to reload its gallery after `meal-enroll` ran in another process. Cheap: a few aggregates."""
