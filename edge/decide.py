@@ -288,6 +288,34 @@ def decide(
     return verdict_from(gallery, f, policy, pair_margins)
 
 
+def decide_sequential(
+    gallery: Gallery,
+    embeddings: np.ndarray,
+    policy: Policy,
+    pair_margins: Mapping[frozenset[str], float] | None = None,
+    *,
+    min_frames: int = 3,
+    max_frames: int = 5,
+) -> Verdict | None:
+    """The kiosk's decision as a track's frames arrive (Pipeline._maybe_decide): decide on the first
+    `min_frames`, and while that is not an accept, again with each further frame up to `max_frames`; the
+    first accept stands, else the last verdict. None when there are fewer than `min_frames` frames (the
+    kiosk does not decide on so little).
+
+    Each look is one more chance for a stranger to be accepted, so the never-enrolled rate of this rule is
+    higher than that of any single frame count: `meal-edge eval --kiosk` and `calibrate --measure` measure it.
+    """
+    e = _check(embeddings)
+    if len(e) < min_frames:
+        return None
+    v: Verdict | None = None
+    for k in range(min_frames, min(len(e), max_frames) + 1):
+        v = decide(gallery, e[:k], policy, pair_margins)
+        if v.outcome == "accept":
+            return v
+    return v
+
+
 def lookalikes(gallery: Gallery, senior_id: str, embeddings: np.ndarray, policy: Policy) -> list[tuple[str, float]]:
     """Other seniors whose templates sit within policy.lookalike_distance of these enrolment embeddings.
 

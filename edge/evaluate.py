@@ -42,13 +42,14 @@ from typing import Any
 
 import numpy as np
 
-from edge.config import RecognitionConfig
+from edge.config import RecognitionConfig, TrackConfig
 from edge.decide import (
     AGREEMENT_TOLERANCE,
     CalibrationError,
     Policy,
     Verdict,
     decide,
+    decide_sequential,
     fuse,
     load_policy,
     lookalike_pairs,
@@ -719,30 +720,30 @@ def format_refresh(r: Mapping[str, Any], probe_frames: int) -> list[str]:
 # --------------------------------------------------------------------------------------------- command
 
 
+def enrolled_by_frames(probes: Sequence[Probe], verdicts: Sequence[Verdict]) -> dict[str, Any]:
+    """Enrolled probes' rates by how many photos the probe had."""
+    by_k: dict[int, tuple[list[Probe], list[Verdict]]] = {}
+    for p, v in zip(probes, verdicts, strict=True):
+        if p.truth is not None:
+            by_k.setdefault(p.frames, ([], []))[0].append(p)
+            by_k[p.frames][1].append(v)
+    keys = ("correct_rate", "wrong_rate", "confirm_rate", "rejected_rate", "counts")
+    return {str(k): {key: tally(*by_k[k])[key] for key in keys} for k in sorted(by_k)}
+
+
 def evaluate(fs: FaceSet, policy: Policy, args: argparse.Namespace) -> dict[str, Any]:
     trial = build_trial(fs, args.gallery_size, args.photos_per_person, args.probe_frames, args.impostors, args.seed)
     pairs = enrolment_pair_margins(trial, policy) if getattr(args, "lookalike_margins", True) else {}
 
     def run(probes: list[Probe]) -> tuple[dict[str, Any], FeatureTable, Counter[str]]:
         verdicts = [decide(trial.gallery, p.embeddings, policy, pairs) for p in probes]
-        by_k: dict[int, tuple[list[Probe], list[Verdict]]] = {}
-        for p, v in zip(probes, verdicts, strict=True):
-            if p.truth is not None:
-                by_k.setdefault(p.frames, ([], []))[0].append(p)
-                by_k[p.frames][1].append(v)
         reasons: Counter[str] = Counter(
             ("enrolled:" if p.truth else "never_enrolled:") + r
             for p, v in zip(probes, verdicts, strict=True)
             for r in v.reasons
         )
         summary = tally(probes, verdicts)
-        summary["enrolled_by_frames"] = {
-            str(k): {
-                key: tally(*by_k[k])[key]
-                for key in ("correct_rate", "wrong_rate", "confirm_rate", "rejected_rate", "counts")
-            }
-            for k in sorted(by_k)
-        }
+        summary["enrolled_by_frames"] = enrolled_by_frames(probes, verdicts)
         return summary, feature_table(trial.gallery, probes, policy.template_weight), reasons
 
     fused, ft, reasons = run(trial.genuine + trial.impostor)
@@ -770,6 +771,8 @@ def evaluate(fs: FaceSet, policy: Policy, args: argparse.Namespace) -> dict[str,
         "reasons": dict(sorted(reasons.items())),
         "single": single,
     }
+    if getattr(args, "kiosk", False):
+        result["kiosk"] = kiosk_report(fs, policy, args, trial, pairs)
     if getattr(args, "simulate_refresh", False):
         result["refresh"] = refresh_report(
             trial, policy, pairs, args.seed, recompute_pairs=getattr(args, "lookalike_margins", True)
@@ -791,6 +794,35 @@ def evaluate(fs: FaceSet, policy: Policy, args: argparse.Namespace) -> dict[str,
         result["sweep_csv"] = str(csv_path)
         result["det_png"] = str(png_path)
     return result
+
+
+def kiosk_report(
+    fs: FaceSet, policy: Policy, args: argparse.Namespace, trial: Trial, pairs: Mapping[frozenset[str], float]
+) -> dict[str, Any]:
+    """The same people, enrolment photos and strangers, decided as the kiosk decides a presence
+    (decide_sequential over [track] min_frames..max_frames, 3..5 by default): probes of up to max_frames
+    photos; a probe with fewer than min_frames photos gets no kiosk decision and is counted apart."""
+    tc = TrackConfig()
+    kt = build_trial(fs, args.gallery_size, args.photos_per_person, tc.max_frames, args.impostors, args.seed)
+    # same seed, same draws: the probe length only regroups each person's remaining photos
+    same = kt.gallery.senior_ids == trial.gallery.senior_ids
+    assert same and np.array_equal(kt.gallery.templates, trial.gallery.templates)
+    probes = [p for p in kt.genuine + kt.impostor if p.frames >= tc.min_frames]
+    verdicts = [
+        decide_sequential(kt.gallery, p.embeddings, policy, pairs, min_frames=tc.min_frames, max_frames=tc.max_frames)
+        for p in probes
+    ]
+    vs = [v for v in verdicts if v is not None]
+    assert len(vs) == len(probes)
+    out = tally(probes, vs)
+    out["enrolled_by_frames"] = enrolled_by_frames(probes, vs)
+    out["frames"] = {"min": tc.min_frames, "max": tc.max_frames}
+    out["accepted_at_frames"] = dict(sorted(Counter(str(v.frames) for v in vs if v.outcome == "accept").items()))
+    out["excluded_short_probes"] = {
+        "enrolled": sum(1 for p in kt.genuine if p.frames < tc.min_frames),
+        "never_enrolled": sum(1 for p in kt.impostor if p.frames < tc.min_frames),
+    }
+    return out
 
 
 def restrict(fs: FaceSet, split: str) -> FaceSet:
@@ -841,6 +873,12 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, default=None, help="folder for det.png and sweep.csv")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument(
+        "--kiosk",
+        action="store_true",
+        help="also decide each presence as the kiosk does: on 3 frames, then each further frame up to 5, first "
+        "accept stands (probes of up to 5 photos; people with fewer than 3 left get no kiosk decision)",
+    )
+    p.add_argument(
         "--no-lookalike-margins",
         dest="lookalike_margins",
         action="store_false",
@@ -871,7 +909,12 @@ def format_report(r: dict[str, Any]) -> str:
         f"gallery {pr['gallery_size']} x {pr['photos_per_person']} photos, {pr['impostors']} never-enrolled, "
         f"model {r['model_id']}, policy {r['policy_source']}, {r['lookalike_pairs']} lookalike pairs flagged"
     )
-    for title, block in ((f"{pr['probe_frames']}-frame probes", r), ("single-photo probes", r["single"])):
+    blocks = [(f"{pr['probe_frames']}-frame probes", r), ("single-photo probes", r["single"])]
+    if "kiosk" in r:
+        kf = r["kiosk"]["frames"]
+        title = f"kiosk rule (decide on {kf['min']} frames, then each further frame up to {kf['max']})"
+        blocks.append((title, r["kiosk"]))
+    for title, block in blocks:
         iv = block["intervals"]
         c = block["counts"]
         lines.append(f"\n{title}: {c['genuine']} enrolled probes, {c['impostor']} never-enrolled probes")
@@ -897,6 +940,13 @@ def format_report(r: dict[str, Any]) -> str:
                     f"    enrolled probes of {k} frame(s): {c['genuine']:4d}: correct {_pct(b['correct_rate'])}, "
                     f"wrong {c['wrong']}, confirm {c['confirm']}, turned away {c['rejected']}"
                 )
+    if "kiosk" in r:
+        k = r["kiosk"]
+        lines.append(
+            f"  accepted at frame count: {k['accepted_at_frames']}; no kiosk decision (fewer than "
+            f"{k['frames']['min']} photos): {k['excluded_short_probes']['enrolled']} enrolled, "
+            f"{k['excluded_short_probes']['never_enrolled']} never-enrolled probes"
+        )
     if "refresh" in r:
         lines.extend(format_refresh(r["refresh"], pr["probe_frames"]))
     if "det_png" in r:

@@ -24,7 +24,7 @@ from edge.decide import Verdict, tolerance_policy
 from edge.detect import Face
 from edge.events import MealEvent
 from edge.liveness import LivenessVerdict
-from edge.rules import Senior
+from edge.rules import PriorMeal, Senior
 from edge.store import Store, StoreError, TemplateIn, migrations
 from edge.track import Observation, Track
 
@@ -203,9 +203,9 @@ def test_kiosk_serving_the_senior_between_read_and_write_gives_a_repeat(
     inside its write transaction; confirm() re-reads and answers repeat. One event in all."""
     cid = pending(store, at("11:45"))
     real_meals_on = store.meals_on
-    calls = []
+    calls: list[str] = []
 
-    def meals_on_then_kiosk_serves(senior_id: str, day: date) -> list:  # type: ignore[type-arg]
+    def meals_on_then_kiosk_serves(senior_id: str, day: date) -> list[PriorMeal]:
         calls.append(senior_id)
         prior = real_meals_on(senior_id, day)
         if len(calls) == 1:

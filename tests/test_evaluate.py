@@ -239,11 +239,19 @@ def test_real_faces_small(tmp_path: Path) -> None:
     except CalibrationError as e:
         pytest.skip(f"no calibration for this model yet: {e}")
     assert fs.n_photos <= 50  # keep the test small
-    r = evaluate(fs, policy, _args(gallery_size=len([n for n in enrol if len(fs.embeddings[n]) > 3]), impostors=3))
+    n_enrol = len([n for n in enrol if len(fs.embeddings[n]) > 3])
+    r = evaluate(fs, policy, _args(gallery_size=n_enrol, impostors=3, kiosk=True))
     c = r["counts"]
     assert c["genuine"] >= 5 and c["impostor"] == 3
     assert c["wrong"] == 0 and c["impostor_accept"] == 0
     assert c["correct"] + c["confirm_right"] >= c["genuine"] - 1
+    # the kiosk's rule on the same people: one presence of 3-4 photos each (6-7 photos, 3 enrolled)
+    k = r["kiosk"]
+    kc = k["counts"]
+    assert kc["genuine"] == sum(1 for n in enrol if len(fs.embeddings[n]) - 3 >= 3)
+    assert kc["impostor"] == 3 and kc["wrong"] == 0 and kc["impostor_accept"] == 0
+    assert kc["correct"] + kc["confirm"] + kc["rejected"] == kc["genuine"]
+    assert sum(k["excluded_short_probes"].values()) == 0 and set(k["enrolled_by_frames"]) <= {"3", "4"}
 
 
 # ------------------------------------------------------------------------------------------ calibration
