@@ -33,6 +33,7 @@ from zoneinfo import ZoneInfo
 
 import numpy as np
 
+from edge.config import TrackConfig
 from edge.decide import (
     AGREEMENT_TOLERANCE,
     CALIBRATION_FORMAT,
@@ -464,6 +465,15 @@ def run(args: argparse.Namespace) -> int:
     except (CalibrationError, FileNotFoundError, ValueError, KeyError) as e:
         print(f"meal-edge calibrate: {e}", file=sys.stderr)
         return 2
+    # The kiosk decides with several looks (3, then up to 5 frames): check that rule, not only each k.
+    tc = TrackConfig()
+    kiosk = measure_kiosk_rule(fs, policy, args.photos_per_person, args.rounds, args.seed, tc.min_frames, tc.max_frames)
+    kiosk_meta = {
+        "kiosk_rule_frames": [tc.min_frames, tc.max_frames],
+        "kiosk_rule_correct_rate": round(kiosk["correct"]["rate"], 6),
+        "kiosk_rule_wrong_rate": round(kiosk["wrong"]["rate"], 6),
+        "kiosk_rule_impostor_accept_rate": round(kiosk["impostor_accept"]["rate"], 6),
+    }
     meta = {
         "format": CALIBRATION_FORMAT,
         "model_id": fs.model_id,
@@ -483,6 +493,7 @@ def run(args: argparse.Namespace) -> int:
         "target_impostor_confirm_rate": targets.impostor_confirm,
         "target_confirm_wrong_candidate_rate": targets.confirm_wrong,
         **info,
+        **kiosk_meta,
         "command": " ".join(
             ["meal-edge calibrate", fs.root.name, f"--split {args.split}", f"--seed {args.seed}"]
             + [f"--rounds {args.rounds}", f"--photos-per-person {args.photos_per_person}"]
@@ -505,5 +516,18 @@ def run(args: argparse.Namespace) -> int:
             f"confirm {100 * f['confirm_rate']:.2f}%  rejected {100 * f['rejected_rate']:.2f}%  "
             f"never-enrolled accepted {100 * f['impostor_accept_rate']:.3f}%  "
             f"({f['enrolled_trials']} enrolled / {f['never_enrolled_trials']} never-enrolled trials)"
+        )
+    print(
+        f"  kiosk rule ({tc.min_frames} frames, then up to {tc.max_frames}): correct "
+        f"{100 * kiosk['correct']['rate']:.2f}%  wrong {100 * kiosk['wrong']['rate']:.3f}%  never-enrolled accepted "
+        f"{100 * kiosk['impostor_accept']['rate']:.3f}%  "
+        f"({kiosk['enrolled_trials']} enrolled / {kiosk['never_enrolled_trials']} never-enrolled trials)"
+    )
+    if kiosk["wrong"]["rate"] > targets.wrong or kiosk["impostor_accept"]["rate"] > targets.impostor:
+        # Each look is another chance for a stranger: the per-k targets do not bound the whole rule.
+        print(
+            "  WARNING: the kiosk rule exceeds the targets on these trials; consider [track] max_frames = "
+            f"{tc.min_frames} (one look) or stricter --target-impostor",
+            file=sys.stderr,
         )
     return 0
