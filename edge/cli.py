@@ -11,9 +11,11 @@ import sqlite3
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 from types import FrameType
+from typing import TYPE_CHECKING
 
 from edge.app import Decision, build_parts, make_pipeline, replay_clock
 from edge.capture import SourceError
@@ -21,6 +23,9 @@ from edge.config import DEFAULT_CONFIG, Config, ConfigError, load_config
 from edge.decide import CalibrationError
 from edge.modelbuild import ModelError
 from edge.store import StoreError
+
+if TYPE_CHECKING:
+    from edge.display import Display
 
 log = logging.getLogger("edge")
 
@@ -45,8 +50,21 @@ def should_look(idle: bool, now: float, last_looked: float, idle_fps: float) -> 
     return not idle or idle_fps <= 0 or now - last_looked >= 1.0 / idle_fps
 
 
+def run_feedback(display: Display | None) -> Callable[[Decision], None]:
+    """What `run` does with each decision: the log line and stdout, and the senior screen when it is on
+    (edge/display.py; its publish() never raises into the pipeline)."""
+
+    def show(d: Decision) -> None:
+        if display is not None:  # first: the senior is waiting for it
+            display.publish(d)
+        print(f"[{d.decided_at:%H:%M:%S}] {d.kind.upper():8} {d.name or '-'}: {d.message}", flush=True)
+
+    return show
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from edge.capture import open_camera
+    from edge.display import Display
     from edge.publish import Publisher
     from edge.sdnotify import notify, watchdog_interval
 
@@ -76,13 +94,17 @@ def cmd_run(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, _stop)
     signal.signal(signal.SIGINT, _stop)
 
-    def show(d: Decision) -> None:
-        # Feedback for now is the log line and stdout; the kiosk screen and voice come later.
-        print(f"[{d.decided_at:%H:%M:%S}] {d.kind.upper():8} {d.name or '-'}: {d.message}", flush=True)
-
+    # the senior screen (and its voice); a port in use is logged and check-in goes on without it
+    display = Display.from_config(cfg) if cfg.display.enabled else None
     pipeline = make_pipeline(
-        cfg, parts, lambda _f: datetime.now(tz), on_decision=show, on_event=publisher.wake if publisher else None
+        cfg,
+        parts,
+        lambda _f: datetime.now(tz),
+        on_decision=run_feedback(display),
+        on_event=publisher.wake if publisher else None,
     )
+    if display:
+        display.start()
     if publisher:
         publisher.start()
     notify("READY=1\nSTATUS=checking in")
@@ -105,6 +127,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         notify("STOPPING=1")
         source.close()
         pipeline.finish(None)
+        if display:
+            display.stop()
         if publisher:
             publisher.stop(timeout=5)
         parts.store.close()

@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import argparse
 import re
 import tomllib
 from datetime import time
@@ -13,6 +14,8 @@ from typing import Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from edge.localweb import parse_listen
 
 
 class ConfigError(ValueError):
@@ -194,6 +197,30 @@ class RulesConfig(_Section):
         return self
 
 
+class DisplayConfig(_Section):
+    """The senior-facing kiosk screen that `meal-edge run` serves (edge/display.py, docs/display.md)."""
+
+    enabled: bool = True
+    #: HOST:PORT of the page (and of /api/latest); loopback: only the kiosk's own browser can open it
+    listen: str = "127.0.0.1:8081"
+    show_seconds: float = Field(8.0, ge=1, le=600, description="a result stays on screen this long, then the prompt")
+    #: the page says each result aloud with the browser's speech synthesis (zh-CN or en-US)
+    speak: bool = True
+
+    @field_validator("listen")
+    @classmethod
+    def _listen(cls, v: str) -> str:
+        try:
+            parse_listen(v)
+        except argparse.ArgumentTypeError:
+            raise ValueError(f"{v!r} is not HOST:PORT (e.g. 127.0.0.1:8081)") from None
+        return v
+
+    @property
+    def address(self) -> tuple[str, int]:
+        return parse_listen(self.listen)
+
+
 class Config(_Section):
     centre: CentreConfig
     camera: CameraConfig = CameraConfig()
@@ -204,6 +231,7 @@ class Config(_Section):
     store: StoreConfig = StoreConfig()
     mqtt: MqttConfig = MqttConfig()
     rules: RulesConfig = RulesConfig()
+    display: DisplayConfig = DisplayConfig()
 
     #: the file the config came from (not a TOML key); relative paths resolve against its folder
     source_path: Path | None = Field(default=None, exclude=True)
@@ -354,6 +382,12 @@ port = 1883
 topic_prefix = "meal/v1"     # events go to <prefix>/<district>/<centre>/<kiosk>/events
 client_id = ""               # empty: meal-edge-<centre>-<kiosk>
 keepalive = 30
+
+[display]
+enabled = true               # serve the senior-facing check-in screen from `meal-edge run` (docs/display.md)
+listen = "127.0.0.1:8081"    # HOST:PORT; loopback: only this machine's browser (chromium --kiosk URL)
+show_seconds = 8             # a result stays on screen this long, then the "please look at the camera" prompt
+speak = true                 # the page also says each result aloud (browser speech synthesis, zh-CN / en-US)
 
 [rules]
 min_age = 70                 # age on the meal's local date

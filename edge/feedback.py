@@ -2,7 +2,7 @@
 
 Decisions and events carry machine reason codes; this module is the only place that turns them
 into words. Chinese is the default (the programme's centres are in Zhengzhou); English is kept for
-operators and tests. The same sentences will feed the kiosk screen and voice.
+operators and tests. The same sentences are shown and spoken by the kiosk screen (edge/display.py).
 """
 
 from __future__ import annotations

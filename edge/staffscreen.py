@@ -21,17 +21,13 @@ staff-name field, never filled in by the page, and "Confirm" without a name is r
 from __future__ import annotations
 
 import argparse
-import base64
-import hashlib
 import hmac
 import html
-import ipaddress
 import json
 import logging
 import re
 import secrets
 import signal
-import socket
 import sys
 import threading
 from collections import OrderedDict
@@ -39,14 +35,16 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date, datetime
 from http import HTTPStatus
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from types import FrameType
 from typing import Any, Literal
 from urllib.parse import parse_qs, urlsplit
 
+from edge import localweb
 from edge.config import Config
 from edge.confirm import ConfirmResult, confirm, needs_named_staff, open_store
 from edge.feedback import Language
+from edge.localweb import LocalServer, csp_hash, is_loopback
 from edge.store import Confirmation, Store, StoreError
 
 log = logging.getLogger(__name__)
@@ -419,13 +417,9 @@ if(wait>0){setTimeout(tick,wait);}
 """.strip()
 
 
-def _csp_hash(text: str) -> str:
-    return "'sha256-" + base64.b64encode(hashlib.sha256(text.encode()).digest()).decode() + "'"
-
-
 # Only our own inline style and script (by hash), nothing from anywhere else; forms post only to us.
 _CSP = (
-    f"default-src 'none'; style-src {_csp_hash(_CSS)}; script-src {_csp_hash(_JS)}; "
+    f"default-src 'none'; style-src {csp_hash(_CSS)}; script-src {csp_hash(_JS)}; "
     "form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
 )
 
@@ -512,14 +506,6 @@ def render_error(lang: Language, status: HTTPStatus, text: str, detail: str | No
 # -- HTTP -------------------------------------------------------------------------------------------------
 
 _CONFIRM_PATH = re.compile(r"/confirm/(\d{1,12})")
-_LOOPBACK_NAMES = frozenset({"localhost", "127.0.0.1", "::1"})
-
-
-def _host_only(host_header: str) -> str:
-    h = host_header.strip().lower()
-    if h.startswith("["):
-        return h[1 : h.find("]")] if "]" in h else h
-    return h.rsplit(":", 1)[0] if h.count(":") == 1 else h
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -538,20 +524,7 @@ class _Handler(BaseHTTPRequestHandler):
         log.debug("%s %s", self.address_string(), format % args)
 
     def _send(self, status: HTTPStatus, body: str, ctype: str, headers: dict[str, str] | None = None) -> None:
-        data = body.encode("utf-8")
-        self.send_response(status)
-        self.send_header("Content-Type", f"{ctype}; charset=utf-8")
-        self.send_header("Content-Length", str(len(data)))
-        self.send_header("Cache-Control", "no-store")
-        self.send_header("X-Content-Type-Options", "nosniff")
-        self.send_header("X-Frame-Options", "DENY")
-        self.send_header("Referrer-Policy", "no-referrer")
-        self.send_header("Content-Security-Policy", _CSP)
-        for k, v in (headers or {}).items():
-            self.send_header(k, v)
-        self.end_headers()
-        if self.command != "HEAD":
-            self.wfile.write(data)
+        localweb.send(self, status, body, ctype, _CSP, headers)
 
     def _error(self, status: HTTPStatus, key: str, detail: str | None = None, *, as_json: bool = False) -> None:
         lang = self.screen.lang
@@ -562,8 +535,7 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(status, render_error(lang, status, text, detail), "text/html")
 
     def _host_ok(self) -> bool:
-        allowed = self.server.allowed_hosts
-        return allowed is None or _host_only(self.headers.get("Host", "")) in allowed
+        return self.server.host_allowed(self.headers.get("Host", ""))
 
     def _guarded(self, as_json: bool, work: Callable[[], None]) -> None:
         """Run one request; whatever goes wrong, the screen gets a page that says what to do."""
@@ -639,44 +611,19 @@ class _Handler(BaseHTTPRequestHandler):
         self._send(HTTPStatus.SEE_OTHER, "", "text/plain", {"Location": f"/?flash={key}"})
 
 
-class StaffScreenServer(ThreadingHTTPServer):
+class StaffScreenServer(LocalServer):
     # Requests are short; a shutdown waits for one that is paying to finish rather than cutting it off.
     daemon_threads = False
     block_on_close = True
 
     def __init__(self, address: tuple[str, int], screen: StaffScreen) -> None:
-        host = address[0]
-        self.address_family = socket.AF_INET6 if ":" in host else socket.AF_INET
         self.screen = screen
-        #: bound to loopback: only these Host names (a DNS-rebinding page would send its own name)
-        self.allowed_hosts: frozenset[str] | None = _LOOPBACK_NAMES | {host} if is_loopback(host) else None
         super().__init__(address, _Handler)
-
-    @property
-    def url(self) -> str:
-        host, port = self.server_address[:2]
-        host = host.decode() if isinstance(host, bytes) else host
-        shown = f"[{host}]" if ":" in host else host
-        return f"http://{shown}:{port}/"
-
-
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def parse_listen(text: str) -> tuple[str, int]:
     """HOST:PORT, [IPv6]:PORT."""
-    host, sep, port = text.strip().rpartition(":")
-    if host.startswith("[") and host.endswith("]"):
-        host = host[1:-1]
-    if not sep or not host or not port.isdigit() or int(port) > 65535:
-        raise argparse.ArgumentTypeError(f"{text!r} is not HOST:PORT (e.g. {DEFAULT_LISTEN})")
-    return host, int(port)
+    return localweb.parse_listen(text, DEFAULT_LISTEN)
 
 
 # -- command ----------------------------------------------------------------------------------------------
