@@ -15,6 +15,7 @@ from edge import sdnotify
 
 ROOT = Path(__file__).resolve().parents[1]
 UNIT = ROOT / "systemd" / "meal-edge.service"
+SCREEN_UNIT = ROOT / "systemd" / "meal-edge-staff-screen.service"
 
 
 def test_unit_has_the_required_settings() -> None:
@@ -34,15 +35,26 @@ def test_unit_has_the_required_settings() -> None:
         assert line in text, line
 
 
+def test_staff_screen_unit_shares_the_daemons_user_and_store() -> None:
+    daemon, screen = UNIT.read_text(), SCREEN_UNIT.read_text()
+    for line in ("DynamicUser=yes", "User=meal-edge", "StateDirectory=meal-edge"):
+        assert line in daemon and line in screen, line
+    for line in ("NoNewPrivileges=yes", "ProtectSystem=strict", "PrivateDevices=yes", "Restart=on-failure"):
+        assert line in screen, line
+    # the page can pay subsidies: it must stay on this machine
+    assert "staff-screen --listen 127.0.0.1:" in screen
+
+
 @pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="systemd-analyze not installed")
-def test_systemd_analyze_verify(tmp_path: Path) -> None:
+@pytest.mark.parametrize("unit_file", [UNIT, SCREEN_UNIT], ids=lambda p: p.name)
+def test_systemd_analyze_verify(tmp_path: Path, unit_file: Path) -> None:
     # Point ExecStart at this checkout's installed entry point so verify can check it exists.
     exe = Path(sys.executable).parent / "meal-edge"
     assert exe.exists(), "meal-edge is not installed in this environment (pip install -e .)"
-    unit = tmp_path / "meal-edge.service"
-    unit.write_text(UNIT.read_text().replace("/opt/meal-edge/.venv/bin/meal-edge", str(exe)))
+    unit = tmp_path / unit_file.name
+    unit.write_text(unit_file.read_text().replace("/opt/meal-edge/.venv/bin/meal-edge", str(exe)))
     r = subprocess.run(["systemd-analyze", "verify", str(unit)], capture_output=True, text=True, timeout=60)
-    problems = [ln for ln in (r.stdout + r.stderr).splitlines() if "meal-edge.service" in ln]
+    problems = [ln for ln in (r.stdout + r.stderr).splitlines() if unit_file.name in ln]
     assert r.returncode == 0 and not problems, r.stdout + r.stderr
 
 
