@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from pathlib import Path
@@ -20,7 +20,7 @@ from edge.app import Decision, Pipeline
 from edge.cli import main as edge_main
 from edge.config import DEFAULT_CONFIG, Config, load_config
 from edge.confirm import LIVENESS_NOT_CONFIRMED, confirm, needs_named_staff
-from edge.decide import Verdict, tolerance_policy
+from edge.decide import Policy, Verdict, tolerance_policy
 from edge.detect import Face
 from edge.events import MealEvent
 from edge.liveness import LivenessVerdict
@@ -288,15 +288,7 @@ def test_the_pipeline_keeps_a_suspected_photo_for_a_named_staff_member(store: St
     emb = np.random.default_rng(1).normal(size=128).astype(np.float32)
     store.add_templates("S0001", [TemplateIn(emb, "test-model", 0.9, "a.jpg")])
     checker = _NotLive()
-    pipe = Pipeline(
-        cfg,
-        detector=None,  # type: ignore[arg-type]
-        embedder=_NoEmbedder(),  # type: ignore[arg-type]
-        store=store,
-        policy=tolerance_policy("test-model"),
-        clock=lambda _f: at("11:45"),
-        liveness=checker,  # type: ignore[arg-type]
-    )
+    pipe = light_pipeline(cfg, store, liveness=checker)
     face = Face((10, 110, 110, 10), np.zeros((5, 2), np.float32), 1.0)
     track = Track(1, 0, 4, observations=[Observation(i, i / 10, face, emb.copy()) for i in range(5)])
     d = pipe._maybe_decide(track, None, final=True)  # type: ignore[arg-type]
@@ -387,17 +379,31 @@ class _NoEmbedder:
     name: str = "none"
 
 
-def test_confirm_decision_is_kept_for_staff(store: Store, cfg: Config) -> None:
-    seen: list[Decision] = []
-    pipe = Pipeline(
+def light_pipeline(
+    cfg: Config,
+    store: Store,
+    *,
+    policy: Policy | None = None,
+    liveness: object = None,
+    on_decision: Callable[[Decision], None] | None = None,
+) -> Pipeline:
+    """The real Pipeline (rules, store, decisions) at 11:45, with no detector and no network: tests hand it
+    tracks and verdicts directly. Model "test-model"; face_recognition's single threshold unless `policy`."""
+    return Pipeline(
         cfg,
         detector=None,  # type: ignore[arg-type]
         embedder=_NoEmbedder(),  # type: ignore[arg-type]
         store=store,
-        policy=tolerance_policy("test-model"),
+        policy=policy or tolerance_policy("test-model"),
         clock=lambda _f: at("11:45"),
-        on_decision=seen.append,
+        liveness=liveness,  # type: ignore[arg-type]
+        on_decision=on_decision,
     )
+
+
+def test_confirm_decision_is_kept_for_staff(store: Store, cfg: Config) -> None:
+    seen: list[Decision] = []
+    pipe = light_pipeline(cfg, store, on_decision=seen.append)
     v = Verdict("confirm", "S0001", 0.41, 0.03, 5, ("liveness_not_confirmed",), best_id="S0001")
     d = pipe._finalise(7, v, at("11:45"), 1.5)
     assert d.kind == "confirm" and d.confirmation_id is not None and seen == [d]

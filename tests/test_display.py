@@ -21,12 +21,12 @@ from urllib.error import HTTPError
 import pytest
 import test_confirm as confirm_tests
 from conftest import free_port
-from test_confirm import _NoEmbedder, at
+from test_confirm import at, light_pipeline
 
-from edge.app import Decision, Pipeline
+from edge.app import Decision
 from edge.cli import run_feedback
 from edge.config import DEFAULT_CONFIG, Config, ConfigError, DisplayConfig, parse_config
-from edge.decide import Verdict, tolerance_policy
+from edge.decide import Verdict
 from edge.display import Display
 from edge.rules import Senior
 from edge.store import Store
@@ -41,7 +41,7 @@ def with_lang(config: Config, lang: str) -> Config:
 
 
 def settings(port: int, **kw: object) -> DisplayConfig:
-    return DisplayConfig(listen=f"127.0.0.1:{port}", **kw)  # type: ignore[arg-type]
+    return DisplayConfig(listen=f"127.0.0.1:{port}", **kw)
 
 
 @pytest.fixture
@@ -84,16 +84,6 @@ def latest(d: Display) -> dict[str, object]:
     return a.json()
 
 
-def pipeline(config: Config, store: Store, on_decision: object) -> Pipeline:
-    return Pipeline(
-        config,
-        detector=None,  # type: ignore[arg-type]
-        embedder=_NoEmbedder(),  # type: ignore[arg-type]
-        store=store,
-        policy=tolerance_policy("test-model"),
-        clock=lambda _f: at("11:45"),
-        on_decision=on_decision,  # type: ignore[arg-type]
-    )
 
 
 ACCEPT = Verdict("accept", "S0001", 0.2, 0.2, 5)
@@ -120,7 +110,7 @@ def test_run_feedback_prints_and_shows_each_pipeline_decision(
     display: Display, cfg: Config, store: Store, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """`meal-edge run`'s callback, fed by the real Pipeline: stdout as before, and the screen."""
-    pipe = pipeline(cfg, store, run_feedback(display))
+    pipe = light_pipeline(cfg, store, on_decision=run_feedback(display))
     d = pipe._finalise(1, ACCEPT, at("11:45"), 1.0)
     assert d.kind == "meal" and d.payable_fen == 700
     assert capsys.readouterr().out == f"[11:45:00] MEAL     Wang Fang: {d.message}\n"
@@ -156,7 +146,7 @@ def test_a_refusal_is_shown_without_the_name_and_closed_outside_meal_times(
     display: Display, cfg: Config, store: Store
 ) -> None:
     store.add_senior(Senior("S0002", "Li Wei", date(1948, 5, 1), "xuhui", status="suspended"))
-    pipe = pipeline(cfg, store, display.publish)
+    pipe = light_pipeline(cfg, store, on_decision=display.publish)
     d = pipe._finalise(1, replace(ACCEPT, senior_id="S0002"), at("11:45"), 1.0)
     assert d.kind == "refused" and d.name == "Li Wei"
     j = latest(display)

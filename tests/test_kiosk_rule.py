@@ -9,11 +9,10 @@ from datetime import date
 import numpy as np
 import pytest
 import test_confirm as confirm_tests
-from test_confirm import _NoEmbedder, at
+from test_confirm import light_pipeline
 from test_decide import at as near
 from test_decide import crowd, gallery_of, random_unit
 
-from edge.app import Pipeline
 from edge.calibrate import measure_kiosk_rule
 from edge.config import Config
 from edge.decide import FrameThresholds, Policy, decide, decide_sequential
@@ -80,14 +79,7 @@ def test_the_pipeline_decides_exactly_as_decide_sequential(store: Store, cfg: Co
     for sid, (t,) in others.items():
         store.add_senior(Senior(sid, sid, date(1950, 1, 1), "xuhui"))
         store.add_templates(sid, [TemplateIn(t, MODEL, 1.0, "a.jpg")])
-    pipe = Pipeline(
-        cfg,
-        detector=None,  # type: ignore[arg-type]
-        embedder=_NoEmbedder(),  # type: ignore[arg-type]
-        store=store,
-        policy=POLICY,
-        clock=lambda _f: at("11:45"),
-    )
+    pipe = light_pipeline(cfg, store, policy=POLICY)
     frames = frames_of(a, distances)
     face = Face((10, 110, 110, 10), np.zeros((5, 2), np.float32), 1.0)
     track = Track(1, 0, 0)
