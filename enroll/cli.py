@@ -1,4 +1,4 @@
-"""`meal-enroll`: staff enrolment of seniors (add, import, list, show, set-status, remove).
+"""`meal-enroll`: staff enrolment of seniors (add, import, capture, list, show, set-status, remove).
 
 Exit codes: 0 everything done, 1 something was rejected or not found, 2 usage or config error.
 Staff never see a Python traceback for bad input: every message names the problem and the fix.
@@ -87,6 +87,8 @@ def _add_commands(sub: argparse._SubParsersAction[Any]) -> None:
         "--force", action="store_true", help="enrol even if a face matches another enrolled senior"
     )
 
+    _add_capture(sub)
+
     ls = sub.add_parser("list", help="table of enrolled seniors")
     _config_arg(ls, False)
     ls.add_argument("--status", choices=STATUSES, help="only seniors with this status")
@@ -103,6 +105,70 @@ def _add_commands(sub: argparse._SubParsersAction[Any]) -> None:
     rm = sub.add_parser("remove", help="remove a senior and erase their face templates for good")
     _config_arg(rm, False)
     rm.add_argument("senior_id", metavar="ID")
+
+
+CAPTURE_EPILOG = """\
+The senior stands in front of the kiosk camera, about where they stand at lunch, and looks at it.
+Pictures are kept only when they pass the same checks as enrolment photos (one face, big enough, sharp,
+not too dark or bright, looking straight) and differ a little from each other; what is wrong is said in
+plain words while waiting. Ctrl-C stops without enrolling anything (with --partial: what was kept so far).
+
+The kiosk program usually holds the camera. Stop it first and start it again afterwards:
+  sudo systemctl stop meal-edge
+  meal-enroll --config /etc/meal-edge/meal-edge.toml capture --senior-id S0001 --name 王芳 \\
+      --birth-date 1950-03-01 --hukou 二七区
+  sudo systemctl start meal-edge
+
+--source: a device index (0), a camera device (/dev/video0) or URL (rtsp://...) is read live; a video file
+or a folder of images is read frame by frame on the video's own clock, as fast as the checks run (tests).
+Exit codes: 0 enrolled, 1 nothing usable or refused (the reason is printed), 2 usage, config or camera error.
+"""
+
+
+def _positive_seconds(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if not v > 0 or v == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be more than 0 seconds: {text!r}")
+    return v
+
+
+def _add_capture(sub: argparse._SubParsersAction[Any]) -> None:
+    # roster's limit, not the service's policy: importing the service would load dlib for every command
+    from enroll.roster import MAX_PHOTOS as cap
+
+    c = sub.add_parser(
+        "capture",
+        help="enrol one senior from the kiosk camera, hands-free (stop meal-edge first)",
+        description="Enrol one senior from the kiosk camera: a few good, different pictures in a few seconds.",
+        epilog=CAPTURE_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    _config_arg(c, False)
+    c.add_argument("--senior-id", required=True, help="the id the district gave the senior")
+    # Optional, unlike `add`: an enrolled senior is found by id; a new one needs all three.
+    c.add_argument("--name", help="needed for a new senior (must match for an enrolled one)")
+    c.add_argument("--birth-date", type=_birth_date, metavar="YYYY-MM-DD", help="needed for a new senior")
+    c.add_argument("--hukou", metavar="DISTRICT", help="hukou district; needed for a new senior")
+    c.add_argument(
+        "--photos", type=int, default=3, metavar="N", help=f"pictures to keep, 1 to {cap} (default 3)"
+    )
+    c.add_argument(
+        "--seconds", type=_positive_seconds, default=20.0, metavar="S", help="give up after S seconds (default 20)"
+    )
+    c.add_argument(
+        "--source",
+        metavar="SRC",
+        help="camera index, device or URL, or a video file / image folder (default: [camera] source)",
+    )
+    c.add_argument(
+        "--force", action="store_true", help="enrol even if the face matches another enrolled senior"
+    )
+    c.add_argument(
+        "--partial", action="store_true", help="on Ctrl-C, still enrol the pictures kept so far (at least one)"
+    )
 
 
 def build_parser(prog: str = "meal-enroll") -> argparse.ArgumentParser:
@@ -328,6 +394,116 @@ def cmd_import(args: argparse.Namespace, cfg: Config, out: IO[str], err: IO[str]
     return EXIT_REJECTED if (n_rejected_rows or partly) else EXIT_OK
 
 
+class _Status:
+    """Capture prompts on stderr: on a terminal the waiting prompt is rewritten in place and news (a
+    picture kept) stays; elsewhere (logs, tests) every message is its own line."""
+
+    def __init__(self, stream: IO[str]) -> None:
+        self.stream = stream
+        self.tty = bool(getattr(stream, "isatty", lambda: False)())
+        self.open_line = False
+
+    def __call__(self, text: str, event: bool) -> None:
+        if self.tty:
+            print("\r\x1b[K" + text, end="\n" if event else "", file=self.stream, flush=True)
+            self.open_line = not event
+        else:
+            print(text, file=self.stream, flush=True)
+
+    def end(self) -> None:
+        if self.open_line:
+            print(file=self.stream, flush=True)
+            self.open_line = False
+
+
+def _capture_senior(args: argparse.Namespace, store: Store) -> Senior:
+    """The senior to enrol: from the options as `add` builds it, or the enrolled record when none are given."""
+    given = [args.name, args.birth_date, args.hukou]
+    if all(v is not None for v in given):
+        return Senior(args.senior_id.strip(), args.name.strip(), args.birth_date, args.hukou.strip())
+    if any(v is not None for v in given):
+        raise UsageError("give all of --name, --birth-date and --hukou (or none, for an enrolled senior)")
+    existing = store.get_senior(args.senior_id.strip())
+    if existing is None:
+        raise UsageError(
+            f"{args.senior_id.strip()} is not enrolled yet: give --name, --birth-date and --hukou "
+            "to enrol a new senior (`meal-enroll list` shows who is enrolled)"
+        )
+    return existing
+
+
+def cmd_capture(args: argparse.Namespace, cfg: Config, out: IO[str], err: IO[str]) -> int:
+    from edge.capture import SourceError
+    from enroll.capture import DONE, INTERRUPTED, TIMEOUT, capture, open_capture_source
+    from enroll.service import EnrolPolicy, EnrolResult
+
+    # the enroller's own capacity (the Enroller below uses the default EnrolPolicy too)
+    cap = EnrolPolicy().max_templates
+    if not 1 <= args.photos <= cap:
+        raise UsageError(f"--photos {args.photos}: give 1 to {cap} (a senior has at most {cap} photo templates)")
+    store = _open_store(cfg)
+    try:
+        senior = _capture_senior(args, store)
+        enroller = _enroller(cfg, store)
+        # Refuse before the camera is opened what enrolment would refuse anyway (bad details, id taken).
+        problems = enroller.check_senior(senior)
+        if problems:
+            _print_result(EnrolResult(senior, problems=problems), out)
+            return EXIT_REJECTED
+        src = args.source if args.source is not None else cfg.camera.source
+        cam = cfg.camera
+        try:
+            source = open_capture_source(
+                src,
+                width=cam.width,
+                height=cam.height,
+                reconnect_seconds=cam.reconnect_seconds,
+                queue_size=cam.queue_size,
+            )
+        except SourceError as e:
+            raise UsageError(str(e)) from None
+        status = _Status(err)
+        status(
+            f"{senior.senior_id} {senior.name}: look at the camera ({source.name}); "
+            f"keeping {args.photos} picture(s), at most {args.seconds:g} s (Ctrl-C stops)",
+            True,
+        )
+        try:
+            result = capture(source, enroller.check_image, args.photos, args.seconds, say=status)
+        except SourceError as e:
+            raise UsageError(str(e)) from None
+        finally:
+            status.end()
+            source.close()
+        n = len(result.kept)
+        log.info(
+            "capture stopped (%s) after %.1f s: %d frames read, %d checked, %d kept",
+            result.stopped, result.elapsed_s, result.frames_read, result.frames_checked, n,
+        )
+        if result.stopped == INTERRUPTED and not (args.partial and n):
+            hint = f" ({n} picture(s) had been kept: --partial enrols them)" if n and not args.partial else ""
+            print(f"interrupted: nothing enrolled{hint}", file=err)
+            return EXIT_REJECTED
+        if not n:
+            why = f"no usable picture in {result.elapsed_s:.0f} s: {result.reason()}"
+            _print_result(EnrolResult(senior, problems=[why]), out)
+            return EXIT_REJECTED
+        if result.stopped != DONE:
+            ended = {TIMEOUT: f"in {args.seconds:g} s", INTERRUPTED: "before Ctrl-C"}.get(
+                result.stopped, f"before {source.name} ended"
+            )
+            print(
+                f"only {n} of {args.photos} picture(s) kept {ended}; enrolling them "
+                f"(most often: {result.reason()}); capture again later to add more",
+                file=err,
+            )
+        res = enroller.enrol(senior, [k.photo() for k in result.kept], force=args.force)
+    finally:
+        store.close()
+    _print_result(res, out)
+    return EXIT_REJECTED if res.rejected else EXIT_OK
+
+
 def cmd_list(args: argparse.Namespace, cfg: Config, out: IO[str]) -> int:
     store = _open_store(cfg)
     try:
@@ -439,6 +615,8 @@ def run(args: argparse.Namespace, out: IO[str] | None = None, err: IO[str] | Non
             return cmd_add(args, cfg, out)
         if command == "import":
             return cmd_import(args, cfg, out, err)
+        if command == "capture":
+            return cmd_capture(args, cfg, out, err)
         if command == "list":
             return cmd_list(args, cfg, out)
         if command == "show":

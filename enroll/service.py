@@ -22,12 +22,12 @@ import numpy as np
 
 from edge.decide import Policy as DecisionPolicy
 from edge.decide import default_policy, lookalikes
-from edge.detect import Detector, ImageError, read_image
+from edge.detect import Detector, Face, ImageError, read_image
 from edge.embed.base import Embedder
 from edge.match import Gallery, match, normalise
 from edge.rules import STATUSES, Senior
 from edge.store import Store, StoreError, TemplateIn
-from enroll.quality import UNREADABLE, QualityPolicy, assess
+from enroll.quality import UNREADABLE, Assessment, QualityPolicy, assess
 
 log = logging.getLogger(__name__)
 
@@ -147,6 +147,25 @@ def validate_senior(s: Senior, today: date | None = None) -> list[str]:
     return problems
 
 
+def check_image(detector: Detector, rgb: np.ndarray, quality: QualityPolicy) -> tuple[Assessment, list[Face]]:
+    """Detect and judge one picture exactly as enrolment does: every face, the chip of the largest, then
+    `enroll.quality.assess`. Shared by photo enrolment and camera capture (enroll/capture.py), so a frame
+    kept at the kiosk is judged by the same rule as a photo given to `add`. The faces found are returned
+    too (largest first), so a live prompt can say how many people it sees."""
+    faces = detector.detect(rgb)
+    chips = detector.chips(rgb, faces[:1])
+    return assess(rgb, faces, chips, quality), faces
+
+
+def _mismatch(senior: Senior, existing: Senior) -> str | None:
+    """Why `senior` cannot be enrolled under an id already held by `existing` (other details), or None."""
+    if (existing.name, existing.birth_date, existing.hukou) == (senior.name, senior.birth_date, senior.hukou):
+        return None
+    return (
+        f"{senior.senior_id} is already enrolled as {existing.name} (born {existing.birth_date}, "
+        f"hukou {existing.hukou}): check the id, "
+        f"or `remove {senior.senior_id}` first to replace them"
+    )
 
 
 def gallery_from_store(store: Store, model_id: str) -> Gallery:
@@ -246,16 +265,9 @@ class Enroller:
         existing = self.store.get_senior(senior.senior_id)
         n_existing = n_photos = 0
         if existing is not None:
-            if (existing.name, existing.birth_date, existing.hukou) != (
-                senior.name,
-                senior.birth_date,
-                senior.hukou,
-            ):
-                res.problems.append(
-                    f"{senior.senior_id} is already enrolled as {existing.name} (born {existing.birth_date}, "
-                    f"hukou {existing.hukou}): check the id, "
-                    f"or `remove {senior.senior_id}` first to replace them"
-                )
+            clash = _mismatch(senior, existing)
+            if clash:
+                res.problems.append(clash)
                 return res
             n_existing = self.store.template_count(senior.senior_id)
             # check-in templates (edge/refresh.py) never take an enrolment photo's place
@@ -309,6 +321,22 @@ class Enroller:
         log.info("enrolled %s: %d template(s) added", senior.senior_id, added)
         return res
 
+    def check_senior(self, senior: Senior) -> list[str]:
+        """The refusals `enrol` would give before looking at any photo (bad details, id already used by
+        someone else). Camera capture asks first, so a senior is not kept in front of the camera for an
+        enrolment that cannot happen; `enrol` checks again (nothing is assumed between the two)."""
+        problems = validate_senior(senior)
+        existing = self.store.get_senior(senior.senior_id) if not problems else None
+        if existing is not None:
+            clash = _mismatch(senior, existing)
+            if clash:
+                problems.append(clash)
+        return problems
+
+    def check_image(self, rgb: np.ndarray) -> tuple[Assessment, list[Face]]:
+        """One picture judged with this enroller's detector and quality policy (see `check_image`)."""
+        return check_image(self.detector, rgb, self.quality)
+
     # -- steps ---------------------------------------------------------------------------------
 
     def _check_photos(self, photos: Sequence[PhotoSource], res: EnrolResult) -> list[_Candidate]:
@@ -326,9 +354,7 @@ class Enroller:
             except ImageError as e:
                 out.code, out.reason = UNREADABLE, str(e).removeprefix(f"{label}: ")
                 continue
-            faces = self.detector.detect(rgb)
-            chips = self.detector.chips(rgb, faces[:1])
-            verdict = assess(rgb, faces, chips, self.quality)
+            verdict, _ = check_image(self.detector, rgb, self.quality)
             out.warnings += verdict.warnings
             if not verdict.ok or verdict.chip is None:
                 out.code, out.reason = verdict.issues[0].code, verdict.message
