@@ -181,14 +181,6 @@ def build_parser(prog: str = "meal-enroll") -> argparse.ArgumentParser:
     return p
 
 
-def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser], name: str = "enroll") -> None:
-    """Hook for `meal-edge enroll ...`: the same commands under another front-end; dispatch with `run`."""
-    p = subparsers.add_parser(name, help="enrol seniors (same as meal-enroll)")
-    sub = p.add_subparsers(dest="enroll_command", metavar="COMMAND", parser_class=_Parser)
-    sub.required = True
-    _add_commands(sub)
-
-
 # -- wiring ----------------------------------------------------------------------------------------
 
 
@@ -608,7 +600,7 @@ def run(args: argparse.Namespace, out: IO[str] | None = None, err: IO[str] | Non
     """Run a parsed command (from `build_parser` or `add_parser`); returns the exit code."""
     out = out or sys.stdout
     err = err or sys.stderr
-    command = getattr(args, "enroll_command", None) or args.command
+    command = args.command
     try:
         cfg = _load(args)
         if command == "add":
