@@ -555,9 +555,7 @@ def build_parts(cfg: Config, *, store_path: Path | None = None) -> Parts:
 
     store = Store(store_path or cfg.store_path)
     embedder = make_embedder(cfg.recognition.backend, cfg.recognition.threads, mirror=cfg.recognition.mirror)
-    policy = load_policy(
-        embedder.model_id, cfg.resolve(cfg.recognition.calibration) if cfg.recognition.calibration else None
-    )
+    policy = load_policy(embedder.model_id, cfg.calibration_path)
     detector = Detector(detect_width=cfg.detect.detect_width, upsample=cfg.detect.upsample)
     return Parts(store, embedder, policy, detector)
 

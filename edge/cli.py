@@ -22,7 +22,7 @@ from edge.capture import SourceError
 from edge.config import DEFAULT_CONFIG, Config, ConfigError, load_config
 from edge.decide import CalibrationError
 from edge.modelbuild import ModelError
-from edge.store import StoreError
+from edge.store import Store, StoreError
 
 if TYPE_CHECKING:
     from edge.display import Display
@@ -221,9 +221,43 @@ def cmd_events(args: argparse.Namespace) -> int:
         store.close()
 
 
+def recognition_model_id(cfg: Config) -> str:
+    """The model id `run` will use (without loading a network: both back-ends share it)."""
+    from edge.embed.dlib_backend import model_id_for
+    from edge.embed.mirror import mirrored_model_id
+
+    return mirrored_model_id(model_id_for()) if cfg.recognition.mirror else model_id_for()
+
+
 def cmd_check_config(args: argparse.Namespace) -> int:
+    """The file, then what `run` would trip over at start: thresholds for the configured model, and seniors
+    the store holds only for another model (they would be turned away)."""
+    from edge.decide import load_policy
+
     cfg = load_config(args.file)
     print(f"{args.file}: OK (centre {cfg.centre.id}, kiosk {cfg.centre.kiosk_id}, {len(cfg.rules.meals)} meals)")
+    model_id = recognition_model_id(cfg)
+    try:
+        policy = load_policy(model_id, cfg.calibration_path)
+    except CalibrationError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return EXIT_FAIL
+    print(f"recognition: model {model_id}, thresholds {policy.source}")
+    if cfg.store_path.exists():
+        try:
+            with Store(cfg.store_path) as store:
+                others = store.seniors_only_in_other_models(model_id)
+        except StoreError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return EXIT_FAIL
+        for other, n in others.items():
+            print(
+                f"warning: {n} seniors in {cfg.store_path} have templates only for model {other}: the kiosk cannot "
+                "recognise them; re-enrol them, or set [recognition] mirror to match how they were enrolled",
+                file=sys.stderr,
+            )
+        if others:
+            return EXIT_FAIL
     return EXIT_OK
 
 

@@ -246,6 +246,11 @@ class Config(_Section):
     def store_path(self) -> Path:
         return self.resolve(self.store.path)
 
+    @property
+    def calibration_path(self) -> Path | None:
+        """`[recognition] calibration`, resolved; None: the file stored with the model in models/."""
+        return self.resolve(self.recognition.calibration) if self.recognition.calibration else None
+
 
 # ---------------------------------------------------------------------------------------------
 # Loading with line numbers. tomllib reports syntax errors with their line; for validation errors

@@ -225,9 +225,7 @@ def _enroller(cfg: Config, store: Store) -> Enroller:
 
     detector, embedder = _models(cfg.recognition.backend, cfg.recognition.threads, cfg.recognition.mirror)
     try:
-        policy = load_policy(
-            embedder.model_id, cfg.resolve(cfg.recognition.calibration) if cfg.recognition.calibration else None
-        )
+        policy = load_policy(embedder.model_id, cfg.calibration_path)
     except CalibrationError as e:
         # Enrolment still works; only the lookalike warning falls back to hand-set thresholds.
         log.warning("%s; lookalike warnings use default thresholds", e)

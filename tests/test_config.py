@@ -78,6 +78,43 @@ def test_check_config_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) ->
     assert "config file not found" in capsys.readouterr().err
 
 
+def test_check_config_checks_the_thresholds_and_the_stores_model(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """What `run` would trip over at start: no thresholds for the configured model, or seniors the store
+    holds only for the other mirror setting (the kiosk would turn them away)."""
+    from datetime import date
+
+    import numpy as np
+
+    from edge.embed.dlib_backend import model_id_for
+    from edge.rules import Senior
+    from edge.store import Store, TemplateIn
+
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(DEFAULT_CONFIG.replace('"/var/lib/meal-edge/meal-edge.sqlite"', '"state/s.sqlite"'))
+    assert main(["check-config", str(cfg)]) == 0
+    assert "+flip, thresholds" in capsys.readouterr().out  # mirrored by default, the committed thresholds
+
+    # a store enrolled with plain descriptors, as before mirroring was the default
+    with Store(tmp_path / "state" / "s.sqlite") as store:
+        store.add_senior(Senior("S1", "Wang Fang", date(1950, 1, 1), "xuhui", "active"))
+        store.add_templates("S1", [TemplateIn(np.ones(128, np.float32), model_id_for(), 1.0, "a.jpg")])
+    assert main(["check-config", str(cfg)]) == 1
+    assert "1 seniors" in capsys.readouterr().err
+    plain = tmp_path / "plain.toml"
+    plain.write_text(cfg.read_text().replace("mirror = true", "mirror = false"))
+    assert main(["check-config", str(plain)]) == 0
+
+    # thresholds made for another model are refused, naming the file
+    (tmp_path / "other.toml").write_text(
+        (Path(__file__).resolve().parents[1] / "models" / "calibration-nomirror.toml").read_text()
+    )
+    cfg.write_text(cfg.read_text().replace('calibration = ""', 'calibration = "other.toml"'))
+    assert main(["check-config", str(cfg)]) == 1
+    assert "other.toml: thresholds were calibrated for model" in capsys.readouterr().err
+
+
 def test_default_config_cli_round_trips(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["default-config"]) == 0
     out = capsys.readouterr().out
