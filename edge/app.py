@@ -124,6 +124,16 @@ class Enrolled:
     pair_margins: dict[frozenset[str], float]
 
 
+def unrecognisable(n: int, other_model: str, model_id: str) -> str:
+    """What the kiosk (at every gallery load) and `check-config` say about seniors enrolled only for
+    another model."""
+    return (
+        f"{n} seniors have face templates only for model {other_model}, not for this kiosk's model {model_id}: "
+        "they cannot be recognised. Re-enrol their photos (meal-enroll add/import/capture), or set "
+        "[recognition] mirror to match how they were enrolled"
+    )
+
+
 class GalleryHolder:
     """The live gallery, rebuilt from the store when enrolment changes it. Senior records (status,
     birth date, hukou) are not cached: the rules read them from the store at each decision, so a
@@ -146,12 +156,7 @@ class GalleryHolder:
         pairs = lookalike_pairs(gallery, self.policy)
         for other, n in self.store.seniors_only_in_other_models(self.model_id).items():
             # Loud, at every reload: these seniors would be turned away without anyone knowing why.
-            log.error(
-                "%d seniors have face templates only for model %s, not for this kiosk's model %s: they cannot "
-                "be recognised. Re-enrol their photos (meal-enroll add/import), or set [recognition] mirror to "
-                "match how they were enrolled",
-                n, other, self.model_id,
-            )
+            log.error("%s", unrecognisable(n, other, self.model_id))
         self.current = Enrolled(gallery, pairs)
         self._signature = sig
         self._checked = time.monotonic()

@@ -17,7 +17,7 @@ from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING
 
-from edge.app import Decision, build_parts, make_pipeline, replay_clock
+from edge.app import Decision, build_parts, make_pipeline, replay_clock, unrecognisable
 from edge.capture import SourceError
 from edge.config import DEFAULT_CONFIG, Config, ConfigError, load_config
 from edge.decide import CalibrationError
@@ -221,22 +221,15 @@ def cmd_events(args: argparse.Namespace) -> int:
         store.close()
 
 
-def recognition_model_id(cfg: Config) -> str:
-    """The model id `run` will use (without loading a network: both back-ends share it)."""
-    from edge.embed.dlib_backend import model_id_for
-    from edge.embed.mirror import mirrored_model_id
-
-    return mirrored_model_id(model_id_for()) if cfg.recognition.mirror else model_id_for()
-
-
 def cmd_check_config(args: argparse.Namespace) -> int:
     """The file, then what `run` would trip over at start: thresholds for the configured model, and seniors
     the store holds only for another model (they would be turned away)."""
     from edge.decide import load_policy
+    from edge.embed.mirror import reference_model_id
 
     cfg = load_config(args.file)
     print(f"{args.file}: OK (centre {cfg.centre.id}, kiosk {cfg.centre.kiosk_id}, {len(cfg.rules.meals)} meals)")
-    model_id = recognition_model_id(cfg)
+    model_id = reference_model_id(cfg.recognition.mirror)
     try:
         policy = load_policy(model_id, cfg.calibration_path)
     except CalibrationError as e:
@@ -251,11 +244,7 @@ def cmd_check_config(args: argparse.Namespace) -> int:
             print(f"error: {e}", file=sys.stderr)
             return EXIT_FAIL
         for other, n in others.items():
-            print(
-                f"warning: {n} seniors in {cfg.store_path} have templates only for model {other}: the kiosk cannot "
-                "recognise them; re-enrol them, or set [recognition] mirror to match how they were enrolled",
-                file=sys.stderr,
-            )
+            print(f"warning: {cfg.store_path}: {unrecognisable(n, other, model_id)}", file=sys.stderr)
         if others:
             return EXIT_FAIL
     return EXIT_OK

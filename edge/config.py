@@ -211,9 +211,9 @@ class DisplayConfig(_Section):
     @classmethod
     def _listen(cls, v: str) -> str:
         try:
-            parse_listen(v)
-        except argparse.ArgumentTypeError:
-            raise ValueError(f"{v!r} is not HOST:PORT (e.g. 127.0.0.1:8081)") from None
+            parse_listen(v, "127.0.0.1:8081")
+        except argparse.ArgumentTypeError as e:
+            raise ValueError(str(e)) from None
         return v
 
     @property

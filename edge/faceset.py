@@ -24,8 +24,7 @@ import numpy as np
 
 from edge.detect import Detector, Face, ImageError, load_image
 from edge.embed.base import EMBEDDING_DIM, Embedder
-from edge.embed.dlib_backend import model_id_for
-from edge.embed.mirror import mirrored_model_id
+from edge.embed.mirror import reference_model_id
 
 log = logging.getLogger(__name__)
 
@@ -199,7 +198,7 @@ def load_faceset(
     if embedder is not None:
         model_id = embedder.model_id
     else:
-        model_id = mirrored_model_id(model_id_for()) if mirror else model_id_for()
+        model_id = reference_model_id(mirror)
     cache = (
         EmbeddingCache(_cache_path(cache_dir, model_id, detect_width, upsample), model_id)
         if cache_dir is not None

@@ -23,6 +23,14 @@ def mirrored_model_id(model_id: str) -> str:
     return model_id + MIRROR_SUFFIX
 
 
+def reference_model_id(mirror: bool) -> str:
+    """The model id an embedder of the installed dlib model has, with or without mirroring, without loading
+    a network (both back-ends share it): what `check-config` and cached face sets key on."""
+    from edge.embed.dlib_backend import model_id_for
+
+    return mirrored_model_id(model_id_for()) if mirror else model_id_for()
+
+
 class Mirrored:
     """Wraps any back-end; same interface, same input and output shapes."""
 
