@@ -303,6 +303,52 @@ def _accepts(x: FeatureTable, t: FrameThresholds) -> np.ndarray:
     )
 
 
+@dataclass(frozen=True)
+class KioskRound:
+    """One round of measure_kiosk_rule's trials and what the rule decided for each (kept for tests that
+    check the vectorised rule against edge.decide.decide_sequential on the same trials)."""
+
+    gallery: Gallery
+    #: (identity, max_frames photos) enrolled presences: the identity is in the gallery
+    enrolled: list[tuple[str, np.ndarray]]
+    #: (identity, max_frames photos) never-enrolled presences: decided with that identity masked out
+    strangers: list[tuple[str, np.ndarray]]
+    accepted: np.ndarray  # bool [len(enrolled)]
+    correct: np.ndarray  # bool [len(enrolled)] accepted as the right senior
+    stranger_accepted: np.ndarray  # bool [len(strangers)]
+
+
+def kiosk_round(
+    fs: FaceSet, policy: Policy, photos_per_person: int, seed: int, r: int, min_frames: int = 3, max_frames: int = 5
+) -> KioskRound:
+    """Round r of measure_kiosk_rule: a gallery of every identity's first photos_per_person (shuffled) photos,
+    enrolled presences from the rest, never-enrolled presences from all photos with the identity masked."""
+    rng = np.random.default_rng([seed, r])
+    shuffled = {n: fs.embeddings[n][rng.permutation(len(fs.embeddings[n]))] for n in fs.identities}
+    gallery = Gallery.from_pairs(
+        ((n, x) for n, e in shuffled.items() for x in e[:photos_per_person]), model_id=fs.model_id
+    )
+    g_groups = [
+        (n, e[photos_per_person:][j : j + max_frames])
+        for n, e in shuffled.items()
+        for j in range(0, len(e) - photos_per_person - max_frames + 1, max_frames)
+    ]
+    i_groups = [
+        (n, e[j : j + max_frames]) for n, e in shuffled.items() for j in range(0, len(e) - max_frames + 1, max_frames)
+    ]
+    ag, cg = np.zeros(len(g_groups), bool), np.zeros(len(g_groups), bool)
+    ai = np.zeros(len(i_groups), bool)
+    for k in range(min_frames, max_frames + 1):
+        t = policy.thresholds(k)
+        g = feature_table(gallery, [Probe(n, x[:k]) for n, x in g_groups], policy.template_weight)
+        i = feature_table(gallery, [Probe(n, x[:k]) for n, x in i_groups], policy.template_weight, exclude_own=True)
+        new_g = _accepts(g, t) & ~ag
+        cg |= new_g & g.best_correct
+        ag |= new_g
+        ai |= _accepts(i, t)
+    return KioskRound(gallery, g_groups, i_groups, ag, cg, ai)
+
+
 def measure_kiosk_rule(
     fs: FaceSet,
     policy: Policy,
@@ -316,39 +362,10 @@ def measure_kiosk_rule(
     of max_frames photos, accepted at the first of min_frames..max_frames that accepts. Every look is another
     chance for a stranger, so this is the never-enrolled rate a centre actually gets. Confirm is not split
     out here (the accept rule is what pays); lookalike pair margins are not applied."""
-    acc_gs: list[np.ndarray] = []
-    correct_gs: list[np.ndarray] = []
-    acc_is: list[np.ndarray] = []
-    for r in range(rounds):
-        rng = np.random.default_rng([seed, r])
-        shuffled = {n: fs.embeddings[n][rng.permutation(len(fs.embeddings[n]))] for n in fs.identities}
-        gallery = Gallery.from_pairs(
-            ((n, x) for n, e in shuffled.items() for x in e[:photos_per_person]), model_id=fs.model_id
-        )
-        g_groups = [
-            (n, e[photos_per_person:][j : j + max_frames])
-            for n, e in shuffled.items()
-            for j in range(0, len(e) - photos_per_person - max_frames + 1, max_frames)
-        ]
-        i_groups = [
-            (n, e[j : j + max_frames])
-            for n, e in shuffled.items()
-            for j in range(0, len(e) - max_frames + 1, max_frames)
-        ]
-        ag, cg = np.zeros(len(g_groups), bool), np.zeros(len(g_groups), bool)
-        ai = np.zeros(len(i_groups), bool)
-        for k in range(min_frames, max_frames + 1):
-            t = policy.thresholds(k)
-            g = feature_table(gallery, [Probe(n, x[:k]) for n, x in g_groups], policy.template_weight)
-            i = feature_table(gallery, [Probe(n, x[:k]) for n, x in i_groups], policy.template_weight, exclude_own=True)
-            new_g = _accepts(g, t) & ~ag
-            cg |= new_g & g.best_correct
-            ag |= new_g
-            ai |= _accepts(i, t)
-        acc_gs.append(ag)
-        correct_gs.append(cg)
-        acc_is.append(ai)
-    acc_g, correct_g, acc_i = np.concatenate(acc_gs), np.concatenate(correct_gs), np.concatenate(acc_is)
+    done = [kiosk_round(fs, policy, photos_per_person, seed, r, min_frames, max_frames) for r in range(rounds)]
+    acc_g = np.concatenate([x.accepted for x in done])
+    correct_g = np.concatenate([x.correct for x in done])
+    acc_i = np.concatenate([x.stranger_accepted for x in done])
     ng, ni = len(acc_g), len(acc_i)
     return {
         "frames": f"{min_frames}-{max_frames} (kiosk)",

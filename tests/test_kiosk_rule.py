@@ -13,7 +13,7 @@ from test_confirm import light_pipeline
 from test_decide import at as near
 from test_decide import crowd, gallery_of, random_unit
 
-from edge.calibrate import measure_kiosk_rule
+from edge.calibrate import kiosk_round, measure_kiosk_rule
 from edge.config import Config
 from edge.decide import FrameThresholds, Policy, decide, decide_sequential
 from edge.detect import Face
@@ -114,3 +114,33 @@ def test_measure_kiosk_rule_counts_on_a_constructed_face_set() -> None:
     r2 = measure_kiosk_rule(fs2, POLICY, 3, 2, 0)
     assert r2["impostor_accept"]["count"] == 24
     assert r2["correct"]["count"] + r2["wrong"]["count"] + r2["not_accepted"]["count"] == 24
+
+
+def test_measure_kiosk_rule_decides_each_trial_as_decide_sequential() -> None:
+    """The calibrator's vectorised rule and the kiosk's pure function, on the same constructed trials: every
+    presence gets the same accept (and the same senior), and the trials mix early, late and no accepts so
+    that the comparison covers each branch. Siblings (centres 0.1 or 0.3 apart) make strangers get accepted as the
+    sibling when they are masked out."""
+    rng = np.random.default_rng(11)
+    centres: dict[str, np.ndarray] = {}
+    for i in range(15):
+        c = random_unit(rng)
+        centres[f"S{i:02d}a"], centres[f"S{i:02d}b"] = c, near(c, 0.1 if i < 5 else 0.3, rng)
+    emb = {n: np.stack([near(c, float(rng.uniform(0.15, 0.75)), rng) for _ in range(13)]) for n, c in centres.items()}
+    files = {n: tuple(f"{j}.jpg" for j in range(13)) for n in emb}
+    fs = FaceSet(None, MODEL, tuple(sorted(emb)), emb, files, 13 * len(emb), 0)  # type: ignore[arg-type]
+    first_frames: list[int] = []
+    stranger_accepts: list[bool] = []
+    for r in range(2):
+        rd = kiosk_round(fs, POLICY, 3, seed=5, r=r)
+        assert len(rd.enrolled) == 2 * len(emb) and len(rd.strangers) == 2 * len(emb)
+        for (n, x), acc, ok in zip(rd.enrolled, rd.accepted, rd.correct, strict=True):
+            v = decide_sequential(rd.gallery, x, POLICY)
+            assert v is not None and (v.outcome == "accept") == acc and (acc and v.senior_id == n) == ok
+            first_frames.append(v.frames if acc else 0)
+        for (n, x), acc in zip(rd.strangers, rd.stranger_accepted, strict=True):
+            v = decide_sequential(rd.gallery.without(n), x, POLICY)
+            assert v is not None and (v.outcome == "accept") == acc
+            stranger_accepts.append(bool(acc))
+    assert {0, 3} <= set(first_frames) and set(first_frames) & {4, 5}
+    assert any(stranger_accepts) and not all(stranger_accepts)
