@@ -7,6 +7,7 @@ from __future__ import annotations
 # =================================================================================================
 import getpass
 import os
+import re
 import shutil
 import signal
 import socket
@@ -116,6 +117,15 @@ class MosquittoBroker:
     def restart(self) -> None:
         self.stop()
         self.start()
+
+    def unacked(self, client_id: str) -> set[int]:
+        """Message ids the broker has sent to client_id (QoS 1) without its PUBACK yet, read off the log
+        (`log_type all`). A message in flight when the broker stops is sent again after the restart,
+        so a test that counts deliveries waits for this to be empty before it stops the broker."""
+        log = self.log_path.read_text(errors="replace")
+        sent = {int(m) for m in re.findall(rf"Sending PUBLISH to {re.escape(client_id)} \(d\d, q1, r\d, m(\d+),", log)}
+        acked = {int(m) for m in re.findall(rf"Received PUBACK from {re.escape(client_id)} \(Mid: (\d+),", log)}
+        return sent - acked
 
     def log_tail(self, n: int = 20) -> str:
         try:

@@ -78,6 +78,7 @@ class Collector:
         self.msgs: list[Msg] = []
         self._lock = threading.Lock()
         self.topic = topic
+        self.client_id = client_id
         self.connected = threading.Event()
         c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=False)
         c.reconnect_delay_set(1, 1)
@@ -215,6 +216,9 @@ def test_broker_down_events_queue_and_drain_in_order(
     first = store.record_meal(meal(cfg, "S0000"), events_topic(cfg))
     pub.wake()
     wait_until(lambda: store.pending_count() == 0, 5, "the first event delivered")
+    # the collector's PUBACK too: a message still in flight to it would be sent again after the restart
+    # (MQTT's at-least-once, which the district de-duplicates by event_id), and this test counts deliveries
+    wait_until(lambda: not mosquitto_broker.unacked(collector.client_id), 5, "the collector acknowledged")
 
     mosquitto_broker.stop()  # clean stop: Mosquitto saves the collector's persistent session
     wait_until(lambda: not pub.connected, 5, "publisher noticed the broker is gone")
