@@ -16,6 +16,10 @@ senior: the worst failure), confirm (staff asked; split by whether the candidate
 rejected (unknown). For a never-enrolled probe: accepted, confirm, unknown.
 Rates carry 95% Wilson score intervals; for zero events the rule-of-three bound 3/n is given too.
 
+--upper-bound adds, for each probe length, the distance and margin thresholds fitted to this trial itself that
+give the most correct accepts with wrong <= 0.1% and never-enrolled <= 0.5% (never-enrolled probes of the same
+length). It is an oracle, not a policy: what no re-calibration of this policy's form could beat on these people.
+
 --simulate-refresh replays the same trial with the daemon's template refresh (edge/refresh.py, the
 [recognition] refresh_* defaults): each enrolled person's probes, in a seeded random order, are monthly
 check-ins (31 days apart, so the 30-day limit never binds), each decided with the gallery as it stands; an
@@ -248,6 +252,8 @@ class Trial:
     gallery: Gallery
     #: enrolment embeddings per senior (for lookalike checks)
     enrolled: dict[str, np.ndarray]
+    #: every photo of each never-enrolled person, in the trial's shuffled order (impostor probes are drawn from it)
+    never_enrolled: dict[str, np.ndarray]
     genuine: list[Probe]
     impostor: list[Probe]
     genuine_single: list[Probe]
@@ -292,12 +298,16 @@ def build_trial(
         genuine_single.extend(Probe(n, rest[i : i + 1]) for i in range(len(rest)))
     impostor: list[Probe] = []
     impostor_single: list[Probe] = []
+    never_enrolled: dict[str, np.ndarray] = {}
     for n in imp_names:
         e = fs.embeddings[n][rng.permutation(len(fs.embeddings[n]))]
+        never_enrolled[n] = e
         impostor.append(Probe(None, e[:probe_frames]))
         impostor_single.extend(Probe(None, e[i : i + 1]) for i in range(len(e)))
     gallery = Gallery.from_pairs(pairs, model_id=fs.model_id)
-    return Trial(gallery, enrolled, genuine, impostor, genuine_single, impostor_single, len(eligible), len(pool))
+    return Trial(
+        gallery, enrolled, never_enrolled, genuine, impostor, genuine_single, impostor_single, len(eligible), len(pool)
+    )
 
 
 def enrolment_pair_margins(trial: Trial, policy: Policy) -> dict[frozenset[str], float]:
@@ -717,6 +727,94 @@ def format_refresh(r: Mapping[str, Any], probe_frames: int) -> list[str]:
     return lines
 
 
+# --------------------------------------------------------------------------------------------- upper bound
+
+#: the issue's acceptance limits, used by the upper bound below
+ACCEPTANCE_WRONG_RATE = 0.001
+ACCEPTANCE_IMPOSTOR_RATE = 0.005
+ORACLE_DISTANCES = np.round(np.arange(0.15, 0.6001, 0.0025), 4)
+ORACLE_MARGINS = np.round(np.arange(0.0, 0.2001, 0.0025), 4)
+
+
+def best_thresholds(
+    g: FeatureTable,
+    i: FeatureTable,
+    max_wrong_rate: float = ACCEPTANCE_WRONG_RATE,
+    max_impostor_rate: float = ACCEPTANCE_IMPOSTOR_RATE,
+    distances: np.ndarray = ORACLE_DISTANCES,
+    margins: np.ndarray = ORACLE_MARGINS,
+) -> dict[str, Any]:
+    """The accept rule "distance <= d and margin >= m" with the most correct accepts among enrolled trials g
+    such that wrong accepts stay within max_wrong_rate of g and never-enrolled accepts within
+    max_impostor_rate of i (fewest never-enrolled accepts, then the tightest d, among ties). With no
+    allowed (d, m) on the grid (not even the tightest) it returns d = m = None and 0 accepts."""
+    allow_wrong = math.floor(max_wrong_rate * len(g) + 1e-9)
+    allow_imp = math.floor(max_impostor_rate * len(i) + 1e-9)
+    best: tuple[int, int, float, float] | None = None  # (correct, -impostors, -d, m)
+    found: dict[str, Any] = {"distance": None, "margin": None, "correct": 0, "wrong": 0, "impostor_accept": 0}
+    for m in margins:
+        keep_g = g.margin >= m
+        ok = np.sort(g.distance[keep_g & g.best_correct])
+        bad = np.sort(g.distance[keep_g & ~g.best_correct])
+        imp = np.sort(i.distance[i.margin >= m])
+        correct = np.searchsorted(ok, distances, side="right")
+        wrong = np.searchsorted(bad, distances, side="right")
+        strangers = np.searchsorted(imp, distances, side="right")
+        for j in np.flatnonzero((wrong <= allow_wrong) & (strangers <= allow_imp)):
+            key = (int(correct[j]), -int(strangers[j]), -float(distances[j]), float(m))
+            if best is None or key > best:
+                best = key
+                found = {
+                    "distance": float(distances[j]),
+                    "margin": float(m),
+                    "correct": int(correct[j]),
+                    "wrong": int(wrong[j]),
+                    "impostor_accept": int(strangers[j]),
+                }
+    return {**found, "enrolled": len(g), "never_enrolled": len(i)}
+
+
+def oracle_report(trial: Trial, policy: Policy) -> dict[str, Any]:
+    """An upper bound, not a policy: for each frame count among the enrolled probes, the distance and margin
+    thresholds that give the most correct accepts on this trial itself within the acceptance limits
+    (wrong <= 0.1%, never-enrolled <= 0.5% of never-enrolled probes of that frame count: every never-enrolled
+    person's photos in disjoint groups of k). The agreement and lookalike rules are left out; they only
+    remove accepts, so no policy of this form, however calibrated, does better on this trial."""
+    g_all = feature_table(trial.gallery, trial.genuine, policy.template_weight)
+    rows: dict[str, Any] = {}
+    for k in sorted({int(x) for x in g_all.frames}):
+        strangers = [
+            Probe(None, e[j : j + k]) for e in trial.never_enrolled.values() for j in range(0, len(e) - k + 1, k)
+        ]
+        i = feature_table(trial.gallery, strangers, policy.template_weight)
+        rows[str(k)] = best_thresholds(g_all.select(g_all.frames == k), i)
+    correct = sum(r["correct"] for r in rows.values())
+    return {
+        "limits": {"wrong_rate": ACCEPTANCE_WRONG_RATE, "impostor_accept_rate": ACCEPTANCE_IMPOSTOR_RATE},
+        "by_frames": rows,
+        "correct": rate(correct, len(g_all)),
+    }
+
+
+def format_oracle(o: Mapping[str, Any]) -> list[str]:
+    lim = o["limits"]
+    c = o["correct"]
+    lines = [
+        "\nupper bound (NOT a policy: thresholds fitted to this trial itself, per frame count, for the most correct "
+        f"accepts with wrong <= {_pct(lim['wrong_rate'])} and never-enrolled <= {_pct(lim['impostor_accept_rate'])}):",
+        f"  correct senior accepted {c['count']:5d}/{c['n']:<5d} {_pct(c['rate']):>7s}",
+    ]
+    for k, r in o["by_frames"].items():
+        at = "no allowed threshold"
+        if r["distance"] is not None:
+            at = f"distance <= {r['distance']}, margin >= {r['margin']}"
+        lines.append(
+            f"    {k} frame(s): {r['correct']}/{r['enrolled']} correct at {at}; wrong {r['wrong']}, "
+            f"never-enrolled {r['impostor_accept']}/{r['never_enrolled']}"
+        )
+    return lines
+
+
 # --------------------------------------------------------------------------------------------- command
 
 
@@ -773,6 +871,8 @@ def evaluate(fs: FaceSet, policy: Policy, args: argparse.Namespace) -> dict[str,
     }
     if getattr(args, "kiosk", False):
         result["kiosk"] = kiosk_report(fs, policy, args, trial, pairs)
+    if getattr(args, "oracle", False):
+        result["upper_bound"] = oracle_report(trial, policy)
     if getattr(args, "simulate_refresh", False):
         result["refresh"] = refresh_report(
             trial, policy, pairs, args.seed, recompute_pairs=getattr(args, "lookalike_margins", True)
@@ -885,6 +985,14 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         help="do not raise the margin of lookalike pairs found at enrolment (to measure what it costs)",
     )
     p.add_argument(
+        "--upper-bound",
+        dest="oracle",
+        action="store_true",
+        help="also report the most correct accepts ANY distance and margin thresholds could give on this trial "
+        "within the acceptance limits (wrong <= 0.1%%, never-enrolled <= 0.5%%), fitted to the trial itself: "
+        "how much a re-calibration could possibly gain, not a policy",
+    )
+    p.add_argument(
         "--simulate-refresh",
         action="store_true",
         help="also replay each enrolled person's probes as monthly check-ins with the daemon's template "
@@ -947,6 +1055,8 @@ def format_report(r: dict[str, Any]) -> str:
             f"{k['frames']['min']} photos): {k['excluded_short_probes']['enrolled']} enrolled, "
             f"{k['excluded_short_probes']['never_enrolled']} never-enrolled probes"
         )
+    if "upper_bound" in r:
+        lines.extend(format_oracle(r["upper_bound"]))
     if "refresh" in r:
         lines.extend(format_refresh(r["refresh"], pr["probe_frames"]))
     if "det_png" in r:

@@ -15,9 +15,11 @@ from edge.decide import Verdict, default_policy, features
 from edge.evaluate import (
     FeatureTable,
     Probe,
+    best_thresholds,
     build_trial,
     evaluate,
     feature_table,
+    oracle_report,
     rate,
     sweep,
     tally,
@@ -208,6 +210,51 @@ def test_evaluate_on_separable_clusters(tmp_path: Path) -> None:
     rows = list(csv.DictReader(open(tmp_path / "sweep.csv")))
     assert len(rows) > 20 and {"curve", "accept_distance", "fnir", "impostor_accept_rate"} <= set(rows[0])
     assert (tmp_path / "det.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def _table(distance: list[float], margin: list[float], correct: list[bool]) -> FeatureTable:
+    n = len(distance)
+    return FeatureTable(
+        np.array(distance), np.array(margin), np.ones(n), np.full(n, 3), np.array(correct), np.ones(n, bool)
+    )
+
+
+def test_best_thresholds_on_constructed_trials() -> None:
+    """Four enrolled trials (the 0.40 one's best senior is someone else) and two never-enrolled ones."""
+    g = _table([0.1, 0.2, 0.3, 0.4], [0.1, 0.1, 0.01, 0.1], [True, True, True, False])
+    i = _table([0.25, 0.35], [0.1, 0.1], [False, False])
+    grid = dict(distances=np.round(np.arange(0.0, 0.5, 0.05), 4), margins=np.array([0.0, 0.01, 0.05, 0.1, 0.15]))
+    # one stranger of two allowed: accept up to 0.30 (0.35 would let the second one in, 0.40 the wrong
+    # senior); the 0.30 trial's margin is 0.01, so no margin above that
+    r = best_thresholds(g, i, max_wrong_rate=0.0, max_impostor_rate=0.5, **grid)  # type: ignore[arg-type]
+    assert r == {"distance": 0.3, "margin": 0.01, "correct": 3, "wrong": 0, "impostor_accept": 1,
+                 "enrolled": 4, "never_enrolled": 2}  # fmt: skip
+    # no stranger allowed: the 0.25 one must stay out, and its margin equals the accepted ones', so the
+    # distance has to do it
+    r = best_thresholds(g, i, max_wrong_rate=0.0, max_impostor_rate=0.0, **grid)  # type: ignore[arg-type]
+    assert (r["distance"], r["margin"], r["correct"], r["impostor_accept"]) == (0.2, 0.1, 2, 0)
+    # a wrong accept allowed (1 in 4): the 0.40 trial may be accepted, but it adds no correct accept and
+    # the second stranger would come in with it, so the answer is unchanged
+    assert best_thresholds(g, i, 0.25, 0.5, **grid)["correct"] == 3  # type: ignore[arg-type]
+    # nothing allowed at all on a grid that starts above every trial: no threshold
+    r = best_thresholds(g, i, 0.0, 0.0, distances=np.array([0.45]), margins=np.array([0.0]))
+    assert (r["distance"], r["correct"]) == (None, 0)
+
+
+def test_upper_bound_uses_never_enrolled_probes_of_each_frame_count() -> None:
+    rng = np.random.default_rng(5)
+    centres = _unit(rng, 24)
+    # 4..7 photos a person: enrolled probes of 1, 2 and 3 frames
+    fs = _faceset({f"p{i:02d}": centres[i] + 0.1 * _unit(rng, 4 + i % 4) for i in range(24)})
+    tr = build_trial(fs, gallery_size=16, photos_per_person=3, probe_frames=3, impostors=8, seed=0)
+    o = oracle_report(tr, default_policy("test-model"))
+    assert set(o["by_frames"]) == {"1", "2", "3"}
+    for k, row in o["by_frames"].items():
+        assert row["never_enrolled"] == sum(len(e) // int(k) for e in tr.never_enrolled.values())
+        assert row["enrolled"] == sum(1 for p in tr.genuine if p.frames == int(k))
+    # tight, well separated people: every enrolled probe can be accepted with no stranger and no wrong senior
+    assert o["correct"]["count"] == len(tr.genuine) and o["correct"]["rate"] == 1.0
+    assert all(r["wrong"] == 0 and r["impostor_accept"] == 0 for r in o["by_frames"].values())
 
 
 def test_identity_split_is_fixed_and_about_half() -> None:

@@ -63,7 +63,8 @@ def trial(enrolled: dict[str, np.ndarray], genuine: list[Probe], impostor: list[
     enrolled = {n: enrolled[n] for n in sorted(enrolled)}
     g = Gallery.from_pairs(((n, x) for n, e in enrolled.items() for x in e), model_id=MODEL)
     single = [Probe(None, p.embeddings[:1]) for p in impostor]
-    return Trial(g, enrolled, genuine, impostor, [], single, len(enrolled), len(impostor))
+    strangers = {f"x{i}": p.embeddings for i, p in enumerate(impostor)}
+    return Trial(g, enrolled, strangers, genuine, impostor, [], single, len(enrolled), len(impostor))
 
 
 def others() -> dict[str, np.ndarray]:
