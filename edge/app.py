@@ -26,6 +26,7 @@ from edge.decide import Policy, Verdict, decide, fuse, lookalike_pairs
 from edge.detect import Detector, Face
 from edge.embed.base import Embedder
 from edge.events import MealEvent, event_topic, new_event_id
+from edge.evidence import EvidenceKeeper, confirmation_name
 from edge.liveness import LivenessChecker, LivenessVerdict
 from edge.match import Gallery, normalise
 from edge.refresh import CheckIn, RefreshRule, checkin_source, is_checkin_source, refresh_reasons
@@ -197,6 +198,7 @@ class Pipeline:
         on_decision: Callable[[Decision], None] | None = None,
         on_event: Callable[[], None] | None = None,
         liveness: LivenessChecker | None = None,
+        evidence: EvidenceKeeper | None = None,
     ) -> None:
         self.cfg = cfg
         self.detector = detector
@@ -208,6 +210,7 @@ class Pipeline:
         self.on_decision = on_decision
         self.on_event = on_event
         self.liveness = liveness
+        self.evidence = evidence
         t = cfg.track
         self.tracker = Tracker(iou_match=t.iou_match, max_missing=t.max_missing_frames)
         self.stats = Stats()
@@ -243,6 +246,8 @@ class Pipeline:
                 # frames[i] and the last len(frames) observations stay in step: both grow here
                 track.frames.append(frame.image)
                 del track.frames[: -self.cfg.liveness.max_frames]
+            if self.evidence is not None and not track.decided:
+                track.snapshot = (frame.image, obs.face.box)
             if self._due(track, obs):
                 want.append((track, obs))
         if want:
@@ -334,7 +339,10 @@ class Pipeline:
         probe = None
         if self.refresh_rule.enabled and verdict.outcome == "accept":
             probe = fuse(np.stack(embs[-t.max_frames :][-verdict.frames :]))  # the frames decide() fused
-        return self._finalise(track.id, verdict, self.clock(frame), ts, ts - track.first_ts, probe=probe, live=live)
+        return self._finalise(
+            track.id, verdict, self.clock(frame), ts, ts - track.first_ts, probe=probe, live=live,
+            snapshot=track.snapshot,
+        )
 
     def _liveness(self, track: Track) -> LivenessVerdict:
         n = len(track.frames)
@@ -365,8 +373,10 @@ class Pipeline:
         *,
         probe: np.ndarray | None = None,
         live: bool | None = None,
+        snapshot: tuple[np.ndarray, tuple[int, int, int, int]] | None = None,
     ) -> Decision:
-        """probe (the fused descriptor) and live (the liveness verdict) serve only the template refresh."""
+        """probe (the fused descriptor) and live (the liveness verdict) serve only the template refresh;
+        snapshot (a frame and the face box) is kept as audit evidence of a meal or a pending confirmation."""
         t0 = time.perf_counter()
         common: dict[str, Any] = dict(
             track_id=track_id,
@@ -392,6 +402,8 @@ class Pipeline:
             )
         else:
             d = self._apply_rules(senior, verdict, now, common, probe=probe, live=live)
+        if snapshot is not None:
+            self._keep_evidence(d, *snapshot)
         self.stats.t_rules += time.perf_counter() - t0
         self.stats.decisions += 1
         self.stats.by_kind[d.kind] = self.stats.by_kind.get(d.kind, 0) + 1
@@ -402,6 +414,16 @@ class Pipeline:
         if self.on_decision is not None:
             self.on_decision(d)
         return d
+
+    def _keep_evidence(self, d: Decision, image: np.ndarray, box: tuple[int, int, int, int]) -> None:
+        """Only what can cost or pay public money: a recorded meal, or a confirmation staff will be asked about.
+        Unknown faces are not kept (they are nobody's meal)."""
+        if self.evidence is None:
+            return
+        if d.kind == "meal" and d.event_id:
+            self.evidence.save(d.event_id, image, box, d.decided_at)
+        elif d.kind == "confirm" and d.confirmation_id is not None:
+            self.evidence.save(confirmation_name(d.confirmation_id), image, box, d.decided_at)
 
     def _pending_confirmation(self, senior: Senior, verdict: Verdict, decided_at: datetime) -> int | None:
         """Keep the `confirm` decision for staff (`meal-edge confirm`); the rules are applied when staff
@@ -565,7 +587,14 @@ def build_parts(cfg: Config, *, store_path: Path | None = None) -> Parts:
     return Parts(store, embedder, policy, detector)
 
 
-def make_pipeline(cfg: Config, parts: Parts, clock: Clock, **kw: Any) -> Pipeline:
+def make_pipeline(
+    cfg: Config, parts: Parts, clock: Clock, *, evidence_dir: Path | None = None, **kw: Any
+) -> Pipeline:
+    """The pipeline `run`, `replay` and the demo use. Audit snapshots go to evidence_dir (a replay passes its
+    scratch folder) or else to [evidence] dir, when [evidence] enabled."""
+    evidence = None
+    if cfg.evidence.enabled:
+        evidence = EvidenceKeeper(evidence_dir or cfg.evidence_dir, cfg.evidence.retention_days)
     liveness = None
     if cfg.liveness.enabled:
         from edge.liveness import LivenessParams
@@ -584,5 +613,6 @@ def make_pipeline(cfg: Config, parts: Parts, clock: Clock, **kw: Any) -> Pipelin
         policy=parts.policy,
         clock=clock,
         liveness=liveness,
+        evidence=evidence,
         **kw,
     )

@@ -103,6 +103,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         on_decision=run_feedback(display),
         on_event=publisher.wake if publisher else None,
     )
+    if pipeline.evidence is not None:
+        pipeline.evidence.purge(datetime.now(tz).date())  # also when no meal has been served for a while
     if display:
         display.start()
     if publisher:
@@ -187,8 +189,9 @@ def cmd_replay(args: argparse.Namespace) -> int:
                     flush=True,
                 )
 
+        # snapshots beside the scratch store: a replay never writes into the kiosk's real evidence
         pipeline = make_pipeline(
-            cfg, parts, replay_clock(now0), on_decision=emit
+            cfg, parts, replay_clock(now0), on_decision=emit, evidence_dir=store_path.parent / "evidence"
         )
         source = open_source(args.source)
         t0 = time.perf_counter()
@@ -219,6 +222,35 @@ def cmd_events(args: argparse.Namespace) -> int:
         return events_command(store, pending_only=args.pending, as_json=args.json)
     finally:
         store.close()
+
+
+def cmd_evidence(args: argparse.Namespace) -> int:
+    """The audit snapshot of a meal (by event_id; a staff-confirmed meal's is its confirmation's) or of a
+    confirmation (confirmation-<id>): its path, or a copy at --out."""
+    from edge.evidence import EvidenceKeeper, confirmation_name
+
+    cfg = _need_config(args)
+    keeper = EvidenceKeeper(cfg.evidence_dir, cfg.evidence.retention_days)
+    name = f"confirmation-{args.id}" if args.id.isdigit() else args.id
+    found = keeper.find(name)
+    if found is None and not name.startswith("confirmation-") and cfg.store_path.exists():
+        with Store(cfg.store_path) as store:
+            c = store.confirmation_for_event(name)
+        if c is not None:
+            found = keeper.find(confirmation_name(c.id))
+    if found is None:
+        print(
+            f"no audit snapshot {name!r} in {cfg.evidence_dir}: not a meal event_id or confirmation of this kiosk, "
+            f"taken while [evidence] was off, or older than {cfg.evidence.retention_days} days and deleted",
+            file=sys.stderr,
+        )
+        return EXIT_FAIL
+    if args.out:
+        shutil.copyfile(found, args.out)
+        print(args.out)
+    else:
+        print(found)
+    return EXIT_OK
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
@@ -288,6 +320,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--pending", action="store_true", help="only events not yet acknowledged by the broker")
     s.add_argument("--json", action="store_true")
     s.set_defaults(func=cmd_events)
+
+    s = sub.add_parser("evidence", help="find the audit snapshot (JPEG) of a meal or a staff confirmation")
+    s.add_argument("id", help="the meal's event_id, or a confirmation id (number)")
+    s.add_argument("--out", metavar="FILE", help="copy the snapshot to FILE instead of printing its path")
+    s.set_defaults(func=cmd_evidence)
 
     s = sub.add_parser("check-config", help="validate a config file; names the bad line")
     s.add_argument("file")

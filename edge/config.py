@@ -125,6 +125,15 @@ class StoreConfig(_Section):
     keep_photos: bool = False
 
 
+class EvidenceConfig(_Section):
+    """Audit snapshots of each meal and pending confirmation, kept on the kiosk only (edge/evidence.py)."""
+
+    enabled: bool = True
+    #: empty: a folder "evidence" beside the store
+    dir: str = ""
+    retention_days: int = Field(30, ge=1, le=3650, description="snapshots older than this many days are deleted")
+
+
 class MqttConfig(_Section):
     host: str = "127.0.0.1"
     port: int = Field(1883, ge=1, le=65535)
@@ -229,6 +238,7 @@ class Config(_Section):
     track: TrackConfig = TrackConfig()
     liveness: LivenessConfig = LivenessConfig()
     store: StoreConfig = StoreConfig()
+    evidence: EvidenceConfig = EvidenceConfig()
     mqtt: MqttConfig = MqttConfig()
     rules: RulesConfig = RulesConfig()
     display: DisplayConfig = DisplayConfig()
@@ -245,6 +255,10 @@ class Config(_Section):
     @property
     def store_path(self) -> Path:
         return self.resolve(self.store.path)
+
+    @property
+    def evidence_dir(self) -> Path:
+        return self.resolve(self.evidence.dir) if self.evidence.dir else self.store_path.parent / "evidence"
 
     @property
     def calibration_path(self) -> Path | None:
@@ -379,6 +393,11 @@ threshold = -0.13            # from `meal-edge liveness-eval --seed 0` (docs/liv
 [store]
 path = "/var/lib/meal-edge/meal-edge.sqlite"   # relative paths resolve against this file's folder
 keep_photos = false          # store enrolment photos too (off: embeddings only)
+
+[evidence]
+enabled = true               # keep a snapshot (face and surroundings, JPEG) of each meal and pending confirmation
+dir = ""                     # empty: "evidence" beside the store; on this kiosk only, one folder per local date
+retention_days = 30          # older snapshots are deleted (at start and once a day)
 
 [mqtt]
 enabled = true

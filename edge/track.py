@@ -36,6 +36,8 @@ class Track:
     decided: bool = False
     #: frames kept for liveness (the most recent few, RGB)
     frames: list[np.ndarray] = field(default_factory=list)
+    #: the latest frame with this face and its box, kept for the audit snapshot (edge/evidence.py)
+    snapshot: tuple[np.ndarray, tuple[int, int, int, int]] | None = None
 
     @property
     def box(self) -> tuple[int, int, int, int]:

@@ -23,6 +23,7 @@ from edge.confirm import LIVENESS_NOT_CONFIRMED, confirm, needs_named_staff
 from edge.decide import Policy, Verdict, tolerance_policy
 from edge.detect import Face
 from edge.events import MealEvent
+from edge.evidence import EvidenceKeeper
 from edge.liveness import LivenessVerdict
 from edge.rules import PriorMeal, Senior
 from edge.store import Store, StoreError, TemplateIn, migrations
@@ -386,6 +387,7 @@ def light_pipeline(
     policy: Policy | None = None,
     liveness: object = None,
     on_decision: Callable[[Decision], None] | None = None,
+    evidence: EvidenceKeeper | None = None,
 ) -> Pipeline:
     """The real Pipeline (rules, store, decisions) at 11:45, with no detector and no network: tests hand it
     tracks and verdicts directly. Model "test-model"; face_recognition's single threshold unless `policy`."""
@@ -398,6 +400,7 @@ def light_pipeline(
         clock=lambda _f: at("11:45"),
         liveness=liveness,  # type: ignore[arg-type]
         on_decision=on_decision,
+        evidence=evidence,
     )
 
 

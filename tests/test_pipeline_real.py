@@ -13,10 +13,13 @@ import threading
 import time
 from pathlib import Path
 
+import cv2
+import numpy as np
 import pytest
 
 from edge.cli import main as edge_main
 from edge.config import DEFAULT_CONFIG
+from edge.detect import Detector
 from edge.store import Store
 from enroll.cli import main as enroll_main
 
@@ -89,6 +92,7 @@ def test_replay_clip_one_decision_per_presence(tmp_path: Path, capsys: pytest.Ca
     # replay works on a scratch copy: the real store has no events
     with Store(tmp_path / "state/meal-edge.sqlite") as store:
         assert store.list_events() == []
+    assert not (tmp_path / "state" / "evidence").exists()  # nor its audit snapshots
 
     # The same replay under the reference's own rule (one fixed threshold, face_recognition's tolerance 0.6):
     # Lin-Manuel gets his meal; the stranger still does not.
@@ -146,6 +150,9 @@ def test_demo_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> 
             (1, "lunch", 300, 700),
             (2, "dinner", 0, 1000),
         ]
+        # one audit snapshot per meal; the visitor who is not enrolled is not kept
+        snaps = sorted(p.name for p in (tmp_path / "demo" / "evidence").glob("*/*.jpg"))
+        assert snaps == sorted(f"{e.event_id}.jpg" for e in events)
 
 
 def _notify_socket(tmp: Path) -> tuple[socket.socket, list[str]]:
@@ -221,6 +228,11 @@ def test_daemon_run_end_to_end(tmp_path: Path, mosquitto_broker) -> None:  # typ
     assert received[0]["senior_id"] == "LMM" and received[0]["subsidy_fen"] == 300
     with Store(tmp_path / "state/meal-edge.sqlite") as store:
         assert [e.event_id for e in store.list_events(pending_only=True)] == []
+    # the audit snapshot of that meal, on the kiosk only: Lin-Manuel's face with its surroundings
+    [snap] = (tmp_path / "state" / "evidence").glob(f"*/{ids[0]}.jpg")
+    img = cv2.imread(str(snap))
+    assert img is not None and max(img.shape[:2]) <= 320
+    assert len(Detector(detect_width=640, upsample=1).detect(np.ascontiguousarray(img[:, :, ::-1]))) == 1
 
 
 @pytest.mark.slow

@@ -780,6 +780,13 @@ class Store:
             row = s.get(ConfirmationRow, confirmation_id)
             return None if row is None else _to_confirmation(row)
 
+    def confirmation_for_event(self, event_id: str) -> Confirmation | None:
+        """The staff confirmation that produced this meal event, if staff confirmed it."""
+        q = select(ConfirmationRow).where(ConfirmationRow.event_id == event_id)
+        with self._read(f"could not look up the confirmation of event {event_id}") as s:
+            row = s.scalars(q).first()
+            return None if row is None else _to_confirmation(row)
+
     def resolve_confirmation(
         self, confirmation_id: int, state: str, by: str, event_id: str | None = None
     ) -> Confirmation:
