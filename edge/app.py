@@ -402,8 +402,6 @@ class Pipeline:
             )
         else:
             d = self._apply_rules(senior, verdict, now, common, probe=probe, live=live)
-        if snapshot is not None:
-            self._keep_evidence(d, *snapshot)
         self.stats.t_rules += time.perf_counter() - t0
         self.stats.decisions += 1
         self.stats.by_kind[d.kind] = self.stats.by_kind.get(d.kind, 0) + 1
@@ -413,6 +411,8 @@ class Pipeline:
         )
         if self.on_decision is not None:
             self.on_decision(d)
+        if snapshot is not None:  # after the senior has been told: the write may wait on a slow disk
+            self._keep_evidence(d, *snapshot)
         return d
 
     def _keep_evidence(self, d: Decision, image: np.ndarray, box: tuple[int, int, int, int]) -> None:

@@ -68,14 +68,16 @@ class LocalServer(ThreadingHTTPServer):
 def send(
     handler: BaseHTTPRequestHandler,
     status: HTTPStatus,
-    body: str,
+    body: str | bytes,
     ctype: str,
     csp: str,
     headers: dict[str, str] | None = None,
 ) -> None:
-    data = body.encode("utf-8")
+    """One answer with the protective headers every page and image shares. Text is sent as UTF-8 (the
+    charset is named); bytes (an image) as they are."""
+    data = body.encode("utf-8") if isinstance(body, str) else body
     handler.send_response(status)
-    handler.send_header("Content-Type", f"{ctype}; charset=utf-8")
+    handler.send_header("Content-Type", f"{ctype}; charset=utf-8" if isinstance(body, str) else ctype)
     handler.send_header("Content-Length", str(len(data)))
     handler.send_header("Cache-Control", "no-store")
     handler.send_header("X-Content-Type-Options", "nosniff")

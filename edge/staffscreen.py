@@ -8,8 +8,12 @@ and day. Standard library only (http.server); no external assets, so it works wi
 
 Security: it can pay subsidies, so it listens on loopback by default; every POST must carry a random token
 minted when the process starts (a stray page or link cannot trigger a payment); requests naming another host
-are refused while bound to loopback (DNS rebinding); the page may not be framed (clickjacking). It shows names
-and ids only, never a photo.
+are refused while bound to loopback (DNS rebinding); the page may not be framed (clickjacking).
+
+Each card shows the kiosk's own snapshot of that presence when one was kept (`[evidence]`, edge/evidence.py:
+on this kiosk only, deleted after `retention_days`), since the candidate's name alone does not tell staff
+confirming a few minutes later who actually stood at the kiosk. `GET /snapshot/<id>.jpg` serves it, behind
+the same Host check, only while that confirmation is on the list; never an enrolment photo or a template.
 
 A confirmation whose liveness was not confirmed (`edge.confirm.needs_named_staff`: maybe a photo or a phone
 screen held up to the camera) is not confirmed by whoever stands at the kiosk: its card has its own required
@@ -36,6 +40,7 @@ from dataclasses import dataclass
 from datetime import date, datetime
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler
+from pathlib import Path
 from types import FrameType
 from typing import Any, Literal
 from urllib.parse import parse_qs, urlsplit
@@ -43,6 +48,7 @@ from urllib.parse import parse_qs, urlsplit
 from edge import localweb
 from edge.config import Config
 from edge.confirm import ConfirmResult, confirm, needs_named_staff, open_store
+from edge.evidence import EvidenceKeeper, confirmation_name
 from edge.feedback import Language
 from edge.localweb import LocalServer, csp_hash, is_loopback
 from edge.store import Confirmation, Store, StoreError
@@ -140,6 +146,8 @@ _T: dict[str, dict[Language, str]] = {
         "en": "Something unexpected went wrong. Please call the technician.",
     },
     "reload": {"zh": "刷新", "en": "Reload"},
+    "snapshot_alt": {"zh": "摄像头在 {time} 拍到的人", "en": "Who the camera saw at {time}"},
+    "no_snapshot": {"zh": "没有照片", "en": "No snapshot"},
 }
 
 #: why the kiosk asked, in plain words for staff (codes from edge.decide and edge.liveness)
@@ -189,6 +197,8 @@ class PendingItem:
     reasons: tuple[str, ...]
     #: "Confirm" needs a typed staff name (edge.confirm.needs_named_staff); "Not this person" never does
     needs_name: bool = False
+    #: the URL path of the kiosk's snapshot of this presence; None when none was kept (or it expired)
+    snapshot: str | None = None
 
     def to_json(self, lang: Language) -> dict[str, Any]:
         return {
@@ -203,7 +213,12 @@ class PendingItem:
             "reason_text": why_text(self.reasons, lang),
             "can_accept": self.name is not None,
             "needs_staff_name": self.needs_name,
+            "snapshot": self.snapshot,
         }
+
+
+def snapshot_url(confirmation_id: int) -> str:
+    return f"/snapshot/{confirmation_id}.jpg"
 
 
 @dataclass(frozen=True)
@@ -239,6 +254,10 @@ class StaffScreen:
         self._decide_lock = threading.Lock()
         self._flashes: OrderedDict[str, Flash] = OrderedDict()
         self._flash_lock = threading.Lock()
+        #: None with `[evidence] enabled = false`: then no snapshot is looked up, shown or served
+        self.evidence: EvidenceKeeper | None = (
+            EvidenceKeeper(cfg.evidence_dir, cfg.evidence.retention_days) if cfg.evidence.enabled else None
+        )
 
     # -- store ------------------------------------------------------------------------------------------
 
@@ -270,7 +289,7 @@ class StaffScreen:
         items: list[PendingItem] = []
         older = 0
         for c in store.pending_confirmations(self.kiosk_id):
-            if c.local_date != today:
+            if not self._listed(c, today):
                 older += 1
                 continue
             senior = store.get_senior(c.senior_id)
@@ -284,9 +303,36 @@ class StaffScreen:
                     local_date=c.local_date,
                     reasons=c.reasons,
                     needs_name=needs_named_staff(c),
+                    snapshot=snapshot_url(c.id) if self._snapshot_path(c.id) is not None else None,
                 )
             )
         return items, older
+
+    def _listed(self, c: Confirmation, today: date) -> bool:
+        """On the list: pending, this kiosk's, of today."""
+        return c.state == "pending" and c.kiosk_id == self.kiosk_id and c.local_date == today
+
+    def _snapshot_path(self, confirmation_id: int) -> Path | None:
+        if self.evidence is None:
+            return None
+        return self.evidence.find(confirmation_name(confirmation_id))
+
+    def snapshot(self, confirmation_id: int) -> bytes | None:
+        """The JPEG of a confirmation on the list; None for any other (resolved, another kiosk's, an earlier
+        day's, unknown), and when none was kept. A picture of a face is only shown while staff need it."""
+        if self.evidence is None:
+            return None
+        c = self.store().get_confirmation(confirmation_id)
+        if c is None or not self._listed(c, self.today()):
+            return None
+        path = self._snapshot_path(confirmation_id)
+        if path is None:
+            return None
+        try:
+            return path.read_bytes()
+        except OSError as e:  # expired (purged by the daemon) between find and read, or unreadable
+            log.warning("staff screen: cannot read the snapshot %s: %s", path, e)
+            return None
 
     # -- the buttons ------------------------------------------------------------------------------------
 
@@ -371,7 +417,9 @@ ul{list-style:none;margin:0;padding:0}
 .card{background:#fff;border:2px solid #bbb;border-radius:.5rem;padding:1rem;margin:0 0 1rem}
 .name{font-size:2.2rem;font-weight:bold}.sid{font-size:1rem;color:#444;margin-left:.6rem}
 .when{font-size:1.1rem;margin:.2rem 0}.why{font-size:1rem;color:#5a3b00;margin:.2rem 0 .8rem}
-form.decide{display:flex;flex-wrap:wrap;gap:1rem}
+form.decide{display:flex;flex-wrap:wrap;gap:1rem;clear:both}
+.snap,.nosnap{float:left;width:160px;margin:0 1rem .6rem 0;border:1px solid #bbb;border-radius:.3rem}
+.snap{height:auto}.nosnap{font-size:.8rem;color:#444;text-align:center;padding:1.2rem 0;border-style:dashed}
 .card.need{border-color:#a66300}
 .check{flex:1 1 100%;margin:0;font-size:1.1rem;font-weight:bold;color:#8c1d1d}
 label.need{flex:1 1 100%;font-size:1.1rem}
@@ -417,9 +465,10 @@ if(wait>0){setTimeout(tick,wait);}
 """.strip()
 
 
-# Only our own inline style and script (by hash), nothing from anywhere else; forms post only to us.
+# Only our own inline style and script (by hash) and our own images (the snapshots), nothing from anywhere
+# else; forms post only to us.
 _CSP = (
-    f"default-src 'none'; style-src {csp_hash(_CSS)}; script-src {csp_hash(_JS)}; "
+    f"default-src 'none'; style-src {csp_hash(_CSS)}; script-src {csp_hash(_JS)}; img-src 'self'; "
     "form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
 )
 
@@ -465,8 +514,9 @@ def render_list(screen: StaffScreen, items: list[PendingItem], older: int, flash
             else:
                 by_field = '<input type="hidden" name="by" value="">'
             no_attrs = " formnovalidate" if need else ""
+            snap = _snapshot_html(it, lang) if screen.evidence else ""  # turned off: no note on every card
             parts.append(
-                f'<li class="card{" need" if need else ""}" id="c{it.id}">'
+                f'<li class="card{" need" if need else ""}" id="c{it.id}">{snap}'
                 f'<div><span class="name">{e(shown)}</span>'
                 f'<span class="sid">{e(_t("id", lang))} {e(it.senior_id)}</span></div>'
                 f'<div class="when">{e(_t("seen", lang, time=f"{it.decided_at:%H:%M}"))}</div>'
@@ -488,6 +538,14 @@ def render_list(screen: StaffScreen, items: list[PendingItem], older: int, flash
     return _page(lang, _t("title", lang), "".join(parts), refresh=refresh, noscript_refresh=slow)
 
 
+def _snapshot_html(it: PendingItem, lang: Language) -> str:
+    """Who stood at the kiosk, or plainly that there is no picture (staff then check the person)."""
+    if it.snapshot is None:
+        return f'<p class="nosnap">{html.escape(_t("no_snapshot", lang))}</p>'
+    alt = _t("snapshot_alt", lang, time=f"{it.decided_at:%H:%M}")
+    return f'<img class="snap" src="{html.escape(it.snapshot)}" width="160" alt="{html.escape(alt)}">'
+
+
 def render_error(lang: Language, status: HTTPStatus, text: str, detail: str | None = None) -> str:
     e = html.escape
     body = f"<h1>{e(_t('e503_title', lang) if status == HTTPStatus.SERVICE_UNAVAILABLE else text)}</h1>"
@@ -506,6 +564,8 @@ def render_error(lang: Language, status: HTTPStatus, text: str, detail: str | No
 # -- HTTP -------------------------------------------------------------------------------------------------
 
 _CONFIRM_PATH = re.compile(r"/confirm/(\d{1,12})")
+# ASCII digits only: nothing else (no "..", no "%2F", no other script's digits) names a file
+_SNAPSHOT_PATH = re.compile(r"/snapshot/([0-9]{1,12})\.jpg")
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -556,8 +616,11 @@ class _Handler(BaseHTTPRequestHandler):
 
     def do_GET(self) -> None:
         url = urlsplit(self.path)
+        snap = _SNAPSHOT_PATH.fullmatch(url.path)
         if url.path == "/api/pending":
             self._guarded(True, self._api_pending)
+        elif snap is not None:
+            self._guarded(False, lambda: self._snapshot(int(snap.group(1))))
         elif url.path == "/":
             key = parse_qs(url.query).get("flash", [""])[0]
             self._guarded(False, lambda: self._list(key))
@@ -582,6 +645,13 @@ class _Handler(BaseHTTPRequestHandler):
         items, _older = self.screen.pending()
         body = json.dumps([it.to_json(self.screen.lang) for it in items], ensure_ascii=False, indent=1)
         self._send(HTTPStatus.OK, body, "application/json")
+
+    def _snapshot(self, confirmation_id: int) -> None:
+        data = self.screen.snapshot(confirmation_id)
+        if data is None:
+            self._error(HTTPStatus.NOT_FOUND, "e404")
+            return
+        localweb.send(self, HTTPStatus.OK, data, "image/jpeg", _CSP)
 
     def _post_confirm(self, confirmation_id: int) -> None:
         try:

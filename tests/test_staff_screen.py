@@ -14,11 +14,13 @@ import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import date, timedelta
+from datetime import date, datetime, timedelta
+from email.message import Message
 from pathlib import Path
 from urllib.error import HTTPError
 from urllib.parse import urlencode
 
+import numpy as np
 import pytest
 import test_confirm as confirm_tests
 from conftest import free_port
@@ -26,6 +28,9 @@ from test_confirm import DAY, NOT_LIVE, at, pending, write_config
 
 from edge.cli import main as edge_main
 from edge.config import Config, load_config
+from edge.demo import hopper
+from edge.detect import Detector
+from edge.evidence import EvidenceKeeper, confirmation_name
 from edge.rules import Senior
 from edge.staffscreen import StaffScreen, parse_listen, serve
 from edge.store import Store
@@ -378,6 +383,7 @@ def test_api_pending(url: str, store: Store) -> None:
             "reason_text": ["Looks much like another enrolled senior"],
             "can_accept": True,
             "needs_staff_name": False,
+            "snapshot": None,
         }
     ]
     live = pending(store, at("11:46"), reasons=NOT_LIVE)
@@ -387,6 +393,145 @@ def test_api_pending(url: str, store: Store) -> None:
         "Could not confirm a real face: check it is the person, not a photo or a phone",
         "The face looked flat, like a photo",
     ]
+
+
+# -- the kiosk's snapshot of who stood there -------------------------------------------------------------
+
+
+#: a frame and a face box in it (top, right, bottom, left)
+View = tuple[np.ndarray, tuple[int, int, int, int]]
+
+
+@pytest.fixture(scope="module")
+def kiosk_view() -> View:
+    """A real frame and the face the real detector finds in it (what edge.app keeps for a confirmation)."""
+    img = hopper()
+    return img, Detector(detect_width=640).detect(img)[0].box
+
+
+def keep_snapshot(cfg: Config, cid: int, view: View, when: datetime) -> Path:
+    """What the kiosk pipeline does for a pending confirmation (edge.app `_keep_evidence`)."""
+    path = EvidenceKeeper(cfg.evidence_dir, cfg.evidence.retention_days).save(confirmation_name(cid), *view, when)
+    assert path is not None and path.is_file()
+    return path
+
+
+def get(url: str, *, host: str | None = None, method: str = "GET") -> tuple[int, Message, bytes]:
+    """One request answered with bytes (a JPEG is not text); HTTP errors are answers too."""
+    req = urllib.request.Request(url, method=method)
+    if host:
+        req.add_header("Host", host)
+    try:
+        with urllib.request.urlopen(req, timeout=5) as r:
+            return r.status, r.headers, r.read()
+    except HTTPError as e:
+        with e:
+            return e.code, e.headers, e.read()
+
+
+#: what every answer of the screen carries, the snapshot included
+PROTECTIVE = (
+    "Cache-Control", "X-Content-Type-Options", "X-Frame-Options", "Referrer-Policy", "Content-Security-Policy"
+)
+
+
+def test_a_pending_card_shows_the_kiosks_snapshot(url: str, cfg: Config, store: Store, kiosk_view: View) -> None:
+    cid = pending(store, at("11:45"))
+    path = keep_snapshot(cfg, cid, kiosk_view, at("11:45"))
+    status, page_headers, page = get(url + "/")
+    c = card(page.decode(), cid)
+    assert f'<img class="snap" src="/snapshot/{cid}.jpg" width="160" alt="Who the camera saw at 11:45">' in c
+    assert "No snapshot" not in c
+    # the page may load its own images and nothing else new
+    csp = page_headers["Content-Security-Policy"]
+    assert "img-src 'self';" in csp and csp.startswith("default-src 'none';") and "*" not in csp
+
+    status, headers, body = get(f"{url}/snapshot/{cid}.jpg")
+    assert status == 200 and body == path.read_bytes() and body.startswith(b"\xff\xd8")
+    assert headers["Content-Type"] == "image/jpeg" and headers["Content-Length"] == str(len(body))
+    assert headers["Cache-Control"] == "no-store"
+    assert {h: headers[h] for h in PROTECTIVE} == {h: page_headers[h] for h in PROTECTIVE}
+    status, headers, body = get(f"{url}/snapshot/{cid}.jpg", method="HEAD")
+    assert status == 200 and headers["Content-Type"] == "image/jpeg" and body == b""
+
+
+def test_a_pending_card_without_a_snapshot_says_so(url: str, store: Store, zh_cfg: Config) -> None:
+    cid = pending(store, at("11:45"))
+    c = card(fetch(url + "/").body, cid)
+    assert '<p class="nosnap">No snapshot</p>' in c and "<img" not in c
+    assert get(f"{url}/snapshot/{cid}.jpg")[0] == 404
+    with running(zh_cfg) as (_screen, base):
+        assert '<p class="nosnap">没有照片</p>' in card(fetch(base + "/").body, cid)
+
+
+def test_only_a_listed_confirmations_snapshot_is_served(url: str, cfg: Config, store: Store, kiosk_view: View) -> None:
+    """Resolved, another kiosk's or an earlier day's: the file is still kept for audit, but not shown here."""
+    confirmed, rejected = pending(store, at("11:45")), pending(store, at("11:46"))
+    other_kiosk = store.add_confirmation("kiosk-2", "S0001", at("11:47"), DAY, 0.4, 0.03, 5, ("frames_disagree",))
+    yesterday = at("11:45", DAY - timedelta(days=1))
+    earlier = pending(store, yesterday)
+    kept = {cid: keep_snapshot(cfg, cid, kiosk_view, at("11:47")) for cid in (confirmed, rejected, other_kiosk)}
+    kept[earlier] = keep_snapshot(cfg, earlier, kiosk_view, yesterday)
+    for cid in (confirmed, rejected):
+        assert get(f"{url}/snapshot/{cid}.jpg")[0] == 200
+    for cid in (other_kiosk, earlier):
+        assert get(f"{url}/snapshot/{cid}.jpg")[0] == 404
+
+    assert "please pay" in flash(press(url, confirmed, "yes", "Li Na")[1])
+    assert flash(press(url, rejected, "no")[1]) == "Cancelled: Wang Fang was not checked in."
+    for cid in (confirmed, rejected):
+        status, headers, body = get(f"{url}/snapshot/{cid}.jpg")
+        assert status == 404 and headers["Content-Type"].startswith("text/html") and not body.startswith(b"\xff\xd8")
+    assert all(p.is_file() for p in kept.values())
+    assert json.loads(fetch(url + "/api/pending").body) == []
+
+
+def test_snapshot_ids_are_plain_digits(url: str, cfg: Config, store: Store, kiosk_view: View) -> None:
+    cid = pending(store, at("11:45"))
+    keep_snapshot(cfg, cid, kiosk_view, at("11:45"))
+    (cfg.evidence_dir / "x.jpg").write_bytes(b"\xff\xd8 not for the screen")
+    for path in ("/snapshot/..%2Fx.jpg", "/snapshot/../x.jpg", "/snapshot/abc.jpg", f"/snapshot/{cid}",
+                 f"/snapshot/{cid}.png", f"/snapshot/{cid}.jpg/", f"/snapshot/-{cid}.jpg", f"/snapshot/%3{cid}.jpg",
+                 f"/snapshot/confirmation-{cid}.jpg", "/snapshot/1234567890123.jpg", "/snapshot/.jpg"):
+        status, _headers, body = get(url + path)
+        assert status == 404 and b"\xff\xd8" not in body, path
+    assert get(f"{url}/snapshot/{cid}.jpg")[0] == 200
+
+
+def test_another_host_name_gets_no_snapshot(url: str, cfg: Config, store: Store, kiosk_view: View) -> None:
+    cid = pending(store, at("11:45"))
+    keep_snapshot(cfg, cid, kiosk_view, at("11:45"))
+    status, headers, body = get(f"{url}/snapshot/{cid}.jpg", host="attacker.example")
+    assert status == 403 and headers["Content-Type"].startswith("text/html") and b"\xff\xd8" not in body
+    assert get(f"{url}/snapshot/{cid}.jpg", host="localhost")[0] == 200
+
+
+def test_api_pending_names_the_snapshot(url: str, cfg: Config, store: Store, kiosk_view: View) -> None:
+    with_snapshot, without = pending(store, at("11:45")), pending(store, at("11:46"))
+    keep_snapshot(cfg, with_snapshot, kiosk_view, at("11:45"))
+    rows = json.loads(fetch(url + "/api/pending").body)
+    assert [(r["id"], r["snapshot"]) for r in rows] == [
+        (with_snapshot, f"/snapshot/{with_snapshot}.jpg"), (without, None)
+    ]
+    assert get(url + rows[0]["snapshot"])[0] == 200
+
+
+def test_no_snapshot_when_evidence_is_disabled(
+    cfg: Config, store: Store, kiosk_view: View, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cid = pending(store, at("11:45"))
+    keep_snapshot(cfg, cid, kiosk_view, at("11:45"))  # kept while it was enabled
+
+    def no_lookup(*_args: object) -> None:
+        raise AssertionError("a snapshot was looked up although [evidence] enabled = false")
+
+    monkeypatch.setattr(EvidenceKeeper, "find", no_lookup)
+    off = cfg.model_copy(update={"evidence": cfg.evidence.model_copy(update={"enabled": False})})
+    with running(off) as (_screen, base):
+        c = card(fetch(base + "/").body, cid)
+        assert "<img" not in c and "nosnap" not in c  # the centre turned it off: no note on every card
+        assert json.loads(fetch(base + "/api/pending").body)[0]["snapshot"] is None
+        assert get(f"{base}/snapshot/{cid}.jpg")[0] == 404
 
 
 # -- language --------------------------------------------------------------------------------------------
