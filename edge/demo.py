@@ -218,5 +218,9 @@ def run_demo(keep: Path | None = None, broker: str | None = None) -> int:
     else:
         print("   (not published: run `meal-edge demo --broker 127.0.0.1:1883` to send them to a broker)")
     store.close()
+    snaps = sorted(cfg.evidence_dir.glob("*/*.jpg"))
+    print(f"\n   audit snapshots kept on the kiosk (never published), one per meal: {len(snaps)}")
+    for p in snaps:
+        print(f"   {p.relative_to(work)}")
     print(f"\nDone. Files are in {work}" + ("" if keep else " (temporary)"))
     return 0

@@ -153,6 +153,7 @@ def test_demo_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> 
         # one audit snapshot per meal; the visitor who is not enrolled is not kept
         snaps = sorted(p.name for p in (tmp_path / "demo" / "evidence").glob("*/*.jpg"))
         assert snaps == sorted(f"{e.event_id}.jpg" for e in events)
+        assert "one per meal: 2" in out and all(f"{e.event_id}.jpg" in out for e in events)
 
 
 def _notify_socket(tmp: Path) -> tuple[socket.socket, list[str]]:
