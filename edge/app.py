@@ -26,7 +26,7 @@ from edge.decide import Policy, Verdict, decide, fuse, lookalike_pairs
 from edge.detect import Detector, Face
 from edge.embed.base import Embedder
 from edge.events import MealEvent, event_topic, new_event_id
-from edge.evidence import EvidenceKeeper, confirmation_name
+from edge.evidence import EvidenceKeeper, Snapshot, confirmation_name
 from edge.liveness import LivenessChecker, LivenessVerdict
 from edge.match import Gallery, normalise
 from edge.refresh import CheckIn, RefreshRule, checkin_source, is_checkin_source, refresh_reasons
@@ -335,13 +335,14 @@ class Pipeline:
                 )
         track.decided = True
         track.frames.clear()
+        snapshot, track.snapshot = track.snapshot, None  # the frame is not held while the senior stays in view
         ts = track.observations[-1].source_ts
         probe = None
         if self.refresh_rule.enabled and verdict.outcome == "accept":
             probe = fuse(np.stack(embs[-t.max_frames :][-verdict.frames :]))  # the frames decide() fused
         return self._finalise(
             track.id, verdict, self.clock(frame), ts, ts - track.first_ts, probe=probe, live=live,
-            snapshot=track.snapshot,
+            snapshot=snapshot,
         )
 
     def _liveness(self, track: Track) -> LivenessVerdict:
@@ -373,7 +374,7 @@ class Pipeline:
         *,
         probe: np.ndarray | None = None,
         live: bool | None = None,
-        snapshot: tuple[np.ndarray, tuple[int, int, int, int]] | None = None,
+        snapshot: Snapshot | None = None,
     ) -> Decision:
         """probe (the fused descriptor) and live (the liveness verdict) serve only the template refresh;
         snapshot (a frame and the face box) is kept as audit evidence of a meal or a pending confirmation."""

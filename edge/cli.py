@@ -231,9 +231,10 @@ def cmd_evidence(args: argparse.Namespace) -> int:
 
     cfg = _need_config(args)
     keeper = EvidenceKeeper(cfg.evidence_dir, cfg.evidence.retention_days)
-    name = f"confirmation-{args.id}" if args.id.isdigit() else args.id
+    by_confirmation = args.id.isdigit()
+    name = confirmation_name(int(args.id)) if by_confirmation else args.id
     found = keeper.find(name)
-    if found is None and not name.startswith("confirmation-") and cfg.store_path.exists():
+    if found is None and not by_confirmation and cfg.store_path.exists():
         with Store(cfg.store_path) as store:
             c = store.confirmation_for_event(name)
         if c is not None:

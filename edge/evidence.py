@@ -34,6 +34,8 @@ CONTEXT = 1.0
 #: longest side of a kept snapshot, in pixels (a face of ~100 px stays recognisable for an auditor)
 MAX_SIDE = 320
 JPEG_QUALITY = 85
+#: a frame (uint8 RGB) and the face box in it (top, right, bottom, left): what the kiosk decided on
+Snapshot = tuple[np.ndarray, tuple[int, int, int, int]]
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,79}$")
 _DAY = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 

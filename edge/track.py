@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from edge.detect import Face
+from edge.evidence import Snapshot
 
 
 @dataclass
@@ -37,7 +38,7 @@ class Track:
     #: frames kept for liveness (the most recent few, RGB)
     frames: list[np.ndarray] = field(default_factory=list)
     #: the latest frame with this face and its box, kept for the audit snapshot (edge/evidence.py)
-    snapshot: tuple[np.ndarray, tuple[int, int, int, int]] | None = None
+    snapshot: Snapshot | None = None
 
     @property
     def box(self) -> tuple[int, int, int, int]:
