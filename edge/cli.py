@@ -225,33 +225,46 @@ def cmd_events(args: argparse.Namespace) -> int:
 
 
 def cmd_evidence(args: argparse.Namespace) -> int:
-    """The audit snapshot of a meal (by event_id; a staff-confirmed meal's is its confirmation's) or of a
-    confirmation (confirmation-<id>): its path, or a copy at --out."""
+    """Audit snapshots of meals (by event_id; a staff-confirmed meal's is its confirmation's) or of
+    confirmations (by number): their paths, or copies under --out (a file for one id, a folder for several).
+    Every id that has none is named; the others are still copied."""
     from edge.evidence import EvidenceKeeper, confirmation_name
 
     cfg = _need_config(args)
     keeper = EvidenceKeeper(cfg.evidence_dir, cfg.evidence.retention_days)
-    by_confirmation = args.id.isdigit()
-    name = confirmation_name(int(args.id)) if by_confirmation else args.id
-    found = keeper.find(name)
-    if found is None and not by_confirmation and cfg.store_path.exists():
-        with Store(cfg.store_path) as store:
-            c = store.confirmation_for_event(name)
-        if c is not None:
-            found = keeper.find(confirmation_name(c.id))
-    if found is None:
+    store = Store(cfg.store_path) if cfg.store_path.exists() else None
+    missing: list[str] = []
+    try:
+        for ident in args.ids:
+            by_confirmation = ident.isdigit()
+            name = confirmation_name(int(ident)) if by_confirmation else ident
+            found = keeper.find(name)
+            if found is None and not by_confirmation and store is not None:
+                c = store.confirmation_for_event(name)
+                if c is not None:
+                    found = keeper.find(confirmation_name(c.id))
+            if found is None:
+                missing.append(ident)
+                continue
+            if args.out is None:
+                print(found)
+                continue
+            out = Path(args.out)
+            if len(args.ids) > 1:
+                out.mkdir(parents=True, exist_ok=True)
+                out = out / f"{name}.jpg"
+            shutil.copyfile(found, out)
+            print(out)
+    finally:
+        if store is not None:
+            store.close()
+    for ident in missing:
         print(
-            f"no audit snapshot {name!r} in {cfg.evidence_dir}: not a meal event_id or confirmation of this kiosk, "
-            f"taken while [evidence] was off, or older than {cfg.evidence.retention_days} days and deleted",
+            f"no audit snapshot for {ident!r} in {cfg.evidence_dir}: not a meal event_id or confirmation of this "
+            f"kiosk, taken while [evidence] was off, or older than {cfg.evidence.retention_days} days and deleted",
             file=sys.stderr,
         )
-        return EXIT_FAIL
-    if args.out:
-        shutil.copyfile(found, args.out)
-        print(args.out)
-    else:
-        print(found)
-    return EXIT_OK
+    return EXIT_FAIL if missing else EXIT_OK
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
@@ -323,8 +336,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_events)
 
     s = sub.add_parser("evidence", help="find the audit snapshot (JPEG) of a meal or a staff confirmation")
-    s.add_argument("id", help="the meal's event_id, or a confirmation id (number)")
-    s.add_argument("--out", metavar="FILE", help="copy the snapshot to FILE instead of printing its path")
+    s.add_argument("ids", nargs="+", metavar="ID", help="a meal's event_id, or a confirmation id (number)")
+    s.add_argument(
+        "--out", metavar="PATH", help="copy instead of printing paths: to the file PATH for one ID, into the folder "
+        "PATH (created) for several"
+    )
     s.set_defaults(func=cmd_evidence)
 
     s = sub.add_parser("check-config", help="validate a config file; names the bad line")

@@ -161,3 +161,11 @@ def test_meal_edge_evidence_finds_a_meal_a_confirmation_and_a_staff_confirmed_me
     assert out_file.read_bytes()[:2] == b"\xff\xd8"  # a JPEG
     rc, _, err = evidence("00000000-0000-4000-8000-000000000000")
     assert rc == 1 and "older than 30 days" in err
+    # an audit sample: several at once into a folder, each named as asked for (the staff-confirmed meal by its
+    # event_id too); the one that has none is named, the others are still copied
+    rc, out, err = evidence(str(meal.event_id), "999", r.event_id, "--out", str(tmp_path / "sample"))
+    assert rc == 1 and "'999'" in err and err.count("no audit snapshot") == 1
+    copied = sorted(p.name for p in (tmp_path / "sample").iterdir())
+    assert copied == sorted([f"{meal.event_id}.jpg", f"{r.event_id}.jpg"])
+    assert (tmp_path / "sample" / f"{r.event_id}.jpg").read_bytes() == conf_snap.read_bytes()
+    assert (tmp_path / "sample" / f"{meal.event_id}.jpg").read_bytes() == out_file.read_bytes()
