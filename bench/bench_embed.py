@@ -112,9 +112,9 @@ def main() -> int:
         from edge.modelbuild.dlib_dat import parse_file
         from edge.modelbuild.manifest import load_verified
         from edge.modelbuild.modelfiles import FACE_RECOGNITION_DAT
-        from edge.paths import PROJECT_MODELS_DIR
+        from edge.paths import PROJECT_MODELS_DIR, built_models_dir
 
-        data, _ = load_verified(PROJECT_MODELS_DIR, FACE_RECOGNITION_DAT)
+        data, _ = load_verified(PROJECT_MODELS_DIR, FACE_RECOGNITION_DAT, onnx_dir=built_models_dir())
         unfolded = serialize(build_model(parse_file(FACE_RECOGNITION_DAT), fold=False))
         xs = {b: x.transpose(0, 3, 1, 2).astype(np.float32) for b, x in ((1, chip1), (16, chips16))}
         print(f"\nONNX variants (ms/face, median of {args.repeat}):")

@@ -104,7 +104,7 @@ def ours(frames: list[Frame], samples: Path, backend: str, policy_name: str) -> 
     from enroll.service import ENROL_DETECT_WIDTH, ENROL_UPSAMPLE, Enroller
 
     tmp = Path(tempfile.mkdtemp(prefix="bench-"))
-    cfg = parse_config(DEFAULT_CONFIG.replace("/var/lib/meal-edge/meal-edge.sqlite", str(tmp / "s.sqlite")))
+    cfg = parse_config(DEFAULT_CONFIG.replace('[store]\npath = ""', f'[store]\npath = "{tmp / "s.sqlite"}"'))
     store = Store(cfg.store_path)
     embedder = make_embedder(backend, cfg.recognition.threads, mirror=cfg.recognition.mirror)
     enroller = Enroller(store, Detector(ENROL_DETECT_WIDTH, ENROL_UPSAMPLE), embedder)

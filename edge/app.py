@@ -358,7 +358,8 @@ def build_parts(cfg: Config, *, store_path: Path | None = None) -> Parts:
     from edge.recognition.embed.factory import make_embedder
 
     store = Store(store_path or cfg.store_path)
-    embedder = make_embedder(cfg.recognition.backend, cfg.recognition.threads, mirror=cfg.recognition.mirror)
+    r = cfg.recognition
+    embedder = make_embedder(r.backend, r.threads, mirror=r.mirror, onnx_dir=cfg.model_dir)
     policy = load_policy(embedder.model_id, cfg.calibration_path)
     detector = Detector(detect_width=cfg.detect.detect_width, upsample=cfg.detect.upsample)
     return Parts(store, embedder, policy, detector)

@@ -62,25 +62,25 @@ def _open_store(cfg: Config) -> Store:
 
 
 @lru_cache(maxsize=2)
-def load_models(backend: str, threads: int, mirror: bool) -> tuple[Detector, Embedder]:
+def load_models(
+    backend: str, threads: int, mirror: bool, model_dir: Path | None = None
+) -> tuple[Detector, Embedder]:
+    """model_dir: where the converted model is built and read (the config's state folder; default: the user's)."""
     # Cached: loading the dlib models takes about a second, and tests call main() many times.
     from edge.recognition.detect import Detector
+    from edge.recognition.embed.factory import make_embedder
     from enroll.service import ENROL_DETECT_WIDTH, ENROL_UPSAMPLE
 
-    return Detector(detect_width=ENROL_DETECT_WIDTH, upsample=ENROL_UPSAMPLE), make_embedder(backend, threads, mirror)
-
-
-def make_embedder(backend: str, threads: int, mirror: bool) -> Embedder:
-    from edge.recognition.embed.factory import make_embedder as factory
-
-    return factory(backend, threads, mirror=mirror)
+    embedder = make_embedder(backend, threads, mirror=mirror, onnx_dir=model_dir)
+    return Detector(detect_width=ENROL_DETECT_WIDTH, upsample=ENROL_UPSAMPLE), embedder
 
 
 def _enroller(cfg: Config, store: Store) -> Enroller:
     from edge.recognition.decide import CalibrationError, load_policy
     from enroll.service import Enroller
 
-    detector, embedder = load_models(cfg.recognition.backend, cfg.recognition.threads, cfg.recognition.mirror)
+    r = cfg.recognition
+    detector, embedder = load_models(r.backend, r.threads, r.mirror, cfg.model_dir)
     try:
         policy = load_policy(embedder.model_id, cfg.calibration_path)
     except CalibrationError as e:

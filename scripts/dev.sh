@@ -35,10 +35,10 @@ setup() {
             "$PY" -m venv "$VENV"
         }
     fi
-    # Reinstall only when pyproject.toml changed: a second run starts at once.
+    # Reinstall only when pyproject.toml or setup.py changed: a second run starts at once.
     local stamp="$VENV/.meal-edge-installed"
     local want
-    want=$(sha256sum pyproject.toml | cut -d' ' -f1)
+    want=$(cat pyproject.toml setup.py | sha256sum | cut -d' ' -f1)
     if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
         say "installing meal-edge and its dependencies into $VENV"
         "$VENV/bin/python" -m pip install -q --upgrade pip
@@ -61,7 +61,7 @@ test)
     shift
     command -v mosquitto >/dev/null || [ -x /usr/sbin/mosquitto ] || apt_install mosquitto
     say "ruff"
-    "$VENV/bin/ruff" check edge enroll tests bench
+    "$VENV/bin/ruff" check edge enroll tests bench scripts
     say "mypy"
     "$VENV/bin/mypy" edge enroll
     say "pytest"

@@ -37,7 +37,7 @@ def need_shared() -> None:
 
 def write_config(tmp: Path, *, source: str = "0", port: int = 1883, mqtt: bool = False) -> Path:
     text = (
-        DEFAULT_CONFIG.replace('"/var/lib/meal-edge/meal-edge.sqlite"', '"state/meal-edge.sqlite"')
+        DEFAULT_CONFIG.replace('[store]\npath = ""', '[store]\npath = "state/meal-edge.sqlite"')
         .replace('source = "0"', f'source = "{source}"')
         .replace("port = 1883", f"port = {port}")
         .replace("reconnect_seconds = 5.0", "reconnect_seconds = 0.5")
@@ -242,16 +242,21 @@ def test_daemon_survives_a_missing_camera(tmp_path: Path) -> None:
     (tmp_path / "state").mkdir()
     with Store(tmp_path / "state/meal-edge.sqlite"):
         pass
-    proc = subprocess.Popen([sys.executable, "-m", "edge", "--config", str(cfg), "run"],
+    sock, notes = _notify_socket(tmp_path)
+    env = dict(os.environ, NOTIFY_SOCKET=str(tmp_path / "notify.sock"))
+    proc = subprocess.Popen([sys.executable, "-m", "edge", "--config", str(cfg), "run"], env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        time.sleep(6)
+        # running (signal handlers in place) however slow the machine, then a few camera retries
+        _wait(lambda: any(n.startswith("READY=1") for n in notes) or proc.poll() is not None, 120, "READY=1")
+        time.sleep(3)
         assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
         proc.send_signal(signal.SIGTERM)
         _, err = proc.communicate(timeout=30)
     finally:
         if proc.poll() is None:
             proc.kill()
+        sock.close()
     assert proc.returncode == 0
     assert err.count("cannot be opened") == 1, err  # logged once per outage, not once per retry
 

@@ -114,7 +114,7 @@ HOPPER = ("S0001", "Grace Hopper", date(1946, 12, 9))
 
 
 def _config_text(store: str, broker: str | None) -> str:
-    text = DEFAULT_CONFIG.replace('"/var/lib/meal-edge/meal-edge.sqlite"', f'"{store}"')
+    text = DEFAULT_CONFIG.replace('[store]\npath = ""', f'[store]\npath = "{store}"')
     if broker:
         host, _, port = broker.rpartition(":")
         text = text.replace('host = "127.0.0.1"', f'host = "{host or "127.0.0.1"}"').replace(

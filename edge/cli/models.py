@@ -1,10 +1,16 @@
 """`meal-edge models build|verify`: convert dlib's face-recognition model to ONNX and check it.
 
-build   parse the installed dlib .dat, write models/dlib_face_recognition_resnet_model_v1.onnx and pin
-        its sha256 (and the .dat's) in models/manifest.toml. Deterministic: same .dat, same bytes.
+build   parse the installed dlib .dat and write dlib_face_recognition_resnet_model_v1.onnx into models/ in the
+        state folder (the config's, with --config; else the user's, or systemd's $STATE_DIRECTORY), after
+        checking it is byte for byte the model the shipped manifest pins. Deterministic: same .dat, same
+        bytes. Prints where it wrote. With --models-dir DIR (developers, e.g. the checkout's models/): write
+        the .onnx into DIR and pin its sha256 (and the .dat's) in DIR/manifest.toml.
 verify  check both checksums against the manifest, load the model in onnxruntime, check the model
         contract (input/output names and shapes) and compare its descriptors with dlib's on a few
         synthetic chips (no photos needed). Exit 0 when everything holds, 1 otherwise.
+
+`meal-edge run` builds the model the same way on first use when it is missing, so the service needs no
+separate step.
 """
 
 from __future__ import annotations
@@ -17,9 +23,9 @@ from typing import Any
 
 import numpy as np
 
+from edge.config import load_config
 from edge.modelbuild import ModelError
 from edge.modelbuild.modelfiles import FACE_RECOGNITION_DAT
-from edge.paths import PROJECT_MODELS_DIR
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +45,13 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("action", choices=["build", "verify"])
-    p.add_argument("--models-dir", type=Path, default=PROJECT_MODELS_DIR, help="default: the repo's models/")
+    p.add_argument(
+        "--models-dir",
+        type=Path,
+        default=None,
+        help="a models folder holding the manifest and the .onnx (build re-pins its manifest); default: the "
+        "manifest shipped with meal-edge and the .onnx in the state folder",
+    )
     p.add_argument("--dat", type=Path, default=FACE_RECOGNITION_DAT, help="dlib .dat (default: the installed one)")
     p.add_argument("--no-parity", action="store_true", help="verify: checksums and contract only, skip dlib")
     p.set_defaults(func=run)
@@ -69,28 +81,42 @@ def compare(a: np.ndarray, b: np.ndarray) -> dict[str, float]:
     return {"min_cosine": float(cos.min()), "max_l2": float(np.linalg.norm(a - b, axis=1).max())}
 
 
-def cmd_build(args: argparse.Namespace) -> int:
-    from edge.modelbuild.manifest import build
+def _onnx_dir(args: argparse.Namespace) -> Path | None:
+    """The config's model folder with --config (and no --models-dir); None: model_folders' default."""
+    if args.models_dir is None and getattr(args, "config", None):
+        return load_config(args.config).model_dir
+    return None
 
-    res = build(args.models_dir, args.dat)
+
+def cmd_build(args: argparse.Namespace) -> int:
+    from edge.modelbuild.manifest import build, build_pinned, model_folders
+
+    if args.models_dir is not None:
+        res = build(args.models_dir, args.dat)
+        pinned = "written"
+    else:
+        res = build_pinned(args.dat, onnx_dir=_onnx_dir(args))
+        pinned = "checked, unchanged"
     m = res.manifest
     print(f"built {res.onnx_path} ({len(res.bytes):,} bytes)")
     print(f"  source   {args.dat} ({m.source_package} {m.source_version})")
     print(f"  sha256   source {m.source_sha256}")
     print(f"           onnx   {m.onnx_sha256}")
     print(f"  model_id {m.model_id}")
-    print(f"manifest {Path(args.models_dir) / 'manifest.toml'}")
+    print(f"manifest {model_folders(args.models_dir)[0] / 'manifest.toml'} ({pinned})")
     return EXIT_OK
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
     import onnxruntime as ort
 
+    from edge.modelbuild.manifest import model_folders
     from edge.recognition.embed.onnx_backend import OnnxEmbedder
 
-    emb = OnnxEmbedder(models_dir=args.models_dir, dat=args.dat, build_missing=False, threads=0)
+    manifest_dir, onnx_dir = model_folders(args.models_dir, _onnx_dir(args))
+    emb = OnnxEmbedder(models_dir=manifest_dir, onnx_dir=onnx_dir, dat=args.dat, build_missing=False, threads=0)
     m = emb.manifest
-    print(f"ok  checksums: {args.dat.name} and {m.file} match {Path(args.models_dir) / 'manifest.toml'}")
+    print(f"ok  checksums: {args.dat.name} and {onnx_dir / m.file} match {manifest_dir / 'manifest.toml'}")
     ok = True
     sess = emb._session
     ins, outs = sess.get_inputs(), sess.get_outputs()
