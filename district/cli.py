@@ -74,6 +74,7 @@ def main(argv: list[str] | None = None) -> int:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if not args.verbose:
         logging.getLogger("district.serve.paho").setLevel(logging.WARNING)
+        logging.getLogger("alembic").setLevel(logging.WARNING)
     if args.cmd == "default-config":
         sys.stdout.write(DEFAULT_CONFIG)
         return 0

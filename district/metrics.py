@@ -43,7 +43,7 @@ def reason_kind(reason: str) -> str:
     head = reason.split(":", 1)[0]
     words = []
     for w in head.split():
-        if any(c.isdigit() for c in w) or w.startswith(("'", '"')):
+        if w[0].isdigit() or w.startswith(("'", '"', "{", "[")):
             break
         words.append(w)
     return " ".join(words[:6]) or "other"

@@ -89,7 +89,7 @@ def by_centre(conn: Connection, first: date, end: date) -> list[dict[str, Any]]:
          .group_by(EventRow.centre_id).order_by(EventRow.centre_id))
     flags = {c: n for c, n in conn.execute(select(Adjustment.centre_id, func.sum(Adjustment.amount_fen))
                                            .where(Adjustment.local_date >= first, Adjustment.local_date < end)
-                                           .group_by(Adjustment.centre_id)).tuples()}
+                                           .group_by(Adjustment.centre_id))}
     return [{"centre_id": c, "meals": int(n), "subsidised_meals": int(s or 0), "subsidy_fen": int(f or 0),
              "staff_checked": int(st or 0), "adjustment_fen": int(flags.get(c) or 0)}
             for c, n, s, f, st in conn.execute(q)]

@@ -64,7 +64,7 @@ def settle(conn: Connection, month: str, district: str, cap_fen: int = 300) -> S
     flags = {f.event_id: f for f in reconcile.flags(meals, voids, cap_fen)}
     digest = hashlib.sha256()
     void_raw = {eid: raw for eid, raw in conn.execute(select(EventRow.event_id, EventRow.raw).where(
-        EventRow.event_id.in_(sorted(set(voids.values())) or [""]))).tuples()}
+        EventRow.event_id.in_(sorted(set(voids.values())) or [""])))}
     for eid, raw in sorted([(r.event_id, r.raw) for r in rows] + list(void_raw.items())):
         digest.update(f"{eid}:{hashlib.sha256(raw).hexdigest()}\n".encode())
 

@@ -258,11 +258,11 @@ class Server:
                 self.metrics.gaps_open.set(conn.execute(select(func.count()).select_from(Gap)
                                                         .where(Gap.closed_at.is_(None))).scalar_one())
                 self.metrics.kiosks.clear()
-                for state, n in conn.execute(select(Kiosk.state, func.count()).group_by(Kiosk.state)).tuples():
+                for state, n in conn.execute(select(Kiosk.state, func.count()).group_by(Kiosk.state)):
                     self.metrics.kiosks.labels(state).set(n)
                 self.metrics.flags.clear()
                 for reason, n in conn.execute(select(Adjustment.reason, func.count())
-                                              .group_by(Adjustment.reason)).tuples():
+                                              .group_by(Adjustment.reason)):
                     self.metrics.flags.labels(reason).set(n)
         except SQLAlchemyError as e:
             # kept pending: the next look does them

@@ -155,7 +155,7 @@ class BatchWriter:
         if copies:
             ids = sorted({e.event_id for e, _ in copies})
             q = select(EventId.event_id, EventId.sha256).where(EventId.event_id.in_(ids))
-            kept = {eid: sha for eid, sha in conn.execute(q).tuples()}
+            kept = {eid: sha for eid, sha in conn.execute(q)}
             kept.update({eid: first[eid][0].sha256 for eid in new})
             for e, at in copies:
                 if kept.get(e.event_id) == e.sha256:

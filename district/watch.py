@@ -98,7 +98,7 @@ class Watcher:
         if not alerts:
             return
         existing = set(conn.execute(select(Alert.kind, Alert.event_id).where(
-            Alert.event_id.in_([a[1] for a in alerts]))).tuples())
+            Alert.event_id.in_([a[1] for a in alerts]))))
         fresh = [a for a in alerts if (a[0], a[1]) not in existing]
         if fresh:
             conn.execute(insert(Alert), [
@@ -117,7 +117,7 @@ class Watcher:
         with self.engine.begin() as conn:
             if voided:
                 keys = keys | set(conn.execute(select(EventRow.senior_id, EventRow.local_date).where(
-                    EventRow.event_id.in_(sorted(voided)), EventRow.kind == "meal")).tuples())
+                    EventRow.event_id.in_(sorted(voided)), EventRow.kind == "meal")))
             if not keys:
                 return 0
             lock_keys(conn, [f"day:{s}:{d}" for s, d in keys])
