@@ -83,18 +83,80 @@ class KeyCache:
         return self._keys.get(kiosk)
 
 
-def _event_row(e: Event, received_at: datetime, now: datetime) -> dict[str, Any]:
+def _naive_utc(dt: datetime) -> datetime:
+    return dt.astimezone(UTC).replace(tzinfo=None)
+
+
+def _arbiter(conn: Connection, rows: list[tuple[str, date, str, datetime]]) -> set[str]:
+    """Insert (event_id, local_date, sha256, received_at) into event_ids; the ids that were not there yet."""
+    if is_postgres(conn):
+        # arrays instead of one placeholder per value: one short statement whatever the batch size
+        cur = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+        cur.execute("INSERT INTO event_ids (event_id, local_date, sha256, received_at) "
+                    "SELECT * FROM unnest(%s::varchar[], %s::date[], %s::varchar[], %s::timestamp[]) "
+                    "ON CONFLICT (event_id) DO NOTHING RETURNING event_id",
+                    [[r[0] for r in rows], [r[1] for r in rows], [r[2] for r in rows],
+                     [_naive_utc(r[3]) for r in rows]])
+        return {r[0] for r in cur.fetchall()}
+    ins = _insert(conn, EventId).on_conflict_do_nothing(index_elements=["event_id"]).returning(EventId.event_id)
+    return set(conn.execute(ins, [{"event_id": r[0], "local_date": r[1], "sha256": r[2], "received_at": r[3]}
+                                  for r in rows]).scalars())
+
+
+def _kiosk_seen(conn: Connection, items: list[tuple[KioskKey, dict[str, Any]]], now: datetime) -> None:
+    """Raise each kiosk's max seq and last event time; one statement, kiosks in a fixed order (two processes
+    updating the same kiosks cannot deadlock)."""
+    if is_postgres(conn):
+        cur = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+        cur.execute(
+            "INSERT INTO kiosks (district, centre_id, kiosk_id, state, max_seq, last_event_at, last_received_at) "
+            "SELECT d, c, k, 'unknown', s, e, %s FROM unnest(%s::varchar[], %s::varchar[], %s::varchar[], "
+            "%s::bigint[], %s::timestamp[]) AS t(d, c, k, s, e) "
+            "ON CONFLICT (district, centre_id, kiosk_id) DO UPDATE SET "
+            "max_seq = greatest(kiosks.max_seq, excluded.max_seq), "
+            "last_event_at = greatest(kiosks.last_event_at, excluded.last_event_at), "
+            "last_received_at = excluded.last_received_at",
+            [_naive_utc(now), [k.district for k, _ in items], [k.centre_id for k, _ in items],
+             [k.kiosk_id for k, _ in items], [v["max_seq"] for _, v in items],
+             [_naive_utc(v["last_event_at"]) for _, v in items]])
+        return
+    ins = _insert(conn, Kiosk)
+    conn.execute(ins.on_conflict_do_update(
+        index_elements=["district", "centre_id", "kiosk_id"],
+        set_={"max_seq": func.max(Kiosk.max_seq, ins.excluded.max_seq),
+              "last_event_at": func.coalesce(func.max(Kiosk.last_event_at, ins.excluded.last_event_at),
+                                             ins.excluded.last_event_at),
+              "last_received_at": ins.excluded.last_received_at}),
+        [{"district": k.district, "centre_id": k.centre_id, "kiosk_id": k.kiosk_id, "state": "unknown",
+          "max_seq": v["max_seq"], "last_event_at": v["last_event_at"], "last_received_at": now} for k, v in items])
+
+
+EVENT_COLUMNS = ("event_id", "local_date", "version", "kind", "district", "centre_id", "kiosk_id", "seq", "senior_id",
+                 "meal", "decided_at", "price_fen", "subsidy_fen", "payable_fen", "check_in", "staff_id", "voids",
+                 "reasons", "prev_hash", "event_hash", "signed", "topic", "raw", "received_at", "ingested_at")
+assert set(EVENT_COLUMNS) == {c.name for c in EventRow.__table__.columns}
+
+
+def _event_row(e: Event, received_at: datetime, now: datetime, naive: bool) -> tuple[Any, ...]:
+    """The events row in EVENT_COLUMNS order; times as naive UTC for COPY (naive=True), else aware."""
     o = e.obj
-    return {
-        "event_id": e.event_id, "local_date": e.local_date, "version": e.version, "kind": e.kind,
-        "district": e.kiosk.district, "centre_id": e.kiosk.centre_id, "kiosk_id": e.kiosk.kiosk_id,
-        "seq": e.seq, "senior_id": o["senior_id"], "meal": o["meal"], "decided_at": e.decided_at,
-        "price_fen": o["price_fen"], "subsidy_fen": o["subsidy_fen"], "payable_fen": o["payable_fen"],
-        "check_in": e.check_in, "staff_id": o.get("staff_id"), "voids": o.get("voids"),
-        "reasons": ",".join(o["reasons"])[:300], "prev_hash": o.get("prev_hash"),
-        "event_hash": verify.event_hash(o) if e.signed else None, "signed": e.signed,
-        "topic": e.topic[:300], "raw": e.raw, "received_at": received_at, "ingested_at": now,
-    }
+    t = _naive_utc if naive else (lambda d: d)
+    return (e.event_id, e.local_date, e.version, e.kind, e.kiosk.district, e.kiosk.centre_id, e.kiosk.kiosk_id,
+            e.seq, o["senior_id"], o["meal"], t(e.decided_at), o["price_fen"], o["subsidy_fen"], o["payable_fen"],
+            e.check_in, o.get("staff_id"), o.get("voids"), ",".join(o["reasons"])[:300], o.get("prev_hash"),
+            verify.event_hash(o) if e.signed else None, e.signed, e.topic[:300], e.raw, t(received_at), t(now))
+
+
+def _insert_events(conn: Connection, items: list[tuple[Event, datetime]], now: datetime) -> None:
+    if not is_postgres(conn):
+        conn.execute(_insert(conn, EventRow), [dict(zip(EVENT_COLUMNS, _event_row(e, at, now, False), strict=True))
+                                               for e, at in items])
+        return
+    # COPY into the partitioned table: PostgreSQL routes each row to its month
+    cur = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+    with cur.copy(f"COPY events ({', '.join(EVENT_COLUMNS)}) FROM STDIN") as copy:
+        for e, at in items:
+            copy.write_row(_event_row(e, at, now, True))
 
 
 class BatchWriter:
@@ -147,10 +209,7 @@ class BatchWriter:
         if not first:
             return
         # the arbiter: whichever transaction inserts the event_id first stores the event
-        ins = _insert(conn, EventId).on_conflict_do_nothing(index_elements=["event_id"]).returning(EventId.event_id)
-        new = set(conn.execute(ins, [
-            {"event_id": eid, "local_date": e.local_date, "sha256": e.sha256, "received_at": at}
-            for eid, (e, at) in first.items()], ).scalars())
+        new = _arbiter(conn, [(eid, e.local_date, e.sha256, at) for eid, (e, at) in first.items()])
         copies = [first[eid] for eid in set(first) - new] + later
         if copies:
             ids = sorted({e.event_id for e, _ in copies})
@@ -165,10 +224,10 @@ class BatchWriter:
                     res.conflicts += 1
         if not new:
             return
-        rows = [_event_row(first[eid][0], first[eid][1], now) for eid in new]
-        res.new_received = [first[eid][1] for eid in new]
-        conn.execute(_insert(conn, EventRow), rows)
-        res.stored += len(rows)
+        items = [first[eid] for eid in new]
+        res.new_received = [at for _, at in items]
+        _insert_events(conn, items, now)
+        res.stored += len(items)
         per_kiosk: dict[KioskKey, dict[str, Any]] = {}
         for eid in new:
             e = first[eid][0]
@@ -180,17 +239,7 @@ class BatchWriter:
             k = per_kiosk.setdefault(e.kiosk, {"max_seq": 0, "last_event_at": e.decided_at})
             k["max_seq"] = max(k["max_seq"], e.seq)
             k["last_event_at"] = max(k["last_event_at"], e.decided_at)
-        greatest = func.greatest if is_postgres(conn) else func.max
-        for kiosk, vals in per_kiosk.items():
-            ins2 = _insert(conn, Kiosk).values(
-                district=kiosk.district, centre_id=kiosk.centre_id, kiosk_id=kiosk.kiosk_id, state="unknown",
-                max_seq=vals["max_seq"], last_event_at=vals["last_event_at"], last_received_at=now)
-            conn.execute(ins2.on_conflict_do_update(
-                index_elements=["district", "centre_id", "kiosk_id"],
-                set_={"max_seq": greatest(Kiosk.max_seq, ins2.excluded.max_seq),
-                      "last_event_at": func.coalesce(greatest(Kiosk.last_event_at, ins2.excluded.last_event_at),
-                                                     ins2.excluded.last_event_at),
-                      "last_received_at": ins2.excluded.last_received_at}))
+        _kiosk_seen(conn, sorted(per_kiosk.items(), key=lambda kv: str(kv[0])), now)
 
     def _conflict(self, conn: Connection, e: Event, kept_sha: str, at: datetime) -> None:
         ins = _insert(conn, Conflict).values(
