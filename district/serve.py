@@ -151,11 +151,15 @@ class Server:
         try:
             while not self._stop.is_set():
                 batch = self._take()
-                if batch:
-                    self._commit_and_ack(batch)
-                if time.monotonic() - last_watch >= self.cfg.ingest.watch_interval:
-                    self.watch()
-                    last_watch = time.monotonic()
+                try:
+                    if batch:
+                        self._commit_and_ack(batch)
+                    if time.monotonic() - last_watch >= self.cfg.ingest.watch_interval:
+                        self.watch()
+                        last_watch = time.monotonic()
+                except Exception:  # a bug must not end ingestion; unacknowledged messages come again
+                    log.exception("unexpected error; %d messages left unacknowledged", len(batch))
+                    self._stop.wait(1.0)
             self.watch()
         finally:
             self.close()
@@ -222,8 +226,8 @@ class Server:
             return self.writer.write(incoming)
         except (OperationalError, InterfaceError):
             raise
-        except DBAPIError as e:
-            log.error("the database refused a batch (%s); writing its %d messages one by one",
+        except Exception as e:  # refused content, or a bug: find the message, never stop the stream
+            log.error("a batch could not be written (%s); writing its %d messages one by one",
                       str(e).splitlines()[0][:200], len(incoming))
         total = BatchResult()
         for m in incoming:
@@ -231,9 +235,11 @@ class Server:
                 one = self.writer.write([m])
             except (OperationalError, InterfaceError):
                 raise
-            except DBAPIError as e:
-                one = self.writer.write([Incoming(m.topic, m.payload, Rejected(
-                    f"database refused it: {str(e.orig or e).splitlines()[0]}"[:300]), m.received_at)])
+            except Exception as e:
+                why = str(e.orig if isinstance(e, DBAPIError) and e.orig else e).splitlines()[0]
+                log.error("quarantining a payload on %s that could not be stored: %s", m.topic, why)
+                one = self.writer.write([Incoming(m.topic, m.payload, Rejected(f"could not be stored: {why}"[:300]),
+                                                  m.received_at)])
             merge(total, one)
         return total
 

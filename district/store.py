@@ -11,8 +11,10 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from typing import Any
 
+import psycopg
 from sqlalchemy import Connection, Engine, func, select
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import DBAPIError
 
 from district import verify
 from district.db.engine import Partitions, is_postgres
@@ -167,7 +169,14 @@ class BatchWriter:
         self.keys = KeyCache()
 
     def write(self, batch: Sequence[Incoming]) -> BatchResult:
-        """All of the batch in one transaction; raises (nothing committed) if the database fails."""
+        """All of the batch in one transaction; raises a SQLAlchemy error (nothing committed) if the database
+        fails, also for what the fast path sent through the driver itself."""
+        try:
+            return self._write(batch)
+        except psycopg.Error as e:
+            raise DBAPIError.instance("(COPY or array insert)", None, e, psycopg.Error) from e
+
+    def _write(self, batch: Sequence[Incoming]) -> BatchResult:
         res = BatchResult()
         events = [m for m in batch if isinstance(m.verdict, Event)]
         self.partitions.ensure(self.engine, {m.verdict.local_date for m in events if isinstance(m.verdict, Event)})
