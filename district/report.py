@@ -14,6 +14,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import io
+import re
 import zipfile
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
@@ -148,8 +149,9 @@ def statement_text(s: Settlement, files: dict[str, bytes]) -> bytes:
     return "\n".join(out).encode("utf-8")
 
 
-def _fixed_zip(data: bytes) -> bytes:
-    """The same zip with every member dated 1980-01-01: openpyxl stamps the time of writing."""
+def _fixed_zip(data: bytes, stamp: str) -> bytes:
+    """The same zip with every member dated 1980-01-01 and the document's modified time set to `stamp`:
+    openpyxl stamps the time of writing in both places."""
     src = zipfile.ZipFile(io.BytesIO(data))
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as dst:
@@ -157,7 +159,11 @@ def _fixed_zip(data: bytes) -> bytes:
             fixed = zipfile.ZipInfo(info.filename, date_time=(1980, 1, 1, 0, 0, 0))
             fixed.compress_type = zipfile.ZIP_DEFLATED
             fixed.external_attr = 0o600 << 16
-            dst.writestr(fixed, src.read(info.filename))
+            body = src.read(info.filename)
+            if info.filename == "docProps/core.xml":
+                body = re.sub(rb"(<dcterms:modified[^>]*>)[^<]*(</dcterms:modified>)",
+                              rb"\g<1>" + stamp.encode() + rb"\g<2>", body)
+            dst.writestr(fixed, body)
     return buf.getvalue()
 
 
@@ -195,7 +201,7 @@ def xlsx(s: Settlement) -> bytes:
         st.append([k, v])
     buf = io.BytesIO()
     wb.save(buf)
-    return _fixed_zip(buf.getvalue())
+    return _fixed_zip(buf.getvalue(), fixed.strftime("%Y-%m-%dT%H:%M:%SZ"))
 
 
 def write_report(conn: Connection, month: str, out: Path, district: str, cap_fen: int = 300) -> Settlement:

@@ -146,6 +146,9 @@ def parse_topic(topic: str, prefix: str, district: str) -> tuple[KioskKey, str] 
 def decode(payload: bytes, max_bytes: int) -> dict[str, Any] | Rejected:
     if len(payload) > max_bytes:
         return Rejected(f"oversized: {len(payload)} bytes (limit {max_bytes})")
+    if payload.count(b"[") + payload.count(b"{") > 200:
+        # an event has a handful; thousands only serve to make a parser recurse
+        return Rejected("not JSON: nested too deeply (more than 200 objects and arrays)")
     try:
         text = payload.decode("utf-8")
     except UnicodeDecodeError as e:
@@ -174,6 +177,10 @@ def check_event(obj: dict[str, Any], kiosk: KioskKey) -> str | None:
     for field in ("district", "centre_id", "kiosk_id"):
         if obj[field] != getattr(kiosk, field):
             return f"{field} {obj[field]!r} does not match the topic ({getattr(kiosk, field)!r})"
+    for field in ("seq", "price_fen", "subsidy_fen", "payable_fen"):
+        # JSON Schema calls 300.0 an integer; money and sequence numbers must never pass through a float
+        if type(obj[field]) is not int:
+            return f"{field} must be written as an integer, not {obj[field]!r}"
     for field, limit in (("senior_id", 64), ("meal", 64), ("district", 64), ("centre_id", 64), ("kiosk_id", 64)):
         if len(obj[field]) > limit:
             return f"{field} is longer than {limit} characters"
