@@ -260,7 +260,7 @@ timezone = "Asia/Shanghai"    # "today" on the dashboard
 name = ""                     # display name on the dashboard
 
 [broker]
-host = "127.0.0.1"
+host = "127.0.0.1"            # the MQTT broker the kiosks publish to
 port = 1883                   # 8883 with TLS
 keepalive = 30                # seconds
 username = ""                 # empty: anonymous

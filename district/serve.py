@@ -97,7 +97,10 @@ class Server:
         c.on_connect = self._on_connect
         c.on_disconnect = self._on_disconnect
         c.on_message = self._on_message
-        c.enable_logger(logging.getLogger("district.serve.paho"))
+        paho_log = logging.getLogger("district.serve.paho")
+        # paho 2.2's network thread reports the socket it just closed on a clean stop as an error
+        paho_log.addFilter(lambda r: not (self._stop.is_set() and str(r.msg).startswith("Client is not connected")))
+        c.enable_logger(paho_log)
         return c
 
     def _connect_properties(self) -> Properties:
