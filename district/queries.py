@@ -113,8 +113,8 @@ def flagged(conn: Connection, limit: int = 200) -> list[dict[str, Any]]:
 
 
 def senior_history(conn: Connection, senior_id: str, limit: int = 200) -> list[dict[str, Any]]:
-    adj = {a.event_id: a.reason for a in conn.execute(
-        select(Adjustment).where(Adjustment.senior_id == senior_id)).scalars()}
+    adj = {eid: reason for eid, reason in conn.execute(
+        select(Adjustment.event_id, Adjustment.reason).where(Adjustment.senior_id == senior_id))}
     rows = Session(conn).scalars(select(EventRow).where(EventRow.senior_id == senior_id)
                         .order_by(EventRow.decided_at.desc()).limit(limit))
     return [{"event_id": e.event_id, "kind": e.kind, "local_date": e.local_date.isoformat(), "meal": e.meal,
