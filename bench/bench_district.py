@@ -174,24 +174,29 @@ def count(eng: object, sql: str = "SELECT count(*) FROM event_ids") -> int:
 
 
 def publish(port: int, msgs: list[tuple[str, bytes, str]], rate: float | None) -> dict[str, float]:
-    """QoS 1 as a fleet of kiosks would, from one client; returns event_id -> publish wall time."""
-    c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"bench-kiosks-{uuid.uuid4().hex[:6]}")
+    """QoS 1 as a fleet of kiosks would, from one client, at most 1000 unacknowledged; returns event_id -> publish
+    wall time. Raises if any message was not acknowledged by the broker."""
+    c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"bench-kiosks-{uuid.uuid4().hex[:6]}", clean_session=False)
     c.max_inflight_messages_set(1000)
     c.max_queued_messages_set(0)
-    c.connect("127.0.0.1", port)
+    c.connect("127.0.0.1", port, keepalive=300)
     c.loop_start()
     sent: dict[str, float] = {}
-    infos = []
     t0 = time.perf_counter()
-    for i, (topic, body, eid) in enumerate(msgs):
-        if rate:
-            wait = t0 + i / rate - time.perf_counter()
-            if wait > 0:
-                time.sleep(wait)
-        sent[eid] = time.time()
-        infos.append(c.publish(topic, body, qos=1))
-    for info in infos:
-        info.wait_for_publish(120)
+    for start in range(0, len(msgs), 1000):
+        infos = []
+        for i in range(start, min(start + 1000, len(msgs))):
+            topic, body, eid = msgs[i]
+            if rate:
+                wait = t0 + i / rate - time.perf_counter()
+                if wait > 0:
+                    time.sleep(wait)
+            sent[eid] = time.time()
+            infos.append(c.publish(topic, body, qos=1))
+        for info in infos:
+            info.wait_for_publish(300)
+        if not all(info.is_published() for info in infos):
+            raise SystemExit(f"the broker did not acknowledge {sum(not i.is_published() for i in infos)} messages")
     c.disconnect()
     c.loop_stop()
     return sent
@@ -214,16 +219,25 @@ def run(work: Path, admin: str, port: int, gen: Generated, procs: int, rate: flo
                                             stderr=subprocess.STDOUT, cwd=ROOT))
         time.sleep(3.0)  # connected and subscribed
         n = len(gen.messages)
-        box: dict[str, dict[str, float]] = {}
-        pub = threading.Thread(target=lambda: box.setdefault("sent", publish(port, gen.messages, rate)))
+        box: dict[str, object] = {}
+
+        def send() -> None:
+            try:
+                box["sent"] = publish(port, gen.messages, rate)
+            except BaseException as e:
+                box["error"] = e
+
+        pub = threading.Thread(target=send)
         t0 = time.time()
         pub.start()
         while count(eng) < n:
             time.sleep(0.5)
+            if "error" in box:
+                raise SystemExit(f"publishing failed: {box['error']!r}")
             if time.time() - t0 > 900:
                 raise SystemExit(f"only {count(eng)} of {n} events after 900 s")
         pub.join()
-        sent = box["sent"]
+        sent: dict[str, float] = box["sent"]  # type: ignore[assignment]
         with eng.connect() as c:
             rows = c.execute(text("SELECT event_id, ingested_at FROM events")).all()
         last_commit = max(r[1] for r in rows).replace(tzinfo=None)
