@@ -127,7 +127,8 @@ class Broker:
         conf = work / "mosquitto.conf"
         conf.write_text(f"listener {self.port} 127.0.0.1\nallow_anonymous true\npersistence false\n"
                         f"user {getpass.getuser()}\nmax_queued_messages 0\nmax_inflight_messages 0\n"
-                        "log_type error\n")
+                        "log_type error\nlog_type warning\nlog_type notice\n"
+                        f"log_dest file {work}/mosquitto.log\n")
         self.proc = subprocess.Popen([exe, "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + 5
         while time.monotonic() < deadline:
@@ -217,7 +218,12 @@ def run(work: Path, admin: str, port: int, gen: Generated, procs: int, rate: flo
             servers.append(subprocess.Popen([sys.executable, "-m", "district", "--config", str(cfg), "serve",
                                              "--client-id", f"bench-{name}-{i}"], stdout=log,
                                             stderr=subprocess.STDOUT, cwd=ROOT))
-        time.sleep(3.0)  # connected and subscribed
+        deadline = time.monotonic() + 120
+        # publishing before a process has subscribed would lose messages (no session yet): wait for all of them
+        while sum("subscribed to" in (work / f"serve-{name}-{i}.log").read_text() for i in range(procs)) < procs:
+            if time.monotonic() > deadline:
+                raise SystemExit("serve did not subscribe within 120 s")
+            time.sleep(0.2)
         n = len(gen.messages)
         box: dict[str, object] = {}
 
@@ -297,6 +303,7 @@ def main() -> int:
     p.add_argument("--paced-rate", type=float, default=500.0)
     p.add_argument("--paced-events", type=int, default=10_000)
     p.add_argument("--json", help="also write the results here")
+    p.add_argument("--keep", action="store_true", help="keep the work folder (logs, reports)")
     a = p.parse_args()
     t = time.perf_counter()
     gen = generate(a.events)
@@ -318,7 +325,8 @@ def main() -> int:
             print(json.dumps(r))
     finally:
         broker.stop()
-        shutil.rmtree(work, ignore_errors=True)
+        if not a.keep:
+            shutil.rmtree(work, ignore_errors=True)
     print("\nprocesses  events   seconds  events/s  p50 ms  p99 ms  settlement")
     for r in results:
         paced = f" (paced at {r['paced_rate']:.0f}/s)" if r["paced_rate"] else ""

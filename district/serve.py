@@ -97,6 +97,7 @@ class Server:
         c.on_connect = self._on_connect
         c.on_disconnect = self._on_disconnect
         c.on_message = self._on_message
+        c.on_subscribe = self._on_subscribe
         paho_log = logging.getLogger("district.serve.paho")
         # paho 2.2's network thread reports the socket it just closed on a clean stop as an error
         paho_log.addFilter(lambda r: not (self._stop.is_set() and str(r.msg).startswith("Client is not connected")))
@@ -117,8 +118,16 @@ class Server:
         self._conn += 1
         events, status = topics(self.cfg)
         client.subscribe([(events, SubscribeOptions(qos=1)), (status, SubscribeOptions(qos=1))])
-        log.info("connected to %s:%d as %s (session %s); subscribed to %s and %s", self.cfg.broker.host,
-                 self.cfg.broker.port, self.client_id, "resumed" if flags.session_present else "new", events, status)
+        log.info("connected to %s:%d as %s (session %s)", self.cfg.broker.host, self.cfg.broker.port, self.client_id,
+                 "resumed" if flags.session_present else "new")
+
+    def _on_subscribe(self, client: mqtt.Client, userdata: object, mid: int, rcs: list[ReasonCode],
+                      props: Properties | None) -> None:
+        if any(rc.is_failure for rc in rcs):
+            log.error("the broker refused the subscriptions: %s (shared subscriptions need MQTT 5 and ACL access "
+                      "to the topics)", ", ".join(str(rc) for rc in rcs))
+            return
+        log.info("subscribed to %s and %s", *topics(self.cfg))
         self.connected.set()
 
     def _on_disconnect(self, client: mqtt.Client, userdata: object, flags: mqtt.DisconnectFlags, rc: ReasonCode,

@@ -143,3 +143,13 @@ def test_embedded_district_through_a_broker(mosquitto_broker: MosquittoBroker, t
         assert d.wait_for(2)
         wait_until(lambda: "2 meals" in d.summary_line(), 5, "the settlement line")
         assert d.summary_line().endswith("2 subsidised, subsidy 600 fen, 0 flagged (0 fen), net payable CNY 6.00")
+
+
+def test_the_packaged_schemas_are_the_documented_ones() -> None:
+    from district.paths import schema
+
+    for name in ("events.schema.json", "status.schema.json"):
+        assert schema(name) == json.loads((ROOT / "docs" / name).read_text()), name
+    v2 = schema("meal-event-2.schema.json")
+    v1 = json.loads((ROOT / "docs" / "events.schema.json").read_text())
+    assert set(v1["required"]) < set(v2["required"]) and {"sig", "prev_hash", "check_in"} <= set(v2["required"])

@@ -57,8 +57,7 @@ def test_postgresql_restarted_mid_stream(mosquitto_broker: MosquittoBroker, clus
     events = [(event_topic(f"centre-{c:03d}"), payload(s, f"S{s:04d}", centre=f"centre-{c:03d}"))
               for s in range(1, 401) for c in (1, 2, 3)]
     try:
-        wait_until(lambda: "district-pg-restart" in mosquitto_broker.log_path.read_text(), 20, "serve connected")
-        time.sleep(0.5)
+        wait_until(lambda: log.exists() and "subscribed to" in log.read_text(), 30, "serve subscribed")
 
         def stream() -> None:  # kiosks keep sending while the database goes away and comes back
             for i in range(0, len(events), 40):
