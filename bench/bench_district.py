@@ -203,8 +203,17 @@ def publish(port: int, msgs: list[tuple[str, bytes, str]], rate: float | None) -
     return sent
 
 
+def cpu_seconds(pid: int) -> float:
+    """user + system CPU time of a process so far (Linux /proc)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def run(work: Path, admin: str, port: int, gen: Generated, procs: int, rate: float | None,
-        report: bool) -> dict[str, object]:
+        report: bool, broker_pid: int) -> dict[str, object]:
     url, name = new_db(admin)
     cfg = config(work, port, url)
     eng = create_engine(url)
@@ -234,6 +243,8 @@ def run(work: Path, admin: str, port: int, gen: Generated, procs: int, rate: flo
                 box["error"] = e
 
         pub = threading.Thread(target=send)
+        cpu0 = {"serve": sum(cpu_seconds(p.pid) for p in servers), "broker": cpu_seconds(broker_pid),
+                "publisher": time.process_time()}
         t0 = time.time()
         pub.start()
         while count(eng) < n:
@@ -243,6 +254,15 @@ def run(work: Path, admin: str, port: int, gen: Generated, procs: int, rate: flo
             if time.time() - t0 > 900:
                 raise SystemExit(f"only {count(eng)} of {n} events after 900 s")
         pub.join()
+        # CPU time each part used for the run: on a machine shared with other work the wall-clock rate says
+        # little, the CPU seconds per event say what the software costs
+        with eng.connect() as c:
+            backends = [r[0] for r in c.execute(text(
+                "SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()"))]
+        cpu = {"serve": sum(cpu_seconds(p.pid) for p in servers) - cpu0["serve"],
+               "broker": cpu_seconds(broker_pid) - cpu0["broker"],
+               "publisher": time.process_time() - cpu0["publisher"],
+               "postgres_backends": sum(cpu_seconds(b) for b in backends)}
         sent: dict[str, float] = box["sent"]  # type: ignore[assignment]
         with eng.connect() as c:
             rows = c.execute(text("SELECT event_id, ingested_at FROM events")).all()
@@ -257,6 +277,9 @@ def run(work: Path, admin: str, port: int, gen: Generated, procs: int, rate: flo
             "delay_p99_ms": round(1000 * delays[int(len(delays) * 0.99)], 1),
             "delay_max_ms": round(1000 * delays[-1], 1),
             "paced_rate": rate, "stored": count(eng), "duplicates_in_db": n - len(rows),
+            "cpu_s": {k: round(v, 1) for k, v in cpu.items()},
+            "cpu_ms_per_event": {k: round(1000 * v / n, 3) for k, v in cpu.items()},
+            "load_average": round(os.getloadavg()[0], 1),
         }
         if report:
             time.sleep(3)  # the watchers finish their last look
@@ -315,12 +338,12 @@ def main() -> int:
     results = []
     try:
         for procs in [int(x) for x in a.procs.split(",")]:
-            r = run(work, a.pg, broker.port, gen, procs, None, report=True)
+            r = run(work, a.pg, broker.port, gen, procs, None, report=True, broker_pid=broker.proc.pid)
             results.append(r)
             print(json.dumps(r))
         if a.paced_events:
             sub = Generated(gen.messages[: a.paced_events], 0, 0, 0, 0, 0)
-            r = run(work, a.pg, broker.port, sub, 1, a.paced_rate, report=False)
+            r = run(work, a.pg, broker.port, sub, 1, a.paced_rate, report=False, broker_pid=broker.proc.pid)
             results.append(r)
             print(json.dumps(r))
     finally:
