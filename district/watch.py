@@ -12,11 +12,11 @@ from collections.abc import Iterable, Sequence
 from datetime import UTC, date, datetime
 from typing import Any
 
-from sqlalchemy import Connection, Engine, and_, delete, false, insert, or_, select, tuple_, update
+from sqlalchemy import Connection, Engine, and_, delete, insert, select, update
 from sqlalchemy.orm import Session
 
 from district import reconcile
-from district.db.engine import lock_keys
+from district.db.engine import in_pairs, in_values, lock_keys
 from district.db.models import Adjustment, Alert, Gap, Kiosk
 from district.db.models import Event as EventRow
 from district.validate import KioskKey
@@ -52,9 +52,10 @@ class Watcher:
     # -- gaps and chain --------------------------------------------------------------------------------
 
     def check_kiosks(self, kiosks: Iterable[KioskKey]) -> None:
-        for k in sorted(kiosks, key=str):
-            with self.engine.begin() as conn:
-                lock_keys(conn, [f"kiosk:{k}"])
+        ordered = sorted(kiosks, key=str)
+        with self.engine.begin() as conn:
+            lock_keys(conn, [f"kiosk:{k}" for k in ordered])
+            for k in ordered:
                 self._check_kiosk(conn, k)
 
     def _check_kiosk(self, conn: Connection, k: KioskKey) -> None:
@@ -123,22 +124,22 @@ class Watcher:
             lock_keys(conn, [f"day:{s}:{d}" for s, d in keys])
             total = 0
             ordered = sorted(keys)
-            for i in range(0, len(ordered), 500):
-                total += self._reconcile(conn, ordered[i:i + 500])
+            step = 5000 if conn.dialect.name == "postgresql" else 400  # SQLite: bound variables per statement
+            for i in range(0, len(ordered), step):
+                total += self._reconcile(conn, ordered[i:i + step])
             return total
 
     def _reconcile(self, conn: Connection, keys: list[tuple[str, date]]) -> int:
+        # only subsidised meals can be flagged; most (senior, date) pairs have one and no adjustment yet
         meals = [reconcile.Meal(r.event_id, r.senior_id, r.local_date, r.centre_id, r.decided_at, r.subsidy_fen)
                  for r in conn.execute(select(EventRow.event_id, EventRow.senior_id, EventRow.local_date,
                                               EventRow.centre_id, EventRow.decided_at, EventRow.subsidy_fen)
-                                       .where(tuple_(EventRow.senior_id, EventRow.local_date).in_(keys),
-                                              EventRow.kind == "meal"))]
-        ids = [m.event_id for m in meals]
-        voids = void_map(conn, ids)
-        want = {f.event_id: f for f in reconcile.flags(meals, voids, self.cap_fen)}
+                                       .where(in_pairs(conn, EventRow.senior_id, EventRow.local_date, keys),
+                                              EventRow.kind == "meal", EventRow.subsidy_fen > 0))]
         have = {r.event_id: r for r in Session(conn).scalars(select(Adjustment).where(
-            or_(Adjustment.event_id.in_(ids) if ids else false(),
-                tuple_(Adjustment.senior_id, Adjustment.local_date).in_(keys))))}
+            in_pairs(conn, Adjustment.senior_id, Adjustment.local_date, keys)))}
+        voids = void_map(conn, [m.event_id for m in meals])
+        want = {f.event_id: f for f in reconcile.flags(meals, voids, self.cap_fen)}
         gone = [eid for eid, a in have.items() if eid not in want or (a.reason, a.other_event_id, a.amount_fen)
                 != (want[eid].reason, want[eid].other_event_id, want[eid].amount_fen)]
         if gone:
@@ -160,11 +161,10 @@ class Watcher:
 def void_map(conn: Connection, meal_ids: list[str]) -> dict[str, str]:
     """voided meal id -> the (first stored) void event naming it."""
     out: dict[str, str] = {}
-    for i in range(0, len(meal_ids), 1000):
-        chunk = meal_ids[i:i + 1000]
-        for voids, eid in conn.execute(select(EventRow.voids, EventRow.event_id).where(
-                EventRow.kind == "void", EventRow.voids.in_(chunk)).order_by(EventRow.decided_at, EventRow.event_id)):
+    for i in range(0, len(meal_ids), 5000):
+        q = select(EventRow.voids, EventRow.event_id).where(
+            EventRow.kind == "void", in_values(conn, EventRow.voids, meal_ids[i:i + 5000]))
+        for voids, eid in conn.execute(q.order_by(EventRow.decided_at, EventRow.event_id)):
             if voids is not None:
                 out.setdefault(voids, eid)
     return out
-

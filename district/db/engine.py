@@ -5,12 +5,27 @@ from __future__ import annotations
 import logging
 import sqlite3
 import zlib
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from datetime import date
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Connection, Engine, create_engine, event, text
+from sqlalchemy import (
+    ColumnElement,
+    Connection,
+    Date,
+    Engine,
+    String,
+    any_,
+    bindparam,
+    create_engine,
+    event,
+    func,
+    select,
+    text,
+    tuple_,
+)
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
@@ -70,6 +85,24 @@ def lock_keys(conn: Connection, keys: Iterable[str]) -> None:
     if ids:
         conn.execute(text("SELECT pg_advisory_xact_lock(k) FROM unnest(CAST(:ids AS bigint[])) AS k ORDER BY k"),
                      {"ids": ids})
+
+
+def in_pairs(conn: Connection, a: Any, b: Any,
+             pairs: Sequence[tuple[str, date]]) -> ColumnElement[bool]:
+    """(a, b) IN pairs. On PostgreSQL as two array parameters (one short statement, prepared once, whatever
+    the number of pairs); elsewhere as a row-value list."""
+    if is_postgres(conn):
+        t = func.unnest(bindparam(None, [p[0] for p in pairs], type_=ARRAY(String)),
+                        bindparam(None, [p[1] for p in pairs], type_=ARRAY(Date))).table_valued("s", "d").render_derived()
+        return tuple_(a, b).in_(select(t.c.s, t.c.d))
+    return tuple_(a, b).in_(list(pairs))
+
+
+def in_values(conn: Connection, col: Any, values: Sequence[str]) -> ColumnElement[bool]:
+    """col IN values; on PostgreSQL `col = ANY(array parameter)`."""
+    if is_postgres(conn):
+        return col == any_(bindparam(None, list(values), type_=ARRAY(String)))
+    return col.in_(list(values))
 
 
 # -- monthly partitions of events (PostgreSQL) -------------------------------------------------------
