@@ -145,7 +145,7 @@ def test_unsigned_events_need_accept_unsigned(engine: Engine) -> None:
 
 def test_a_signed_event_without_the_signing_module_or_key_is_quarantined_as_unverifiable(engine: Engine) -> None:
     obj = json.loads(payload(1))
-    obj.update(schema="meal-edge/meal-event/2", check_in="face", staff_id=None, prev_hash="", sig="AAAA" * 22)
+    obj.update(schema="meal-edge/meal-event/2", check_in="face", staff_id=None, prev_hash="", sig="A" * 86 + "==")
     body = json.dumps(obj, sort_keys=True, separators=(",", ":")).encode()
     [m] = incoming([(topic(), body)], accept_unsigned=False)
     assert isinstance(m.verdict, Event) and m.verdict.signed

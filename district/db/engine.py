@@ -92,8 +92,9 @@ def in_pairs(conn: Connection, a: Any, b: Any,
     """(a, b) IN pairs. On PostgreSQL as two array parameters (one short statement, prepared once, whatever
     the number of pairs); elsewhere as a row-value list."""
     if is_postgres(conn):
-        t = func.unnest(bindparam(None, [p[0] for p in pairs], type_=ARRAY(String)),
-                        bindparam(None, [p[1] for p in pairs], type_=ARRAY(Date))).table_valued("s", "d").render_derived()
+        f = func.unnest(bindparam(None, [p[0] for p in pairs], type_=ARRAY(String)),
+                        bindparam(None, [p[1] for p in pairs], type_=ARRAY(Date)))
+        t = f.table_valued("s", "d").render_derived()
         return tuple_(a, b).in_(select(t.c.s, t.c.d))
     return tuple_(a, b).in_(list(pairs))
 
