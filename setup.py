@@ -5,6 +5,6 @@ package lands in site-packages. Everything else is in pyproject.toml."""
 from setuptools import find_packages, setup
 
 setup(
-    packages=[*find_packages(include=["edge", "edge.*", "enroll", "enroll.*"]), "edge.models", "edge.schemas"],
+    packages=[*find_packages(include=["edge", "edge.*", "enroll", "enroll.*", "district", "district.*"]), "edge.models", "edge.schemas"],
     package_dir={"edge.models": "models", "edge.schemas": "docs"},
 )
