@@ -44,7 +44,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import ROOT, machine  # noqa: E402
 
 from district.config import DEFAULT_CONFIG  # noqa: E402
-from edge.events import MealEvent, build_payload, dumps  # noqa: E402
+from edge.delivery.events import MealEvent, build_payload, dumps  # noqa: E402
 
 SH = ZoneInfo("Asia/Shanghai")
 DISTRICT = "erqi"

@@ -28,7 +28,7 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
 from district.config import DEFAULT_CONFIG, Config, parse_config
-from edge.events import build_payload, dumps
+from edge.delivery.events import build_payload, dumps
 
 ROOT = Path(__file__).resolve().parents[1]
 SH = ZoneInfo("Asia/Shanghai")
