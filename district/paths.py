@@ -24,10 +24,14 @@ def default_database_url() -> str:
 
 
 @cache
+def _schema_text(name: str) -> str:
+    return resources.files("district").joinpath("schemas", name).read_text(encoding="utf-8")
+
+
 def schema(name: str) -> dict[str, Any]:
-    """A JSON schema shipped in district/schemas (the v1 ones are docs/*.schema.json, linked at build time)."""
-    text = resources.files("district").joinpath("schemas", name).read_text(encoding="utf-8")
-    obj: dict[str, Any] = json.loads(text)
+    """A JSON schema shipped in district/schemas (the v1 ones are docs/*.schema.json, linked at build time).
+    A fresh object each call: fastjsonschema.compile adds keys to the dict it is given."""
+    obj: dict[str, Any] = json.loads(_schema_text(name))
     return obj
 
 
