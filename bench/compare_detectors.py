@@ -35,9 +35,9 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import SHARED, cpu_flags, machine, need  # noqa: E402
 
-from edge.detect import Detector, Face, load_image  # noqa: E402
-from edge.faceset import list_photos, split_identities  # noqa: E402
+from edge.lab.faceset import list_photos, split_identities  # noqa: E402
 from edge.recognition.align import ARCFACE_112, apply, dlib5_points, umeyama  # noqa: E402
+from edge.recognition.detect import Detector, Face, load_image  # noqa: E402
 from edge.recognition.embed.sface import SFaceEmbedder, sface_chip  # noqa: E402
 from edge.recognition.yunet import YuNetDetector  # noqa: E402
 
@@ -196,7 +196,7 @@ def print_pairs(rows: list[tuple[str, str, dict[str, float]]]) -> None:
 
 
 def part_pairs(threads: int) -> dict[str, dict[str, Any]]:
-    from edge.embed.onnx_backend import OnnxEmbedder
+    from edge.recognition.embed.onnx_backend import OnnxEmbedder
 
     sface = SFaceEmbedder(threads=threads)
     dlib = OnnxEmbedder(threads=threads)
@@ -261,7 +261,7 @@ def quantised_models(folded: Path, calib: np.ndarray, tmp: Path) -> dict[str, by
 
 def part_int8(threads: int, data: dict[str, dict[str, Any]] | None) -> None:
     from edge.modelbuild.sface import SFACE, load_verified
-    from edge.modelfiles import PROJECT_MODELS_DIR
+    from edge.paths import PROJECT_MODELS_DIR
 
     folded = load_verified(PROJECT_MODELS_DIR, SFACE)
     if data is None:

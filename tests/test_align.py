@@ -22,7 +22,9 @@ def similarity(scale: float, angle_deg: float, tx: float, ty: float) -> np.ndarr
     return np.hstack([r, [[tx], [ty]]])
 
 
-@pytest.mark.parametrize("scale,angle,tx,ty", [(1.0, 0.0, 0.0, 0.0), (2.5, 17.0, -40.0, 310.0), (0.3, -120.0, 5.5, 9.25)])
+@pytest.mark.parametrize(
+    "scale,angle,tx,ty", [(1.0, 0.0, 0.0, 0.0), (2.5, 17.0, -40.0, 310.0), (0.3, -120.0, 5.5, 9.25)]
+)
 def test_recovers_a_known_similarity_exactly(scale: float, angle: float, tx: float, ty: float) -> None:
     m = similarity(scale, angle, tx, ty)
     src = np.array([(10.0, 20.0), (80.0, 22.0), (45.0, 60.0), (20.0, 90.0), (75.0, 88.0)])
@@ -80,7 +82,7 @@ def test_aligns_a_real_photo() -> None:
     photo = SAMPLES / "obama.jpg"
     if not photo.exists():
         pytest.skip(f"{photo}: face_recognition's sample photos not found (set MEAL_EDGE_SHARED)")
-    from edge.detect import load_image
+    from edge.recognition.detect import load_image
     from edge.recognition.yunet import YuNetDetector
 
     det = YuNetDetector(detect_width=640)

@@ -14,7 +14,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edge.detect import load_image
 from edge.modelbuild import ModelError
 from edge.modelbuild.manifest import MANIFEST_NAME
 from edge.modelbuild.sface import (
@@ -29,7 +28,8 @@ from edge.modelbuild.sface import (
     read_zoo_manifest,
     source_path,
 )
-from edge.modelfiles import PROJECT_MODELS_DIR
+from edge.paths import PROJECT_MODELS_DIR
+from edge.recognition.detect import load_image
 
 SHARED = Path(os.environ.get("MEAL_EDGE_SHARED", Path(__file__).resolve().parents[1].parent / "shared"))
 SAMPLES = SHARED / "data" / "samples"
@@ -167,7 +167,7 @@ def test_both_runners_agree(models_dir: Path) -> None:
 def test_sface_same_person_closer_than_different_person(models_dir: Path) -> None:
     """Real LFW photos: every same-person pair is more similar than every different-person pair, with
     YuNet's landmarks and with dlib's 5 points; output vectors are unit length."""
-    from edge.detect import Detector
+    from edge.recognition.detect import Detector
     from edge.recognition.embed.sface import SFaceEmbedder, sface_chip
     from edge.recognition.yunet import YuNetDetector
 
@@ -180,7 +180,7 @@ def test_sface_same_person_closer_than_different_person(models_dir: Path) -> Non
             for p in sorted(need(LFW / person).glob("*.jpg"))[:3]:
                 rgb = load_image(p)
                 faces = (yun if scheme == "yunet5" else hog).detect(rgb)
-                f = min(faces, key=lambda f: abs((f.box[1] + f.box[3]) / 2 - 125) + abs((f.box[0] + f.box[2]) / 2 - 125))
+                f = min(faces, key=lambda f: abs(f.box[1] + f.box[3] - 250) + abs(f.box[0] + f.box[2] - 250))
                 chips.append(sface_chip(rgb, f.landmarks, scheme))
                 labels.append(i)
         e = emb.embed(np.stack(chips))

@@ -40,7 +40,7 @@ from onnx import helper, numpy_helper
 
 from edge.modelbuild import ModelError
 from edge.modelbuild.manifest import MANIFEST_NAME, _atomic_write
-from edge.tomlout import toml_value
+from edge.modelbuild.tomlout import toml_value
 
 log = logging.getLogger(__name__)
 

@@ -25,10 +25,10 @@ from typing import Literal
 import cv2
 import numpy as np
 
-from edge.detect import Face
 from edge.modelbuild import ModelError
 from edge.modelbuild.sface import YUNET, load_verified
-from edge.modelfiles import PROJECT_MODELS_DIR
+from edge.paths import PROJECT_MODELS_DIR
+from edge.recognition.detect import Face
 
 log = logging.getLogger(__name__)
 

@@ -23,7 +23,7 @@ import numpy as np
 
 from edge.modelbuild import ModelError
 from edge.modelbuild.sface import SFACE, load_verified
-from edge.modelfiles import PROJECT_MODELS_DIR
+from edge.paths import PROJECT_MODELS_DIR
 from edge.recognition.align import ARCFACE_112, CHIP_SIZE, DLIB5_TEMPLATE, align, dlib5_points
 
 log = logging.getLogger(__name__)
@@ -75,7 +75,7 @@ class SFaceEmbedder:
         variants only; the model id then no longer names what runs, so the kiosk never passes it)."""
         import onnxruntime as ort
 
-        from edge.embed.onnx_backend import session_options
+        from edge.recognition.embed.onnx_backend import session_options
 
         if model_bytes is None:
             data = load_verified(Path(models_dir), SFACE, build_missing=build_missing)
