@@ -90,7 +90,7 @@ def unrecognisable(n: int, other_model: str, model_id: str) -> str:
     return (
         f"{n} seniors have face templates only for model {other_model}, not for this kiosk's model {model_id}: "
         "they cannot be recognised. Re-enrol their photos (meal-enroll add/import/capture), or set "
-        "[recognition] mirror to match how they were enrolled"
+        "[recognition] model and mirror to match how they were enrolled"
     )
 
 
