@@ -98,7 +98,7 @@ class RecognitionConfig(_Section):
     #: templates enrolled with the other setting are not used (the daemon says so at start)
     mirror: bool = True
     #: template refresh from confident automatic check-ins (edge/recognition/refresh.py, docs/accuracy.md);
-    #: off by default
+    #: off by default. Its distances are on dlib's scale: not yet calibrated for SFace (issue 10)
     refresh_templates: bool = False
     refresh_max: int = Field(2, ge=1, le=10, description="check-in templates kept per senior; the oldest is replaced")
     refresh_distance: float = Field(0.20, ge=0, le=2, description="fused distance at most this to refresh")
