@@ -269,6 +269,7 @@ class TestClient:
     def subscribe(self, topic_filter: str, timeout: float = 5.0) -> list[int]:
         """The SUBACK reason codes (0, 1, 2: granted QoS; >= 0x80: refused)."""
         _, mid = self.client.subscribe(topic_filter, qos=1)
+        assert mid is not None
         wait_for(lambda: mid in self.subacks, timeout, f"SUBACK for {topic_filter}")
         return self.subacks[mid]
 

@@ -65,7 +65,8 @@ class Clients:
     """Clients of one test, all stopped at its end."""
 
     def __init__(self, broker: SecureBroker, pki: Pki) -> None:
-        self.broker, self.pki, self.all = broker, pki, []
+        self.broker, self.pki = broker, pki
+        self.all: list[TestClient] = []
 
     def cert(self, identity: str, client_id: str | None = None, **kw: object) -> TestClient:
         c = TestClient(self.broker, client_id or f"asked-{identity}", pki=self.pki, identity=identity, **kw)  # type: ignore[arg-type]
@@ -128,7 +129,7 @@ def assert_cannot_publish_as_other(cs: Clients, attacker: TestClient, srv: TestC
     time.sleep(0.3)
     assert [m.topic for m in srv.got()] == [own], "a forged message reached the district"
     # a monitor subscribing now finds no retained status for kiosk A
-    monitor = cs.cert(SERVER, client_id="monitor") if attacker.broker.mode == "certificates" else \
+    monitor = cs.cert(SERVER, client_id="monitor") if cs.broker.mode == "certificates" else \
         cs.login(SERVER, PASSWORDS[SERVER], client_id="monitor")
     assert monitor.subscribe(forged_status) == [1]
     time.sleep(0.5)
