@@ -77,7 +77,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         return EXIT_FAIL
     parts = build_parts(cfg)
     tz = cfg.centre.tz
-    publisher = Publisher(parts.store, cfg.mqtt, cfg.centre) if cfg.mqtt.enabled else None
+    publisher = Publisher(parts.store, cfg.mqtt_link, cfg.centre) if cfg.mqtt.enabled else None
     stopping = False
 
     def _stop(signum: int, _frame: FrameType | None) -> None:

@@ -29,6 +29,8 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
+#: the kiosk's key file, in its state folder (beside the store)
+KEY_FILE = "signing.key"
 SIG_FIELD = "sig"
 PREV_FIELD = "prev_hash"
 _SIG_BYTES = 64
@@ -131,6 +133,11 @@ def check_link(event: Mapping[str, Any], previous: Mapping[str, Any] | None) -> 
         raise ChainError(f"event seq {seq!r} is checked against another kiosk's event")
     if not isinstance(seq, int) or previous.get("seq") != seq - 1:
         raise ChainError(f"event seq {seq!r} is checked against seq {previous.get('seq')!r}, not seq - 1")
+    if SIG_FIELD not in previous:
+        # an unsigned schema-1 predecessor (a kiosk upgraded to signing): the chain starts here
+        if prev_hash != "":
+            raise ChainError(f"event seq {seq} follows an unsigned event and must have an empty '{PREV_FIELD}'")
+        return
     want = event_hash(previous)
     if prev_hash != want:
         raise ChainError(

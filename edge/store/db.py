@@ -17,12 +17,15 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from sqlalchemy import create_engine, delete, event, func, select, update
 from sqlalchemy.exc import DBAPIError, IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import Session
+
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from edge.delivery.events import MealEvent, build_payload, dumps
 from edge.meals.rules import STATUSES, PriorMeal, Senior
@@ -38,6 +41,7 @@ from edge.store.models import (
     SchemaVersion,
     SeniorRow,
 )
+from edge.store.signer import EventSigner, SigningError, key_path_for
 
 log = logging.getLogger(__name__)
 
@@ -190,11 +194,16 @@ def _check_status(status: str) -> None:
 
 
 class Store:
-    def __init__(self, path: Path | str, keep_photos: bool = False) -> None:
+    def __init__(
+        self, path: Path | str, keep_photos: bool = False, signing_key: Ed25519PrivateKey | None = None
+    ) -> None:
         """Open (create or migrate) the store. `keep_photos=False` drops any photo bytes handed to
-        add_templates, so a caller that forgets the config can never keep a face photo by accident."""
+        add_templates, so a caller that forgets the config can never keep a face photo by accident.
+        `signing_key`: the key meal events are signed with; None: the kiosk's key beside the store
+        (edge/store/signer.py)."""
         self.path = Path(path).expanduser()
         self.keep_photos = keep_photos
+        self.signer = EventSigner(key_path_for(self.path), signing_key)
         self._lock = threading.Lock()
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -594,16 +603,22 @@ class Store:
         with self._write(f"could not record meal event {event.event_id}") as s:
             return self._insert_meal(s, event, topic)
 
-    @staticmethod
-    def _insert_meal(s: Session, event: MealEvent, topic: str) -> StoredEvent:
-        """The body of record_meal, inside the caller's write transaction."""
+    def _insert_meal(self, s: Session, event: MealEvent, topic: str) -> StoredEvent:
+        """The body of record_meal, inside the caller's write transaction: seq, chain link and signature
+        are committed together with the event or not at all."""
         seq_row = s.get(KioskSeqRow, event.kiosk_id)
         if seq_row is None:
             seq_row = KioskSeqRow(kiosk_id=event.kiosk_id, last_seq=0)
             s.add(seq_row)
         seq = seq_row.last_seq + 1
         seq_row.last_seq = seq
-        payload_obj = build_payload(event, seq)
+        previous = s.scalar(
+            select(MealEventRow.payload).where(MealEventRow.kiosk_id == event.kiosk_id, MealEventRow.seq == seq - 1)
+        )
+        try:
+            payload_obj = self.signer.sign(build_payload(event, seq, self.signer.prev_hash(previous, seq)))
+        except SigningError as e:
+            raise StoreError(f"meal event {event.event_id} not recorded: {e}") from e
         text = dumps(payload_obj)
         now = _utcnow()
         if s.get(MealEventRow, event.event_id) is not None:
@@ -721,6 +736,14 @@ class Store:
             ]
         out.reverse()
         return out
+
+    def newest_event_time(self) -> datetime | None:
+        """The latest `decided_at` of any meal event in the store (compared as instants, whatever their
+        offsets): the clock guard's reference. None for a store without events."""
+        with self._read("could not read the newest meal event") as s:
+            return s.scalar(
+                select(MealEventRow.decided_at).order_by(func.julianday(MealEventRow.decided_at).desc()).limit(1)
+            )
 
     def last_seq(self, kiosk_id: str) -> int:
         with self._read("could not read the sequence") as s:
