@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -32,8 +32,12 @@ from edge.recognition.liveness import LivenessChecker, LivenessVerdict
 from edge.recognition.match import Gallery, normalise
 from edge.recognition.refresh import CheckIn, RefreshRule, checkin_source, is_checkin_source, refresh_reasons
 from edge.recognition.track import Observation, Snapshot, Track, Tracker
+from edge.security.clockguard import ClockGuard, ClockState
 from edge.store import AlreadyServed, Store, StoreError, TemplateIn
 from edge.store.evidence import EvidenceKeeper, confirmation_name
+
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 log = logging.getLogger(__name__)
 
@@ -150,6 +154,7 @@ class Pipeline:
         on_event: Callable[[], None] | None = None,
         liveness: LivenessChecker | None = None,
         evidence: EvidenceKeeper | None = None,
+        clock_guard: ClockGuard | None = None,
     ) -> None:
         self.cfg = cfg
         self.detector = detector
@@ -162,6 +167,8 @@ class Pipeline:
         self.on_event = on_event
         self.liveness = liveness
         self.evidence = evidence
+        #: no decision on a clock earlier than the newest event (or far beyond it at start)
+        self.clock_guard = clock_guard
         t = cfg.track
         self.tracker = Tracker(iou_match=t.iou_match, max_missing=t.max_missing_frames)
         self.stats = Stats()
@@ -339,8 +346,12 @@ class Pipeline:
             frames=verdict.frames,
             in_view_s=in_view_s,
         )
+        clock = self.clock_guard.check(now) if self.clock_guard is not None else None
         senior = self.store.get_senior(verdict.senior_id) if verdict.senior_id else None
-        if verdict.outcome == "unknown" or senior is None:
+        if clock is not None and not clock.ok:
+            # nothing is decided, recorded or kept: the senior is sent to staff, who fix the clock
+            d = Decision("clock", message=self._say("clock"), reasons=(f"clock_{clock.state}",), **common)
+        elif verdict.outcome == "unknown" or senior is None:
             d = Decision("unknown", message=self._say("unknown"), reasons=verdict.reasons, **common)
         elif verdict.outcome == "confirm":
             d = Decision(
@@ -454,6 +465,8 @@ class Pipeline:
             # Nothing half-written (one transaction); the senior is told and staff can re-run it.
             log.error("could not record meal for %s: %s", senior.senior_id, e)
             return Decision("error", **{**base, "message": self._say("error"), "reasons": ("store_failed",)})
+        if self.clock_guard is not None:
+            self.clock_guard.recorded(event.decided_at)
         if self.on_event is not None:
             self.on_event()
         # only here: an automatic accept that became a recorded meal (never confirm, repeat, unknown)
@@ -527,23 +540,37 @@ class Parts:
     detector: Detector
 
 
-def build_parts(cfg: Config, *, store_path: Path | None = None) -> Parts:
-    """Open the store and build detector, embedder and decision policy from the config."""
+def build_parts(
+    cfg: Config, *, store_path: Path | None = None, signing_key: Ed25519PrivateKey | None = None
+) -> Parts:
+    """Open the store and build detector, embedder and decision policy from the config. `signing_key`: what
+    meal events are signed with (None: the key beside the store, see edge/store/signer.py)."""
     from edge.recognition.decide import load_policy
     from edge.recognition.embed.factory import make_embedder
 
-    store = Store(store_path or cfg.store_path)
+    store = Store(store_path or cfg.store_path, signing_key=signing_key)
     embedder = make_embedder(cfg.recognition.backend, cfg.recognition.threads, mirror=cfg.recognition.mirror)
     policy = load_policy(embedder.model_id, cfg.calibration_path)
     detector = Detector(detect_width=cfg.detect.detect_width, upsample=cfg.detect.upsample)
     return Parts(store, embedder, policy, detector)
 
 
+def make_clock_guard(
+    cfg: Config, store: Store, *, start_check: bool = True, on_change: Callable[[ClockState], None] | None = None
+) -> ClockGuard:
+    """The clock guard over this store's newest event; `start_check` False skips the "too far ahead at start"
+    check (a replay's pinned clock may be any time after the store's events)."""
+    skew = timedelta(days=cfg.clock.max_start_skew_days) if start_check else None
+    return ClockGuard(store.newest_event_time(), skew, on_change=on_change)
+
+
 def make_pipeline(
-    cfg: Config, parts: Parts, clock: Clock, *, evidence_dir: Path | None = None, **kw: Any
+    cfg: Config, parts: Parts, clock: Clock, *, evidence_dir: Path | None = None,
+    clock_guard: ClockGuard | None = None, **kw: Any
 ) -> Pipeline:
     """The pipeline `run`, `replay` and the demo use. Audit snapshots go to evidence_dir (a replay passes its
-    scratch folder) or else to [evidence] dir, when [evidence] enabled."""
+    scratch folder) or else to [evidence] dir, when [evidence] enabled. The clock guard is `clock_guard`, or
+    one over the store (make_clock_guard)."""
     evidence = None
     if cfg.evidence.enabled:
         evidence = EvidenceKeeper(evidence_dir or cfg.evidence_dir, cfg.evidence.retention_days)
@@ -566,5 +593,6 @@ def make_pipeline(
         clock=clock,
         liveness=liveness,
         evidence=evidence,
+        clock_guard=clock_guard or make_clock_guard(cfg, parts.store),
         **kw,
     )

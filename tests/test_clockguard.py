@@ -9,7 +9,8 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from edge.security.clockguard import ClockGuard, ClockState, message
+from edge.meals.feedback import message
+from edge.security.clockguard import ClockGuard, ClockState
 
 SH = ZoneInfo("Asia/Shanghai")
 NEWEST = datetime(2026, 11, 30, 11, 45, tzinfo=SH)
@@ -66,8 +67,8 @@ def test_ahead_at_start_only() -> None:
 
 
 def test_messages_and_naive_times() -> None:
-    assert message("zh") == "时钟错误，请找工作人员"
-    assert "staff" in message("en")
+    assert message("clock", lang="zh") == "时钟错误，请找工作人员"
+    assert "staff" in message("clock", lang="en")
     with pytest.raises(ValueError, match="naive"):
         ClockGuard(NEWEST, SKEW).check(datetime(2026, 11, 30, 12, 0))
     with pytest.raises(ValueError, match="naive"):

@@ -152,6 +152,9 @@ def _setup(tmp_path: Path, refresh: bool | None) -> tuple[Config, dict[str, Any]
         DEFAULT_CONFIG.replace('"/var/lib/meal-edge/meal-edge.sqlite"', '"meal-edge.sqlite"')
         .replace("[mqtt]\nenabled = true", "[mqtt]\nenabled = false")
         .replace("[liveness]\nenabled = true", "[liveness]\nenabled = false")  # the frames are stills
+        # each visit is a new pipeline (a kiosk start); a visit 31 days on is more than the clock guard's
+        # start skew of 30 days
+        .replace("max_start_skew_days = 30", "max_start_skew_days = 60")
     )
     if refresh is not None:
         text = text.replace("refresh_templates = false", f"refresh_templates = {str(refresh).lower()}")

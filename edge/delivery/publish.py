@@ -89,6 +89,30 @@ def secure_link(client: mqtt.Client, cfg: MqttConfig) -> str:
     return ", ".join(parts) or "plain MQTT, unauthenticated"
 
 
+def link_check(cfg: MqttConfig) -> tuple[str, list[str]]:
+    """For `check-config`: how the link would be set up, and what is unsafe about it. Reads the TLS files and
+    secrets as `run` would (ConfigError names any problem); prints nothing secret."""
+    how = secure_link(mqtt.Client(CallbackAPIVersion.VERSION2, protocol=MQTTProtocolVersion.MQTTv5), cfg)
+    warnings: list[str] = []
+    if not cfg.enabled:
+        return "MQTT off ([mqtt] enabled = false): events stay in the store", warnings
+    if not cfg.tls.enabled:
+        warnings.append(
+            "[mqtt.tls] is off: the link to the broker is UNAUTHENTICATED and UNENCRYPTED. Anyone on the network "
+            "can read every meal event and publish forged events and statuses under this kiosk's topics, and "
+            "take over its client id. Only for the demo or a broker on this machine; a centre uses TLS with "
+            "the kiosk's own certificate or login (docs/deployment.md)"
+        )
+    elif not cfg.authenticated:
+        warnings.append(
+            "[mqtt.tls] is on but the kiosk has no identity (no cert_file, no username): the broker cannot tell "
+            "this kiosk from any other client (docs/deployment.md)"
+        )
+    if cfg.session_expiry == 0:
+        warnings.append("[mqtt] session_expiry = 0: the broker drops this kiosk's session at every disconnect")
+    return how, warnings
+
+
 class Publisher:
     def __init__(
         self,

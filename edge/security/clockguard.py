@@ -8,7 +8,8 @@ the newest `decided_at` in the store:
 - `ahead`: at start, the clock is more than `max_skew` beyond the newest event (e.g. set a year
   forward). Checked until the clock is first found plausible in this run: the events that follow would
   carry future dates and, once the clock is corrected, would make every later decision `behind`.
-The kiosk shows `message(lang)`; the log gets one line when the state changes, not one per face.
+The kiosk says so (edge/meals/feedback.py, kind "clock"); the log gets one line when the state changes,
+not one per face.
 Pure: the caller hands in the times (the store's newest event, the decision clock).
 """
 
@@ -24,12 +25,6 @@ from typing import Literal
 log = logging.getLogger(__name__)
 
 State = Literal["ok", "behind", "ahead"]
-
-MESSAGES: dict[str, str] = {
-    "zh": "时钟错误，请找工作人员",
-    "en": "Clock error: please ask a staff member",
-}
-
 
 @dataclass(frozen=True)
 class ClockState:
@@ -57,11 +52,6 @@ class ClockState:
         return (f"the clock ({self.now.isoformat(timespec='seconds')}) is ahead of the newest meal event in the store "
                 f"({newest}){skew}: no meal is recorded until it is right; {fix}. If the kiosk really has not "
                 "served for that long, raise [clock] max_start_skew_days")
-
-
-def message(lang: str) -> str:
-    """What the kiosk shows and says when it refuses on a wrong clock."""
-    return MESSAGES.get(lang, MESSAGES["en"])
 
 
 class ClockGuard:
