@@ -204,6 +204,7 @@ class TestClient:
         self.subacks: dict[int, list[int]] = {}
         self.pubacks: dict[int, int] = {}
         self.assigned_id: str | None = None
+        self.session_present: bool | None = None
         self._lock = threading.Lock()
         self.connected = threading.Event()
         self.closed = threading.Event()
@@ -244,6 +245,7 @@ class TestClient:
 
     def _on_connect(self, client: mqtt.Client, userdata: Any, flags: Any, rc: Any, props: Any) -> None:
         self.connects.append(str(rc))
+        self.session_present = bool(getattr(flags, "session_present", False))
         if props is not None and getattr(props, "AssignedClientIdentifier", None):
             self.assigned_id = props.AssignedClientIdentifier
         if rc.is_failure:
