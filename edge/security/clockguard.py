@@ -48,7 +48,7 @@ class ClockState:
         if self.state == "behind":
             return (f"the clock ({self.now.isoformat(timespec='seconds')}) is earlier than the newest meal event in "
                     f"the store ({newest}): no meal is recorded until it is right; {fix}")
-        skew = f" by more than {max_skew}" if max_skew is not None else ""
+        skew = f" by more than {max_skew.total_seconds() / 86400:g} days" if max_skew is not None else ""
         return (f"the clock ({self.now.isoformat(timespec='seconds')}) is ahead of the newest meal event in the store "
                 f"({newest}){skew}: no meal is recorded until it is right; {fix}. If the kiosk really has not "
                 "served for that long, raise [clock] max_start_skew_days")
