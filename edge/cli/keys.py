@@ -24,10 +24,10 @@ def kiosk_key(cfg: Config) -> Ed25519PrivateKey:
     return load_key(key_path_for(cfg.store_path))
 
 
-def _print_registration(cfg: Config, key: Ed25519PrivateKey, out: Any = sys.stdout) -> None:
+def _print_registration(cfg: Config, key: Ed25519PrivateKey) -> None:
     c = cfg.centre
-    out.write(f"kiosk {c.district}/{c.id}/{c.kiosk_id}\n")
-    out.write(f"public key (register it with the district): {public_key_text(key.public_key())}\n")
+    print(f"kiosk {c.district}/{c.id}/{c.kiosk_id}")
+    print(f"public key (register it with the district): {public_key_text(key.public_key())}")
 
 
 def cmd_keys(args: argparse.Namespace) -> int:
