@@ -168,6 +168,9 @@ class Publisher:
             raise RuntimeError("publisher already started")
         log.info("MQTT publisher %s -> %s:%d (%s; status %s); %d events pending",
                  self.client_id, self.cfg.host, self.cfg.port, self.link, self.status_topic, self._pending_count())
+        if not self.cfg.authenticated:
+            log.warning("MQTT link to %s:%d is not TLS with this kiosk's own identity: events can be read and forged "
+                        "on the network (set up [mqtt.tls], docs/deployment.md)", self.cfg.host, self.cfg.port)
         props = Properties(PacketTypes.CONNECT)
         # the broker keeps the session (subscriptions, unacknowledged messages) this long while we are away
         props.SessionExpiryInterval = self.cfg.session_expiry
