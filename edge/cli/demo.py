@@ -207,7 +207,7 @@ def run_demo(keep: Path | None = None, broker: str | None = None) -> int:
     if broker:
         from edge.delivery.publish import Publisher
 
-        pub = Publisher(store, cfg.mqtt, cfg.centre)
+        pub = Publisher(store, cfg.mqtt_link, cfg.centre)
         pub.start()
         deadline = time.monotonic() + 15
         while store.pending() and time.monotonic() < deadline:
