@@ -20,7 +20,8 @@ from edge.recognition.decide import default_policy
 from edge.recognition.detect import Detector
 from edge.recognition.embed.dlib_backend import DlibEmbedder
 from edge.store import Store
-from enroll.cli import display_width, main
+from enroll.cli import main
+from enroll.output import display_width
 from enroll.service import CAPACITY, DISAGREES, DUPLICATE, SAME_PHOTO, Enroller, EnrolPolicy
 
 SHARED = Path(os.environ.get("MEAL_EDGE_SHARED", Path(__file__).resolve().parents[1].parent / "shared"))

@@ -220,7 +220,7 @@ def test_daemon_run_end_to_end(tmp_path: Path, mosquitto_broker) -> None:  # typ
     proc = subprocess.Popen([sys.executable, "-m", "edge", "--config", str(cfg), "-v", "run"], env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        _wait(lambda: any(n.startswith("READY=1") for n in notes), 60, "READY=1")
+        _wait(lambda: any(n.startswith("READY=1") for n in notes), 120, "READY=1")  # a loaded CI machine
         _wait(lambda: len(received) >= 1, 60, "the meal event at the broker")
         _wait(lambda: "WATCHDOG=1" in notes, 10, "a watchdog ping")
         proc.send_signal(signal.SIGTERM)

@@ -50,7 +50,8 @@ def test_the_wheel_ships_package_data_and_no_top_level_models_tests_or_bench(whe
 
     names = zipfile.ZipFile(wheel).namelist()
     tops = {n.split("/")[0] for n in names if not n.startswith("meal_edge-")}
-    assert tops == {"edge", "enroll"}, tops
+    # our packages only: names like models, tests or bench would collide with other projects in site-packages
+    assert {"edge", "enroll"} <= tops <= {"edge", "enroll", "district"}, tops
     for shipped in (
         "edge/models/manifest.toml",
         "edge/models/calibration.toml",
