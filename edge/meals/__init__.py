@@ -1,0 +1,1 @@
+"""Meals: the pure meal and subsidy rules, what the kiosk says, and staff confirmation."""
