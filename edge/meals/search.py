@@ -45,7 +45,7 @@ def _fold(text: str) -> str:
 def readings(name: str) -> tuple[tuple[str, str], ...]:
     """(initials, full pinyin) for each reading of `name`, lower case, no tones: 王芳 -> (("wf", "wangfang"),)."""
     chars = [c for c in name if not c.isspace()]
-    full = pinyin(chars, style=Style.NORMAL, heteronym=True, errors=lambda s: [s.casefold()])
+    full = pinyin(chars, style=Style.NORMAL, heteronym=True, errors=lambda s: s.casefold())
     per_char = [sorted({_fold(r) for r in options}) or [""] for options in full]
     out: list[tuple[str, str]] = []
     for combo in itertools.islice(itertools.product(*per_char), MAX_READINGS):
