@@ -1,1 +1,1 @@
-"""Meals: the pure meal and subsidy rules, what the kiosk says, and staff confirmation."""
+"""The meal rules (pure), what the kiosk says about a decision, and staff confirmation of a pending check-in."""
