@@ -7,7 +7,7 @@ import test_confirm as confirm_tests
 from test_confirm import at, pending
 
 from edge.config import Config
-from edge.confirm import confirm
+from edge.meals.confirm import confirm
 from edge.meals.awaiting import ConfirmWait
 from edge.store import Store
 

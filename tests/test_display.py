@@ -151,13 +151,14 @@ def test_a_refusal_is_shown_without_the_name_and_closed_outside_meal_times(
     assert d.kind == "refused" and d.name == "Li Wei"
     j = latest(display)
     assert (j["kind"], j["name"], j["payable_fen"]) == ("refused", None, 0)
-    assert j["message"] == "Please see staff: your meal card is suspended"
+    assert j["message"] == "Please see staff"  # why (a suspended card) is for staff, not for the queue
 
     pipe.clock = lambda _f: at("15:00")
     d = pipe._finalise(2, ACCEPT, at("15:00"), 2.0)
     assert d.kind == "closed"
     j = latest(display)
-    assert (j["seq"], j["kind"], j["message"]) == (2, "closed", "The centre is not serving meals now")
+    assert (j["seq"], j["kind"], j["message"]) == (2, "closed", "The centre is not serving meals now. Next: dinner at 16:30")
+    assert d.speech == "The centre is not serving meals now. Next: dinner at half past four in the afternoon"
 
 
 def test_time_is_the_centres_and_an_empty_message_still_says_something(display: Display) -> None:

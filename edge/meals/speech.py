@@ -13,6 +13,7 @@ tests/test_speech.py and docs/display.md.
 
 from __future__ import annotations
 
+import math
 import re
 from datetime import time
 from typing import Literal
@@ -169,8 +170,8 @@ def clock_en(t: time) -> str:
     h, m = t.hour, t.minute
     part = "in the morning" if h < 12 else "in the afternoon" if h < 18 else "in the evening"
     h12 = h % 12 or 12
-    if h == 12 and m == 0:
-        return "noon"
+    if h in (0, 12) and m == 0:
+        return "midnight" if h == 0 else "noon"
     hour = number_en(h12)
     if m == 0:
         return f"{hour} o'clock {part}"
@@ -226,7 +227,7 @@ def hold_seconds(text: str, lang: Language, at_least: float, rate: float = RATE)
     """How long the screen keeps a result: `[display] show_seconds`, or longer when the sentence is longer,
     with a second to read it after the voice has finished."""
     spoken = speech_seconds(text, lang, rate)
-    return max(at_least, round(spoken + 1.0, 1)) if spoken else at_least
+    return max(at_least, math.ceil((spoken + 1.0) * 10) / 10) if spoken else at_least
 
 
 # -- the check the tests run on every kiosk sentence ----------------------------------------------------------
