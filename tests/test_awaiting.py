@@ -7,8 +7,8 @@ import test_confirm as confirm_tests
 from test_confirm import at, pending
 
 from edge.config import Config
-from edge.meals.confirm import confirm
 from edge.meals.awaiting import ConfirmWait
+from edge.meals.confirm import confirm
 from edge.store import Store
 
 cfg = confirm_tests.cfg
