@@ -26,7 +26,7 @@ from edge.meals.feedback import Decision
 from edge.meals.rules import ALREADY_SERVED, Senior, decide_meal
 from edge.recognition.capture import Frame
 from edge.recognition.decide import Policy, Verdict, decide, fuse, lookalike_pairs
-from edge.recognition.detect import Detector, Face
+from edge.recognition.detect import TURNED_YAW, Detector, Face
 from edge.recognition.embed.base import Embedder
 from edge.recognition.liveness import LivenessChecker, LivenessVerdict
 from edge.recognition.match import Gallery, normalise
@@ -153,6 +153,7 @@ class Pipeline:
         gallery: GalleryHolder | None = None,
         on_decision: Callable[[Decision], None] | None = None,
         on_event: Callable[[], None] | None = None,
+        on_hint: Callable[[str | None], None] | None = None,
         liveness: LivenessChecker | None = None,
         evidence: EvidenceKeeper | None = None,
     ) -> None:
@@ -165,6 +166,8 @@ class Pipeline:
         self.holder = gallery or GalleryHolder(store, policy)
         self.on_decision = on_decision
         self.on_event = on_event
+        #: called with every looked-at frame: "closer", "turn" or None (edge.meals.feedback says the words)
+        self.on_hint = on_hint
         self.liveness = liveness
         self.evidence = evidence
         t = cfg.track
@@ -191,7 +194,8 @@ class Pipeline:
         st = self.stats
         st.frames += 1
         t0 = time.perf_counter()
-        faces = [f for f in self.detector.detect(frame.image) if f.width >= self.cfg.detect.min_face_px]
+        seen = self.detector.detect(frame.image)
+        faces = [f for f in seen if f.width >= self.cfg.detect.min_face_px]
         st.t_detect += time.perf_counter() - t0
         st.faces += len(faces)
         assigned, ended = self.tracker.update(faces, frame.index, frame.source_ts)
@@ -226,7 +230,21 @@ class Pipeline:
         for track, _ in assigned:
             del track.observations[:-MAX_OBSERVATIONS]
         decisions.extend(self._end(ended, frame))
+        if self.on_hint is not None:
+            self.on_hint(self._hint(len(seen) > len(faces), assigned))
         return decisions
+
+    @staticmethod
+    def _hint(too_small: bool, assigned: list[tuple[Track, Observation]]) -> str | None:
+        """What would help the kiosk see the person in front of it: a face seen but too small to use
+        ("closer"), or an undecided presence turned away ("turn"); None when nothing would. The person at the
+        kiosk is the largest face in view; smaller ones are the queue behind."""
+        if too_small and not assigned:
+            return "closer"
+        if not assigned:
+            return None
+        track, obs = max(assigned, key=lambda a: a[1].face.width)
+        return "turn" if not track.decided and obs.face.yaw > TURNED_YAW else None
 
     def finish(self, frame: Frame | None = None) -> list[Decision]:
         """End of the source: every open presence gets its decision now."""

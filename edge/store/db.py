@@ -15,7 +15,7 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -111,6 +111,8 @@ class EventRow:
 
 
 CONFIRMATION_STATES = ("pending", "confirmed", "rejected")
+#: a second attempt by the same senior within this long of a pending card joins it (Store.add_confirmation)
+JOIN_WITHIN = timedelta(minutes=10)
 
 
 @dataclass(frozen=True)
@@ -744,14 +746,37 @@ class Store:
         margin: float,
         frames: int,
         reasons: tuple[str, ...] | list[str],
+        *,
+        join_within: timedelta | None = JOIN_WITHIN,
     ) -> int:
-        """Record a pending `confirm` decision (the candidate shown at the kiosk); returns its id."""
+        """Record a pending `confirm` decision (the candidate shown at the kiosk); returns its id.
+
+        A second attempt for the same senior at the same kiosk on the same day, within `join_within` of a
+        card that is still pending, joins that card instead of making another (one card per senior for
+        staff, and one answer): its id is returned and the new reasons are added to it, so a later doubt
+        about liveness still asks for a named staff member."""
         if decided_at.tzinfo is None or decided_at.utcoffset() is None:
             raise ValueError(f"naive datetime {decided_at!r}: decision times must be timezone-aware")
         what = f"could not record a confirmation for {senior_id!r}"
         if not (math.isfinite(distance) and math.isfinite(margin)):
             raise StoreError(f"{what}: distance {distance!r} and margin {margin!r} must be finite")
         with self._write(what) as s:
+            if join_within is not None:
+                earlier = s.scalars(
+                    select(ConfirmationRow)
+                    .where(
+                        ConfirmationRow.state == "pending",
+                        ConfirmationRow.kiosk_id == kiosk_id,
+                        ConfirmationRow.senior_id == senior_id,
+                        ConfirmationRow.local_date == local_date,
+                    )
+                    .order_by(ConfirmationRow.id.desc())
+                ).first()
+                if earlier is not None and abs(decided_at - earlier.decided_at) <= join_within:
+                    joined = list(earlier.reasons) + [str(r) for r in reasons if str(r) not in earlier.reasons]
+                    if joined != list(earlier.reasons):
+                        earlier.reasons = joined
+                    return int(earlier.id)
             row = ConfirmationRow(
                 kiosk_id=kiosk_id,
                 senior_id=senior_id,
