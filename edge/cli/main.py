@@ -346,12 +346,13 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_default_config)
 
     # the tools register their own sub-commands (their heavy imports are deferred to when they run)
+    from edge.cli import checkin
     from edge.cli import models as models_cli
     from edge.lab import calibrate, evaluate, liveness_eval
     from edge.meals import confirm
     from edge.screens import staffscreen
 
-    for tool in (confirm, staffscreen, evaluate, calibrate, models_cli, liveness_eval):
+    for tool in (confirm, checkin, staffscreen, evaluate, calibrate, models_cli, liveness_eval):
         tool.add_parser(sub)
     return p
 

@@ -19,6 +19,8 @@ SCHEMA = "meal-edge/meal-event/1"
 STATUS_SCHEMA = "meal-edge/status/1"
 CURRENCY = "CNY"
 KINDS = ("meal",)
+#: how the senior was checked in: by face alone, by face with staff confirming, or by hand (later)
+CHECK_INS = ("face", "face_confirmed", "manual")
 
 
 @dataclass(frozen=True)
@@ -43,6 +45,16 @@ class MealEvent:
     match: dict[str, Any] = field(default_factory=dict)
     #: seconds into the source (replay); None for a live camera
     source_ts: float | None = None
+    #: None: derived from confirmed_by ("face", or "face_confirmed" when staff confirmed)
+    check_in: str | None = None
+    #: the staff member who confirmed (or checked in by hand); None until staff log in (issue 12 item 3)
+    staff_id: str | None = None
+
+    @property
+    def check_in_kind(self) -> str:
+        if self.check_in is not None:
+            return self.check_in
+        return "face_confirmed" if self.confirmed_by == "staff" else "face"
 
 
 def new_event_id() -> str:
@@ -97,6 +109,11 @@ def build_payload(event: MealEvent, seq: int) -> dict[str, Any]:
     for name in ("centre_id", "district", "kiosk_id", "senior_id", "meal"):
         if not getattr(event, name):
             raise ValueError(f"{name} must not be empty")
+    check_in = event.check_in_kind
+    if check_in not in CHECK_INS:
+        raise ValueError(f"check_in must be one of {CHECK_INS}, got {check_in!r}")
+    if event.staff_id is not None and (not isinstance(event.staff_id, str) or not event.staff_id):
+        raise ValueError(f"staff_id must be null or a staff id, got {event.staff_id!r}")
     return {
         "schema": SCHEMA,
         "event_id": event.event_id,
@@ -117,6 +134,8 @@ def build_payload(event: MealEvent, seq: int) -> dict[str, Any]:
         "confirmed_by": event.confirmed_by,
         "match": {str(k): _json_value(str(k), v) for k, v in event.match.items()},
         "source_ts": None if event.source_ts is None else float(event.source_ts),
+        "check_in": check_in,
+        "staff_id": event.staff_id,
     }
 
 
