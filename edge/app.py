@@ -22,6 +22,7 @@ import numpy as np
 from edge.config import Config
 from edge.delivery.events import MealEvent, event_topic, new_event_id
 from edge.meals import feedback
+from edge.meals.awaiting import Outcome
 from edge.meals.feedback import Decision
 from edge.meals.rules import ALREADY_SERVED, Senior, decide_meal
 from edge.recognition.capture import Frame
@@ -540,6 +541,32 @@ class Pipeline:
             senior_id, event_id, verdict.distance, verdict.margin, n,
             f" (replaced template {', '.join(map(str, erased))})" if erased else "",
         )
+
+
+# -- after a confirmation --------------------------------------------------------------------------
+def answered(cfg: Config, store: Store, o: Outcome, now: datetime) -> Decision:
+    """What the kiosk shows and says once staff answered a confirmation (edge.meals.awaiting), or did not in
+    time: the meal and the amount to pay, "not confirmed", or "please see staff"."""
+    lang = cfg.centre.language
+    senior = store.get_senior(o.senior_id)
+    name = senior.name if senior is not None else None
+    common: dict[str, Any] = dict(
+        track_id=0, decided_at=now.astimezone(cfg.centre.tz), source_ts=0.0, senior_id=o.senior_id,
+        confirmation_id=o.confirmation_id,
+    )
+    ev = store.event(o.event_id) if o.kind == "paid" and o.event_id else None
+    if ev is not None:
+        w = feedback.words(
+            "meal", lang=lang, name=name, meal=ev.meal, payable_fen=ev.payable_fen, subsidy_fen=ev.subsidy_fen
+        )
+        return Decision(
+            "meal", message=w.screen, speech=w.speech, name=name, meal=ev.meal, price_fen=ev.price_fen,
+            subsidy_fen=ev.subsidy_fen, payable_fen=ev.payable_fen, event_id=ev.event_id, seq=ev.seq, **common,
+        )
+    # confirmed without a meal (served meanwhile, suspended, outside the windows): staff say why, not the screen
+    kind = o.kind if o.kind in ("rejected", "timeout") else "refused"
+    w = feedback.words(kind, lang=lang)
+    return Decision(kind, message=w.screen, speech=w.speech, **common)
 
 
 # -- wiring from the config -----------------------------------------------------------------------

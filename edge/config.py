@@ -224,6 +224,8 @@ class DisplayConfig(_Section):
     show_seconds: float = Field(8.0, ge=1, le=600, description="a result stays on screen this long, then the prompt")
     #: the page says each result aloud with the browser's speech synthesis (zh-CN or en-US)
     speak: bool = True
+    #: "please wait" stays up this long for staff to answer a confirmation, then the senior is sent to staff
+    confirm_wait_seconds: float = Field(90.0, ge=5, le=900)
 
     @field_validator("listen")
     @classmethod
@@ -427,6 +429,7 @@ keepalive = 30
 enabled = true               # serve the senior-facing check-in screen from `meal-edge run` (docs/display.md)
 listen = "127.0.0.1:8081"    # HOST:PORT; loopback: only this machine's browser (chromium --kiosk URL)
 show_seconds = 8             # a result stays on screen this long, then the "please look at the camera" prompt
+confirm_wait_seconds = 90    # "please wait" stays up this long for staff to answer, then "please see staff"
 speak = true                 # the page also says each result aloud (browser speech synthesis, zh-CN / en-US)
 
 [rules]

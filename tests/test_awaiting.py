@@ -56,3 +56,20 @@ def test_confirmed_without_a_meal_is_no_meal(store: Store, cfg: Config) -> None:
     assert confirm(store, cfg, cid, True, "Li", now=at("11:00")).kind == "closed"
     clock.t += 1
     assert [o.kind for o in wait.poll()] == ["no_meal"]
+
+
+def test_the_answer_becomes_what_the_kiosk_says(store: Store, cfg: Config) -> None:
+    """edge.app.answered: the meal with its amount once staff confirmed, else plainly where to go."""
+    from edge.app import answered
+    from edge.meals.awaiting import Outcome
+
+    cid = pending(store, at("11:10"))
+    r = confirm(store, cfg, cid, True, "Li", now=at("11:12"))
+    d = answered(cfg, store, Outcome("paid", cid, "S0001", r.event_id), at("11:12"))
+    assert (d.kind, d.name, d.payable_fen, d.event_id, d.confirmation_id) == ("meal", "Wang Fang", 700, r.event_id, cid)
+    assert d.message == "Welcome Wang Fang: lunch, please pay ¥7.00 (¥3.00 subsidy applied)"
+    assert d.speech == "Wang Fang, lunch checked in. Please pay seven yuan."
+    no = answered(cfg, store, Outcome("rejected", 2, "S0001"), at("11:12"))
+    assert (no.kind, no.name, no.message) == ("rejected", None, "Not confirmed: please see staff to check in")
+    assert answered(cfg, store, Outcome("timeout", 3, "S0001"), at("11:12")).message == "Please see staff to check in"
+    assert answered(cfg, store, Outcome("no_meal", 4, "S0001"), at("11:12")).message == "Please see staff"

@@ -17,8 +17,9 @@ from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING
 
-from edge.app import build_parts, make_pipeline, replay_clock, unrecognisable
+from edge.app import answered, build_parts, make_pipeline, replay_clock, unrecognisable
 from edge.config import DEFAULT_CONFIG, Config, ConfigError, load_config, need_config
+from edge.meals.awaiting import ConfirmWait
 from edge.meals.feedback import Decision
 from edge.modelbuild import ModelError
 from edge.recognition.capture import SourceError
@@ -45,13 +46,20 @@ def should_look(idle: bool, now: float, last_looked: float, idle_fps: float) -> 
     return not idle or idle_fps <= 0 or now - last_looked >= 1.0 / idle_fps
 
 
-def run_feedback(display: Display | None) -> Callable[[Decision], None]:
+#: no frame from the camera for this long: the kiosk screen says it is out of order
+CAMERA_LOST_S = 5.0
+
+
+def run_feedback(display: Display | None, waiter: ConfirmWait | None = None) -> Callable[[Decision], None]:
     """What `run` does with each decision: the log line and stdout, and the senior screen when it is on
-    (edge/screens/display.py; its publish() never raises into the pipeline)."""
+    (edge/screens/display.py; its publish() never raises into the pipeline); a confirmation is waited on
+    (`waiter`), so staff's answer comes back to the senior."""
 
     def show(d: Decision) -> None:
         if display is not None:  # first: the senior is waiting for it
             display.publish(d)
+        if waiter is not None and d.kind == "confirm" and d.confirmation_id is not None and d.senior_id:
+            waiter.watch(d.confirmation_id, d.senior_id)
         print(f"[{d.decided_at:%H:%M:%S}] {d.kind.upper():8} {d.name or '-'}: {d.message}", flush=True)
 
     return show
@@ -91,12 +99,15 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     # the senior screen (and its voice); a port in use is logged and check-in goes on without it
     display = Display.from_config(cfg) if cfg.display.enabled else None
+    waiter = ConfirmWait(parts.store, cfg.display.confirm_wait_seconds)
+    show = run_feedback(display, waiter)
     pipeline = make_pipeline(
         cfg,
         parts,
         lambda _f: datetime.now(tz),
-        on_decision=run_feedback(display),
+        on_decision=show,
         on_event=publisher.wake if publisher else None,
+        on_hint=display.hint if display else None,
     )
     if pipeline.evidence is not None:
         pipeline.evidence.purge(datetime.now(tz).date())  # also when no meal has been served for a while
@@ -109,12 +120,18 @@ def cmd_run(args: argparse.Namespace) -> int:
     last_ping = time.monotonic()
     log.info("meal-edge running: centre %s kiosk %s", cfg.centre.id, cfg.centre.kiosk_id)
     try:
-        last_looked = 0.0
+        last_looked = last_frame = time.monotonic()
         while not stopping:
             frame = source.next_frame(timeout=0.5)
+            if frame is not None:
+                last_frame = time.monotonic()
             if frame is not None and should_look(pipeline.idle, time.monotonic(), last_looked, cfg.camera.idle_fps):
                 last_looked = time.monotonic()
                 pipeline.process(frame)
+            if display:
+                display.camera(time.monotonic() - last_frame < CAMERA_LOST_S)
+            for answer in waiter.poll():  # staff answered a confirmation on the staff screen (or did not in time)
+                show(answered(cfg, parts.store, answer, datetime.now(tz)))
             # pinged from the main loop, camera or not: the watchdog guards against a hung loop,
             # while a missing camera is logged and retried without restarting the service
             if ping is not None and time.monotonic() - last_ping >= ping:

@@ -694,14 +694,20 @@ class Store:
 
     def list_events(self, pending_only: bool = False, limit: int | None = None) -> list[EventRow]:
         """Events in seq order; with `limit`, the newest `limit` of them."""
+        out = self._events(OutboxRow.delivered_at.is_(None) if pending_only else None, limit)
+        out.reverse()
+        return out
+
+    def _events(self, where: Any = None, limit: int | None = None) -> list[EventRow]:
+        """Events (newest first) with their outbox rows."""
         q = select(MealEventRow, OutboxRow).join(OutboxRow, OutboxRow.event_id == MealEventRow.event_id)
-        if pending_only:
-            q = q.where(OutboxRow.delivered_at.is_(None))
+        if where is not None:
+            q = q.where(where)
         q = q.order_by(MealEventRow.seq.desc(), MealEventRow.kiosk_id.desc())
         if limit is not None:
             q = q.limit(limit)
         with self._read("could not list events") as s:
-            out = [
+            return [
                 EventRow(
                     event_id=e.event_id,
                     seq=e.seq,
@@ -721,8 +727,10 @@ class Store:
                 )
                 for e, o in s.execute(q)
             ]
-        out.reverse()
-        return out
+
+    def event(self, event_id: str) -> EventRow | None:
+        """One meal event with its delivery state, by id."""
+        return next(iter(self._events(MealEventRow.event_id == event_id)), None)
 
     def last_seq(self, kiosk_id: str) -> int:
         with self._read("could not read the sequence") as s:
