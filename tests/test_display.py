@@ -25,9 +25,9 @@ from test_confirm import at, light_pipeline
 
 from edge.cli.main import run_feedback
 from edge.config import DEFAULT_CONFIG, Config, ConfigError, DisplayConfig, parse_config
-from edge.meals.speech import speech_seconds
 from edge.meals.feedback import Decision
 from edge.meals.rules import Senior
+from edge.meals.speech import speech_seconds
 from edge.recognition.decide import Verdict
 from edge.screens.display import Display
 from edge.store import Store

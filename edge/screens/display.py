@@ -334,8 +334,8 @@ body.idle .hours{display:block;font-size:5vmin;font-weight:600;color:#dfe7f2}
 body.meal .sym,body.repeat .sym,body.confirm .sym,body.calm .sym,body.fault .sym{display:block}
 body.meal .sym::after,body.repeat .sym::after{content:"";position:absolute;left:36%;top:14%;width:26%;height:52%;
 border:solid currentColor;border-width:0 2.6vmin 2.6vmin 0;transform:rotate(45deg)}
-body.confirm .sym::after,body.calm .sym::after,body.fault .sym::after{position:absolute;left:0;right:0;top:0;bottom:0;display:flex;
-align-items:center;justify-content:center;font-weight:800;line-height:1}
+body.confirm .sym::after,body.calm .sym::after,body.fault .sym::after{position:absolute;left:0;right:0;top:0;
+bottom:0;display:flex;align-items:center;justify-content:center;font-weight:800;line-height:1}
 body.confirm .sym::after{content:"\\2026";font-size:16vmin;padding-bottom:4vmin}
 body.calm .sym::after,body.fault .sym::after{content:"i";font-family:Georgia,"DejaVu Serif",serif;font-size:18vmin}
 """.strip()
