@@ -48,7 +48,7 @@ from urllib.parse import parse_qs, urlsplit
 from edge import config
 from edge.config import Config, need_config
 from edge.meals.confirm import ConfirmResult, confirm, needs_named_staff, open_store
-from edge.meals.feedback import Language
+from edge.meals.feedback import Language, reasons_text
 from edge.screens import localweb
 from edge.screens.localweb import LocalServer, csp_hash, is_loopback
 from edge.store import Confirmation, Store, StoreError
@@ -363,8 +363,9 @@ class StaffScreen:
         name = senior.name if senior is not None else c.senior_id
         if r.kind == "meal":
             return Flash("ok", r.says)
-        if r.kind in ("repeat", "refused", "closed"):
-            return Flash("warn", _t("no_meal", lang, name=name, why=r.says or r.kind))
+        if r.kind in ("repeat", "refused", "closed"):  # staff are told why (the kiosk says only "see staff")
+            why = reasons_text(r.reasons, lang) or r.says or r.kind
+            return Flash("warn", _t("no_meal", lang, name=name, why=why))
         if r.kind == "rejected":
             return Flash("info", _t("rejected", lang, name=name))
         if r.kind == "already_resolved":
@@ -435,6 +436,15 @@ a.back{display:inline-block;font-size:1.4rem;padding:.6rem 1.2rem;border:3px sol
 color:#3b5b8c;text-decoration:none;margin-top:1rem}
 .detail{font-family:monospace;font-size:.9rem;background:#fff;border:1px solid #bbb;padding:.6rem;
 white-space:pre-wrap;word-break:break-word}
+.card.new{border-color:#c0392b;border-width:4px;background:#fff4d6;animation:blink 1s ease-in-out 3}
+@keyframes blink{50%{background:#ffd86b}}
+@media (max-height:600px),(max-width:820px){
+html{font-size:17px}body{padding:.4rem .6rem}h1{font-size:1.35rem;margin:0 0 .2rem}.intro{display:none}
+.flash{font-size:1.1rem;padding:.4rem .6rem;margin:0 0 .4rem}.staff{margin:0 0 .4rem}
+.card{padding:.5rem;margin:0 0 .5rem}.name{font-size:1.6rem}.when,.why{display:inline;margin:0 .6rem 0 0}
+.snap,.nosnap{width:96px;margin:0 .6rem .3rem 0}.nosnap{padding:.6rem 0}
+form.decide{gap:.5rem;margin-top:.3rem}.check{font-size:.9rem}label.need{font-size:1rem}
+button{font-size:1.3rem;min-height:2.9rem;padding:.2rem .8rem;flex:1 1 9em}}
 """.strip()
 
 # The staff name survives the automatic reloads for a while (sessionStorage, 10 minutes since last used) so
@@ -458,6 +468,18 @@ setTimeout(function(){document.querySelectorAll('button').forEach(function(b){b.
 var busy=0,HOLD=30000;
 document.querySelectorAll('input.need').forEach(function(i){['focus','input'].forEach(function(t){
 i.addEventListener(t,function(){busy=Date.now();});});});
+var SEEN='meal-edge-seen',seen=[],fresh=[];
+try{seen=JSON.parse(sessionStorage.getItem(SEEN)||'[]');}catch(e){}
+document.querySelectorAll('li.card').forEach(function(c){if(seen.indexOf(c.id)<0){fresh.push(c.id);
+c.classList.add('new');}});
+if(fresh.length){try{sessionStorage.setItem(SEEN,JSON.stringify(seen.concat(fresh).slice(-200)));}catch(e){}
+beep();}
+function beep(){try{var A=window.AudioContext||window.webkitAudioContext;if(!A){return;}var a=new A();
+[0,0.35].forEach(function(t){var o=a.createOscillator(),g=a.createGain();o.type='sine';o.frequency.value=880;
+g.gain.setValueAtTime(0.0001,a.currentTime+t);g.gain.exponentialRampToValueAtTime(0.4,a.currentTime+t+0.02);
+g.gain.exponentialRampToValueAtTime(0.0001,a.currentTime+t+0.25);o.connect(g);g.connect(a.destination);
+o.start(a.currentTime+t);o.stop(a.currentTime+t+0.3);});window.mealEdgeBeeps=(window.mealEdgeBeeps||0)+1;}
+catch(e){}}
 var wait=parseInt(document.body.getAttribute('data-refresh'),10)*1000;
 function tick(){if(sent||document.activeElement===s||Date.now()-busy<HOLD){setTimeout(tick,wait);return;}
 location.replace('/');}
