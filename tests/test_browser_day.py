@@ -1,0 +1,153 @@
+"""The confirm loop in a real browser (Debian chromium + chromedriver through selenium): the real kiosk display
+and staff screen servers on one SQLite store, the pipeline's decision handed over by `meal-edge run`'s own
+callback, and the daemon's wait for staff (edge.meals.awaiting + edge.app.answered), as `run` wires them.
+
+Skipped when chromium, chromedriver or selenium are missing (apt-get install chromium chromium-driver)."""
+
+from __future__ import annotations
+
+import shutil
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+import test_confirm as confirm_tests
+from conftest import free_port
+from test_confirm import at, light_pipeline
+from test_staff_screen import running
+
+from edge.app import answered
+from edge.cli.main import run_feedback
+from edge.config import Config, DisplayConfig
+from edge.meals.awaiting import ConfirmWait
+from edge.recognition.decide import Verdict
+from edge.screens.display import Display
+from edge.store import Store
+
+webdriver = pytest.importorskip("selenium.webdriver", reason="selenium drives the browser (pip install selenium)")
+
+pytestmark = pytest.mark.slow
+cfg = confirm_tests.cfg
+store = confirm_tests.store
+
+
+def browser(w: int, h: int) -> Any:
+    exe, drv = shutil.which("chromium"), shutil.which("chromedriver")
+    if exe is None or drv is None:
+        pytest.skip("chromium and chromedriver are needed (apt-get install chromium chromium-driver)")
+    from selenium.webdriver.chrome.service import Service
+
+    o = webdriver.ChromeOptions()
+    o.binary_location = exe
+    for a in ("--headless=new", "--no-sandbox", "--disable-gpu", "--hide-scrollbars", f"--window-size={w},{h}"):
+        o.add_argument(a)
+    d = webdriver.Chrome(service=Service(drv), options=o)
+    iw, ih = d.execute_script("return [window.innerWidth, window.innerHeight]")
+    d.set_window_size(2 * w - iw, 2 * h - ih)  # the page's viewport is exactly w x h
+    return d
+
+
+def until(check: Callable[[], bool], what: str, timeout: float = 10.0, tick: Callable[[], None] = lambda: None) -> None:
+    t0 = time.monotonic()
+    while not check():
+        if time.monotonic() - t0 > timeout:
+            raise AssertionError(f"not within {timeout} s: {what}")
+        tick()
+        time.sleep(0.1)
+
+
+@pytest.fixture
+def zh(cfg: Config) -> Config:
+    return cfg.model_copy(update={
+        "centre": cfg.centre.model_copy(update={"language": "zh"}),
+        "display": DisplayConfig(listen=f"127.0.0.1:{free_port()}", speak=False, confirm_wait_seconds=60),
+    })
+
+
+@pytest.fixture
+def kiosk(zh: Config) -> Iterator[Display]:
+    d = Display.from_config(zh)
+    assert d.start()
+    yield d
+    d.stop()
+
+
+def test_staff_confirm_comes_back_to_the_kiosk(zh: Config, store: Store, kiosk: Display) -> None:
+    from selenium.webdriver.common.by import By
+
+    waiter = ConfirmWait(store, zh.display.confirm_wait_seconds, every=0.1)
+    show = run_feedback(kiosk, waiter)
+    pipe = light_pipeline(zh, store, on_decision=show)
+    senior_screen, staff = browser(1280, 800), browser(800, 480)
+    try:
+        assert kiosk.url
+        senior_screen.get(kiosk.url)
+        # two attempts by the same senior: one card, one wait
+        for track in (1, 2):
+            d = pipe._finalise(track, Verdict("confirm", "S0001", 0.45, 0.02, 5, ("ambiguous_margin",)), at("11:45"),
+                               1.0)
+        assert waiter.waiting == [d.confirmation_id]
+        body = lambda: senior_screen.execute_script("return [document.body.className, document.body.innerText]")  # noqa: E731
+        until(lambda: body()[0] == "confirm", "the kiosk says please wait")
+        assert "请稍候" in body()[1] and "Wang Fang" in body()[1]  # no liveness doubt: the candidate's name
+
+        with running(zh) as (_screen, base):
+            staff.get(base + "/")
+            cards = staff.find_elements(By.CSS_SELECTOR, "li.card")
+            assert len(cards) == 1 and "new" in cards[0].get_attribute("class")
+            assert staff.execute_script("return window.mealEdgeBeeps") == 1  # the sound of a new card
+            yes = staff.find_element(By.CSS_SELECTOR, "button.yes")
+            no = staff.find_element(By.CSS_SELECTOR, "button.no")
+            for b in (yes, no):  # both buttons on an 800x480 panel without scrolling
+                r = staff.execute_script("return arguments[0].getBoundingClientRect()", b)
+                assert r["bottom"] <= 480 and r["right"] <= 800, r
+            assert staff.execute_script("return document.documentElement.scrollHeight") <= 480
+            yes.click()
+            until(lambda: "请付 ¥7.00" in staff.find_element(By.TAG_NAME, "body").text, "staff see the meal")
+
+        # the daemon's loop: it reads the answer from the store and tells the senior
+        def tick() -> None:
+            for o in waiter.poll():
+                show(answered(zh, store, o, at("11:46")))
+
+        until(lambda: body()[0] == "meal", "the kiosk shows the meal", tick=tick)
+        assert "请付 ¥7.00" in body()[1] and "Wang Fang" in body()[1]
+        assert kiosk.latest()["speech"] == "Wang Fang，午餐签到成功，请付七元。"
+        assert len(store.list_events()) == 1 and waiter.waiting == []
+    finally:
+        senior_screen.quit()
+        staff.quit()
+
+
+def test_not_this_person_comes_back_as_see_staff(zh: Config, store: Store, kiosk: Display) -> None:
+    from selenium.webdriver.common.by import By
+
+    waiter = ConfirmWait(store, 60, every=0.1)
+    show = run_feedback(kiosk, waiter)
+    pipe = light_pipeline(zh, store, on_decision=show)
+    pipe._finalise(1, Verdict("confirm", "S0001", 0.41, 0.03, 5, ("liveness_not_confirmed", "planar_motion")),
+                   at("11:45"), 1.0)
+    assert kiosk.latest()["name"] is None  # maybe a photo of her held up: her name is not shown
+    senior_screen, staff = browser(800, 480), browser(800, 480)
+    try:
+        assert kiosk.url
+        senior_screen.get(kiosk.url)
+        with running(zh) as (_screen, base):
+            staff.get(base + "/")
+            no = staff.find_element(By.CSS_SELECTOR, "button.no")
+            assert staff.execute_script("return arguments[0].getBoundingClientRect().bottom", no) <= 480
+            no.click()
+            until(lambda: "没有为" in staff.find_element(By.TAG_NAME, "body").text or
+                  "已取消" in staff.find_element(By.TAG_NAME, "body").text, "staff see it cancelled")
+
+        def tick() -> None:
+            for o in waiter.poll():
+                show(answered(zh, store, o, at("11:46")))
+
+        text = lambda: senior_screen.execute_script("return document.body.innerText")  # noqa: E731
+        until(lambda: "未能确认，请找工作人员签到" in text(), "the kiosk sends the person to staff", tick=tick)
+        assert store.list_events() == []
+    finally:
+        senior_screen.quit()
+        staff.quit()
