@@ -9,11 +9,13 @@ from __future__ import annotations
 import shutil
 import time
 from collections.abc import Callable, Iterator
+from datetime import date
+from pathlib import Path
 from typing import Any
 
 import pytest
 import test_confirm as confirm_tests
-from conftest import free_port
+from conftest import MosquittoBroker, free_port
 from test_confirm import at, light_pipeline
 from test_staff_screen import running
 
@@ -151,3 +153,64 @@ def test_not_this_person_comes_back_as_see_staff(zh: Config, store: Store, kiosk
     finally:
         senior_screen.quit()
         staff.quit()
+
+
+def test_unknown_then_manual_check_in_then_the_event_is_published(
+    mosquitto_broker: MosquittoBroker, tmp_path: Path
+) -> None:
+    """The kiosk does not know the face; staff find 王芳 by her pinyin initials on the staff screen and check
+    her in; the daemon's publisher sends the event (check_in manual, staff_id the typed name) to the broker."""
+    from selenium.webdriver.common.by import By
+    from test_publish import EVENTS, Collector, make_config
+
+    from edge.delivery.publish import Publisher
+    from edge.meals.rules import Senior
+
+    base_cfg, _path = make_config(mosquitto_broker, tmp_path)
+    zh_cfg = base_cfg.model_copy(update={
+        "centre": base_cfg.centre.model_copy(update={"language": "zh"}),
+        "display": DisplayConfig(listen=f"127.0.0.1:{free_port()}", speak=False),
+    })
+    store = Store(zh_cfg.store_path)
+    for sid, name in (("S0001", "王芳"), ("S0002", "汪峰"), ("S0003", "李明")):
+        store.add_senior(Senior(sid, name, date(1950, 2, 28), zh_cfg.centre.district))
+    kiosk = Display.from_config(zh_cfg)
+    assert kiosk.start() and kiosk.url
+    collector = Collector(mosquitto_broker, f"{zh_cfg.mqtt.topic_prefix}/#", client_id="district-day")
+    publisher = Publisher(store, zh_cfg.mqtt, zh_cfg.centre, poll_interval=0.2)
+    publisher.start()
+    senior_screen, staff = browser(800, 480), browser(800, 480)
+    try:
+        pipe = light_pipeline(zh_cfg, store, on_decision=run_feedback(kiosk))
+        pipe._finalise(1, Verdict("unknown", None, 0.7, 0.0, 5, ("too_far",)), at("11:45"), 1.0)
+        senior_screen.get(kiosk.url)
+        until(lambda: "未能识别，请找工作人员签到" in senior_screen.find_element(By.TAG_NAME, "body").text,
+              "the kiosk sends the senior to staff")
+
+        with running(zh_cfg) as (_screen, base):
+            staff.get(base + "/")
+            staff.find_element(By.CSS_SELECTOR, "a.open-checkin").click()
+            box = staff.find_element(By.NAME, "q")
+            box.send_keys("wf")
+            staff.find_element(By.CSS_SELECTOR, "button.search").click()
+            people = staff.find_elements(By.CSS_SELECTOR, "li.person")
+            assert [p.find_element(By.CSS_SELECTOR, ".pname").text for p in people] == ["汪峰", "王芳"]
+            staff.find_element(By.ID, "staff").send_keys("李娜")
+            button = people[1].find_element(By.CSS_SELECTOR, "button.yes")
+            assert staff.execute_script("return arguments[0].getBoundingClientRect().bottom", button) <= 480
+            button.click()
+            until(lambda: "请付 ¥7.00" in staff.find_element(By.CSS_SELECTOR, "div.flash").text, "staff see the meal")
+            staff.save_screenshot(str(tmp_path / "staff-checkin-800x480.png"))
+
+        until(lambda: len(collector.events()) == 1, "the event at the district's subscriber")
+        [event] = collector.events()
+        EVENTS.validate(event)
+        assert (event["senior_id"], event["check_in"], event["staff_id"], event["subsidy_fen"]) == (
+            "S0001", "manual", "李娜", 300)
+    finally:
+        senior_screen.quit()
+        staff.quit()
+        publisher.stop(timeout=2)
+        collector.close()
+        kiosk.stop()
+        store.close()

@@ -43,13 +43,15 @@ from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from types import FrameType
 from typing import Any, Literal
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, urlencode, urlsplit
 
 from edge import config
 from edge.config import Config, need_config
+from edge.meals.checkin import manual_checkin
 from edge.meals.confirm import ConfirmResult, confirm, needs_named_staff, open_store
 from edge.meals.feedback import Language, reasons_text
-from edge.screens import localweb
+from edge.meals.search import Entry, Found, search
+from edge.screens import checkin_page, localweb
 from edge.screens.localweb import LocalServer, csp_hash, is_loopback
 from edge.store import Confirmation, Store, StoreError
 from edge.store.evidence import EvidenceKeeper, confirmation_name
@@ -309,6 +311,30 @@ class StaffScreen:
             )
         return items, older
 
+    def find(self, query: str) -> tuple[list[Found], bool]:
+        """Seniors matching `query` (name, pinyin initials, id, meal card) for a manual check-in, and whether
+        there are more than the page lists."""
+        if not query.strip():
+            return [], False
+        entries = [Entry(s.senior_id, s.name) for s, _n in self.store().list_seniors()]
+        found = search(entries, query, limit=checkin_page.MAX_FOUND + 1)
+        return found[: checkin_page.MAX_FOUND], len(found) > checkin_page.MAX_FOUND
+
+    def checkin(self, senior_id: str, by: str) -> Flash:
+        """Check a senior in by hand (edge.meals.checkin), and what the screen says about it."""
+        lang = self.lang
+        with self._decide_lock:
+            r = manual_checkin(self.store(), self.cfg, senior_id, by, now=self.clock())
+        log.info("staff screen: manual check-in of %s by %r -> %s: %s", senior_id, by, r.kind, r.message)
+        if r.kind == "meal":
+            return Flash("ok", r.says)
+        if r.kind == "store_failed":
+            raise StoreError(r.message)
+        if r.kind in ("no_name", "not_found"):
+            return Flash("warn", checkin_page.word(r.kind, lang, senior_id=senior_id))
+        why = reasons_text(r.reasons, lang) or r.says or r.kind
+        return Flash("warn", checkin_page.word("no_meal", lang, name=r.name or senior_id, why=why))
+
     def _listed(self, c: Confirmation, today: date) -> bool:
         """On the list: pending, this kiosk's, of today."""
         return c.state == "pending" and c.kiosk_id == self.kiosk_id and c.local_date == today
@@ -436,6 +462,7 @@ a.back{display:inline-block;font-size:1.4rem;padding:.6rem 1.2rem;border:3px sol
 color:#3b5b8c;text-decoration:none;margin-top:1rem}
 .detail{font-family:monospace;font-size:.9rem;background:#fff;border:1px solid #bbb;padding:.6rem;
 white-space:pre-wrap;word-break:break-word}
+""" + checkin_page.CSS + """
 .card.new{border-color:#c0392b;border-width:4px;background:#fff4d6;animation:blink 1s ease-in-out 3}
 @keyframes blink{50%{background:#ffd86b}}
 @media (max-height:600px),(max-width:820px){
@@ -511,7 +538,7 @@ def _page(lang: Language, title: str, body: str, *, refresh: int = 0, noscript_r
 def render_list(screen: StaffScreen, items: list[PendingItem], older: int, flash: Flash | None) -> str:
     lang = screen.lang
     e = html.escape
-    parts = [f"<h1>{e(_t('title', lang))}</h1>"]
+    parts = [f"<h1>{e(_t('title', lang))}</h1>", checkin_page.open_link(lang)]
     if flash is not None:
         parts.append(f'<div class="flash {flash.tone}" role="status">{e(flash.text)}</div>')
     if items:
@@ -647,12 +674,18 @@ class _Handler(BaseHTTPRequestHandler):
         elif url.path == "/":
             key = parse_qs(url.query).get("flash", [""])[0]
             self._guarded(False, lambda: self._list(key))
+        elif url.path == "/checkin":
+            q = parse_qs(url.query)
+            self._guarded(False, lambda: self._checkin_page(q.get("q", [""])[0], q.get("flash", [""])[0]))
         else:
             self._guarded(False, lambda: self._error(HTTPStatus.NOT_FOUND, "e404"))
 
     do_HEAD = do_GET
 
     def do_POST(self) -> None:
+        if urlsplit(self.path).path == "/checkin":
+            self._guarded(False, self._post_checkin)
+            return
         m = _CONFIRM_PATH.fullmatch(urlsplit(self.path).path)
         if m is None:
             self._guarded(False, lambda: self._error(HTTPStatus.NOT_FOUND, "e404"))
@@ -676,7 +709,8 @@ class _Handler(BaseHTTPRequestHandler):
             return
         localweb.send(self, HTTPStatus.OK, data, "image/jpeg", _CSP)
 
-    def _post_confirm(self, confirmation_id: int) -> None:
+    def _form(self) -> dict[str, list[str]] | None:
+        """The posted form, once its size and token are checked; None when refused (the answer is sent)."""
         try:
             length = int(self.headers.get("Content-Length") or 0)
         except ValueError:
@@ -684,12 +718,38 @@ class _Handler(BaseHTTPRequestHandler):
         if not 0 <= length <= MAX_BODY:
             self.close_connection = True  # the unread body must not be parsed as the next request
             self._error(HTTPStatus.BAD_REQUEST, "e400", "missing or oversized form")
-            return
+            return None
         form = parse_qs(self.rfile.read(length).decode("utf-8", "replace"))
         token = form.get("token", [""])[0]
         if not self.screen.token_ok(token):
             log.warning("staff screen: POST %s without a valid token refused", self.path)
             self._error(HTTPStatus.FORBIDDEN, "e403")
+            return None
+        return form
+
+    def _checkin_page(self, query: str, flash_key: str) -> None:
+        lang = self.screen.lang
+        found, more = self.screen.find(query)
+        flash = self.screen.get_flash(flash_key) if flash_key else None
+        body = checkin_page.render(lang, self.screen.token, query, found, more)
+        if flash is not None:
+            body = f'<div class="flash {flash.tone}" role="status">{html.escape(flash.text)}</div>' + body
+        self._send(HTTPStatus.OK, _page(lang, checkin_page.word("title", lang), body), "text/html")
+
+    def _post_checkin(self) -> None:
+        form = self._form()
+        if form is None:
+            return
+        senior_id = form.get("senior", [""])[0]
+        by = "".join(ch for ch in form.get("by", [""])[0] if ch.isprintable())[:MAX_NAME]
+        flash = self.screen.checkin(senior_id, by)
+        key = self.screen.keep_flash(flash)
+        q = urlencode({"q": form.get("q", [""])[0], "flash": key})
+        self._send(HTTPStatus.SEE_OTHER, "", "text/plain", {"Location": f"/checkin?{q}"})
+
+    def _post_confirm(self, confirmation_id: int) -> None:
+        form = self._form()
+        if form is None:
             return
         action = form.get("action", [""])[0]
         if action not in ("yes", "no"):
