@@ -52,7 +52,16 @@ def browser(w: int, h: int) -> Any:
 
 def until(check: Callable[[], bool], what: str, timeout: float = 10.0, tick: Callable[[], None] = lambda: None) -> None:
     t0 = time.monotonic()
-    while not check():
+
+    def ok() -> bool:
+        try:
+            return check()
+        except Exception as e:  # the page is being replaced (a form's redirect): look again
+            if type(e).__name__ not in ("StaleElementReferenceException", "NoSuchElementException"):
+                raise
+            return False
+
+    while not ok():
         if time.monotonic() - t0 > timeout:
             raise AssertionError(f"not within {timeout} s: {what}")
         tick()
