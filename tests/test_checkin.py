@@ -82,3 +82,21 @@ def test_the_command_finds_and_checks_in(tmp_path: Path, capsys: pytest.CaptureF
     with Store(c.store_path) as s:
         [ev] = s.list_events()
         assert ev.local_date == datetime.now(SH).date() and json.loads(s.pending()[0].payload)["staff_id"] == "李娜"
+
+
+def test_a_meal_card_number_finds_its_senior(store: Store, cfg: Config, capsys: pytest.CaptureFixture[str]) -> None:
+    from edge.meals.search import Entry, search
+    from edge.store import StoreError
+
+    store.add_senior(Senior("S0002", "Li Wei", date(1948, 5, 1), "xuhui"))
+    store.set_card_no("S0001", " C-1001 ")
+    with pytest.raises(StoreError, match="meal card C-1001 is already senior S0001's"):
+        store.set_card_no("S0002", "C-1001")
+    assert store.roster() == [("S0001", "Wang Fang", "C-1001"), ("S0002", "Li Wei", None)]
+    [found] = search([Entry(*r) for r in store.roster()], "c-1001")
+    assert (found.entry.senior_id, found.how) == ("S0001", "card")
+    store.set_card_no("S0001", None)  # the card was lost: no number until a new one is issued
+    store.set_card_no("S0002", "C-1001")
+    assert store.roster()[1] == ("S0002", "Li Wei", "C-1001")
+    assert edge_main(["--config", str(cfg.source_path), "checkin", "--find", "C-1001"]) == 0
+    assert "S0002" in capsys.readouterr().out

@@ -358,23 +358,28 @@ def test_a_v1_store_is_migrated_and_keeps_its_data(tmp_path: Path, monkeypatch: 
         m.setattr(migrations, "MIGRATIONS", migrations.MIGRATIONS[:1])
         with Store(path) as s:
             assert s.schema_version == 1
-            s.add_senior(Senior("S0001", "Wang Fang", date(1950, 2, 28), "xuhui"))
             stored = s.record_meal(lunch_event(), TOPIC)
     con = sqlite3.connect(path)
     tables = {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+    with con:  # a senior as the v1 schema had them (today's model has a meal-card column)
+        con.execute(
+            "INSERT INTO seniors (senior_id, name, birth_date, hukou, status, created_at, updated_at) "
+            "VALUES ('S0001', 'Wang Fang', '1950-02-28', 'xuhui', 'active', '2026-11-30T00:00:00+00:00', "
+            "'2026-11-30T00:00:00+00:00')"
+        )
     con.close()
     assert "confirmations" not in tables
 
     with Store(path) as s:
-        assert s.schema_version == 2
-        assert [v for v, _ in s.versions()] == [1, 2]
+        assert s.schema_version == len(migrations.MIGRATIONS)
+        assert [v for v, _ in s.versions()] == [1, 2, 3]
         assert s.get_senior("S0001") is not None
         assert [e.event_id for e in s.list_events()] == [stored.event_id]
         assert [e.payload for e in s.pending()] == [stored.payload]
         cid = pending(s, at("17:00"))
         assert [c.id for c in s.pending_confirmations()] == [cid]
     with Store(path) as s:  # reopening does not migrate again
-        assert [v for v, _ in s.versions()] == [1, 2]
+        assert [v for v, _ in s.versions()] == [1, 2, 3]
 
 
 # -- the pipeline keeps confirm decisions ------------------------------------------------------------------

@@ -20,7 +20,7 @@ EXIT_OK, EXIT_REFUSED = 0, 1
 
 
 def roster(store: Store) -> list[Entry]:
-    return [Entry(s.senior_id, s.name) for s, _n in store.list_seniors()]
+    return [Entry(*r) for r in store.roster()]
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:

@@ -20,7 +20,7 @@ MAX_FOUND = 8
 _W: dict[str, dict[Language, str]] = {
     "open": {"zh": "手工签到", "en": "Check in by hand"},
     "title": {"zh": "手工签到", "en": "Check in by hand"},
-    "find": {"zh": "姓名、拼音首字母、编号或餐卡号", "en": "Name, pinyin initials, id or meal-card number"},
+    "find": {"zh": "姓名、拼音首字母、编号或餐卡号", "en": "Name, pinyin initials, id or meal-card number"},  # noqa: E501
     "search": {"zh": "查找", "en": "Find"},
     "staff": {"zh": "工作人员姓名（必填）", "en": "Staff name (required)"},
     "go": {"zh": "为 {name} 签到", "en": "Check in {name}"},

@@ -316,7 +316,7 @@ class StaffScreen:
         there are more than the page lists."""
         if not query.strip():
             return [], False
-        entries = [Entry(s.senior_id, s.name) for s, _n in self.store().list_seniors()]
+        entries = [Entry(*r) for r in self.store().roster()]
         found = search(entries, query, limit=checkin_page.MAX_FOUND + 1)
         return found[: checkin_page.MAX_FOUND], len(found) > checkin_page.MAX_FOUND
 
