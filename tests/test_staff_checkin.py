@@ -46,3 +46,34 @@ def test_refused_without_a_name_or_the_token(cfg: Config, store: Store) -> None:
         assert "No senior with id" in flash(fetch(base + "/checkin", {"token": token, "senior": "S9", "by": "Li"}).body)
         assert store.list_events() == []
         assert re.search(r'<input type="hidden" name="senior" value="S0001">', fetch(base + "/checkin?q=s0001").body)
+
+
+def test_today_counts_the_meals_and_gives_the_cash_list(cfg: Config, store: Store) -> None:
+    from datetime import UTC, datetime
+
+    from test_confirm import at, pending
+
+    from edge.meals.checkin import manual_checkin
+
+    store.add_senior(Senior("S0003", "Zhao Lei", confirm_tests.DAY.replace(year=1950), "minhang"))
+    manual_checkin(store, cfg, "S0001", "Li Na", now=at("11:20"))
+    manual_checkin(store, cfg, "S0003", "Li Na", now=at("11:30"))  # full price: hukou elsewhere
+    first = store.list_events()[0]
+    store.mark_delivered(first.event_id, datetime(2026, 11, 30, 3, 21, tzinfo=UTC))
+    pending(store, at("11:40"))
+    with running(cfg) as (_screen, base):
+        assert 'href="/today"' in fetch(base + "/").body
+        page = fetch(base + "/today").body
+        tally = re.findall(r"<div><b>([^<]+)</b>([^<]+)</div>", page)
+        assert tally == [("2", "Meals"), ("1", "Subsidised"), ("¥17.00", "To collect"), ("1", "Waiting for staff")]
+        assert "District: 1 waiting to be sent, last delivered 11:21" in page
+        rows = re.findall(r"<tr><td>(\d\d:\d\d)</td><td>([^<]+)</td>", page)
+        assert rows == [("11:30", "Zhao Lei"), ("11:20", "Wang Fang")]  # newest first
+        assert page.count("by hand") == 2
+        a = fetch(base + "/today.csv")
+        assert a.status == 200 and a.ctype == "text/csv; charset=utf-8"
+        lines = a.body.lstrip("\ufeff").splitlines()
+        assert lines[0] == "time,senior_id,name,meal,price,subsidy,payable,check_in,event_id,delivered"
+        assert lines[1].startswith("2026-11-30T11:20:00+08:00,S0001,Wang Fang,lunch,10.00,3.00,7.00,manual,")
+        assert lines[1].endswith(",yes") and lines[2].endswith(",no")
+        assert lines[3] == "total,,,2 meals,,3.00,17.00,,,"

@@ -51,7 +51,7 @@ from edge.meals.checkin import manual_checkin
 from edge.meals.confirm import ConfirmResult, confirm, needs_named_staff, open_store
 from edge.meals.feedback import Language, reasons_text
 from edge.meals.search import Entry, Found, search
-from edge.screens import checkin_page, localweb
+from edge.screens import checkin_page, localweb, today_page
 from edge.screens.localweb import LocalServer, csp_hash, is_loopback
 from edge.store import Confirmation, Store, StoreError
 from edge.store.evidence import EvidenceKeeper, confirmation_name
@@ -462,7 +462,7 @@ a.back{display:inline-block;font-size:1.4rem;padding:.6rem 1.2rem;border:3px sol
 color:#3b5b8c;text-decoration:none;margin-top:1rem}
 .detail{font-family:monospace;font-size:.9rem;background:#fff;border:1px solid #bbb;padding:.6rem;
 white-space:pre-wrap;word-break:break-word}
-""" + checkin_page.CSS + """
+""" + checkin_page.CSS + today_page.CSS + """
 .card.new{border-color:#c0392b;border-width:4px;background:#fff4d6;animation:blink 1s ease-in-out 3}
 @keyframes blink{50%{background:#ffd86b}}
 @media (max-height:600px),(max-width:820px){
@@ -538,7 +538,7 @@ def _page(lang: Language, title: str, body: str, *, refresh: int = 0, noscript_r
 def render_list(screen: StaffScreen, items: list[PendingItem], older: int, flash: Flash | None) -> str:
     lang = screen.lang
     e = html.escape
-    parts = [f"<h1>{e(_t('title', lang))}</h1>", checkin_page.open_link(lang)]
+    parts = [f"<h1>{e(_t('title', lang))}</h1>", checkin_page.open_link(lang), " ", today_page.open_link(lang)]
     if flash is not None:
         parts.append(f'<div class="flash {flash.tone}" role="status">{e(flash.text)}</div>')
     if items:
@@ -674,6 +674,8 @@ class _Handler(BaseHTTPRequestHandler):
         elif url.path == "/":
             key = parse_qs(url.query).get("flash", [""])[0]
             self._guarded(False, lambda: self._list(key))
+        elif url.path in ("/today", "/today.csv"):
+            self._guarded(False, lambda: self._today(url.path.endswith(".csv")))
         elif url.path == "/checkin":
             q = parse_qs(url.query)
             self._guarded(False, lambda: self._checkin_page(q.get("q", [""])[0], q.get("flash", [""])[0]))
@@ -726,6 +728,18 @@ class _Handler(BaseHTTPRequestHandler):
             self._error(HTTPStatus.FORBIDDEN, "e403")
             return None
         return form
+
+    def _today(self, as_csv: bool) -> None:
+        screen = self.screen
+        t = today_page.summary(screen.store(), screen.today(), screen.kiosk_id)
+        if as_csv:
+            name = f"meals-{t.day.isoformat()}.csv"
+            self._send(HTTPStatus.OK, today_page.csv_text(t, screen.tz), "text/csv",
+                       {"Content-Disposition": f'attachment; filename="{name}"'})
+            return
+        body = today_page.render(screen.lang, t, screen.tz)
+        self._send(HTTPStatus.OK, _page(screen.lang, today_page.word("open", screen.lang), body, refresh=30),
+                   "text/html")
 
     def _checkin_page(self, query: str, flash_key: str) -> None:
         lang = self.screen.lang

@@ -8,6 +8,7 @@ never wait for a writer. Every unit of work is its own session and transaction.
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import sqlite3
@@ -104,6 +105,8 @@ class EventRow:
     delivered_at: datetime | None
     attempts: int
     last_error: str | None
+    #: face | face_confirmed | manual (from the published payload)
+    check_in: str = "face"
 
     @property
     def state(self) -> str:
@@ -151,6 +154,15 @@ def _to_confirmation(r: ConfirmationRow) -> Confirmation:
         resolved_by=r.resolved_by,
         event_id=r.event_id,
     )
+
+
+def _check_in(payload: str, confirmed_by: str | None) -> str:
+    """How a stored event says the senior was checked in (events before check_in existed: from confirmed_by)."""
+    try:
+        value = json.loads(payload).get("check_in")
+    except (ValueError, AttributeError):
+        value = None
+    return str(value) if value else ("face_confirmed" if confirmed_by else "face")
 
 
 def _utcnow() -> datetime:
@@ -748,9 +760,19 @@ class Store:
                     delivered_at=o.delivered_at,
                     attempts=o.attempts,
                     last_error=o.last_error,
+                    check_in=_check_in(e.payload, e.confirmed_by),
                 )
                 for e, o in s.execute(q)
             ]
+
+    def meals_of_day(self, local_date: date) -> list[EventRow]:
+        """The meal events of one local date (every kiosk sharing this store), newest first."""
+        return self._events(MealEventRow.local_date == local_date)
+
+    def last_delivery(self) -> datetime | None:
+        """When the broker last acknowledged an event (UTC), None if never."""
+        with self._read("could not read the outbox") as s:
+            return s.scalar(select(func.max(OutboxRow.delivered_at)))
 
     def event(self, event_id: str) -> EventRow | None:
         """One meal event with its delivery state, by id."""

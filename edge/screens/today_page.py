@@ -1,0 +1,135 @@
+"""The staff screen's "today" page (GET /today) and the end-of-day CSV (GET /today.csv).
+
+What staff need to see their day and reconcile the cash: today's meals (how many, how many subsidised, how
+much to collect), the list newest first with how each senior was checked in, the confirmations still
+waiting, and the link to the district (events waiting to be delivered, the last delivery). Read from the
+store the daemon writes; nothing here changes anything.
+"""
+
+from __future__ import annotations
+
+import csv
+import html
+import io
+from dataclasses import dataclass
+from datetime import date, datetime, tzinfo
+
+from edge.meals.feedback import Language, meal_name
+from edge.store import EventRow, Store
+
+
+@dataclass(frozen=True)
+class Today:
+    day: date
+    #: newest first, with the senior's name (None: removed since)
+    meals: list[tuple[EventRow, str | None]]
+    pending_confirmations: int
+    outbox_waiting: int
+    last_delivery: datetime | None
+
+    @property
+    def subsidised(self) -> int:
+        return sum(1 for e, _ in self.meals if e.subsidy_fen > 0)
+
+    @property
+    def to_collect_fen(self) -> int:
+        return sum(e.payable_fen for e, _ in self.meals)
+
+
+def summary(store: Store, day: date, kiosk_id: str) -> Today:
+    names = {sid: name for sid, name, _card in store.roster()}
+    meals = [(e, names.get(e.senior_id)) for e in store.meals_of_day(day)]
+    waiting = [c for c in store.pending_confirmations(kiosk_id) if c.local_date == day]
+    return Today(day, meals, len(waiting), store.pending_count(), store.last_delivery())
+
+
+_W: dict[str, dict[Language, str]] = {
+    "open": {"zh": "今日用餐", "en": "Today"},
+    "title": {"zh": "今日用餐 {day}", "en": "Today, {day}"},
+    "meals": {"zh": "用餐", "en": "Meals"},
+    "subsidised": {"zh": "享受补贴", "en": "Subsidised"},
+    "collect": {"zh": "应收", "en": "To collect"},
+    "waiting": {"zh": "待确认", "en": "Waiting for staff"},
+    "link": {"zh": "区里：{n} 条待发送，最近送达 {at}", "en": "District: {n} waiting to be sent, last delivered {at}"},
+    "never": {"zh": "从未", "en": "never"},
+    "none": {"zh": "今天还没有用餐记录。", "en": "No meals yet today."},
+    "csv": {"zh": "下载今日明细（CSV，对账用）", "en": "Download today's list (CSV, for the cash count)"},
+    "back": {"zh": "返回确认列表", "en": "Back to confirmations"},
+    "face": {"zh": "刷脸", "en": "face"},
+    "face_confirmed": {"zh": "刷脸+确认", "en": "face, confirmed"},
+    "manual": {"zh": "手工", "en": "by hand"},
+    "sent": {"zh": "已送达", "en": "delivered"},
+    "unsent": {"zh": "待发送", "en": "waiting"},
+}
+
+
+def word(key: str, lang: Language, **kw: object) -> str:
+    text = _W[key][lang]
+    return text.format(**kw) if kw else text
+
+
+def yuan(fen: int) -> str:
+    return f"¥{fen // 100}.{fen % 100:02d}"
+
+
+def open_link(lang: Language) -> str:
+    return f'<a class="open-checkin" href="/today">{html.escape(word("open", lang))}</a>'
+
+
+def render(lang: Language, t: Today, tz: tzinfo) -> str:
+    e = html.escape
+    at = f"{t.last_delivery.astimezone(tz):%H:%M}" if t.last_delivery else word("never", lang)
+    parts = [
+        f"<h1>{e(word('title', lang, day=t.day.isoformat()))}</h1>",
+        '<div class="tally">'
+        f'<div><b>{len(t.meals)}</b>{e(word("meals", lang))}</div>'
+        f'<div><b>{t.subsidised}</b>{e(word("subsidised", lang))}</div>'
+        f'<div><b>{e(yuan(t.to_collect_fen))}</b>{e(word("collect", lang))}</div>'
+        f'<div><b>{t.pending_confirmations}</b>{e(word("waiting", lang))}</div></div>',
+        f'<p class="link">{e(word("link", lang, n=t.outbox_waiting, at=at))}</p>',
+        f'<a class="back" href="/today.csv">{e(word("csv", lang))}</a> '
+        f'<a class="back" href="/">{e(word("back", lang))}</a>',
+    ]
+    if not t.meals:
+        parts.append(f'<p class="empty">{e(word("none", lang))}</p>')
+    else:
+        parts.append('<table class="today"><tbody>')
+        for ev, name in t.meals:
+            parts.append(
+                f"<tr><td>{ev.decided_at.astimezone(tz):%H:%M}</td><td>{e(name or ev.senior_id)}</td>"
+                f"<td>{e(meal_name(ev.meal, lang))}</td><td>{e(yuan(ev.payable_fen))}</td>"
+                f"<td>{e(word(ev.check_in, lang) if ev.check_in in _W else ev.check_in)}</td>"
+                f"<td>{e(word('sent' if ev.delivered_at else 'unsent', lang))}</td></tr>"
+            )
+        parts.append("</tbody></table>")
+    return "".join(parts)
+
+
+CSV_COLUMNS = ("time", "senior_id", "name", "meal", "price", "subsidy", "payable", "check_in", "event_id",
+               "delivered")
+
+
+def csv_text(t: Today, tz: tzinfo) -> str:
+    """Today's meals for the cash count, oldest first, amounts in yuan; with a byte-order mark so that Excel
+    reads the Chinese names."""
+    out = io.StringIO()
+    w = csv.writer(out, lineterminator="\r\n")
+    w.writerow(CSV_COLUMNS)
+    for ev, name in reversed(t.meals):
+        w.writerow([
+            ev.decided_at.astimezone(tz).isoformat(timespec="seconds"), ev.senior_id, name or "", ev.meal,
+            f"{ev.price_fen / 100:.2f}", f"{ev.subsidy_fen / 100:.2f}", f"{ev.payable_fen / 100:.2f}", ev.check_in,
+            ev.event_id, "yes" if ev.delivered_at else "no",
+        ])
+    w.writerow(["total", "", "", f"{len(t.meals)} meals", "", f"{sum(e.subsidy_fen for e, _ in t.meals) / 100:.2f}",
+                f"{t.to_collect_fen / 100:.2f}", "", "", ""])
+    return "\ufeff" + out.getvalue()
+
+
+CSS = """
+.tally{display:flex;flex-wrap:wrap;gap:.6rem;margin:0 0 .6rem}.tally div{background:#fff;border:2px solid #bbb;
+border-radius:.5rem;padding:.3rem .8rem;font-size:1rem}.tally b{display:block;font-size:1.8rem}
+.link{font-size:1rem;color:#333;margin:0 0 .4rem}
+table.today{border-collapse:collapse;margin-top:.6rem;font-size:1.05rem}
+table.today td{border-bottom:1px solid #ccc;padding:.25rem .7rem .25rem 0}
+"""
