@@ -77,3 +77,29 @@ def test_today_counts_the_meals_and_gives_the_cash_list(cfg: Config, store: Stor
         assert lines[1].startswith("2026-11-30T11:20:00+08:00,S0001,Wang Fang,lunch,10.00,3.00,7.00,manual,")
         assert lines[1].endswith(",yes") and lines[2].endswith(",no")
         assert lines[3] == "total,,,2 meals,,3.00,17.00,,,"
+
+
+
+
+def test_today_shows_what_the_daemon_counted(cfg: Config, store: Store) -> None:
+    """The daemon's side (`meal-edge run`'s callback with a KioskStateWriter, fed by the real pipeline) and
+    the staff screen's today page, through the file beside the store."""
+    from test_confirm import at, light_pipeline
+
+    from edge.cli.main import run_feedback
+    from edge.recognition.decide import Verdict
+    from edge.store.kioskstate import KioskStateWriter, read_state, state_path
+
+    with running(cfg) as (_screen, base):
+        assert "Kiosk state not known (is meal-edge running?)" in fetch(base + "/today").body
+        writer = KioskStateWriter(state_path(cfg.store_path))
+        pipe = light_pipeline(cfg, store, on_decision=run_feedback(None, None, writer))
+        for track in (1, 2):
+            pipe._finalise(track, Verdict("unknown", None, 0.7, 0.0, 5, ("too_far",)), at("11:45"), 1.0)
+        store.add_senior(Senior("S0002", "Li Wei", confirm_tests.DAY.replace(year=1948), "xuhui", status="suspended"))
+        pipe._finalise(3, Verdict("accept", "S0002", 0.2, 0.2, 5), at("11:46"), 2.0)
+        writer.camera(False, at("11:47"))
+        state = read_state(state_path(cfg.store_path))
+        assert state is not None and state.counts == {"unknown": 2, "refused": 1} and not state.camera_ok
+        page = fetch(base + "/today").body
+        assert "Kiosk: 2 not recognised, 1 sent to staff; camera NOT delivering pictures: check it (as of 11:47)" in page

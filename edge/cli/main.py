@@ -25,6 +25,7 @@ from edge.modelbuild import ModelError
 from edge.recognition.capture import SourceError
 from edge.recognition.decide import CalibrationError
 from edge.store import Store, StoreError
+from edge.store.kioskstate import KioskStateWriter, state_path
 
 if TYPE_CHECKING:
     from edge.screens.display import Display
@@ -50,7 +51,9 @@ def should_look(idle: bool, now: float, last_looked: float, idle_fps: float) -> 
 CAMERA_LOST_S = 5.0
 
 
-def run_feedback(display: Display | None, waiter: ConfirmWait | None = None) -> Callable[[Decision], None]:
+def run_feedback(
+    display: Display | None, waiter: ConfirmWait | None = None, state: KioskStateWriter | None = None
+) -> Callable[[Decision], None]:
     """What `run` does with each decision: the log line and stdout, and the senior screen when it is on
     (edge/screens/display.py; its publish() never raises into the pipeline); a confirmation is waited on
     (`waiter`), so staff's answer comes back to the senior."""
@@ -60,6 +63,8 @@ def run_feedback(display: Display | None, waiter: ConfirmWait | None = None) -> 
             display.publish(d)
         if waiter is not None and d.kind == "confirm" and d.confirmation_id is not None and d.senior_id:
             waiter.watch(d.confirmation_id, d.senior_id)
+        if state is not None:  # today's unknown faces and refusals, for the staff screen
+            state.seen(d.kind, d.decided_at.date(), d.decided_at)
         print(f"[{d.decided_at:%H:%M:%S}] {d.kind.upper():8} {d.name or '-'}: {d.message}", flush=True)
 
     return show
@@ -100,7 +105,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     # the senior screen (and its voice); a port in use is logged and check-in goes on without it
     display = Display.from_config(cfg) if cfg.display.enabled else None
     waiter = ConfirmWait(parts.store, cfg.display.confirm_wait_seconds)
-    show = run_feedback(display, waiter)
+    kiosk_state = KioskStateWriter(state_path(cfg.store_path))
+    show = run_feedback(display, waiter, kiosk_state)
     pipeline = make_pipeline(
         cfg,
         parts,
@@ -128,8 +134,10 @@ def cmd_run(args: argparse.Namespace) -> int:
             if frame is not None and should_look(pipeline.idle, time.monotonic(), last_looked, cfg.camera.idle_fps):
                 last_looked = time.monotonic()
                 pipeline.process(frame)
+            camera_ok = time.monotonic() - last_frame < CAMERA_LOST_S
             if display:
-                display.camera(time.monotonic() - last_frame < CAMERA_LOST_S)
+                display.camera(camera_ok)
+            kiosk_state.camera(camera_ok, datetime.now(tz))
             for answer in waiter.poll():  # staff answered a confirmation on the staff screen (or did not in time)
                 show(answered(cfg, parts.store, answer, datetime.now(tz)))
             # pinged from the main loop, camera or not: the watchdog guards against a hung loop,

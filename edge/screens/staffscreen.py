@@ -55,6 +55,7 @@ from edge.screens import checkin_page, localweb, today_page
 from edge.screens.localweb import LocalServer, csp_hash, is_loopback
 from edge.store import Confirmation, Store, StoreError
 from edge.store.evidence import EvidenceKeeper, confirmation_name
+from edge.store.kioskstate import read_state, state_path
 
 log = logging.getLogger(__name__)
 
@@ -731,7 +732,8 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _today(self, as_csv: bool) -> None:
         screen = self.screen
-        t = today_page.summary(screen.store(), screen.today(), screen.kiosk_id)
+        kiosk = read_state(state_path(screen.cfg.store_path))
+        t = today_page.summary(screen.store(), screen.today(), screen.kiosk_id, kiosk)
         if as_csv:
             name = f"meals-{t.day.isoformat()}.csv"
             self._send(HTTPStatus.OK, today_page.csv_text(t, screen.tz), "text/csv",

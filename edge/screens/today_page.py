@@ -16,6 +16,7 @@ from datetime import date, datetime, tzinfo
 
 from edge.meals.feedback import Language, meal_name
 from edge.store import EventRow, Store
+from edge.store.kioskstate import KioskState
 
 
 @dataclass(frozen=True)
@@ -26,6 +27,8 @@ class Today:
     pending_confirmations: int
     outbox_waiting: int
     last_delivery: datetime | None
+    #: what the running daemon last said (today's unknown faces and refusals, the camera); None: not known
+    kiosk: KioskState | None = None
 
     @property
     def subsidised(self) -> int:
@@ -36,11 +39,11 @@ class Today:
         return sum(e.payable_fen for e, _ in self.meals)
 
 
-def summary(store: Store, day: date, kiosk_id: str) -> Today:
+def summary(store: Store, day: date, kiosk_id: str, kiosk: KioskState | None = None) -> Today:
     names = {sid: name for sid, name, _card in store.roster()}
     meals = [(e, names.get(e.senior_id)) for e in store.meals_of_day(day)]
     waiting = [c for c in store.pending_confirmations(kiosk_id) if c.local_date == day]
-    return Today(day, meals, len(waiting), store.pending_count(), store.last_delivery())
+    return Today(day, meals, len(waiting), store.pending_count(), store.last_delivery(), kiosk)
 
 
 _W: dict[str, dict[Language, str]] = {
@@ -52,6 +55,16 @@ _W: dict[str, dict[Language, str]] = {
     "waiting": {"zh": "待确认", "en": "Waiting for staff"},
     "link": {"zh": "区里：{n} 条待发送，最近送达 {at}", "en": "District: {n} waiting to be sent, last delivered {at}"},
     "never": {"zh": "从未", "en": "never"},
+    "kiosk": {
+        "zh": "签到机：未能识别 {unknown} 次，请找工作人员 {refused} 次；摄像头{camera}（{at} 更新）",
+        "en": "Kiosk: {unknown} not recognised, {refused} sent to staff; camera {camera} (as of {at})",
+    },
+    "kiosk_unknown": {
+        "zh": "签到机状态未知（meal-edge 没有运行？）",
+        "en": "Kiosk state not known (is meal-edge running?)",
+    },
+    "camera_ok": {"zh": "正常", "en": "working"},
+    "camera_bad": {"zh": "故障，请检查", "en": "NOT delivering pictures: check it"},
     "none": {"zh": "今天还没有用餐记录。", "en": "No meals yet today."},
     "csv": {"zh": "下载今日明细（CSV，对账用）", "en": "Download today's list (CSV, for the cash count)"},
     "back": {"zh": "返回确认列表", "en": "Back to confirmations"},
@@ -87,6 +100,7 @@ def render(lang: Language, t: Today, tz: tzinfo) -> str:
         f'<div><b>{e(yuan(t.to_collect_fen))}</b>{e(word("collect", lang))}</div>'
         f'<div><b>{t.pending_confirmations}</b>{e(word("waiting", lang))}</div></div>',
         f'<p class="link">{e(word("link", lang, n=t.outbox_waiting, at=at))}</p>',
+        f'<p class="link">{e(_kiosk_line(lang, t, tz))}</p>',
         f'<a class="back" href="/today.csv">{e(word("csv", lang))}</a> '
         f'<a class="back" href="/">{e(word("back", lang))}</a>',
     ]
@@ -103,6 +117,19 @@ def render(lang: Language, t: Today, tz: tzinfo) -> str:
             )
         parts.append("</tbody></table>")
     return "".join(parts)
+
+
+def _kiosk_line(lang: Language, t: Today, tz: tzinfo) -> str:
+    k = t.kiosk
+    if k is None:
+        return word("kiosk_unknown", lang)
+    counts = k.counts if k.day == t.day.isoformat() else {}
+    try:
+        at = f"{datetime.fromisoformat(k.updated_at).astimezone(tz):%H:%M}"
+    except ValueError:
+        at = "?"
+    camera = word("camera_ok" if k.camera_ok else "camera_bad", lang)
+    return word("kiosk", lang, unknown=counts.get("unknown", 0), refused=counts.get("refused", 0), camera=camera, at=at)
 
 
 CSV_COLUMNS = ("time", "senior_id", "name", "meal", "price", "subsidy", "payable", "check_in", "event_id",
