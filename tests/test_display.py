@@ -453,11 +453,14 @@ class Clock:
 
 def test_please_wait_stays_until_staff_answer_and_names_nobody_on_a_liveness_doubt() -> None:
     d = Display(settings(0, confirm_wait_seconds=90), lang="zh")
-    wait = Decision("confirm", 1, at("11:45"), 0.0, message="请稍候", name="王芳", reasons=("ambiguous_margin",))
+    wait = Decision("confirm", 1, at("11:45"), 0.0, message="请稍候", name="王芳", reasons=("ambiguous_margin",),
+                    confirmation_id=7)
     d.publish(wait)
     assert (d.latest()["name"], d.latest()["hold_s"]) == ("王芳", 90)
     d.publish(replace(wait, reasons=("liveness_not_confirmed", "planar_motion")))
     assert (d.latest()["name"], d.latest()["hold_s"]) == (None, 90)  # maybe a photo of her: not her name
+    d.publish(replace(wait, confirmation_id=None))  # not kept (a store failure): no answer will come
+    assert d.latest()["hold_s"] == 8
 
 
 def test_a_long_sentence_holds_the_screen_while_it_is_said() -> None:

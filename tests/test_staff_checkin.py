@@ -102,4 +102,5 @@ def test_today_shows_what_the_daemon_counted(cfg: Config, store: Store) -> None:
         state = read_state(state_path(cfg.store_path))
         assert state is not None and state.counts == {"unknown": 2, "refused": 1} and not state.camera_ok
         page = fetch(base + "/today").body
-        assert "Kiosk: 2 not recognised, 1 sent to staff; camera NOT delivering pictures: check it (as of 11:47)" in page
+        line = "Kiosk: 2 not recognised, 1 sent to staff; camera NOT delivering pictures: check it (as of 11:47)"
+        assert line in page

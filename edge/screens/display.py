@@ -148,7 +148,8 @@ class Display:
             name = d.name if d.kind in NAME_SHOWN else None
             if d.kind == "confirm" and LIVENESS_NOT_CONFIRMED in d.reasons:
                 name = None  # maybe a photo held up of someone else: the queue must not learn whose
-            if d.kind == "confirm":  # "please wait" stays until staff answer (a new decision), or the wait ends
+            if d.kind == "confirm" and d.confirmation_id is not None:
+                # "please wait" stays until staff answer (a new decision), or the wait ends
                 hold = self.settings.confirm_wait_seconds
             else:
                 hold = hold_seconds(speech, self.lang, self.settings.show_seconds)
@@ -175,7 +176,7 @@ class Display:
             if kind != self._hint[0]:
                 self._hint = (kind, now)
             s = self._shown
-            free = s.kind in ("idle", "hint", "closer", "turn") or now - s.published >= s.hold_s
+            free = s.kind in ("idle", "closer", "turn") or now - s.published >= s.hold_s
             if kind is None or not free or not self._camera_ok or now - self._hint[1] < HINT_AFTER_S:
                 return
             if s.kind == kind and now - s.published < HINT_HOLD_S - 0.5:
