@@ -96,7 +96,7 @@ def test_staff_confirm_comes_back_to_the_kiosk(zh: Config, store: Store, kiosk: 
         senior_screen.get(kiosk.url)
         # two attempts by the same senior: one card, one wait
         for track in (1, 2):
-            d = pipe._finalise(track, Verdict("confirm", "S0001", 0.45, 0.02, 5, ("ambiguous_margin",)), at("11:45"),
+            d = pipe.finalise(track, Verdict("confirm", "S0001", 0.45, 0.02, 5, ("ambiguous_margin",)), at("11:45"),
                                1.0)
         assert waiter.waiting == [d.confirmation_id]
         body = lambda: senior_screen.execute_script("return [document.body.className, document.body.innerText]")  # noqa: E731
@@ -137,7 +137,7 @@ def test_not_this_person_comes_back_as_see_staff(zh: Config, store: Store, kiosk
     waiter = ConfirmWait(store, 60, every=0.1)
     show = run_feedback(kiosk, waiter)
     pipe = light_pipeline(zh, store, on_decision=show)
-    pipe._finalise(1, Verdict("confirm", "S0001", 0.41, 0.03, 5, ("liveness_not_confirmed", "planar_motion")),
+    pipe.finalise(1, Verdict("confirm", "S0001", 0.41, 0.03, 5, ("liveness_not_confirmed", "planar_motion")),
                    at("11:45"), 1.0)
     assert kiosk.latest()["name"] is None  # maybe a photo of her held up: her name is not shown
     senior_screen, staff = browser(800, 480), browser(800, 480)
@@ -191,7 +191,7 @@ def test_unknown_then_manual_check_in_then_the_event_is_published(
     senior_screen, staff = browser(800, 480), browser(800, 480)
     try:
         pipe = light_pipeline(zh_cfg, store, on_decision=run_feedback(kiosk))
-        pipe._finalise(1, Verdict("unknown", None, 0.7, 0.0, 5, ("too_far",)), at("11:45"), 1.0)
+        pipe.finalise(1, Verdict("unknown", None, 0.7, 0.0, 5, ("too_far",)), at("11:45"), 1.0)
         senior_screen.get(kiosk.url)
         until(lambda: "未能识别，请找工作人员签到" in senior_screen.find_element(By.TAG_NAME, "body").text,
               "the kiosk sends the senior to staff")

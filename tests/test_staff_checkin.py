@@ -95,9 +95,9 @@ def test_today_shows_what_the_daemon_counted(cfg: Config, store: Store) -> None:
         writer = KioskStateWriter(state_path(cfg.store_path))
         pipe = light_pipeline(cfg, store, on_decision=run_feedback(None, None, writer))
         for track in (1, 2):
-            pipe._finalise(track, Verdict("unknown", None, 0.7, 0.0, 5, ("too_far",)), at("11:45"), 1.0)
+            pipe.finalise(track, Verdict("unknown", None, 0.7, 0.0, 5, ("too_far",)), at("11:45"), 1.0)
         store.add_senior(Senior("S0002", "Li Wei", confirm_tests.DAY.replace(year=1948), "xuhui", status="suspended"))
-        pipe._finalise(3, Verdict("accept", "S0002", 0.2, 0.2, 5), at("11:46"), 2.0)
+        pipe.finalise(3, Verdict("accept", "S0002", 0.2, 0.2, 5), at("11:46"), 2.0)
         writer.camera(False, at("11:47"))
         state = read_state(state_path(cfg.store_path))
         assert state is not None and state.counts == {"unknown": 2, "refused": 1} and not state.camera_ok

@@ -46,11 +46,6 @@ def word(key: str, lang: Language, **kw: object) -> str:
     return text.format(**kw) if kw else text
 
 
-def open_link(lang: Language) -> str:
-    """The button on the confirmation list that opens this page."""
-    return f'<a class="open-checkin" href="/checkin">{html.escape(word("open", lang))}</a>'
-
-
 def render(lang: Language, token: str, query: str, found: list[Found], more: bool) -> str:
     """The page body: the search box, the staff name, and one "check in" button per senior found."""
     e = html.escape
@@ -87,15 +82,3 @@ def render(lang: Language, token: str, query: str, found: list[Found], more: boo
             parts.append(f'<p class="older">{e(word("more", lang, n=MAX_FOUND))}</p>')
     parts.append(f'<a class="back" href="/">{e(word("back", lang))}</a>')
     return "".join(parts)
-
-
-CSS = """
-a.open-checkin{display:inline-block;font-size:1.2rem;padding:.4rem 1rem;border:3px solid #3b5b8c;border-radius:.5rem;
-color:#fff;background:#3b5b8c;text-decoration:none;margin:0 0 .6rem}
-form.find{display:flex;gap:.6rem;margin:0 0 .6rem}form.find input{flex:1;font-size:1.3rem;padding:.4rem}
-button.search{flex:0 0 auto;background:#3b5b8c;border-color:#2c4468;color:#fff}
-ul.found{list-style:none;margin:0;padding:0}
-li.person{background:#fff;border:2px solid #bbb;border-radius:.5rem;padding:.5rem .8rem;margin:0 0 .5rem;display:flex;
-flex-wrap:wrap;align-items:center;gap:.4rem .8rem}
-.pname{font-size:1.6rem;font-weight:bold}form.checkin{margin-left:auto}form.checkin button{min-height:3rem}
-"""

@@ -85,10 +85,6 @@ def yuan(fen: int) -> str:
     return f"¥{fen // 100}.{fen % 100:02d}"
 
 
-def open_link(lang: Language) -> str:
-    return f'<a class="open-checkin" href="/today">{html.escape(word("open", lang))}</a>'
-
-
 def render(lang: Language, t: Today, tz: tzinfo) -> str:
     e = html.escape
     at = f"{t.last_delivery.astimezone(tz):%H:%M}" if t.last_delivery else word("never", lang)
@@ -151,12 +147,3 @@ def csv_text(t: Today, tz: tzinfo) -> str:
     w.writerow(["total", "", "", f"{len(t.meals)} meals", "", f"{sum(e.subsidy_fen for e, _ in t.meals) / 100:.2f}",
                 f"{t.to_collect_fen / 100:.2f}", "", "", ""])
     return "\ufeff" + out.getvalue()
-
-
-CSS = """
-.tally{display:flex;flex-wrap:wrap;gap:.6rem;margin:0 0 .6rem}.tally div{background:#fff;border:2px solid #bbb;
-border-radius:.5rem;padding:.3rem .8rem;font-size:1rem}.tally b{display:block;font-size:1.8rem}
-.link{font-size:1rem;color:#333;margin:0 0 .4rem}
-table.today{border-collapse:collapse;margin-top:.6rem;font-size:1.05rem}
-table.today td{border-bottom:1px solid #ccc;padding:.25rem .7rem .25rem 0}
-"""
