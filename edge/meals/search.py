@@ -15,8 +15,6 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import lru_cache
 
-from pypinyin import Style, pinyin
-
 #: at most this many readings of a whole name are tried (a name of 4 characters with 3 readings each is 81)
 MAX_READINGS = 64
 
@@ -44,6 +42,9 @@ def _fold(text: str) -> str:
 @lru_cache(maxsize=4096)
 def readings(name: str) -> tuple[tuple[str, str], ...]:
     """(initials, full pinyin) for each reading of `name`, lower case, no tones: 王芳 -> (("wf", "wangfang"),)."""
+    # imported here: its dictionary takes half a second to load, which every `meal-edge` command would pay
+    from pypinyin import Style, pinyin
+
     chars = [c for c in name if not c.isspace()]
     full = pinyin(chars, style=Style.NORMAL, heteronym=True, errors=lambda s: s.casefold())
     per_char = [sorted({_fold(r) for r in options}) or [""] for options in full]
