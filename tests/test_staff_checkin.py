@@ -103,4 +103,7 @@ def test_today_shows_what_the_daemon_counted(cfg: Config, store: Store) -> None:
         assert state is not None and state.counts == {"unknown": 2, "refused": 1} and not state.camera_ok
         page = fetch(base + "/today").body
         line = "Kiosk: 2 not recognised, 1 sent to staff; camera NOT delivering pictures: check it (as of 11:47)"
-        assert line in page
+        assert line in page and "district link" not in page  # no MQTT in this config: nothing said about it
+        writer.camera(True, at("11:48"), district_connected=False)
+        page = fetch(base + "/today").body
+        assert "camera working (as of 11:48) The district link is DOWN: meals are kept here" in page

@@ -137,7 +137,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             camera_ok = time.monotonic() - last_frame < CAMERA_LOST_S
             if display:
                 display.camera(camera_ok)
-            kiosk_state.camera(camera_ok, datetime.now(tz))
+            kiosk_state.camera(camera_ok, datetime.now(tz), publisher.connected if publisher else None)
             for answer in waiter.poll():  # staff answered a confirmation on the staff screen (or did not in time)
                 show(answered(cfg, parts.store, answer, datetime.now(tz)))
             # pinged from the main loop, camera or not: the watchdog guards against a hung loop,

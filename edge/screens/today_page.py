@@ -64,6 +64,11 @@ _W: dict[str, dict[Language, str]] = {
         "en": "Kiosk state not known (is meal-edge running?)",
     },
     "camera_ok": {"zh": "正常", "en": "working"},
+    "up": {"zh": "区里连接正常。", "en": "The district link is up."},
+    "down": {
+        "zh": "区里连接中断：用餐记录先存在本机，恢复后自动发送。",
+        "en": "The district link is DOWN: meals are kept here and sent when it is back.",
+    },
     "camera_bad": {"zh": "故障，请检查", "en": "NOT delivering pictures: check it"},
     "none": {"zh": "今天还没有用餐记录。", "en": "No meals yet today."},
     "csv": {"zh": "下载今日明细（CSV，对账用）", "en": "Download today's list (CSV, for the cash count)"},
@@ -125,7 +130,10 @@ def _kiosk_line(lang: Language, t: Today, tz: tzinfo) -> str:
     except ValueError:
         at = "?"
     camera = word("camera_ok" if k.camera_ok else "camera_bad", lang)
-    return word("kiosk", lang, unknown=counts.get("unknown", 0), refused=counts.get("refused", 0), camera=camera, at=at)
+    line = word("kiosk", lang, unknown=counts.get("unknown", 0), refused=counts.get("refused", 0), camera=camera, at=at)
+    if k.district_connected is not None:
+        line += (" " if lang == "en" else "") + word("up" if k.district_connected else "down", lang)
+    return line
 
 
 CSV_COLUMNS = ("time", "senior_id", "name", "meal", "price", "subsidy", "payable", "check_in", "event_id",

@@ -1,5 +1,6 @@
 """What the running daemon tells the staff screen that is not in the store: today's unknown faces and refusals
-(they are nobody's meal, so no event) and whether the camera delivers frames.
+(they are nobody's meal, so no event), whether the camera delivers frames, and whether the link to the district
+(MQTT) is up.
 
 One small JSON file beside the store (`kiosk-state.json`), replaced atomically (write, fsync, rename) by the
 daemon when a count or the camera changes, read by the staff screen's "today" page. A missing or unreadable
@@ -33,6 +34,8 @@ class KioskState:
     day: str = ""
     counts: dict[str, int] = field(default_factory=dict)
     camera_ok: bool = True
+    #: the MQTT link to the district: True up, False down, None not used ([mqtt] enabled = false)
+    district_connected: bool | None = None
     #: ISO 8601, when the daemon last wrote it
     updated_at: str = ""
 
@@ -57,9 +60,11 @@ class KioskStateWriter:
         self.state.counts[kind] = self.state.counts.get(kind, 0) + 1
         self._write(now)
 
-    def camera(self, ok: bool, now: datetime) -> None:
-        if ok != self.state.camera_ok or not self.state.updated_at:
-            self.state.camera_ok = ok
+    def camera(self, ok: bool, now: datetime, district_connected: bool | None = None) -> None:
+        """The camera's and the district link's state, each loop; written when either changes."""
+        s = self.state
+        if ok != s.camera_ok or district_connected != s.district_connected or not s.updated_at:
+            s.camera_ok, s.district_connected = ok, district_connected
             self._write(now)
 
     def _write(self, now: datetime) -> None:
@@ -89,6 +94,7 @@ def read_state(path: Path) -> KioskState | None:
         return KioskState(
             day=str(raw["day"]), counts={str(k): int(v) for k, v in raw["counts"].items()},
             camera_ok=bool(raw["camera_ok"]), updated_at=str(raw["updated_at"]),
+            district_connected=None if raw.get("district_connected") is None else bool(raw["district_connected"]),
         )
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return None
