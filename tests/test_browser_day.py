@@ -223,3 +223,74 @@ def test_unknown_then_manual_check_in_then_the_event_is_published(
         collector.close()
         kiosk.stop()
         store.close()
+
+
+def test_meal_edge_run_shows_staffs_answer(tmp_path: Path) -> None:
+    """The real daemon (`meal-edge run`, the Hamilton clip as its camera, a policy that accepts nobody without
+    staff) and the real staff screen (`meal-edge staff-screen`), two processes on one store: the kiosk says
+    "please wait"; staff confirm on the staff page; the daemon reads the answer from the store and the kiosk
+    shows the meal and the amount."""
+    import os
+    import subprocess
+    import sys
+    from dataclasses import replace
+
+    from selenium.webdriver.common.by import By
+    from test_pipeline_real import CLIP, enrol_hamilton, need_shared, write_config
+
+    from edge.lab.calibrate import render_toml
+    from edge.modelbuild.modelfiles import model_id_for
+    from edge.recognition.decide import tolerance_policy
+    from edge.recognition.embed.mirror import mirrored_model_id
+
+    need_shared()
+    kiosk_screen, staff = browser(1280, 800), browser(800, 480)  # skips without chromium before the slow part
+    cfg = write_config(tmp_path, source=str(CLIP))
+    enrol_hamilton(cfg)
+    mid = mirrored_model_id(model_id_for())
+    always_staff = replace(tolerance_policy(mid), accept_distance=0.0, source="test: staff confirm every match")
+    (tmp_path / "staff.toml").write_text(render_toml(always_staff, {"format": 1, "model_id": mid}, []))
+    display_port, staff_port = free_port(), free_port()
+    text = cfg.read_text().replace('calibration = ""', 'calibration = "staff.toml"')
+    text = text.replace('listen = "127.0.0.1:8081"', f'listen = "127.0.0.1:{display_port}"')
+    text = text.replace("speak = true", "speak = false")
+    start = text.index("[[rules.meals]]")  # one window, always open: the test runs at any time of day
+    cfg.write_text(text[:start] + '[[rules.meals]]\nname = "lunch"\nstart = "00:00"\nend = "23:59"\nprice_fen = 1000\n')
+    env = dict(os.environ)
+    procs = [
+        subprocess.Popen([sys.executable, "-m", "edge", "--config", str(cfg), "run"], env=env,
+                         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True),
+        subprocess.Popen([sys.executable, "-m", "edge", "--config", str(cfg), "staff-screen", "--listen",
+                          f"127.0.0.1:{staff_port}"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                         text=True),
+    ]
+    try:
+        def page(d: Any) -> tuple[str, str]:
+            return tuple(d.execute_script("return [document.body.className, document.body.innerText]"))  # type: ignore[return-value]
+
+        def opened(d: Any, url: str) -> bool:
+            try:
+                d.get(url)
+                return True
+            except Exception:
+                return False
+
+        until(lambda: opened(kiosk_screen, f"http://127.0.0.1:{display_port}/"), "the kiosk screen is up", 90)
+        until(lambda: page(kiosk_screen)[0] == "confirm", "the kiosk asks the senior to wait", 90)
+        assert "请稍候" in page(kiosk_screen)[1]
+        until(lambda: opened(staff, f"http://127.0.0.1:{staff_port}/") and bool(
+            staff.find_elements(By.CSS_SELECTOR, "button.yes")), "a card on the staff screen", 60)
+        staff.find_element(By.CSS_SELECTOR, "button.yes").click()
+        until(lambda: "请付 ¥7.00" in staff.find_element(By.TAG_NAME, "body").text, "staff see the meal")
+        until(lambda: page(kiosk_screen)[0] == "meal", "the kiosk shows staff's answer", 10)
+        assert "请付 ¥7.00" in page(kiosk_screen)[1] and "Lin-Manuel" in page(kiosk_screen)[1]
+    finally:
+        kiosk_screen.quit()
+        staff.quit()
+        for p in procs:
+            p.terminate()
+        for p in procs:
+            try:
+                p.wait(30)
+            except subprocess.TimeoutExpired:
+                p.kill()
