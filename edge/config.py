@@ -307,6 +307,8 @@ class DisplayConfig(_Section):
     show_seconds: float = Field(8.0, ge=1, le=600, description="a result stays on screen this long, then the prompt")
     #: the page says each result aloud with the browser's speech synthesis (zh-CN or en-US)
     speak: bool = True
+    #: "please wait" stays up this long for staff to answer a confirmation, then the senior is sent to staff
+    confirm_wait_seconds: float = Field(90.0, ge=5, le=900)
 
     @field_validator("listen")
     @classmethod

@@ -115,6 +115,7 @@ def cmd_add(args: argparse.Namespace, cfg: Config, out: IO[str]) -> int:
 
 
 def cmd_import(args: argparse.Namespace, cfg: Config, out: IO[str], err: IO[str]) -> int:
+    from edge.store import StoreError
     from enroll.roster import RosterError, read_roster
 
     if args.photos is not None and not Path(args.photos).is_dir():
@@ -137,6 +138,11 @@ def cmd_import(args: argparse.Namespace, cfg: Config, out: IO[str], err: IO[str]
             assert enroller is not None
             res = enroller.enrol(row.senior, list(row.photos), force=args.force)
             label = f"row {row.row} {row.senior.senior_id} {row.senior.name}"
+            if row.card_no is not None and res.enrolled:
+                try:
+                    store.set_card_no(row.senior.senior_id, row.card_no)
+                except StoreError as e:  # the senior is enrolled; only the card number is not kept
+                    rejected.append(f"{label}: meal card not recorded: {e}")
             warnings += len(res.all_warnings)
             templates += res.templates_added
             if res.enrolled and not res.rejected:

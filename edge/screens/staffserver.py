@@ -4,6 +4,7 @@ edge/screens/staffpages.py its pages): routes, the token and Host checks, and th
 from __future__ import annotations
 
 import argparse
+import html
 import json
 import logging
 import re
@@ -15,15 +16,16 @@ from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler
 from types import FrameType
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, urlencode, urlsplit
 
 from edge import config
 from edge.config import need_config
-from edge.screens import localweb, staffpages
+from edge.screens import checkin_page, localweb, staffpages, today_page
 from edge.screens.localweb import LocalServer, is_loopback
 from edge.screens.staffscreen import DEFAULT_LISTEN, EXIT_FAIL, EXIT_OK, MAX_BODY, MAX_NAME, StaffScreen
 from edge.screens.staffwords import phrase
 from edge.store import StoreError
+from edge.store.kioskstate import read_state, state_path
 
 log = logging.getLogger(__name__)
 
@@ -88,12 +90,20 @@ class _Handler(BaseHTTPRequestHandler):
         elif url.path == "/":
             key = parse_qs(url.query).get("flash", [""])[0]
             self._guarded(False, lambda: self._list(key))
+        elif url.path in ("/today", "/today.csv"):
+            self._guarded(False, lambda: self._today(url.path.endswith(".csv")))
+        elif url.path == "/checkin":
+            q = parse_qs(url.query)
+            self._guarded(False, lambda: self._checkin_page(q.get("q", [""])[0], q.get("flash", [""])[0]))
         else:
             self._guarded(False, lambda: self._error(HTTPStatus.NOT_FOUND, "e404"))
 
     do_HEAD = do_GET
 
     def do_POST(self) -> None:
+        if urlsplit(self.path).path == "/checkin":
+            self._guarded(False, self._post_checkin)
+            return
         m = _CONFIRM_PATH.fullmatch(urlsplit(self.path).path)
         if m is None:
             self._guarded(False, lambda: self._error(HTTPStatus.NOT_FOUND, "e404"))
@@ -117,7 +127,8 @@ class _Handler(BaseHTTPRequestHandler):
             return
         localweb.send(self, HTTPStatus.OK, data, "image/jpeg", staffpages.CSP)
 
-    def _post_confirm(self, confirmation_id: int) -> None:
+    def _form(self) -> dict[str, list[str]] | None:
+        """The posted form, once its size and token are checked; None when refused (the answer is sent)."""
         try:
             length = int(self.headers.get("Content-Length") or 0)
         except ValueError:
@@ -125,12 +136,51 @@ class _Handler(BaseHTTPRequestHandler):
         if not 0 <= length <= MAX_BODY:
             self.close_connection = True  # the unread body must not be parsed as the next request
             self._error(HTTPStatus.BAD_REQUEST, "e400", "missing or oversized form")
-            return
+            return None
         form = parse_qs(self.rfile.read(length).decode("utf-8", "replace"))
         token = form.get("token", [""])[0]
         if not self.screen.token_ok(token):
             log.warning("staff screen: POST %s without a valid token refused", self.path)
             self._error(HTTPStatus.FORBIDDEN, "e403")
+            return None
+        return form
+
+    def _today(self, as_csv: bool) -> None:
+        screen = self.screen
+        kiosk = read_state(state_path(screen.cfg.store_path))
+        t = today_page.summary(screen.store(), screen.today(), screen.kiosk_id, kiosk)
+        if as_csv:
+            name = f"meals-{t.day.isoformat()}.csv"
+            self._send(HTTPStatus.OK, today_page.csv_text(t, screen.tz), "text/csv",
+                       {"Content-Disposition": f'attachment; filename="{name}"'})
+            return
+        body = today_page.render(screen.lang, t, screen.tz)
+        page = staffpages.render_body(screen.lang, today_page.word("open", screen.lang), body, refresh=30)
+        self._send(HTTPStatus.OK, page, "text/html")
+
+    def _checkin_page(self, query: str, flash_key: str) -> None:
+        lang = self.screen.lang
+        found, more = self.screen.find(query)
+        flash = self.screen.get_flash(flash_key) if flash_key else None
+        body = checkin_page.render(lang, self.screen.token, query, found, more)
+        if flash is not None:
+            body = f'<div class="flash {flash.tone}" role="status">{html.escape(flash.text)}</div>' + body
+        self._send(HTTPStatus.OK, staffpages.render_body(lang, checkin_page.word("title", lang), body), "text/html")
+
+    def _post_checkin(self) -> None:
+        form = self._form()
+        if form is None:
+            return
+        senior_id = form.get("senior", [""])[0]
+        by = "".join(ch for ch in form.get("by", [""])[0] if ch.isprintable())[:MAX_NAME]
+        flash = self.screen.checkin(senior_id, by)
+        key = self.screen.keep_flash(flash)
+        q = urlencode({"q": form.get("q", [""])[0], "flash": key})
+        self._send(HTTPStatus.SEE_OTHER, "", "text/plain", {"Location": f"/checkin?{q}"})
+
+    def _post_confirm(self, confirmation_id: int) -> None:
+        form = self._form()
+        if form is None:
             return
         action = form.get("action", [""])[0]
         if action not in ("yes", "no"):

@@ -3,7 +3,9 @@ number; what the publisher reads and marks delivered."""
 
 from __future__ import annotations
 
+import json
 from datetime import date, datetime
+from typing import Any
 
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
@@ -14,6 +16,15 @@ from edge.store.base import StoreBase
 from edge.store.models import KioskSeqRow, MealEventRow, OutboxRow
 from edge.store.records import AlreadyServed, EventRow, StoredEvent, StoreError, utcnow
 from edge.store.signer import SigningError
+
+
+def _check_in(payload: str, confirmed_by: str | None) -> str:
+    """How a stored event says the senior was checked in (events before check_in existed: from confirmed_by)."""
+    try:
+        value = json.loads(payload).get("check_in")
+    except (ValueError, AttributeError):
+        value = None
+    return str(value) if value else ("face_confirmed" if confirmed_by else "face")
 
 
 class MealStore(StoreBase):
@@ -145,14 +156,33 @@ class MealStore(StoreBase):
 
     def list_events(self, pending_only: bool = False, limit: int | None = None) -> list[EventRow]:
         """Events in seq order; with `limit`, the newest `limit` of them."""
+        out = self._events(OutboxRow.delivered_at.is_(None) if pending_only else None, limit)
+        out.reverse()
+        return out
+
+    def event(self, event_id: str) -> EventRow | None:
+        """One meal event with its delivery state, by id."""
+        return next(iter(self._events(MealEventRow.event_id == event_id)), None)
+
+    def meals_of_day(self, local_date: date) -> list[EventRow]:
+        """The meal events of one local date (every kiosk sharing this store), newest first."""
+        return self._events(MealEventRow.local_date == local_date)
+
+    def last_delivery(self) -> datetime | None:
+        """When the broker last acknowledged an event (UTC), None if never."""
+        with self._read("could not read the outbox") as s:
+            return s.scalar(select(func.max(OutboxRow.delivered_at)))
+
+    def _events(self, where: Any = None, limit: int | None = None) -> list[EventRow]:
+        """Events (newest first) with their outbox rows."""
         q = select(MealEventRow, OutboxRow).join(OutboxRow, OutboxRow.event_id == MealEventRow.event_id)
-        if pending_only:
-            q = q.where(OutboxRow.delivered_at.is_(None))
+        if where is not None:
+            q = q.where(where)
         q = q.order_by(MealEventRow.seq.desc(), MealEventRow.kiosk_id.desc())
         if limit is not None:
             q = q.limit(limit)
         with self._read("could not list events") as s:
-            out = [
+            return [
                 EventRow(
                     event_id=e.event_id,
                     seq=e.seq,
@@ -169,11 +199,10 @@ class MealStore(StoreBase):
                     delivered_at=o.delivered_at,
                     attempts=o.attempts,
                     last_error=o.last_error,
+                    check_in=_check_in(e.payload, e.confirmed_by),
                 )
                 for e, o in s.execute(q)
             ]
-        out.reverse()
-        return out
 
     def newest_event_time(self) -> datetime | None:
         """The latest `decided_at` of any meal event in the store (compared as instants, whatever their
