@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-from functools import cache
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -23,9 +22,9 @@ def default_database_url() -> str:
     return f"sqlite:///{state_dir() / 'meal-district.sqlite'}"
 
 
-@cache
 def schema(name: str) -> dict[str, Any]:
-    """A JSON schema shipped in district/schemas (the v1 ones are docs/*.schema.json, linked at build time)."""
+    """A JSON schema shipped in district/schemas (the v1 ones are docs/*.schema.json, linked at build time).
+    A fresh object on every call: fastjsonschema changes the one it compiles."""
     text = resources.files("district").joinpath("schemas", name).read_text(encoding="utf-8")
     obj: dict[str, Any] = json.loads(text)
     return obj
