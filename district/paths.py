@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+from functools import cache
 from importlib import resources
 from pathlib import Path
 from typing import Any
