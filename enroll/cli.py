@@ -73,7 +73,10 @@ def _add_commands(sub: argparse._SubParsersAction[Any]) -> None:
     a.add_argument("--birth-date", required=True, type=_birth_date, metavar="YYYY-MM-DD")
     a.add_argument("--hukou", required=True, metavar="DISTRICT", help="hukou district")
     a.add_argument(
-        "--force", action="store_true", help="enrol even if the face matches another enrolled senior"
+        "--force",
+        action="store_true",
+        help="enrol even if the face matches another enrolled senior, or (adding photos to an enrolled senior) "
+        "does not look like their own photos",
     )
     a.add_argument("photos", nargs="+", metavar="PHOTO", help="1 to 5 photos of the senior's face")
 
@@ -85,6 +88,11 @@ def _add_commands(sub: argparse._SubParsersAction[Any]) -> None:
     )
     i.add_argument(
         "--force", action="store_true", help="enrol even if a face matches another enrolled senior"
+    )
+    i.add_argument(
+        "--update",
+        action="store_true",
+        help="add the photos of rows whose senior is already enrolled (default: such rows are left unchanged)",
     )
 
     _add_capture(sub)
@@ -344,26 +352,51 @@ def cmd_import(args: argparse.Namespace, cfg: Config, out: IO[str], err: IO[str]
             progress.note(f"row {b.row}: rejected: {b.reason}")
         for row in rows:
             assert enroller is not None
-            res = enroller.enrol(row.senior, list(row.photos), force=args.force)
             label = f"row {row.row} {row.senior.senior_id} {row.senior.name}"
+            if not args.update and store.get_senior(row.senior.senior_id) is not None:
+                # A re-imported roster must not slip new photos (maybe someone else's) onto an enrolled
+                # senior: only with --update, and then checked against the senior's own templates.
+                problems = enroller.check_senior(row.senior)
+                if problems:
+                    refused += 1
+                    progress.step(label, "REJECTED")
+                    print(f"{label}: REJECTED: {'; '.join(problems)}", file=out)
+                    rejected += [f"{label}: {r}" for r in problems]
+                    continue
+                unchanged += 1
+                n = store.template_count(row.senior.senior_id)
+                state = f"already enrolled ({n} templates): not changed; --update adds this row's photos"
+                progress.step(label, "unchanged")
+                print(f"{label}: {state}", file=out)
+                continue
+            existed = store.get_senior(row.senior.senior_id) is not None
+            res = enroller.enrol(row.senior, list(row.photos), force=args.force)
             warnings += len(res.all_warnings)
             templates += res.templates_added
+            added = f"{res.templates_added} template(s) added"
+            if existed and res.enrolled:
+                added += f" ({res.templates_total} in all)"
             if res.enrolled and not res.rejected:
                 enrolled += 1
                 state = "ok" + (f" ({len(res.all_warnings)} warning(s))" if res.all_warnings else "")
+                done = ("updated, " if existed else "enrolled, ") + added
             elif res.enrolled:
                 partly += 1
-                state = f"enrolled, {len(res.rejected_photos)} photo(s) rejected"
+                state = f"{'updated' if existed else 'enrolled'}, {len(res.rejected_photos)} photo(s) rejected"
+                done = f"{state}, {added}"
             elif res.rejected:
                 refused += 1
-                state = "REJECTED"
+                state = done = "REJECTED"
             else:
                 unchanged += 1
                 state = "unchanged"
+                done = f"unchanged: its photos are already enrolled ({res.templates_total} templates)"
             progress.step(label, state)
             if res.rejected:
                 reasons = res.problems + [f"{p.label}: {p.reason}" for p in res.rejected_photos]
                 rejected += [f"{label}: {r}" for r in reasons]
+                done += ": " + "; ".join(reasons)
+            print(f"{label}: {done}", file=out)
             if res.all_warnings:
                 for w in res.all_warnings:
                     print(f"warning: {label}: {w}", file=out)
@@ -379,7 +412,7 @@ def cmd_import(args: argparse.Namespace, cfg: Config, out: IO[str], err: IO[str]
     if partly:
         summary += f"; {partly} enrolled with some photos rejected"
     if unchanged:
-        summary += f"; {unchanged} already enrolled, unchanged"
+        summary += f"; {unchanged} already enrolled, unchanged" + ("" if args.update else " (--update adds photos)")
     print(summary, file=out)
     return EXIT_REJECTED if (n_rejected_rows or partly) else EXIT_OK
 

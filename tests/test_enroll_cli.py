@@ -160,7 +160,7 @@ def test_a_different_persons_photo_among_a_seniors_photos_is_refused(
 
     # more photos for an enrolled senior must show the same person as their templates
     rc, out, _ = run(capsys, *add(cfg, "S003", "朱明", lfw("John_Mayer", 1)))
-    assert rc == 1 and "does not look like the person already enrolled under this id" in out
+    assert rc == 1 and "does not look like S003 as already enrolled" in out
 
 
 def test_bad_photos_are_reported_and_nothing_is_stored(
@@ -236,8 +236,11 @@ def test_import_roster_reports_rows_and_enrols_the_rest(
     with Store(db(tmp_path)) as st:
         assert {s.senior_id: n for s, n in st.list_seniors()} == {"S1": 2, "S3": 1, "S4": 1}
 
-    # running the same file again stores nothing twice
+    # running the same file again stores nothing twice; enrolled seniors are left alone without --update
     rc, out, _ = run(capsys, "--config", cfg, "import", str(roster), "--photos", str(LFW))
+    assert rc == 1
+    assert "3 already enrolled, unchanged (--update adds photos)" in out
+    rc, out, _ = run(capsys, "--config", cfg, "import", str(roster), "--photos", str(LFW), "--update")
     assert rc == 1
     assert "2 already enrolled, unchanged" in out
     with Store(db(tmp_path)) as st:
