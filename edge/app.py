@@ -30,7 +30,7 @@ from edge.evidence import EvidenceKeeper, Snapshot, confirmation_name
 from edge.liveness import LivenessChecker, LivenessVerdict
 from edge.match import Gallery, normalise
 from edge.refresh import CheckIn, RefreshRule, checkin_source, is_checkin_source, refresh_reasons
-from edge.rules import ALREADY_SERVED, Senior, decide_meal
+from edge.rules import ALREADY_SERVED, Senior, decide_meal, meal_window
 from edge.store import AlreadyServed, Store, StoreError, TemplateIn
 from edge.track import Observation, Track, Tracker
 
@@ -322,7 +322,9 @@ class Pipeline:
         if verdict.outcome != "accept" and len(embs) < t.max_frames and not final:
             return None  # more frames may still settle it
         live: bool | None = None
-        if verdict.outcome == "accept" and self.liveness is not None:
+        # Liveness guards money only: a senior who already ate this meal (or gets none now) is told so at
+        # once; a still face or a looping video never turns that into a staff card.
+        if verdict.outcome == "accept" and self.liveness is not None and self._pays(verdict, frame):
             lv = self._liveness(track)
             live = lv.live
             if lv.live is None and not final and len(track.frames) < self.cfg.liveness.max_frames:
@@ -344,6 +346,21 @@ class Pipeline:
             track.id, verdict, self.clock(frame), ts, ts - track.first_ts, probe=probe, live=live,
             snapshot=snapshot,
         )
+
+    def _pays(self, verdict: Verdict, frame: Frame) -> bool:
+        """Would the rules record a meal for the verdict's senior now? False for a repeat, a refusal or a
+        closed kiosk: then nothing is paid whatever liveness says. True when unsure (store error)."""
+        try:
+            senior = self.store.get_senior(verdict.senior_id) if verdict.senior_id else None
+            if senior is None:
+                return True
+            now = self.clock(frame)
+            c = self.cfg.centre
+            prior = self.store.meals_on(senior.senior_id, now.astimezone(c.tz).date())
+        except StoreError as e:
+            log.error("could not read %s's meals before the liveness check: %s", verdict.senior_id, e)
+            return True
+        return decide_meal(senior, now, prior, self.cfg.rules, c.district, c.tz).kind == "meal"
 
     def _liveness(self, track: Track) -> LivenessVerdict:
         n = len(track.frames)
@@ -428,8 +445,17 @@ class Pipeline:
 
     def _pending_confirmation(self, senior: Senior, verdict: Verdict, decided_at: datetime) -> int | None:
         """Keep the `confirm` decision for staff (`meal-edge confirm`); the rules are applied when staff
-        accept it, as of `decided_at`. A store failure is logged; the kiosk still asks staff."""
+        accept it, as of `decided_at`. A store failure is logged; the kiosk still asks staff.
+        One card per senior per meal window: a new uncertain attempt joins the pending one (issue 15)."""
         try:
+            window = meal_window(self.cfg.rules.meals, decided_at)
+            for c in self.store.pending_confirmations(self.cfg.centre.kiosk_id):
+                same = c.decided_at.astimezone(self.cfg.centre.tz)
+                if (c.senior_id, c.local_date) == (senior.senior_id, decided_at.date()) and (
+                    meal_window(self.cfg.rules.meals, same) == window
+                ):
+                    log.info("confirmation %d for %s is still pending: this attempt joins it", c.id, c.senior_id)
+                    return c.id
             return self.store.add_confirmation(
                 kiosk_id=self.cfg.centre.kiosk_id,
                 senior_id=senior.senior_id,
