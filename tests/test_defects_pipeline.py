@@ -8,7 +8,9 @@ still face, as the looping clip of the issue did.
 from __future__ import annotations
 
 import numpy as np
-from test_confirm import DAY, TOPIC, _NotLive, at, light_pipeline, lunch_event
+
+# cfg and store are test_confirm's fixtures: S0001 Wang Fang enrolled, lunch 10:30-13:30, the kiosk at 11:45
+from test_confirm import DAY, TOPIC, _NotLive, at, cfg, light_pipeline, lunch_event, store  # noqa: F401
 
 from edge.app import Decision
 from edge.config import Config
@@ -16,9 +18,6 @@ from edge.decide import Verdict
 from edge.detect import Face
 from edge.store import Store, TemplateIn
 from edge.track import Observation, Track
-
-# the store and cfg fixtures of test_confirm: S0001 Wang Fang enrolled, lunch 10:30-13:30, kiosk at 11:45
-from test_confirm import cfg, store  # noqa: F401  (pytest fixtures)
 
 
 def clear_track(emb: np.ndarray, track_id: int = 1) -> Track:
