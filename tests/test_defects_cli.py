@@ -18,8 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from edge.cli import build_parser as edge_parser
-from edge.cli import main as edge_main
+from edge.cli.main import build_parser as edge_parser
+from edge.cli.main import main as edge_main
 from edge.config import DEFAULT_CONFIG
 from enroll.cli import build_parser as enroll_parser
 from enroll.cli import main as enroll_main
@@ -213,7 +213,7 @@ def test_readme_quick_start_puts_the_commands_on_path() -> None:
 def _enrolled(world: Path) -> Path:
     from datetime import date
 
-    from edge.rules import Senior
+    from edge.meals.rules import Senior
     from edge.store import Store
 
     with Store(world / "state" / "meal.sqlite") as st:

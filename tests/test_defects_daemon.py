@@ -244,7 +244,7 @@ def test_camera_state_is_in_the_retained_status(
 def test_replay_of_a_video_damaged_mid_file_reports_frames_read_against_expected(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from edge.cli import main
+    from edge.cli.main import main
     from edge.store import Store
 
     data = need_clip().read_bytes()

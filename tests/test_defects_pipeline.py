@@ -12,12 +12,12 @@ import numpy as np
 # cfg and store are test_confirm's fixtures: S0001 Wang Fang enrolled, lunch 10:30-13:30, the kiosk at 11:45
 from test_confirm import DAY, TOPIC, _NotLive, at, cfg, light_pipeline, lunch_event, store  # noqa: F401
 
-from edge.app import Decision
 from edge.config import Config
-from edge.decide import Verdict
-from edge.detect import Face
+from edge.meals.feedback import Decision
+from edge.recognition.decide import Verdict
+from edge.recognition.detect import Face
+from edge.recognition.track import Observation, Track
 from edge.store import Store, TemplateIn
-from edge.track import Observation, Track
 
 
 def clear_track(emb: np.ndarray, track_id: int = 1) -> Track:
