@@ -80,9 +80,9 @@ def unrecognisable(n: int, other_model: str, model_id: str) -> str:
     """What the kiosk (at every gallery load) and `check-config` say about seniors enrolled only for
     another model."""
     return (
-        f"{n} seniors have face templates only for model {other_model}, not for this kiosk's model {model_id}: "
-        "they cannot be recognised. Re-enrol their photos (meal-enroll add/import/capture), or set "
-        "[recognition] mirror to match how they were enrolled"
+        f"{n} senior{' has' if n == 1 else 's have'} face templates only for model {other_model}, not for this "
+        f"kiosk's model {model_id}: they cannot be recognised. Re-enrol their photos (meal-enroll "
+        "add/import/capture), or set [recognition] mirror to match how they were enrolled"
     )
 
 

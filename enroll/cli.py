@@ -97,7 +97,7 @@ def _add_commands(sub: argparse._SubParsersAction[Any]) -> None:
 
     _add_capture(sub)
 
-    ls = sub.add_parser("list", help="table of enrolled seniors")
+    ls = sub.add_parser("list", help="table of enrolled seniors: id, name, birth date, hukou, status, templates")
     _config_arg(ls, False)
     ls.add_argument("--status", choices=STATUSES, help="only seniors with this status")
 
@@ -113,6 +113,7 @@ def _add_commands(sub: argparse._SubParsersAction[Any]) -> None:
     rm = sub.add_parser("remove", help="remove a senior and erase their face templates for good")
     _config_arg(rm, False)
     rm.add_argument("senior_id", metavar="ID")
+    rm.add_argument("--yes", "-y", action="store_true", help="do not ask (needed when not run on a terminal)")
 
 
 CAPTURE_EPILOG = """\
@@ -186,7 +187,22 @@ def build_parser(prog: str = "meal-enroll") -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     sub.required = True
     _add_commands(sub)
+    # `COMMAND --help` starts with what the command does
+    for name, cmd in sub.choices.items():
+        cmd.description = cmd.description or DESCRIPTIONS[name]
     return p
+
+
+DESCRIPTIONS = {
+    "add": "Enrol one senior from 1 to 5 photos, or add photos to an enrolled senior (they must look like the "
+    "senior's own photos). Every photo is checked first; exit 1 if anything was refused.",
+    "import": "Enrol the seniors of a roster CSV (senior_id,name,birth_date,hukou,photos), one line of output per "
+    "row. Rows whose senior is already enrolled are left unchanged unless --update.",
+    "list": "A table of the enrolled seniors: id, name, birth date, hukou, status and number of face templates.",
+    "show": "One senior's record: details, status, whether they get the subsidy today, and their face templates.",
+    "set-status": "Mark a senior active, suspended or deceased; the kiosk applies it at the next check-in.",
+    "remove": "Remove a senior and erase their face templates for good (asks first; --yes does not ask).",
+}
 
 
 # -- wiring ----------------------------------------------------------------------------------------
@@ -604,15 +620,33 @@ def cmd_set_status(args: argparse.Namespace, cfg: Config, out: IO[str]) -> int:
     return EXIT_OK
 
 
+def _confirm_removal(senior: Senior, n_templates: int, out: IO[str]) -> bool:
+    """Ask on the terminal; without one (a script, a pipe) removal needs --yes, said before anything is read."""
+    if not sys.stdin.isatty():
+        raise UsageError(f"remove {senior.senior_id}: erasing a senior cannot be undone; add --yes to confirm "
+                         "(no terminal to ask on)")  # fmt: skip
+    print(f"Remove {senior.senior_id} {senior.name} (born {senior.birth_date}, hukou {senior.hukou}) and erase "
+          f"their {n_templates} face template(s) for good? [y/N] ", end="", file=out, flush=True)  # fmt: skip
+    try:
+        answer = input()
+    except EOFError:
+        answer = ""
+    return answer.strip().lower() in ("y", "yes")
+
+
 def cmd_remove(args: argparse.Namespace, cfg: Config, out: IO[str]) -> int:
     from edge.store import StoreError
 
     store = _open_store(cfg)
     try:
-        if store.get_senior(args.senior_id) is None:
+        senior = store.get_senior(args.senior_id)
+        if senior is None:
             print(
                 f"no senior {args.senior_id}: nothing removed (`meal-enroll list` shows everyone)", file=out
             )
+            return EXIT_REJECTED
+        if not args.yes and not _confirm_removal(senior, store.template_count(senior.senior_id), out):
+            print(f"{senior.senior_id}: not removed", file=out)
             return EXIT_REJECTED
         rep = store.remove_senior(args.senior_id)
     except StoreError as e:

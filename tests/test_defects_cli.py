@@ -267,3 +267,31 @@ def test_remove_asks_on_a_terminal(world: Path) -> None:
     assert rc == 1 and "Remove S1 王芳" in out and "not removed" in out and _exists(world), out
     rc, out = _remove_on_a_terminal(cfg, b"y\n")
     assert rc == 0 and "removed S1 王芳" in out and not _exists(world), out
+
+
+# -- defect 8 (and 3): the demo cleans up, keeps a relative folder, and counts in English --------------------
+
+
+@pytest.mark.slow
+def test_demo_removes_its_temporary_folder_and_keeps_a_relative_one(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import re
+    import tempfile
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))  # so that what is left behind can be seen
+    assert edge_main(["demo"]) == 0
+    out, err = capsys.readouterr()
+    assert "Traceback" not in out + err
+    assert list(tmp_path.glob("meal-edge-demo-*")) == [], "the demo left its temporary folder behind"
+    assert "are removed now" in out
+    assert not re.search(r"\b1 (decision|frame|template|event)s\b", out), out
+    assert "1 decision, one per presence" in out  # the dinner scene: one presence
+
+    monkeypatch.chdir(tmp_path)
+    assert edge_main(["demo", "--keep", "demo-kept"]) == 0  # relative: the ValueError
+    out, err = capsys.readouterr()
+    assert "Traceback" not in out + err
+    kept = tmp_path / "demo-kept"
+    assert (kept / "meal-edge.toml").is_file() and list(kept.glob("evidence/*/*.jpg"))
+    assert f"Files are in {kept}" in out

@@ -101,7 +101,7 @@ def test_add_list_show_remove_with_chinese_names(
         blobs = [e.astype("<f4").tobytes() for _, e in st.templates()]
     assert len(blobs) == 2
 
-    rc, out, _ = run(capsys, "--config", cfg, "remove", "S001")
+    rc, out, _ = run(capsys, "--config", cfg, "remove", "S001", "--yes")
     assert rc == 0
     assert out.strip() == "removed S001 王芳: 2 templates erased"
     with Store(db(tmp_path)) as st:
@@ -316,7 +316,7 @@ def test_photos_are_kept_only_when_the_config_says_so(
         assert run(capsys, *add(c, "S1", "王芳", lfw("Wu_Yi", 1)))[0] == 0
         with Store(db(folder)) as st:
             assert [has_photo for *_, has_photo in st.template_info("S1")] == [keep]
-        rc, out, _ = run(capsys, "--config", c, "remove", "S1")
+        rc, out, _ = run(capsys, "--config", c, "remove", "S1", "--yes")
         assert out.strip() == "removed S1 王芳: 1 templates erased" + (", 1 photos erased" if keep else "")
 
 

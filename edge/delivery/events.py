@@ -134,9 +134,16 @@ def status_topic(prefix: str, district: str, centre_id: str, kiosk_id: str) -> s
 
 
 def status_payload(
-    state: str, centre_id: str, district: str, kiosk_id: str, reason: str, at: datetime | None = None
+    state: str,
+    centre_id: str,
+    district: str,
+    kiosk_id: str,
+    reason: str,
+    at: datetime | None = None,
+    camera: str | None = None,
 ) -> bytes:
-    """Retained kiosk status: `online` (birth, on every connect) or `offline` (clean stop or last will)."""
+    """Retained kiosk status: `online` (birth, on every connect) or `offline` (clean stop or last will);
+    `camera` ok/missing once the daemon has tried the camera (an online kiosk without a camera serves nobody)."""
     if state not in ("online", "offline"):
         raise ValueError(f"state must be online or offline, got {state!r}")
     obj = {
@@ -148,4 +155,6 @@ def status_payload(
         "kiosk_id": kiosk_id,
         "ts": iso(at or datetime.now(UTC)),
     }
+    if camera is not None:
+        obj["camera"] = camera
     return dumps(obj).encode("utf-8")
