@@ -48,7 +48,7 @@ def test_uncertain_attempts_of_one_senior_share_one_pending_card(store: Store, c
     ids = []
     for minute, reasons in ((45, ("ambiguous_margin",)), (46, ("liveness_not_confirmed", "too_still")), (47, ())):
         v = Verdict("confirm", "S0001", 0.41, 0.03, 5, reasons or ("not_close_enough",), best_id="S0001")
-        d = pipe._finalise(minute, v, at(f"11:{minute}"), float(minute))
+        d = pipe.finalise(minute, v, at(f"11:{minute}"), float(minute))
         assert d.kind == "confirm" and d.confirmation_id is not None
         ids.append(d.confirmation_id)
     assert len(set(ids)) == 1, ids
@@ -57,6 +57,6 @@ def test_uncertain_attempts_of_one_senior_share_one_pending_card(store: Store, c
 
     # the next meal window is another card (dinner is another meal to confirm)
     v = Verdict("confirm", "S0001", 0.41, 0.03, 5, ("ambiguous_margin",), best_id="S0001")
-    d = pipe._finalise(99, v, at("17:00"), 99.0)
+    d = pipe.finalise(99, v, at("17:00"), 99.0)
     assert d.confirmation_id not in ids
     assert len(store.pending_confirmations()) == 2

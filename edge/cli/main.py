@@ -404,9 +404,9 @@ def build_parser() -> argparse.ArgumentParser:
     from edge.cli import models as models_cli
     from edge.lab import calibrate, evaluate, liveness_eval
     from edge.meals import confirm
-    from edge.screens import staffscreen
+    from edge.screens import staffserver
 
-    for tool in (confirm, staffscreen, evaluate, calibrate, models_cli, liveness_eval):
+    for tool in (confirm, staffserver, evaluate, calibrate, models_cli, liveness_eval):
         tool.add_parser(sub)
     every_command_takes_config(sub)
     return p
