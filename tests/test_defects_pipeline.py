@@ -34,7 +34,7 @@ def test_an_already_served_senior_is_a_repeat_whatever_liveness_says(store: Stor
     pipe = light_pipeline(cfg, store, liveness=checker, on_decision=seen.append)
 
     for track_id in range(1, 8):  # the issue: 7 presences in 66 s of a looping clip
-        d = pipe._maybe_decide(clear_track(emb, track_id), None, final=True)  # type: ignore[arg-type]
+        d = pipe.decide_track(clear_track(emb, track_id), None, final=True)  # type: ignore[arg-type]
         assert d is not None and d.kind == "repeat", d
         assert d.reasons == ("already_served_this_meal",) and d.confirmation_id is None
         assert (d.price_fen, d.subsidy_fen, d.payable_fen, d.event_id) == (0, 0, 0, None)
