@@ -132,36 +132,6 @@ def _print_result(res: EnrolResult, out: IO[str], indent: str = "") -> None:
         print(f"{indent}  warning: {w}", file=out)
 
 
-class Progress:
-    """Per-row progress on stderr: one plain line per row, or one rewritten bar on a terminal."""
-
-    def __init__(self, total: int, stream: IO[str]) -> None:
-        self.total = max(total, 0)
-        self.done = 0
-        self.stream = stream
-        self.tty = bool(getattr(stream, "isatty", lambda: False)())
-
-    def step(self, label: str, state: str) -> None:
-        self.done += 1
-        n = len(str(self.total))
-        pct = 100 * self.done // self.total if self.total else 100
-        head = f"[{self.done:>{n}}/{self.total}] {pct:3d}%"
-        if self.tty:
-            filled = 20 * self.done // self.total if self.total else 20
-            bar = "#" * filled + "-" * (20 - filled)
-            print(f"\r\x1b[K{head} [{bar}] {label} {state}", end="", file=self.stream, flush=True)
-            if self.done >= self.total:
-                print(file=self.stream)
-        else:
-            print(f"{head} {label} {state}", file=self.stream, flush=True)
-
-    def note(self, text: str) -> None:
-        if self.tty:
-            print("\r\x1b[K" + text, file=self.stream, flush=True)
-        else:
-            print(text, file=self.stream, flush=True)
-
-
 # -- commands -------------------------------------------------------------------------------------
 
 
@@ -181,6 +151,7 @@ def cmd_add(args: argparse.Namespace, cfg: Config, out: IO[str]) -> int:
 
 
 def cmd_import(args: argparse.Namespace, cfg: Config, out: IO[str], err: IO[str]) -> int:
+    from enroll.bulk import import_rows
     from enroll.roster import RosterError, read_roster
 
     if args.photos is not None and not Path(args.photos).is_dir():
@@ -189,81 +160,25 @@ def cmd_import(args: argparse.Namespace, cfg: Config, out: IO[str], err: IO[str]
         rows, bad = read_roster(args.roster, args.photos)
     except RosterError as e:
         raise UsageError(str(e)) from None
-    rejected: list[str] = []
-    for b in bad:
-        rejected.append(f"row {b.row}{' ' + b.senior_id if b.senior_id else ''}: {b.reason}")
     store = _open_store(cfg)
-    enrolled = partly = unchanged = refused = warnings = templates = 0
     try:
         enroller = _enroller(cfg, store) if rows else None
-        progress = Progress(len(rows), err)
-        for b in bad:
-            progress.note(f"row {b.row}: rejected: {b.reason}")
-        for row in rows:
-            assert enroller is not None
-            label = f"row {row.row} {row.senior.senior_id} {row.senior.name}"
-            if not args.update and store.get_senior(row.senior.senior_id) is not None:
-                # A re-imported roster must not slip new photos (maybe someone else's) onto an enrolled
-                # senior: only with --update, and then checked against the senior's own templates.
-                problems = enroller.check_senior(row.senior)
-                if problems:
-                    refused += 1
-                    progress.step(label, "REJECTED")
-                    print(f"{label}: REJECTED: {'; '.join(problems)}", file=out)
-                    rejected += [f"{label}: {r}" for r in problems]
-                    continue
-                unchanged += 1
-                n = store.template_count(row.senior.senior_id)
-                state = f"already enrolled ({n} templates): not changed; --update adds this row's photos"
-                progress.step(label, "unchanged")
-                print(f"{label}: {state}", file=out)
-                continue
-            existed = store.get_senior(row.senior.senior_id) is not None
-            res = enroller.enrol(row.senior, list(row.photos), force=args.force)
-            warnings += len(res.all_warnings)
-            templates += res.templates_added
-            added = f"{res.templates_added} template(s) added"
-            if existed and res.enrolled:
-                added += f" ({res.templates_total} in all)"
-            if res.enrolled and not res.rejected:
-                enrolled += 1
-                state = "ok" + (f" ({len(res.all_warnings)} warning(s))" if res.all_warnings else "")
-                done = ("updated, " if existed else "enrolled, ") + added
-            elif res.enrolled:
-                partly += 1
-                state = f"{'updated' if existed else 'enrolled'}, {len(res.rejected_photos)} photo(s) rejected"
-                done = f"{state}, {added}"
-            elif res.rejected:
-                refused += 1
-                state = done = "REJECTED"
-            else:
-                unchanged += 1
-                state = "unchanged"
-                done = f"unchanged: its photos are already enrolled ({res.templates_total} templates)"
-            progress.step(label, state)
-            if res.rejected:
-                reasons = res.problems + [f"{p.label}: {p.reason}" for p in res.rejected_photos]
-                rejected += [f"{label}: {r}" for r in reasons]
-                done += ": " + "; ".join(reasons)
-            print(f"{label}: {done}", file=out)
-            if res.all_warnings:
-                for w in res.all_warnings:
-                    print(f"warning: {label}: {w}", file=out)
+        t = import_rows(store, enroller, rows, bad, update=args.update, force=args.force, out=out, err=err)
     finally:
         store.close()
-    n_rejected_rows = len(bad) + refused
-    for line in rejected:
+    n_rejected_rows = len(bad) + t.refused
+    for line in t.rejected:
         print(f"rejected: {line}", file=out)
     summary = (
-        f"{Path(args.roster).name}: {enrolled + partly} enrolled ({templates} templates), "
-        f"{n_rejected_rows} rejected, {warnings} warning(s)"
+        f"{Path(args.roster).name}: {t.enrolled + t.partly} enrolled ({t.templates} templates), "
+        f"{n_rejected_rows} rejected, {t.warnings} warning(s)"
     )
-    if partly:
-        summary += f"; {partly} enrolled with some photos rejected"
-    if unchanged:
-        summary += f"; {unchanged} already enrolled, unchanged" + ("" if args.update else " (--update adds photos)")
+    if t.partly:
+        summary += f"; {t.partly} enrolled with some photos rejected"
+    if t.unchanged:
+        summary += f"; {t.unchanged} already enrolled, unchanged" + ("" if args.update else " (--update adds photos)")
     print(summary, file=out)
-    return EXIT_REJECTED if (n_rejected_rows or partly) else EXIT_OK
+    return EXIT_REJECTED if (n_rejected_rows or t.partly) else EXIT_OK
 
 
 class _Status:
