@@ -185,9 +185,15 @@ def test_config_is_taken_before_and_after_every_sub_command_and_from_the_environ
         assert build().parse_args([name, *rest, "--config", "c.toml"]).config == "c.toml", name
 
 
-def test_events_takes_config_after_the_sub_command(world: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_events_takes_config_after_the_sub_command(
+    world: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
     assert edge_main(["events", "--config", str(world / "meal-edge.toml")]) == 0
     assert "Traceback" not in capsys.readouterr().err
+    monkeypatch.setenv("MEAL_EDGE_CONFIG", str(world / "meal-edge.toml"))
+    assert edge_main(["events"]) == 0
+    assert edge_main(["check-config"]) == 0  # the config it checks can come the same ways
+    assert f"{world / 'meal-edge.toml'}: OK" in capsys.readouterr().out
 
 
 @pytest.mark.parametrize("which", ["edge", "enroll"])

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 
 from edge.app import build_parts, make_pipeline, replay_clock, unrecognisable
 from edge.cli.text import plural
-from edge.config import DEFAULT_CONFIG, Config, ConfigError, load_config, need_config
+from edge.config import DEFAULT_CONFIG, Config, ConfigError, need_config
 from edge.meals.feedback import Decision
 from edge.modelbuild import ModelError
 from edge.recognition.capture import SourceError
@@ -312,8 +312,9 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     from edge.recognition.decide import load_policy
     from edge.recognition.embed.mirror import reference_model_id
 
-    cfg = load_config(args.file)
-    print(f"{args.file}: OK (centre {cfg.centre.id}, kiosk {cfg.centre.kiosk_id}, {len(cfg.rules.meals)} meals)")
+    path = args.file or args.config  # `check-config FILE`, or the --config / $MEAL_EDGE_CONFIG every command takes
+    cfg = need_config(path)
+    print(f"{path}: OK (centre {cfg.centre.id}, kiosk {cfg.centre.kiosk_id}, {len(cfg.rules.meals)} meals)")
     model_id = reference_model_id(cfg.recognition.mirror)
     try:
         policy = load_policy(model_id, cfg.calibration_path)
@@ -394,7 +395,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_evidence)
 
     s = sub.add_parser("check-config", help="validate a config file; names the bad line")
-    s.add_argument("file")
+    s.add_argument("file", nargs="?", help="the config to check (default: --config or $MEAL_EDGE_CONFIG)")
     s.set_defaults(func=cmd_check_config)
 
     s = sub.add_parser("default-config", help="print a complete, commented config")
