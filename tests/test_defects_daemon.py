@@ -169,7 +169,9 @@ def test_a_second_daemon_on_the_same_store_stops_and_so_does_the_first(
     first.wait_for("meal-edge running")
     second = Daemon(cfg, "second")
     daemons.append(second)
-    second.wait_for("meal-edge running", timeout=90) if second.proc.poll() is None else None
+    deadline = time.monotonic() + 90  # running, or refused at once (a store lock)
+    while "meal-edge running" not in second.log and second.proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.1)
     time.sleep(2)
     if second.proc.poll() is None:  # without a store lock it runs; with one it has refused already
         assert_clean_stop(second, second.terminate())
