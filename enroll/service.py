@@ -421,8 +421,9 @@ class Enroller:
     def own_distance_limit(self) -> float:
         """The kiosk's own rule for "this is that senior", bound to the model in use: a single photo scored
         against the senior's templates as the kiosk scores one frame (edge.decide.senior_distances) must be
-        within the distance at which the kiosk would take it for them at all (accept or ask staff)."""
-        return self.decision_policy.thresholds(1).confirm_distance
+        within the distance at which the kiosk would take it for them at all (accept or ask staff). Never laxer
+        than the hand-set agree_distance (a model without calibration gets the looser default thresholds)."""
+        return min(self.decision_policy.thresholds(1).confirm_distance, self.policy.agree_distance)
 
     def _like_enrolled(
         self, cands: list[_Candidate], own: np.ndarray, res: EnrolResult, senior: Senior, force: bool
