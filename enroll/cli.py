@@ -25,7 +25,7 @@ from enroll.parser import (
 )
 
 if TYPE_CHECKING:
-    from edge.recognition.detect import Detector
+    from edge.recognition.detect import FaceDetector
     from edge.recognition.embed.base import Embedder
     from edge.store import Store
     from enroll.service import Enroller, EnrolResult
@@ -61,26 +61,32 @@ def _open_store(cfg: Config) -> Store:
         raise UsageError(f"{e}: check [store] path in {cfg.source_path}") from None
 
 
-@lru_cache(maxsize=2)
-def load_models(backend: str, threads: int, mirror: bool) -> tuple[Detector, Embedder]:
-    # Cached: loading the dlib models takes about a second, and tests call main() many times.
-    from edge.recognition.detect import Detector
+@lru_cache(maxsize=4)
+def load_models(
+    backend: str,
+    threads: int,
+    mirror: bool,
+    model_dir: Path | None = None,
+    model: str = "sface",
+    detector: str = "yunet",
+) -> tuple[FaceDetector, Embedder]:
+    """The kiosk's detector and face model, so templates are aligned as the kiosk's probes are. model_dir: where
+    the converted models are built and read (the config's state folder; default: the user's)."""
+    # Cached: loading the models takes about a second, and tests call main() many times.
+    from edge.recognition.detectors import make_detector
+    from edge.recognition.embed.factory import make_embedder
     from enroll.service import ENROL_DETECT_WIDTH, ENROL_UPSAMPLE
 
-    return Detector(detect_width=ENROL_DETECT_WIDTH, upsample=ENROL_UPSAMPLE), make_embedder(backend, threads, mirror)
-
-
-def make_embedder(backend: str, threads: int, mirror: bool) -> Embedder:
-    from edge.recognition.embed.factory import make_embedder as factory
-
-    return factory(backend, threads, mirror=mirror)
+    det = make_detector(detector, ENROL_DETECT_WIDTH, ENROL_UPSAMPLE, onnx_dir=model_dir)
+    return det, make_embedder(backend, threads, mirror=mirror, model=model, onnx_dir=model_dir)
 
 
 def _enroller(cfg: Config, store: Store) -> Enroller:
     from edge.recognition.decide import CalibrationError, load_policy
     from enroll.service import Enroller
 
-    detector, embedder = load_models(cfg.recognition.backend, cfg.recognition.threads, cfg.recognition.mirror)
+    r = cfg.recognition
+    detector, embedder = load_models(r.backend, r.threads, r.mirror, cfg.model_dir, r.model, cfg.detect.detector)
     try:
         policy = load_policy(embedder.model_id, cfg.calibration_path)
     except CalibrationError as e:

@@ -315,7 +315,7 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     path = args.file or args.config  # `check-config FILE`, or the --config / $MEAL_EDGE_CONFIG every command takes
     cfg = need_config(path)
     print(f"{path}: OK (centre {cfg.centre.id}, kiosk {cfg.centre.kiosk_id}, {len(cfg.rules.meals)} meals)")
-    model_id = reference_model_id(cfg.recognition.mirror)
+    model_id = reference_model_id(cfg.recognition.mirror, cfg.recognition.model)
     try:
         policy = load_policy(model_id, cfg.calibration_path)
     except CalibrationError as e:
