@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -30,8 +30,12 @@ from edge.recognition.embed.base import Embedder
 from edge.recognition.liveness import LivenessChecker, LivenessVerdict
 from edge.recognition.match import Gallery, normalise
 from edge.recognition.track import Observation, Snapshot, Track, Tracker
+from edge.security.clockguard import ClockGuard, ClockState
 from edge.store import Store
 from edge.store.evidence import EvidenceKeeper
+
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 log = logging.getLogger(__name__)
 
@@ -156,6 +160,7 @@ class Pipeline:
         on_event: Callable[[], None] | None = None,
         liveness: LivenessChecker | None = None,
         evidence: EvidenceKeeper | None = None,
+        clock_guard: ClockGuard | None = None,
     ) -> None:
         self.cfg = cfg
         self.detector = detector
@@ -167,6 +172,8 @@ class Pipeline:
         self.on_decision = on_decision
         self.liveness = liveness
         self.evidence = evidence
+        #: no decision on a clock earlier than the newest event (or far beyond it at start)
+        self.clock_guard = clock_guard
         t = cfg.track
         self.tracker = Tracker(iou_match=t.iou_match, max_missing=t.max_missing_frames)
         self.stats = Stats()
@@ -177,6 +184,7 @@ class Pipeline:
             on_event=on_event,
             evidence=evidence,
             liveness_enabled=liveness is not None,
+            clock_guard=clock_guard,
         )
 
     @property
@@ -362,13 +370,16 @@ class Parts:
     detector: FaceDetector
 
 
-def build_parts(cfg: Config, *, store_path: Path | None = None) -> Parts:
-    """Open the store and build detector, embedder and decision policy from the config."""
+def build_parts(
+    cfg: Config, *, store_path: Path | None = None, signing_key: Ed25519PrivateKey | None = None
+) -> Parts:
+    """Open the store and build detector, embedder and decision policy from the config. `signing_key`: what
+    meal events are signed with (None: the key beside the store, see edge/store/signer.py)."""
     from edge.recognition.decide import load_policy
     from edge.recognition.detectors import make_detector
     from edge.recognition.embed.factory import make_embedder
 
-    store = Store(store_path or cfg.store_path)
+    store = Store(store_path or cfg.store_path, signing_key=signing_key)
     r, d = cfg.recognition, cfg.detect
     embedder = make_embedder(r.backend, r.threads, mirror=r.mirror, model=r.model, onnx_dir=cfg.model_dir)
     policy = load_policy(embedder.model_id, cfg.calibration_path)
@@ -376,11 +387,22 @@ def build_parts(cfg: Config, *, store_path: Path | None = None) -> Parts:
     return Parts(store, embedder, policy, detector)
 
 
+def make_clock_guard(
+    cfg: Config, store: Store, *, start_check: bool = True, on_change: Callable[[ClockState], None] | None = None
+) -> ClockGuard:
+    """The clock guard over this store's newest event; `start_check` False skips the "too far ahead at start"
+    check (a replay's pinned clock may be any time after the store's events)."""
+    skew = timedelta(days=cfg.clock.max_start_skew_days) if start_check else None
+    return ClockGuard(store.newest_event_time(), skew, on_change=on_change)
+
+
 def make_pipeline(
-    cfg: Config, parts: Parts, clock: Clock, *, evidence_dir: Path | None = None, **kw: Any
+    cfg: Config, parts: Parts, clock: Clock, *, evidence_dir: Path | None = None,
+    clock_guard: ClockGuard | None = None, **kw: Any
 ) -> Pipeline:
     """The pipeline `run`, `replay` and the demo use. Audit snapshots go to evidence_dir (a replay passes its
-    scratch folder) or else to [evidence] dir, when [evidence] enabled."""
+    scratch folder) or else to [evidence] dir, when [evidence] enabled. The clock guard is `clock_guard`, or
+    one over the store (make_clock_guard)."""
     evidence = None
     if cfg.evidence.enabled:
         evidence = EvidenceKeeper(evidence_dir or cfg.evidence_dir, cfg.evidence.retention_days)
@@ -403,5 +425,6 @@ def make_pipeline(
         clock=clock,
         liveness=liveness,
         evidence=evidence,
+        clock_guard=clock_guard or make_clock_guard(cfg, parts.store),
         **kw,
     )

@@ -169,6 +169,41 @@ class EvidenceConfig(_Section):
     retention_days: int = Field(30, ge=1, le=3650, description="snapshots older than this many days are deleted")
 
 
+def _credential_name(v: str) -> str:
+    if v and (v in (".", "..") or "/" in v):
+        raise ValueError(f"{v!r} is a systemd credential name (as in LoadCredential=NAME:/path), not a path")
+    return v
+
+
+class MqttTlsConfig(_Section):
+    """TLS to the broker, and the kiosk's client certificate (docs/deployment.md)."""
+
+    enabled: bool = False
+    #: the CA that signed the broker's certificate; empty: the system's CAs
+    ca_file: str = ""
+    #: this kiosk's certificate (its CN is the kiosk's identity); empty: log in with username instead
+    cert_file: str = ""
+    #: its private key: a file (0600) or a systemd credential name (LoadCredential=), never both
+    key_file: str = ""
+    key_credential: str = ""
+
+    @field_validator("key_credential")
+    @classmethod
+    def _cred(cls, v: str) -> str:
+        return _credential_name(v)
+
+    @model_validator(mode="after")
+    def _pairs(self) -> MqttTlsConfig:
+        if self.key_file and self.key_credential:
+            raise ValueError("give the client key as key_file or key_credential, not both")
+        has_key = bool(self.key_file or self.key_credential)
+        if bool(self.cert_file) != has_key:
+            raise ValueError("cert_file and its key (key_file or key_credential) go together")
+        if (self.cert_file or self.ca_file) and not self.enabled:
+            raise ValueError("certificate files are set but enabled = false: set enabled = true")
+        return self
+
+
 class MqttConfig(_Section):
     host: str = "127.0.0.1"
     port: int = Field(1883, ge=1, le=65535)
@@ -176,6 +211,32 @@ class MqttConfig(_Section):
     client_id: str = ""
     keepalive: int = Field(30, ge=5)
     enabled: bool = True
+    #: MQTT 5 session expiry: how long the broker keeps this kiosk's session (and queue) while it is away
+    session_expiry: int = Field(7 * 24 * 3600, ge=0, le=0xFFFFFFFE)
+    #: a login instead of a client certificate; the password only from a file or a systemd credential
+    username: str = ""
+    password_file: str = ""
+    password_credential: str = ""
+    tls: MqttTlsConfig = MqttTlsConfig()
+
+    @field_validator("password_credential")
+    @classmethod
+    def _cred(cls, v: str) -> str:
+        return _credential_name(v)
+
+    @model_validator(mode="after")
+    def _login(self) -> MqttConfig:
+        has_password = bool(self.password_file or self.password_credential)
+        if self.password_file and self.password_credential:
+            raise ValueError("give the password as password_file or password_credential, not both")
+        if bool(self.username) != has_password:
+            raise ValueError("username and its password (password_file or password_credential) go together")
+        return self
+
+    @property
+    def authenticated(self) -> bool:
+        """TLS with a kiosk identity (certificate or login): what a centre must run (docs/deployment.md)."""
+        return self.tls.enabled and bool(self.tls.cert_file or self.username)
 
     @field_validator("topic_prefix")
     @classmethod
@@ -183,6 +244,13 @@ class MqttConfig(_Section):
         if not v or v.startswith("/") or v.endswith("/") or any(c in v for c in "+#"):
             raise ValueError("topic_prefix must be like 'meal/v1' (no leading/trailing '/', no wildcards)")
         return v
+
+
+class ClockConfig(_Section):
+    """Clock guard (edge/security/clockguard.py): no meal is decided on a clock earlier than the newest meal
+    event in the store, nor, at start, on one more than max_start_skew_days beyond it."""
+
+    max_start_skew_days: float = Field(30.0, ge=0, description="0: no check at start")
 
 
 _HHMM = re.compile(r"^([01]\d|2[0-3]):[0-5]\d$")
@@ -276,6 +344,7 @@ class Config(_Section):
     store: StoreConfig = StoreConfig()
     evidence: EvidenceConfig = EvidenceConfig()
     mqtt: MqttConfig = MqttConfig()
+    clock: ClockConfig = ClockConfig()
     rules: RulesConfig = RulesConfig()
     display: DisplayConfig = DisplayConfig()
 
@@ -305,6 +374,19 @@ class Config(_Section):
     @property
     def evidence_dir(self) -> Path:
         return self.resolve(self.evidence.dir) if self.evidence.dir else self.store_path.parent / "evidence"
+
+    @property
+    def mqtt_link(self) -> MqttConfig:
+        """[mqtt] with its file paths resolved against the config's folder (credential names stay names)."""
+        m, t = self.mqtt, self.mqtt.tls
+
+        def res(p: str) -> str:
+            return str(self.resolve(p)) if p else ""
+
+        tls = t.model_copy(
+            update={"ca_file": res(t.ca_file), "cert_file": res(t.cert_file), "key_file": res(t.key_file)}
+        )
+        return m.model_copy(update={"password_file": res(m.password_file), "tls": tls})
 
     @property
     def calibration_path(self) -> Path | None:

@@ -20,6 +20,7 @@ import pytest
 from edge.cli.main import main as edge_main
 from edge.config import DEFAULT_CONFIG
 from edge.recognition.detect import Detector
+from edge.security.signing import load_key, verify_event
 from edge.store import Store
 from enroll.cli import main as enroll_main
 
@@ -221,6 +222,7 @@ def test_daemon_run_end_to_end(tmp_path: Path, mosquitto_broker) -> None:  # typ
     text = cfg.read_text()
     start = text.index("[[rules.meals]]")
     cfg.write_text(text[:start] + '[[rules.meals]]\nname = "lunch"\nstart = "00:00"\nend = "23:59"\nprice_fen = 1000\n')
+    assert edge_main(["--config", str(cfg), "keys", "init"]) == 0  # run refuses to start without the key
     proc = subprocess.Popen([sys.executable, "-m", "edge", "--config", str(cfg), "-v", "run"], env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
@@ -239,6 +241,9 @@ def test_daemon_run_end_to_end(tmp_path: Path, mosquitto_broker) -> None:  # typ
     ids = [e["event_id"] for e in received]
     assert len(ids) == len(set(ids)) == 1, received  # the clip loops: Lin-Manuel again is a repeat, no event
     assert received[0]["senior_id"] == "LMM" and received[0]["subsidy_fen"] == 300
+    # signed by the kiosk's key from `keys init`, first in its chain
+    verify_event(received[0], load_key(tmp_path / "state" / "signing.key").public_key())
+    assert received[0]["prev_hash"] == "" and received[0]["check_in"] == "face"
     with Store(tmp_path / "state/meal-edge.sqlite") as store:
         assert [e.event_id for e in store.list_events(pending_only=True)] == []
     # the audit snapshot of that meal, on the kiosk only: Lin-Manuel's face with its surroundings
@@ -254,22 +259,26 @@ def test_daemon_survives_a_missing_camera(tmp_path: Path) -> None:
     (tmp_path / "state").mkdir()
     with Store(tmp_path / "state/meal-edge.sqlite"):
         pass
-    sock, notes = _notify_socket(tmp_path)
-    env = dict(os.environ, NOTIFY_SOCKET=str(tmp_path / "notify.sock"))
-    proc = subprocess.Popen([sys.executable, "-m", "edge", "--config", str(cfg), "run"], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert edge_main(["--config", str(cfg), "keys", "init"]) == 0
+    proc = subprocess.Popen([sys.executable, "-m", "edge", "--config", str(cfg), "-v", "run"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    lines: list[str] = []
+    reader = threading.Thread(target=lambda: lines.extend(proc.stderr or []), daemon=True)
+    reader.start()
     try:
-        # running (signal handlers in place) however slow the machine, then a few camera retries
-        _wait(lambda: any(n.startswith("READY=1") for n in notes) or proc.poll() is not None, 120, "READY=1")
-        time.sleep(3)
-        assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
+        # up and running (signal handlers in place) however slowly a loaded machine starts it, then 6 s of retries
+        _wait(lambda: any("meal-edge running" in line for line in lines) or proc.poll() is not None, 120,
+              "the daemon running")
+        time.sleep(6)
+        assert proc.poll() is None, "".join(lines)
         proc.send_signal(signal.SIGTERM)
-        _, err = proc.communicate(timeout=30)
+        proc.wait(timeout=30)
+        reader.join(10)
     finally:
         if proc.poll() is None:
             proc.kill()
-        sock.close()
-    assert proc.returncode == 0
+    err = "".join(lines)
+    assert proc.returncode == 0, err
     assert err.count("cannot be opened") == 1, err  # logged once per outage, not once per retry
 
 

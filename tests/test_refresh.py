@@ -156,6 +156,9 @@ def _setup(tmp_path: Path, refresh: bool | None) -> tuple[Config, dict[str, Any]
         # calibrated yet (issue 10), so the refresh rule is tested with dlib's model and detector
         .replace('model = "sface"', 'model = "dlib"')
         .replace('detector = "yunet"', 'detector = "hog"')
+        # each visit is a new pipeline (a kiosk start); a visit 31 days on is more than the clock guard's
+        # start skew of 30 days
+        .replace("max_start_skew_days = 30", "max_start_skew_days = 60")
     )
     if refresh is not None:
         text = text.replace("refresh_templates = false", f"refresh_templates = {str(refresh).lower()}")

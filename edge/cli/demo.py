@@ -219,7 +219,7 @@ def _run(work: Path, keep: bool, broker: str | None) -> int:
     if broker:
         from edge.delivery.publish import Publisher
 
-        pub = Publisher(store, cfg.mqtt, cfg.centre)
+        pub = Publisher(store, cfg.mqtt_link, cfg.centre)
         pub.start()
         deadline = time.monotonic() + 15
         while store.pending() and time.monotonic() < deadline:

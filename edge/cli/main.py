@@ -16,13 +16,16 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from edge.app import build_parts, make_pipeline, replay_clock, unrecognisable
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from edge.app import build_parts, make_clock_guard, make_pipeline, replay_clock, unrecognisable
 from edge.cli.text import plural
 from edge.config import DEFAULT_CONFIG, Config, ConfigError, need_config
 from edge.meals.feedback import Decision
 from edge.modelbuild import ModelError
 from edge.recognition.capture import SourceError
 from edge.recognition.decide import CalibrationError
+from edge.security.signing import KeyFileError
 from edge.store import Store, StoreError
 
 if TYPE_CHECKING:
@@ -62,6 +65,7 @@ def run_feedback(display: Display | None) -> Callable[[Decision], None]:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    from edge.cli.keys import kiosk_key
     from edge.cli.sdnotify import notify, watchdog_interval
     from edge.cli.stopping import Stopper, StopRequested
     from edge.delivery.publish import Publisher
@@ -69,6 +73,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from edge.screens.display import Display
 
     cfg = need_config(args.config)
+    signing_key = kiosk_key(cfg)  # KeyFileError (exit 1, says `meal-edge keys init`) before anything starts
     stopper = Stopper()
     stopper.install()  # before anything slow: a SIGTERM during start-up stops it too
     log.info("starting: loading the models (SIGTERM stops at any time)")
@@ -81,7 +86,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             queue_size=cfg.camera.queue_size,
         )
         stopper.on_stop(source.request_stop)
-        parts = build_parts(cfg)
+        parts = build_parts(cfg, signing_key=signing_key)
         stopper.started()
     except SourceError as e:
         print(f"error: {e}", file=sys.stderr)
@@ -90,7 +95,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         log.warning("stopped while starting")
         return EXIT_OK
     tz = cfg.centre.tz
-    publisher = Publisher(parts.store, cfg.mqtt, cfg.centre) if cfg.mqtt.enabled else None
+    publisher = Publisher(parts.store, cfg.mqtt_link, cfg.centre) if cfg.mqtt.enabled else None
 
     # the senior screen (and its voice); a port in use is logged and check-in goes on without it
     display = Display.from_config(cfg) if cfg.display.enabled else None
@@ -100,7 +105,13 @@ def cmd_run(args: argparse.Namespace) -> int:
         lambda _f: datetime.now(tz),
         on_decision=run_feedback(display),
         on_event=publisher.wake if publisher else None,
+        clock_guard=make_clock_guard(cfg, parts.store, on_change=publisher.set_clock if publisher else None),
     )
+    assert pipeline.clock_guard is not None
+    # checked (and logged, and put in the retained status) now, not only when the first senior arrives
+    start_clock = pipeline.clock_guard.check(datetime.now(tz))
+    if not start_clock.ok:
+        print(f"error: {start_clock.explain(pipeline.clock_guard.max_skew)}", file=sys.stderr)
     if pipeline.evidence is not None:
         pipeline.evidence.purge(datetime.now(tz).date())  # also when no meal has been served for a while
     if display:
@@ -202,7 +213,20 @@ def cmd_replay(args: argparse.Namespace) -> int:
         if keep is not None:
             shutil.copyfile(store_path, keep)
             store_path = keep
-        parts = build_parts(cfg, store_path=store_path)
+        # a throw-away key: replayed events never leave the scratch store, and a replay must never be a way
+        # to have the kiosk's own key sign meals made up from a video
+        parts = build_parts(cfg, store_path=store_path, signing_key=Ed25519PrivateKey.generate())
+        guard = make_clock_guard(cfg, parts.store, start_check=False)
+        if not guard.check(now0).ok:
+            newest = guard.newest.isoformat(timespec="seconds") if guard.newest else "?"
+            print(
+                f"error: replay refused: --now {now0.isoformat(timespec='seconds')} is earlier than the newest meal "
+                f"event in the store ({newest}); a replay would record meals dated before meals already recorded. "
+                f"Give --now after {newest}.",
+                file=sys.stderr,
+            )
+            parts.store.close()
+            return EXIT_FAIL
 
         def emit(d: Decision) -> None:
             if args.json:
@@ -219,7 +243,8 @@ def cmd_replay(args: argparse.Namespace) -> int:
 
         # snapshots beside the scratch store: a replay never writes into the kiosk's real evidence
         pipeline = make_pipeline(
-            cfg, parts, replay_clock(now0), on_decision=emit, evidence_dir=store_path.parent / "evidence"
+            cfg, parts, replay_clock(now0), on_decision=emit, evidence_dir=store_path.parent / "evidence",
+            clock_guard=guard,
         )
         source = open_source(args.source)
         t0 = time.perf_counter()
@@ -322,6 +347,12 @@ def cmd_check_config(args: argparse.Namespace) -> int:
         print(f"error: {e}", file=sys.stderr)
         return EXIT_FAIL
     print(f"recognition: model {model_id}, thresholds {policy.source}")
+    from edge.delivery.publish import link_check
+
+    how, warnings = link_check(cfg.mqtt_link)
+    print(f"mqtt: {cfg.mqtt.host}:{cfg.mqtt.port}, {how}")
+    for w in warnings:
+        print(f"WARNING: {w}", file=sys.stderr)
     if cfg.store_path.exists():
         try:
             with Store(cfg.store_path) as store:
@@ -402,12 +433,13 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_default_config)
 
     # the tools register their own sub-commands (their heavy imports are deferred to when they run)
+    from edge.cli import keys
     from edge.cli import models as models_cli
     from edge.lab import calibrate, evaluate, liveness_eval
     from edge.meals import confirm
     from edge.screens import staffserver
 
-    for tool in (confirm, staffserver, evaluate, calibrate, models_cli, liveness_eval):
+    for tool in (keys, confirm, staffserver, evaluate, calibrate, models_cli, liveness_eval):
         tool.add_parser(sub)
     every_command_takes_config(sub)
     return p
@@ -450,7 +482,7 @@ def main(argv: list[str] | None = None) -> int:
     except UsageError as e:
         print(f"error: {e}", file=sys.stderr)
         return EXIT_USAGE
-    except (SourceError, ModelError, CalibrationError, StoreError) as e:
+    except (SourceError, ModelError, CalibrationError, StoreError, KeyFileError) as e:
         # problems an operator can fix: say which, no traceback
         print(f"error: {e}", file=sys.stderr)
         return EXIT_FAIL
