@@ -31,7 +31,7 @@ SNAPSHOT_ID = "0b6c6a3e-1d1e-4c1e-9d0e-4a8f1f1f1f1f"
 
 
 def write_config(folder: Path, store: str = "state/meal.sqlite", name: str = "meal-edge.toml") -> Path:
-    text = DEFAULT_CONFIG.replace('"/var/lib/meal-edge/meal-edge.sqlite"', f'"{store}"')
+    text = DEFAULT_CONFIG.replace('[store]\npath = ""', f'[store]\npath = "{store}"')
     text = text.replace("port = 1883", "port = 1")  # nothing listens there
     p = folder / name
     p.write_text(text, encoding="utf-8")
@@ -47,6 +47,7 @@ def world(tmp_path: Path) -> Path:
     write_config(tmp_path)
     with Store(tmp_path / "state" / "meal.sqlite"):
         pass
+    assert edge_main(["--config", str(tmp_path / "meal-edge.toml"), "keys", "init"]) == 0  # run needs it
     (tmp_path / "adir").mkdir()
     write_config(tmp_path, "adir", "dir.toml")
     (tmp_path / "garbage.sqlite").write_text("not a database", encoding="utf-8")
@@ -165,7 +166,7 @@ def _subcommands(parser: argparse.ArgumentParser) -> dict[str, argparse.Argument
 #: what each sub-command needs besides --config to parse
 REQUIRED = {
     "replay": ["clip.mp4"], "evidence": ["ID"], "check-config": ["f.toml"], "eval": ["faces"],
-    "calibrate": ["faces"], "models": ["verify"], "add": [*ENROL_ARGS, "p.jpg"], "import": ["r.csv"],
+    "calibrate": ["faces"], "models": ["verify"], "keys": ["show"], "add": [*ENROL_ARGS, "p.jpg"], "import": ["r.csv"],
     "capture": ["--senior-id", "S1"], "show": ["S1"], "set-status": ["S1", "active"], "remove": ["S1"],
 }  # fmt: skip
 

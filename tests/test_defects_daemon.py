@@ -44,7 +44,7 @@ def need_clip() -> Path:
 
 def write_config(folder: Path, *, camera: str, display_port: int, mqtt_port: int) -> Path:
     text = (
-        DEFAULT_CONFIG.replace('"/var/lib/meal-edge/meal-edge.sqlite"', '"state/meal.sqlite"')
+        DEFAULT_CONFIG.replace('[store]\npath = ""', '[store]\npath = "state/meal.sqlite"')
         .replace('source = "0"', f"source = {json.dumps(camera)}")
         .replace('listen = "127.0.0.1:8081"', f'listen = "127.0.0.1:{display_port}"')
         .replace("port = 1883", f"port = {mqtt_port}")
@@ -52,6 +52,9 @@ def write_config(folder: Path, *, camera: str, display_port: int, mqtt_port: int
     )
     p = folder / "meal-edge.toml"
     p.write_text(text, encoding="utf-8")
+    from edge.cli.main import main
+
+    assert main(["--config", str(p), "keys", "init"]) == 0  # `run` refuses to start without the signing key
     return p
 
 
