@@ -305,7 +305,9 @@ class Pipeline:
         if verdict.outcome != "accept" and len(embs) < t.max_frames and not final:
             return None  # more frames may still settle it
         live: bool | None = None
-        if verdict.outcome == "accept" and self.liveness is not None:
+        # Liveness guards money only: a senior who already ate this meal (or gets none now) is told so at
+        # once; a still face or a looping video never turns that into a staff card.
+        if verdict.outcome == "accept" and self.liveness is not None and self.desk.pays(verdict, self.clock(frame)):
             lv = self._liveness(track)
             live = lv.live
             if lv.live is None and not final and len(track.frames) < self.cfg.liveness.max_frames:

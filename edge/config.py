@@ -33,7 +33,9 @@ def parse_listen(text: str, example: str = "127.0.0.1:8080") -> tuple[str, int]:
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # strict: a quoted "57005" is not a port, "yes" is not a bool, 3.0 is not an amount of fen (an integer
+    # is still accepted where a float is expected: `show_seconds = 8`)
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
 
 class CentreConfig(_Section):
@@ -68,13 +70,22 @@ class CentreConfig(_Section):
 
 
 class CameraConfig(_Section):
-    #: a device index ("0"), an RTSP/HTTP URL, a video file or a folder of images
+    #: a device index (0 or "0"), an RTSP/HTTP URL, a video file or a folder of images
     source: str = "0"
     width: int = Field(0, ge=0, description="requested capture width; 0 keeps the camera's default")
     height: int = Field(0, ge=0)
     reconnect_seconds: float = Field(5.0, gt=0)
     queue_size: int = Field(4, ge=1)
     idle_fps: float = Field(5.0, ge=0, description="frames a second looked at while nobody is in view; 0: all")
+
+    @field_validator("source", mode="before")
+    @classmethod
+    def _device_index(cls, v: object) -> object:
+        if isinstance(v, int) and not isinstance(v, bool):
+            if v < 0:
+                raise ValueError(f"device index {v} must be 0 or more")
+            return str(v)
+        return v
 
 
 class DetectConfig(_Section):
@@ -421,6 +432,14 @@ def _line_for(loc: tuple[str | int, ...], lines: dict[tuple[str | int, ...], int
     return None
 
 
+_STRICT_HINTS = {
+    "int_type": "write a whole number without quotes or decimals (money is in fen: 300, not 3.0 or \"300\")",
+    "bool_type": "write true or false, without quotes",
+    "float_type": "write a number without quotes",
+    "string_type": "write text in quotes",
+}
+
+
 def parse_config(text: str, path: Path | str = "<config>") -> Config:
     try:
         data: dict[str, Any] = tomllib.loads(text)
@@ -441,6 +460,8 @@ def parse_config(text: str, path: Path | str = "<config>") -> Config:
                 msg = "unknown key (check the spelling; `meal-edge default-config` lists every key)"
             elif err["type"] == "missing":
                 msg = "required key is missing"
+            elif err["type"] in _STRICT_HINTS:
+                msg = f"{msg}, got {err['input']!r}: {_STRICT_HINTS[err['type']]}"
             problems.append(f"{path}: {where}: {key}: {msg}")
         raise ConfigError("\n".join(problems)) from e
     if isinstance(path, Path):

@@ -18,7 +18,7 @@ from typing import IO, TYPE_CHECKING
 from edge.config import Config, ConfigError, load_config
 from edge.meals.rules import Senior, age_on, ineligibility
 from edge.recognition.refresh import CHECKIN_SOURCE_PREFIX, is_checkin_source
-from enroll.output import Progress, print_result, print_table
+from enroll.output import print_result, print_table
 from enroll.parser import (
     UsageError,
     build_parser,
@@ -115,7 +115,7 @@ def cmd_add(args: argparse.Namespace, cfg: Config, out: IO[str]) -> int:
 
 
 def cmd_import(args: argparse.Namespace, cfg: Config, out: IO[str], err: IO[str]) -> int:
-    from edge.store import StoreError
+    from enroll.bulk import import_rows
     from enroll.roster import RosterError, read_roster
 
     if args.photos is not None and not Path(args.photos).is_dir():
@@ -124,61 +124,25 @@ def cmd_import(args: argparse.Namespace, cfg: Config, out: IO[str], err: IO[str]
         rows, bad = read_roster(args.roster, args.photos)
     except RosterError as e:
         raise UsageError(str(e)) from None
-    rejected: list[str] = []
-    for b in bad:
-        rejected.append(f"row {b.row}{' ' + b.senior_id if b.senior_id else ''}: {b.reason}")
     store = _open_store(cfg)
-    enrolled = partly = unchanged = refused = warnings = templates = 0
     try:
         enroller = _enroller(cfg, store) if rows else None
-        progress = Progress(len(rows), err)
-        for b in bad:
-            progress.note(f"row {b.row}: rejected: {b.reason}")
-        for row in rows:
-            assert enroller is not None
-            res = enroller.enrol(row.senior, list(row.photos), force=args.force)
-            label = f"row {row.row} {row.senior.senior_id} {row.senior.name}"
-            if row.card_no is not None and res.enrolled:
-                try:
-                    store.set_card_no(row.senior.senior_id, row.card_no)
-                except StoreError as e:  # the senior is enrolled; only the card number is not kept
-                    rejected.append(f"{label}: meal card not recorded: {e}")
-            warnings += len(res.all_warnings)
-            templates += res.templates_added
-            if res.enrolled and not res.rejected:
-                enrolled += 1
-                state = "ok" + (f" ({len(res.all_warnings)} warning(s))" if res.all_warnings else "")
-            elif res.enrolled:
-                partly += 1
-                state = f"enrolled, {len(res.rejected_photos)} photo(s) rejected"
-            elif res.rejected:
-                refused += 1
-                state = "REJECTED"
-            else:
-                unchanged += 1
-                state = "unchanged"
-            progress.step(label, state)
-            if res.rejected:
-                reasons = res.problems + [f"{p.label}: {p.reason}" for p in res.rejected_photos]
-                rejected += [f"{label}: {r}" for r in reasons]
-            if res.all_warnings:
-                for w in res.all_warnings:
-                    print(f"warning: {label}: {w}", file=out)
+        t = import_rows(store, enroller, rows, bad, update=args.update, force=args.force, out=out, err=err)
     finally:
         store.close()
-    n_rejected_rows = len(bad) + refused
-    for line in rejected:
+    n_rejected_rows = len(bad) + t.refused
+    for line in t.rejected:
         print(f"rejected: {line}", file=out)
     summary = (
-        f"{Path(args.roster).name}: {enrolled + partly} enrolled ({templates} templates), "
-        f"{n_rejected_rows} rejected, {warnings} warning(s)"
+        f"{Path(args.roster).name}: {t.enrolled + t.partly} enrolled ({t.templates} templates), "
+        f"{n_rejected_rows} rejected, {t.warnings} warning(s)"
     )
-    if partly:
-        summary += f"; {partly} enrolled with some photos rejected"
-    if unchanged:
-        summary += f"; {unchanged} already enrolled, unchanged"
+    if t.partly:
+        summary += f"; {t.partly} enrolled with some photos rejected"
+    if t.unchanged:
+        summary += f"; {t.unchanged} already enrolled, unchanged" + ("" if args.update else " (--update adds photos)")
     print(summary, file=out)
-    return EXIT_REJECTED if (n_rejected_rows or partly) else EXIT_OK
+    return EXIT_REJECTED if (n_rejected_rows or t.partly) else EXIT_OK
 
 
 class _Status:
@@ -368,15 +332,33 @@ def cmd_set_status(args: argparse.Namespace, cfg: Config, out: IO[str]) -> int:
     return EXIT_OK
 
 
+def _confirm_removal(senior: Senior, n_templates: int, out: IO[str]) -> bool:
+    """Ask on the terminal; without one (a script, a pipe) removal needs --yes, said before anything is read."""
+    if not sys.stdin.isatty():
+        raise UsageError(f"remove {senior.senior_id}: erasing a senior cannot be undone; add --yes to confirm "
+                         "(no terminal to ask on)")  # fmt: skip
+    print(f"Remove {senior.senior_id} {senior.name} (born {senior.birth_date}, hukou {senior.hukou}) and erase "
+          f"their {n_templates} face template(s) for good? [y/N] ", end="", file=out, flush=True)  # fmt: skip
+    try:
+        answer = input()
+    except EOFError:
+        answer = ""
+    return answer.strip().lower() in ("y", "yes")
+
+
 def cmd_remove(args: argparse.Namespace, cfg: Config, out: IO[str]) -> int:
     from edge.store import StoreError
 
     store = _open_store(cfg)
     try:
-        if store.get_senior(args.senior_id) is None:
+        senior = store.get_senior(args.senior_id)
+        if senior is None:
             print(
                 f"no senior {args.senior_id}: nothing removed (`meal-enroll list` shows everyone)", file=out
             )
+            return EXIT_REJECTED
+        if not args.yes and not _confirm_removal(senior, store.template_count(senior.senior_id), out):
+            print(f"{senior.senior_id}: not removed", file=out)
             return EXIT_REJECTED
         rep = store.remove_senior(args.senior_id)
     except StoreError as e:

@@ -48,7 +48,10 @@ def _add_commands(sub: argparse._SubParsersAction[Any]) -> None:
     a.add_argument("--birth-date", required=True, type=_birth_date, metavar="YYYY-MM-DD")
     a.add_argument("--hukou", required=True, metavar="DISTRICT", help="hukou district")
     a.add_argument(
-        "--force", action="store_true", help="enrol even if the face matches another enrolled senior"
+        "--force",
+        action="store_true",
+        help="enrol even if the face matches another enrolled senior, or (adding photos to an enrolled senior) "
+        "does not look like their own photos",
     )
     a.add_argument("photos", nargs="+", metavar="PHOTO", help="1 to 5 photos of the senior's face")
 
@@ -60,6 +63,11 @@ def _add_commands(sub: argparse._SubParsersAction[Any]) -> None:
     )
     i.add_argument(
         "--force", action="store_true", help="enrol even if a face matches another enrolled senior"
+    )
+    i.add_argument(
+        "--update",
+        action="store_true",
+        help="add the photos of rows whose senior is already enrolled (default: such rows are left unchanged)",
     )
 
     _add_capture(sub)
@@ -80,6 +88,7 @@ def _add_commands(sub: argparse._SubParsersAction[Any]) -> None:
     rm = sub.add_parser("remove", help="remove a senior and erase their face templates for good")
     _config_arg(rm, False)
     rm.add_argument("senior_id", metavar="ID")
+    rm.add_argument("--yes", "-y", action="store_true", help="do not ask (needed when not run on a terminal)")
 
 
 CAPTURE_EPILOG = """\
@@ -153,4 +162,19 @@ def build_parser(prog: str = "meal-enroll") -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     sub.required = True
     _add_commands(sub)
+    # `COMMAND --help` starts with what the command does
+    for name, cmd in sub.choices.items():
+        cmd.description = cmd.description or DESCRIPTIONS[name]
     return p
+
+
+DESCRIPTIONS = {
+    "add": "Enrol one senior from 1 to 5 photos, or add photos to an enrolled senior (they must look like the "
+    "senior's own photos). Every photo is checked first; exit 1 if anything was refused.",
+    "import": "Enrol the seniors of a roster CSV (senior_id,name,birth_date,hukou,photos), one line of output per "
+    "row. Rows whose senior is already enrolled are left unchanged unless --update.",
+    "list": "A table of the enrolled seniors: id, name, birth date, hukou, status and number of face templates.",
+    "show": "One senior's record: details, status, whether they get the subsidy today, and their face templates.",
+    "set-status": "Mark a senior active, suspended or deceased; the kiosk applies it at the next check-in.",
+    "remove": "Remove a senior and erase their face templates for good (asks first; --yes does not ask).",
+}

@@ -22,7 +22,7 @@ import numpy as np
 
 from edge.meals.rules import STATUSES, Senior
 from edge.recognition.decide import Policy as DecisionPolicy
-from edge.recognition.decide import default_policy, lookalikes
+from edge.recognition.decide import default_policy, lookalikes, senior_distances
 from edge.recognition.detect import Face, FaceDetector, ImageError, dlib_chips, read_image, with_dlib5
 from edge.recognition.embed.base import Embedder
 from edge.recognition.match import Gallery, match, normalise
@@ -298,7 +298,7 @@ class Enroller:
                 c.embedding = np.asarray(e, np.float32)
             own = _own_templates(self.gallery, senior.senior_id)
             cands = self._drop_same_photos(cands, own, res)
-            cands = self._agreeing(cands, own, res)
+            cands = self._agreeing(cands, own, res, senior, force)
             cands = self._not_duplicates(cands, senior, res, force)
             cands = self._within_capacity(cands, n_photos, res)
         if not cands:
@@ -399,7 +399,9 @@ class Enroller:
             keep.append(c)
         return keep
 
-    def _agreeing(self, cands: list[_Candidate], own: np.ndarray, res: EnrolResult) -> list[_Candidate]:
+    def _agreeing(
+        self, cands: list[_Candidate], own: np.ndarray, res: EnrolResult, senior: Senior, force: bool = False
+    ) -> list[_Candidate]:
         """Keep the photos that show the same person as the senior's existing templates, or, for a new
         senior, as the clear majority of the new photos. A lone disagreement cannot be settled: refuse."""
         lim = self.policy.agree_distance
@@ -407,18 +409,7 @@ class Enroller:
             return cands
         embs = np.stack([c.embedding for c in cands])
         if len(own):
-            d = _pairwise(embs, own).min(axis=1)
-            keep = [c for c, di in zip(cands, d, strict=True) if di < lim]
-            for c, di in zip(cands, d, strict=True):
-                if di >= lim:
-                    self._refuse(
-                        res,
-                        c,
-                        DISAGREES,
-                        f"does not look like the person already enrolled under this id (distance {di:.2f}, "
-                        f"need under {lim:.2f}): check it is this senior's photo",
-                    )
-            return keep
+            return self._like_enrolled(cands, own, res, senior, force)
         if len(cands) == 1:
             return cands
         d = _pairwise(embs, embs)
@@ -445,6 +436,47 @@ class Enroller:
                 "check every photo is of this senior and enrol again",
             )
         return []
+
+    def own_distance_limit(self) -> float:
+        """The kiosk's own rule for "this is that senior", bound to the model in use: a single photo scored
+        against the senior's templates as the kiosk scores one frame (edge.decide.senior_distances) must be
+        within the distance at which the kiosk would take it for them at all (accept or ask staff). Never laxer
+        than the hand-set agree_distance (a model without calibration gets the looser default thresholds)."""
+        return min(self.decision_policy.thresholds(1).confirm_distance, self.policy.agree_distance)
+
+    def _like_enrolled(
+        self, cands: list[_Candidate], own: np.ndarray, res: EnrolResult, senior: Senior, force: bool
+    ) -> list[_Candidate]:
+        """Photos added to an enrolled senior. EnrolPolicy.agree_distance was measured on plain dlib
+        descriptors; mirrored ones sit closer together, so a stranger's photo passed it (issue 15). The
+        decision policy's thresholds are calibrated for exactly this model: a photo the kiosk would not
+        recognise as this senior is a stranger's template that would let the stranger eat on the senior's
+        subsidy. Refused with the distance, unless --force (a senior whose look changed)."""
+        lim = self.own_distance_limit()
+        pol = self.decision_policy
+        mine = Gallery.from_pairs([(senior.senior_id, t) for t in own], self.embedder.model_id)
+        d = senior_distances(mine, np.stack([c.embedding for c in cands]), pol.template_weight)[:, 0]
+        keep = []
+        for c, di in zip(cands, d, strict=True):
+            if di <= lim:
+                keep.append(c)
+                continue
+            why = (
+                f"does not look like {senior.senior_id} as already enrolled (distance {di:.2f}; the kiosk "
+                f"recognises this senior only under {lim:.2f} with model {self.embedder.model_id})"
+            )
+            if force:
+                res.photos[c.index].warnings.append(f"{why}: added anyway (--force)")
+                keep.append(c)
+                continue
+            self._refuse(
+                res,
+                c,
+                DISAGREES,
+                f"{why}: check it is this senior's photo; if it is (new glasses, a changed look), "
+                "add it with --force, or `remove` the senior and enrol again with new photos",
+            )
+        return keep
 
     def _not_duplicates(
         self, cands: list[_Candidate], senior: Senior, res: EnrolResult, force: bool

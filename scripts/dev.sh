@@ -76,6 +76,7 @@ postgres_for_tests() {
 case "${1:-}" in
 setup)
     setup
+    say "ready: run \`. .venv/bin/activate\` to put meal-edge and meal-enroll on PATH (or call .venv/bin/meal-edge)"
     ;;
 demo)
     setup

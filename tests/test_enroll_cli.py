@@ -102,7 +102,7 @@ def test_add_list_show_remove_with_chinese_names(
         blobs = [e.astype("<f4").tobytes() for _, e in st.templates()]
     assert len(blobs) == 2
 
-    rc, out, _ = run(capsys, "--config", cfg, "remove", "S001")
+    rc, out, _ = run(capsys, "--config", cfg, "remove", "S001", "--yes")
     assert rc == 0
     assert out.strip() == "removed S001 王芳: 2 templates erased"
     with Store(db(tmp_path)) as st:
@@ -161,7 +161,7 @@ def test_a_different_persons_photo_among_a_seniors_photos_is_refused(
 
     # more photos for an enrolled senior must show the same person as their templates
     rc, out, _ = run(capsys, *add(cfg, "S003", "朱明", lfw("John_Mayer", 1)))
-    assert rc == 1 and "does not look like the person already enrolled under this id" in out
+    assert rc == 1 and "does not look like S003 as already enrolled" in out
 
 
 def test_bad_photos_are_reported_and_nothing_is_stored(
@@ -238,8 +238,11 @@ def test_import_roster_reports_rows_and_enrols_the_rest(
         assert {s.senior_id: n for s, n in st.list_seniors()} == {"S1": 2, "S3": 1, "S4": 1}
         assert {sid: card for sid, _name, card in st.roster()} == {"S1": "C1", "S3": None, "S4": "C4"}
 
-    # running the same file again stores nothing twice
+    # running the same file again stores nothing twice; enrolled seniors are left alone without --update
     rc, out, _ = run(capsys, "--config", cfg, "import", str(roster), "--photos", str(LFW))
+    assert rc == 1
+    assert "3 already enrolled, unchanged (--update adds photos)" in out
+    rc, out, _ = run(capsys, "--config", cfg, "import", str(roster), "--photos", str(LFW), "--update")
     assert rc == 1
     assert "2 already enrolled, unchanged" in out
     with Store(db(tmp_path)) as st:
@@ -315,7 +318,7 @@ def test_photos_are_kept_only_when_the_config_says_so(
         assert run(capsys, *add(c, "S1", "王芳", lfw("Wu_Yi", 1)))[0] == 0
         with Store(db(folder)) as st:
             assert [has_photo for *_, has_photo in st.template_info("S1")] == [keep]
-        rc, out, _ = run(capsys, "--config", c, "remove", "S1")
+        rc, out, _ = run(capsys, "--config", c, "remove", "S1", "--yes")
         assert out.strip() == "removed S1 王芳: 1 templates erased" + (", 1 photos erased" if keep else "")
 
 

@@ -142,12 +142,18 @@ def test_replay_folder_with_a_bad_frame_and_missing_store(tmp_path: Path, capsys
     assert "liveness_not_confirmed" in decisions[0]["reasons"] and decisions[0]["event_id"] is None
 
 
-def test_demo_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    """The README's demo: needs nothing from ../shared (its faces ship in matplotlib and scikit-image)."""
-    from edge.cli.demo import run_demo
+def test_demo_end_to_end(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The README's demo: needs nothing from ../shared (its faces ship in matplotlib and scikit-image).
+    Kept in a relative folder, as an operator types it (issue 15: that raised ValueError after publishing)."""
+    from edge.cli.main import main
 
-    assert run_demo(keep=tmp_path / "demo") == 0
-    out = capsys.readouterr().out
+    monkeypatch.chdir(tmp_path)
+    assert main(["demo", "--keep", "demo"]) == 0
+    out, err = capsys.readouterr()
+    assert "Traceback" not in out + err
+    assert f"Files are in {tmp_path / 'demo'}" in out
     lines = [ln.split() for ln in out.splitlines() if ln.strip().startswith("t=")]
     assert [ln[2] for ln in lines] == ["MEAL", "UNKNOWN", "REPEAT", "MEAL"], out
     assert "subsidy ¥3.00, pay ¥7.00" in out and "subsidy ¥0.00, pay ¥10.00" in out

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
 import sys
 import tempfile
 import time
@@ -22,6 +23,7 @@ import cv2
 import matplotlib
 import numpy as np
 
+from edge.cli.text import plural
 from edge.config import DEFAULT_CONFIG, load_config
 from edge.recognition.detect import load_image, to_rgb
 
@@ -142,6 +144,16 @@ def _show(d: object) -> None:
 
 
 def run_demo(keep: Path | None = None, broker: str | None = None) -> int:
+    """The demo in `keep` (kept), or in a temporary folder that is removed at the end, also on an error."""
+    work = (keep or Path(tempfile.mkdtemp(prefix="meal-edge-demo-"))).resolve()
+    try:
+        return _run(work, keep is not None, broker)
+    finally:
+        if keep is None:
+            shutil.rmtree(work, ignore_errors=True)
+
+
+def _run(work: Path, keep: bool, broker: str | None) -> int:
     from edge.app import build_parts, make_pipeline, replay_clock
     from edge.meals.rules import Senior
     from edge.recognition.capture import ImageFolderSource
@@ -149,7 +161,6 @@ def run_demo(keep: Path | None = None, broker: str | None = None) -> int:
     from enroll.service import ENROL_DETECT_WIDTH, ENROL_UPSAMPLE, Enroller
 
     logging.basicConfig(level=logging.WARNING)
-    work = keep or Path(tempfile.mkdtemp(prefix="meal-edge-demo-"))
     work.mkdir(parents=True, exist_ok=True)
     (work / "meal-edge.toml").write_text(_config_text("meal-edge.sqlite", broker), encoding="utf-8")
     cfg = load_config(work / "meal-edge.toml")
@@ -174,7 +185,7 @@ def run_demo(keep: Path | None = None, broker: str | None = None) -> int:
     res = enroller.enrol(Senior(sid, name, born, cfg.centre.district), paths)
     for ph in res.photos:
         print(f"   {ph.label}: {'ok' if ph.accepted else ph.reason}")
-    print(f"   {sid} {name}, born {born}, hukou {cfg.centre.district}: {res.templates_total} templates\n")
+    print(f"   {sid} {name}, born {born}, hukou {cfg.centre.district}: {plural(res.templates_total, 'template')}\n")
     if not res.enrolled:
         print("enrolment failed; see the reasons above", file=sys.stderr)
         return 1
@@ -196,8 +207,9 @@ def run_demo(keep: Path | None = None, broker: str | None = None) -> int:
         source = ImageFolderSource(folder, fps=FPS)
         pipeline.run(source.frames())
         st = pipeline.stats
-        print(f"   ({st.frames} frames in {time.perf_counter() - t0:.1f} s; {st.decisions} decisions, "
-              f"one per presence)\n")
+        took = time.perf_counter() - t0
+        decisions = plural(st.decisions, "decision")
+        print(f"   ({plural(st.frames, 'frame')} in {took:.1f} s; {decisions}, one per presence)\n")
 
     pending = store.pending()
     print(f"{len(scenes) + 2}. Meal events in the outbox, as they are published (QoS 1) to")
@@ -222,5 +234,8 @@ def run_demo(keep: Path | None = None, broker: str | None = None) -> int:
     print(f"\n   audit snapshots kept on the kiosk (never published), one per meal: {len(snaps)}")
     for p in snaps:
         print(f"   {p.relative_to(work)}")
-    print(f"\nDone. Files are in {work}" + ("" if keep else " (temporary)"))
+    if keep:
+        print(f"\nDone. Files are in {work}")
+    else:
+        print(f"\nDone. The files in {work} are removed now (keep them with --keep DIR)")
     return 0

@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import shutil
-import signal
 import sqlite3
 import sys
 import tempfile
@@ -14,13 +14,13 @@ import time
 from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
-from types import FrameType
 from typing import TYPE_CHECKING
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from edge.app import answered, build_parts, make_clock_guard, make_pipeline, replay_clock, unrecognisable
-from edge.config import DEFAULT_CONFIG, Config, ConfigError, load_config, need_config
+from edge.cli.text import plural
+from edge.config import DEFAULT_CONFIG, Config, ConfigError, need_config
 from edge.meals.awaiting import ConfirmWait
 from edge.meals.feedback import Decision
 from edge.modelbuild import ModelError
@@ -36,6 +36,10 @@ if TYPE_CHECKING:
 log = logging.getLogger("edge")
 
 EXIT_OK, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
+
+
+class UsageError(ValueError):
+    """A bad argument, phrased with its fix: exit 2."""
 
 
 def _setup_logging(verbose: int) -> None:
@@ -76,12 +80,16 @@ def run_feedback(
 def cmd_run(args: argparse.Namespace) -> int:
     from edge.cli.keys import kiosk_key
     from edge.cli.sdnotify import notify, watchdog_interval
+    from edge.cli.stopping import Stopper, StopRequested
     from edge.delivery.publish import Publisher
     from edge.recognition.capture import open_camera
     from edge.screens.display import Display
 
     cfg = need_config(args.config)
     signing_key = kiosk_key(cfg)  # KeyFileError (exit 1, says `meal-edge keys init`) before anything starts
+    stopper = Stopper()
+    stopper.install()  # before anything slow: a SIGTERM during start-up stops it too
+    log.info("starting: loading the models (SIGTERM stops at any time)")
     try:
         source = open_camera(
             cfg.camera.source,
@@ -90,22 +98,17 @@ def cmd_run(args: argparse.Namespace) -> int:
             reconnect_seconds=cfg.camera.reconnect_seconds,
             queue_size=cfg.camera.queue_size,
         )
+        stopper.on_stop(source.request_stop)
+        parts = build_parts(cfg, signing_key=signing_key)
+        stopper.started()
     except SourceError as e:
         print(f"error: {e}", file=sys.stderr)
         return EXIT_FAIL
-    parts = build_parts(cfg, signing_key=signing_key)
+    except StopRequested:
+        log.warning("stopped while starting")
+        return EXIT_OK
     tz = cfg.centre.tz
     publisher = Publisher(parts.store, cfg.mqtt_link, cfg.centre) if cfg.mqtt.enabled else None
-    stopping = False
-
-    def _stop(signum: int, _frame: FrameType | None) -> None:
-        nonlocal stopping
-        log.warning("signal %d: stopping", signum)
-        stopping = True
-        source.request_stop()
-
-    signal.signal(signal.SIGTERM, _stop)
-    signal.signal(signal.SIGINT, _stop)
 
     # the senior screen (and its voice); a port in use is logged and check-in goes on without it
     display = Display.from_config(cfg) if cfg.display.enabled else None
@@ -136,9 +139,15 @@ def cmd_run(args: argparse.Namespace) -> int:
     ping = watchdog_interval()
     last_ping = time.monotonic()
     log.info("meal-edge running: centre %s kiosk %s", cfg.centre.id, cfg.centre.kiosk_id)
+    stopper.step = "checking in"
+    camera: str | None = None
     try:
-        last_looked = last_frame = time.monotonic()
-        while not stopping:
+        last_looked = 0.0
+        last_frame = time.monotonic()
+        while not stopper.requested:
+            if publisher and source.state != camera:  # the retained status says whether the camera works
+                camera = source.state
+                publisher.set_camera(camera)
             frame = source.next_frame(timeout=0.5)
             if frame is not None:
                 last_frame = time.monotonic()
@@ -157,13 +166,19 @@ def cmd_run(args: argparse.Namespace) -> int:
                 notify("WATCHDOG=1")
                 last_ping = time.monotonic()
     finally:
+        # every step bounded, together well inside the Stopper's deadline
         notify("STOPPING=1")
-        source.close()
+        stopper.step = "closing the camera"
+        source.close(timeout=1.0)
+        stopper.step = "finishing decisions"
         pipeline.finish(None)
         if display:
+            stopper.step = "stopping the senior screen"
             display.stop()
         if publisher:
-            publisher.stop(timeout=5)
+            stopper.step = "stopping the MQTT publisher"
+            publisher.stop(timeout=2.0)
+        stopper.step = "closing the store"
         parts.store.close()
     return EXIT_OK
 
@@ -183,28 +198,47 @@ def scratch_copy(db: Path, folder: Path) -> Path:
     """A consistent copy of the live store (sqlite backup API), so a replay never touches real events."""
     target = folder / "replay.sqlite"
     if db.exists():
-        src = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
-        dst = sqlite3.connect(target)
-        with dst:
-            src.backup(dst)
-        src.close()
-        dst.close()
+        if not db.is_file():
+            raise StoreError(f"{db}: is a folder, not a store file: check [store] path")
+        try:
+            src = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+            dst = sqlite3.connect(target)
+            try:
+                with dst:
+                    src.backup(dst)
+            finally:
+                src.close()
+                dst.close()
+        except sqlite3.Error as e:
+            raise StoreError(f"{db}: cannot copy the store for the replay: {e} (is it a meal-edge store?)") from e
     return target
 
 
+def keep_store_path(text: str) -> Path:
+    """--keep-store PATH: a new or existing file in an existing folder."""
+    p = Path(text)
+    if p.is_dir():
+        raise UsageError(f"--keep-store {text}: is a folder; give a file name in it, e.g. {p / 'replay.sqlite'}")
+    if not p.parent.is_dir():
+        raise UsageError(f"--keep-store {text}: folder {p.parent} does not exist; create it first (mkdir {p.parent})")
+    return p
+
+
 def cmd_replay(args: argparse.Namespace) -> int:
-    from edge.recognition.capture import open_source
+    from edge.recognition.capture import VideoFileSource, open_source
 
     cfg = need_config(args.config)
     now0 = _parse_now(args.now, cfg)
+    keep = keep_store_path(args.keep_store) if args.keep_store else None
     if not cfg.store_path.exists():
         print(f"error: store {cfg.store_path} not found: enrol seniors first with meal-enroll", file=sys.stderr)
         return EXIT_FAIL
     tmp = tempfile.mkdtemp(prefix="meal-edge-replay-")
     try:
-        store_path = Path(args.keep_store) if args.keep_store else scratch_copy(cfg.store_path, Path(tmp))
-        if args.keep_store:
-            shutil.copyfile(scratch_copy(cfg.store_path, Path(tmp)), store_path)
+        store_path = scratch_copy(cfg.store_path, Path(tmp))
+        if keep is not None:
+            shutil.copyfile(store_path, keep)
+            store_path = keep
         # a throw-away key: replayed events never leave the scratch store, and a replay must never be a way
         # to have the kiosk's own key sign meals made up from a video
         parts = build_parts(cfg, store_path=store_path, signing_key=Ed25519PrivateKey.generate())
@@ -244,8 +278,8 @@ def cmd_replay(args: argparse.Namespace) -> int:
         wall = time.perf_counter() - t0
         st = pipeline.stats
         print(
-            f"replay: {st.frames} frames in {wall:.1f} s ({st.frames / max(wall, 1e-9):.1f} fps), "
-            f"{st.decisions} decisions {st.by_kind}, backend {parts.embedder.name}",
+            f"replay: {plural(st.frames, 'frame')} in {wall:.1f} s ({st.frames / max(wall, 1e-9):.1f} fps), "
+            f"{plural(st.decisions, 'decision')} {st.by_kind}, backend {parts.embedder.name}",
             file=sys.stderr,
         )
         if args.stats:
@@ -253,16 +287,21 @@ def cmd_replay(args: argparse.Namespace) -> int:
         parts.store.close()
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+    # A damaged video must not look like a complete replay: say what is missing and exit 1.
+    short = source.shortfall() if isinstance(source, VideoFileSource) else None
+    if short:
+        print(f"warning: {short}", file=sys.stderr)
+        return EXIT_FAIL
     return EXIT_OK
 
 
 # -- small commands --------------------------------------------------------------------------------
 def cmd_events(args: argparse.Namespace) -> int:
     from edge.delivery.outbox import events_command
-    from edge.store import Store
+    from edge.meals.confirm import open_store
 
     cfg = need_config(args.config)
-    store = Store(cfg.store_path)
+    store = open_store(cfg)  # a read-only look: never creates an empty store where the config points wrong
     try:
         return events_command(store, pending_only=args.pending, as_json=args.json)
     finally:
@@ -295,10 +334,16 @@ def cmd_evidence(args: argparse.Namespace) -> int:
                 print(found)
                 continue
             out = Path(args.out)
-            if len(args.ids) > 1:
-                out.mkdir(parents=True, exist_ok=True)
-                out = out / f"{name}.jpg"
-            shutil.copyfile(found, out)
+            try:
+                if len(args.ids) > 1:
+                    out.mkdir(parents=True, exist_ok=True)
+                    out = out / f"{name}.jpg"
+                shutil.copyfile(found, out)
+            except OSError as e:
+                where = "a folder (created if missing)" if len(args.ids) > 1 else "a file in an existing folder"
+                print(f"error: cannot copy {found} to {out}: {e.strerror or e}; --out must be {where}",
+                      file=sys.stderr)  # fmt: skip
+                return EXIT_FAIL
             print(out)
     finally:
         if store is not None:
@@ -318,8 +363,9 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     from edge.recognition.decide import load_policy
     from edge.recognition.embed.mirror import reference_model_id
 
-    cfg = load_config(args.file)
-    print(f"{args.file}: OK (centre {cfg.centre.id}, kiosk {cfg.centre.kiosk_id}, {len(cfg.rules.meals)} meals)")
+    path = args.file or args.config  # `check-config FILE`, or the --config / $MEAL_EDGE_CONFIG every command takes
+    cfg = need_config(path)
+    print(f"{path}: OK (centre {cfg.centre.id}, kiosk {cfg.centre.kiosk_id}, {len(cfg.rules.meals)} meals)")
     model_id = reference_model_id(cfg.recognition.mirror, cfg.recognition.model)
     try:
         policy = load_policy(model_id, cfg.calibration_path)
@@ -355,17 +401,28 @@ def cmd_default_config(_args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from edge.cli.demo import run_demo
 
-    return run_demo(keep=Path(args.keep) if args.keep else None, broker=args.broker)
+    keep = Path(args.keep).resolve() if args.keep else None
+    if keep is not None and keep.exists() and not keep.is_dir():
+        raise UsageError(f"--keep {args.keep}: is a file; give a folder (it is created if missing)")
+    return run_demo(keep=keep, broker=args.broker)
 
 
 # -- parser ------------------------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="meal-edge", description="Face-recognition meal check-in daemon")
-    p.add_argument("--config", "-c", metavar="FILE", help="TOML config (see `meal-edge default-config`)")
+    p.add_argument(
+        "--config", "-c", metavar="FILE", default=os.environ.get("MEAL_EDGE_CONFIG"),
+        help="TOML config, before or after the command (default: $MEAL_EDGE_CONFIG; see `meal-edge default-config`)",
+    )  # fmt: skip
     p.add_argument("-v", "--verbose", action="count", default=0, help="-v info, -vv debug")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    s = sub.add_parser("run", help="run the check-in daemon on the configured camera")
+    s = sub.add_parser(
+        "run",
+        help="run the check-in daemon on the configured camera",
+        description=RUN_DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     s.set_defaults(func=cmd_run)
 
     s = sub.add_parser("replay", help="run the same pipeline over a video file or image folder")
@@ -395,7 +452,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_evidence)
 
     s = sub.add_parser("check-config", help="validate a config file; names the bad line")
-    s.add_argument("file")
+    s.add_argument("file", nargs="?", help="the config to check (default: --config or $MEAL_EDGE_CONFIG)")
     s.set_defaults(func=cmd_check_config)
 
     s = sub.add_parser("default-config", help="print a complete, commented config")
@@ -410,7 +467,33 @@ def build_parser() -> argparse.ArgumentParser:
 
     for tool in (keys, confirm, checkin, staffserver, evaluate, calibrate, models_cli, liveness_eval):
         tool.add_parser(sub)
+    every_command_takes_config(sub)
     return p
+
+
+def every_command_takes_config(sub: argparse._SubParsersAction) -> None:
+    """--config also after the sub-command (SUPPRESS keeps one given before it), and `COMMAND --help` starts
+    with what the command does (its one-line help, when it has no longer description)."""
+    helps = {a.dest: a.help or "" for a in sub._choices_actions}
+    for name, p in sub.choices.items():
+        if "--config" not in p._option_string_actions:
+            p.add_argument("--config", "-c", metavar="FILE", default=argparse.SUPPRESS,
+                           help="the TOML config (also accepted before the command)")  # fmt: skip
+        if not p.description and helps.get(name):
+            p.description = f"{helps[name][0].upper()}{helps[name][1:]}."
+
+
+RUN_DESCRIPTION = """\
+Run the check-in daemon: read the configured camera, recognise enrolled seniors, apply the meal and
+subsidy rules, record each meal event in the local store and publish it over MQTT, and serve the
+senior's screen ([display]). A missing camera, an unreachable broker or a display port in use is
+logged and retried; check-in goes on. The retained MQTT status says online/offline and the camera's
+state (ok/missing).
+
+Stops within 5 s on SIGTERM or Ctrl-C, in every state (systemd: `systemctl stop meal-edge`); events
+not yet sent stay in the store and are sent at the next start.
+Exit codes: 0 stopped cleanly, 1 camera, model or store error at start, 2 config error.
+"""
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -422,9 +505,18 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as e:
         print(f"config error:\n{e}", file=sys.stderr)
         return EXIT_USAGE
+    except UsageError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return EXIT_USAGE
     except (SourceError, ModelError, CalibrationError, StoreError, KeyFileError) as e:
         # problems an operator can fix: say which, no traceback
         print(f"error: {e}", file=sys.stderr)
+        return EXIT_FAIL
+    except OSError as e:
+        # a file or folder problem no command foresaw (full disk, permissions): still no traceback
+        log.debug("file error", exc_info=True)
+        print(f"error: {e.filename or ''}{': ' if e.filename else ''}{e.strerror or e} (run with -vv for details)",
+              file=sys.stderr)  # fmt: skip
         return EXIT_FAIL
     except KeyboardInterrupt:
         return 130

@@ -179,11 +179,12 @@ CLOCK_STATES = ("ok", "behind", "ahead")
 
 def status_payload(
     state: str, centre_id: str, district: str, kiosk_id: str, reason: str, at: datetime | None = None,
-    *, clock: str | None = None, newest_event: datetime | None = None,
+    *, clock: str | None = None, newest_event: datetime | None = None, camera: str | None = None,
 ) -> bytes:
     """Retained kiosk status: `online` (birth, on every connect) or `offline` (clean stop or last will).
     `clock`: the clock guard's verdict (ok, behind, ahead) when the kiosk has one, with the newest meal
-    event's time it was checked against."""
+    event's time it was checked against. `camera`: ok or missing once the daemon has tried the camera (an
+    online kiosk without a camera serves nobody)."""
     if state not in ("online", "offline"):
         raise ValueError(f"state must be online or offline, got {state!r}")
     obj: dict[str, Any] = {
@@ -199,4 +200,6 @@ def status_payload(
         if clock not in CLOCK_STATES:
             raise ValueError(f"clock must be one of {CLOCK_STATES}, got {clock!r}")
         obj["clock"] = {"state": clock, "newest_event": None if newest_event is None else iso(newest_event)}
+    if camera is not None:
+        obj["camera"] = camera
     return dumps(obj).encode("utf-8")

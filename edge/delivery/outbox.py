@@ -128,8 +128,9 @@ def _fmt_time(dt: datetime | None) -> str:
     return "-" if dt is None else dt.isoformat(timespec="seconds")
 
 
-def events_command(store: Store, pending_only: bool, as_json: bool, out: TextIO = sys.stdout) -> int:
+def events_command(store: Store, pending_only: bool, as_json: bool, out: TextIO | None = None) -> int:
     """`meal-edge events`: a table for people, or one JSON object per line for scripts. Exit code 0."""
+    out = out or sys.stdout  # looked up now, not at import (tests and callers swap sys.stdout)
     rows = store.list_events(pending_only=pending_only)
     if as_json:
         for r in rows:

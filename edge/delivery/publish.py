@@ -50,6 +50,7 @@ from edge.store import Store, StoreError
 log = logging.getLogger(__name__)
 
 QOS = 1
+_paho_log = logging.getLogger("edge.delivery.publish.paho")
 
 
 def client_id_for(mqtt_cfg: MqttConfig, centre: CentreConfig) -> str:
@@ -145,6 +146,8 @@ class Publisher:
         self._outage = Outage()
         self._thread: threading.Thread | None = None
         self.delivered = 0
+        #: the camera's state for the retained status (set_camera); None until the daemon knows it
+        self._camera: str | None = None
 
         self._clock: ClockState | None = None
         self._refused: set[str] = set()
@@ -158,7 +161,7 @@ class Publisher:
         c.on_connect_fail = self._on_connect_fail
         c.on_disconnect = self._on_disconnect
         c.on_publish = self._on_publish
-        c.enable_logger(logging.getLogger("edge.delivery.publish.paho"))
+        c.on_log = self._on_log
         self._client = c
 
     # -- life cycle --------------------------------------------------------------------------------
@@ -183,6 +186,15 @@ class Publisher:
     def wake(self) -> None:
         """Called by the pipeline right after record_meal: send without waiting for the next poll."""
         self._wake.set()
+
+    def set_camera(self, state: str | None) -> None:
+        """The camera's state ("ok", "missing") goes into the retained status now and at every connect."""
+        if state == self._camera:
+            return
+        self._camera = state
+        if self._ready.is_set() and not self._stopping.is_set():
+            self._client.publish(self.status_topic, self._status("online", "connected", with_clock=True), qos=QOS,
+                                 retain=True)
 
     @property
     def connected(self) -> bool:
@@ -231,6 +243,14 @@ class Publisher:
         info = client.publish(self.status_topic, self._status("online", "connected", with_clock=True), qos=QOS,
                               retain=True)
         self._birth_mid = info.mid
+
+    def _on_log(self, client: mqtt.Client, userdata: Any, level: int, buf: str) -> None:
+        # paho reports every failed reconnect as an ERROR ("Client is not connected"), also after a clean stop
+        # with the broker gone; the outage is logged once by us (Outage), so paho's own lines are details.
+        if level == mqtt.MQTT_LOG_ERR and "not connected" not in buf and not self._stopping.is_set():
+            _paho_log.warning("%s", buf)
+        else:
+            _paho_log.debug("%s", buf)
 
     def _on_connect_fail(self, client: mqtt.Client, userdata: Any) -> None:
         if self._outage.failed(time.monotonic()):
@@ -321,7 +341,7 @@ class Publisher:
         return status_payload(
             state, self.centre.id, self.centre.district, self.centre.kiosk_id, reason,
             clock=None if clock is None else clock.state,
-            newest_event=None if clock is None else clock.newest,
+            newest_event=None if clock is None else clock.newest, camera=self._camera,
         )
 
     def set_clock(self, state: ClockState) -> None:

@@ -20,7 +20,7 @@ from edge.config import Config
 from edge.delivery.events import MealEvent, event_topic, new_event_id
 from edge.meals import feedback
 from edge.meals.feedback import Decision
-from edge.meals.rules import ALREADY_SERVED, Senior, decide_meal
+from edge.meals.rules import ALREADY_SERVED, Senior, decide_meal, meal_window
 from edge.recognition.decide import Verdict
 from edge.recognition.embed.base import Embedder
 from edge.recognition.refresh import CheckIn, RefreshRule, checkin_source, is_checkin_source, refresh_reasons
@@ -118,6 +118,20 @@ class MealDesk:
             d = self._apply_rules(senior, verdict, now, common, probe=probe, live=live)
         return d
 
+    def pays(self, verdict: Verdict, now: datetime) -> bool:
+        """Would the rules record a meal for the verdict's senior now? False for a repeat, a refusal or a
+        closed kiosk: then nothing is paid whatever liveness says. True when unsure (store error)."""
+        try:
+            senior = self.store.get_senior(verdict.senior_id) if verdict.senior_id else None
+            if senior is None:
+                return True
+            c = self.cfg.centre
+            prior = self.store.meals_on(senior.senior_id, now.astimezone(c.tz).date())
+        except StoreError as e:
+            log.error("could not read %s's meals before the liveness check: %s", verdict.senior_id, e)
+            return True
+        return decide_meal(senior, now, prior, self.cfg.rules, c.district, c.tz).kind == "meal"
+
     def keep_evidence(self, d: Decision, image: np.ndarray, box: tuple[int, int, int, int]) -> None:
         """Only what can cost or pay public money: a recorded meal, or a confirmation staff will be asked about.
         Unknown faces are not kept (they are nobody's meal)."""
@@ -130,8 +144,17 @@ class MealDesk:
 
     def _pending_confirmation(self, senior: Senior, verdict: Verdict, decided_at: datetime) -> int | None:
         """Keep the `confirm` decision for staff (`meal-edge confirm`); the rules are applied when staff
-        accept it, as of `decided_at`. A store failure is logged; the kiosk still asks staff."""
+        accept it, as of `decided_at`. A store failure is logged; the kiosk still asks staff.
+        One card per senior per meal window: a new uncertain attempt joins the pending one (issue 15)."""
         try:
+            window = meal_window(self.cfg.rules.meals, decided_at)
+            for c in self.store.pending_confirmations(self.cfg.centre.kiosk_id):
+                same = c.decided_at.astimezone(self.cfg.centre.tz)
+                if (c.senior_id, c.local_date) == (senior.senior_id, decided_at.date()) and (
+                    meal_window(self.cfg.rules.meals, same) == window
+                ):
+                    log.info("confirmation %d for %s is still pending: this attempt joins it", c.id, c.senior_id)
+                    return c.id
             return self.store.add_confirmation(
                 kiosk_id=self.cfg.centre.kiosk_id,
                 senior_id=senior.senior_id,

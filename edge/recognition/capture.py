@@ -57,6 +57,9 @@ class VideoFileSource:
         if not self._cap.isOpened():
             raise SourceError(f"{self.path}: cannot open video (corrupt file or unsupported codec)")
         self.fps = float(self._cap.get(cv2.CAP_PROP_FPS)) or 25.0
+        #: frames the container says it holds (0: it does not say); a damaged file ends reading early
+        self.expected = max(0, int(self._cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0))
+        self.read = 0
 
     def frames(self) -> Iterator[Frame]:
         i = 0
@@ -66,7 +69,18 @@ class VideoFileSource:
                 break
             yield Frame(i, i / self.fps, np.ascontiguousarray(bgr[:, :, ::-1]))
             i += 1
+            self.read = i
         self.close()
+
+    def shortfall(self) -> str | None:
+        """After frames(): what is missing when fewer frames were read than the file says it holds."""
+        if not self.expected or self.read >= self.expected:
+            return None
+        return (
+            f"{self.path}: read {self.read} of {self.expected} frames: the file is damaged or cut short after "
+            f"{self.read / self.fps:.1f} s; the decisions above cover only the frames read (copy the video again, "
+            "or repair it, e.g. ffmpeg -i IN -c copy OUT)"
+        )
 
     def close(self) -> None:
         self._cap.release()
@@ -118,6 +132,8 @@ class CameraSource:
         self._thread: threading.Thread | None = None
         self.dropped = 0
         self.connected = False
+        #: the camera could not be opened, or stopped delivering frames (None: not tried yet)
+        self._missing: bool | None = None
         # A video file standing in for a camera (tests, a recorded scene on a kiosk) plays at its own
         # frame rate and loops, as a camera would deliver it; a real camera paces itself.
         self.is_file = isinstance(self.source, str) and Path(self.source).is_file()
@@ -139,6 +155,7 @@ class CameraSource:
         outage_logged = False
         while not self._stop.is_set():
             cap = self._open()
+            self._missing = cap is None
             if cap is None:
                 if not outage_logged:
                     log.error(
@@ -164,6 +181,7 @@ class CameraSource:
                     else:
                         log.error("camera %r stopped delivering frames; reopening", self.source)
                         outage_logged = True
+                        self._missing = True
                     break
                 if period:
                     next_at += period
@@ -183,6 +201,12 @@ class CameraSource:
             cap.release()
             if not self.is_file:
                 self._stop.wait(self.reconnect_seconds)
+
+    @property
+    def state(self) -> str | None:
+        """"ok", "missing" (cannot be opened, or stopped delivering frames), or None before the first try:
+        what the daemon puts in its retained MQTT status."""
+        return None if self._missing is None else "missing" if self._missing else "ok"
 
     def start(self) -> None:
         if self._thread is None:
@@ -208,10 +232,12 @@ class CameraSource:
         """Safe from a signal handler: only sets a flag."""
         self._stop.set()
 
-    def close(self) -> None:
+    def close(self, timeout: float = 5.0) -> None:
+        """Stop the reader and wait at most `timeout` for it (a driver stuck in a read is left behind: the
+        thread is a daemon thread, and the process is stopping)."""
         self._stop.set()
         if self._thread is not None:
-            self._thread.join(timeout=5)
+            self._thread.join(timeout=timeout)
 
 
 def open_source(source: str) -> FrameSource:

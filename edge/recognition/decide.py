@@ -36,7 +36,7 @@ import numpy as np
 
 from edge.paths import PROJECT_MODELS_DIR
 from edge.recognition.embed.base import EMBEDDING_DIM
-from edge.recognition.match import Gallery, normalise
+from edge.recognition.match import Gallery, normalise, similarities
 
 log = logging.getLogger(__name__)
 
@@ -174,17 +174,23 @@ def _check(embeddings: np.ndarray) -> np.ndarray:
     return e
 
 
-_CENTROIDS: weakref.WeakKeyDictionary[Gallery, np.ndarray] = weakref.WeakKeyDictionary()
+_SCORED: weakref.WeakKeyDictionary[Gallery, np.ndarray] = weakref.WeakKeyDictionary()
 
 
 def centroids(gallery: Gallery) -> np.ndarray:
     """float32 [S,128]: each senior's templates averaged and renormalised (cached per gallery object)."""
-    c = _CENTROIDS.get(gallery)
-    if c is None:
-        starts = np.flatnonzero(np.r_[True, gallery.owner[1:] != gallery.owner[:-1]])
-        c = normalise(np.add.reduceat(gallery.templates, starts, axis=0))
-        _CENTROIDS[gallery] = c
-    return c
+    return _templates_and_centroids(gallery)[gallery.n_templates :]
+
+
+def _templates_and_centroids(gallery: Gallery) -> np.ndarray:
+    """float32 [T+S,128]: the templates, then each senior's centroid: what a probe is scored against, in one
+    matrix so that scoring is one product (cached per gallery object)."""
+    m = _SCORED.get(gallery)
+    if m is None:
+        c = normalise(np.add.reduceat(gallery.templates, gallery.starts, axis=0))
+        m = np.ascontiguousarray(np.vstack([gallery.templates, c]))
+        _SCORED[gallery] = m
+    return m
 
 
 def senior_distances(gallery: Gallery, probes: np.ndarray, template_weight: float) -> np.ndarray:
@@ -192,10 +198,10 @@ def senior_distances(gallery: Gallery, probes: np.ndarray, template_weight: floa
     p = normalise(np.atleast_2d(probes))
     if template_weight >= 1:
         return gallery.senior_distances(p).astype(np.float64)
-    sims = p @ gallery.templates.T
-    starts = np.flatnonzero(np.r_[True, gallery.owner[1:] != gallery.owner[:-1]])
-    nearest = np.maximum.reduceat(sims, starts, axis=1) if template_weight > 0 else 0.0
-    s = template_weight * nearest + (1 - template_weight) * (p @ centroids(gallery).T)
+    t = gallery.n_templates
+    sims = similarities(p, _templates_and_centroids(gallery))  # [n, T+S]: templates and centroids at once
+    nearest = np.maximum.reduceat(sims[:, :t], gallery.starts, axis=1) if template_weight > 0 else 0.0
+    s = template_weight * nearest + (1 - template_weight) * sims[:, t:]
     return np.sqrt(np.clip(2.0 - 2.0 * s.astype(np.float64), 0.0, 4.0))
 
 

@@ -6,16 +6,35 @@ templates, and each probe gets its best and second-best *senior* (not template),
 best-versus-second-best margin between different people is what the decision policy needs.
 
 Distances are Euclidean between L2-normalised descriptors: d = sqrt(2 - 2 cos), in [0, 2].
+
+The product runs on one BLAS thread (`similarities`). Measured with bench/bench_match.py (issue 15): for a
+batch of 5 probes numpy calls sgemm, and OpenBLAS spreads even a 5 x 1,000 x 128 product over its threads;
+on a busy 2-core kiosk (the embedder's threads, the camera) waking them cost 5-30 ms for 0.1 ms of work,
+slower than face_distance. A single probe is a gemv and was never affected. One thread is as fast or faster
+at every gallery size measured, up to 100,000 templates.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
+from functools import cache, cached_property
 
 import numpy as np
+from threadpoolctl import ThreadpoolController
 
 from edge.recognition.embed.base import EMBEDDING_DIM
+
+
+@cache
+def _blas() -> ThreadpoolController:
+    return ThreadpoolController()  # finds numpy's BLAS once; limit() below is then a cheap call
+
+
+def similarities(probes: np.ndarray, matrix: np.ndarray) -> np.ndarray:
+    """float32 [n, R]: probes [n, d] times matrix [R, d] transposed, as ONE product on one BLAS thread."""
+    with _blas().limit(limits=1, user_api="blas"):
+        return probes @ matrix.T
 
 
 def normalise(x: np.ndarray) -> np.ndarray:
@@ -81,13 +100,18 @@ class Gallery:
             tuple(self.senior_ids[i] for i in keep), self.templates[rows], remap[self.owner[rows]], self.model_id
         )
 
+    @cached_property
+    def starts(self) -> np.ndarray:
+        """int [S]: the first template row of each senior (computed once per gallery, not per match)."""
+        return np.flatnonzero(np.r_[True, self.owner[1:] != self.owner[:-1]])
+
     def senior_distances(self, probes: np.ndarray) -> np.ndarray:
         """float32 [n, S]: for each probe, the distance to each senior's nearest template."""
-        p = normalise(np.atleast_2d(probes))
-        sims = p @ self.templates.T  # [n, T]
-        starts = np.flatnonzero(np.r_[True, self.owner[1:] != self.owner[:-1]])
-        best = np.maximum.reduceat(sims, starts, axis=1)  # [n, S]
-        return np.sqrt(np.clip(2.0 - 2.0 * best, 0.0, 4.0)).astype(np.float32)
+        sims = similarities(normalise(np.atleast_2d(probes)), self.templates)  # [n, T]
+        best = np.maximum.reduceat(sims, self.starts, axis=1)  # [n, S]
+        np.multiply(best, -2.0, out=best)
+        np.add(best, 2.0, out=best)
+        return np.sqrt(np.clip(best, 0.0, 4.0, out=best), out=best)
 
 
 def match(gallery: Gallery, probes: np.ndarray) -> list[Candidate]:
