@@ -27,7 +27,7 @@ from district.config import Config
 from district.db.engine import open_engine
 from district.db.models import EventId
 from district.report import settle, yuan
-from district.store import BatchResult, BatchWriter, Incoming
+from district.store import BatchResult, BatchWriter, Incoming, register_kiosk
 from district.validate import classify
 from district.watch import Watcher
 
@@ -62,10 +62,21 @@ def summary_line(engine: Engine, district: str, day: date | None = None, totals:
             f"({adj} fen), net payable CNY {yuan(sub - adj)}")
 
 
+#: (district, centre_id, kiosk_id) -> the kiosk's public key text, as `meal-district kiosk register` records it
+KioskKeys = Mapping[tuple[str, str, str], str]
+
+
+def _register(engine: Engine, kiosks: KioskKeys) -> None:
+    for (district, centre, kiosk), key in kiosks.items():
+        register_kiosk(engine, district, centre, kiosk, key, actor="demo")
+
+
 def settle_events(events: Iterable[bytes | str | Mapping[str, Any]], *, db_path: Path | None = None,
-                  district: str | None = None, topic_prefix: str = "meal/v1", accept_unsigned: bool = True) -> str:
+                  district: str | None = None, topic_prefix: str = "meal/v1", accept_unsigned: bool = True,
+                  kiosks: KioskKeys | None = None) -> str:
     """Store the kiosk payloads as the district would (each once, bad ones quarantined), then the day's
-    settlement line. The topic of each payload is derived from its own ids, as its kiosk publishes it."""
+    settlement line. The topic of each payload is derived from its own ids, as its kiosk publishes it.
+    `kiosks`: public keys to register first, so that signed events verify as at `meal-district serve`."""
     payloads = [_bytes(e) for e in events]
     objs = []
     for p in payloads:
@@ -79,6 +90,7 @@ def settle_events(events: Iterable[bytes | str | Mapping[str, Any]], *, db_path:
     path = db_path or Path(scratch.name if scratch else ".") / "district.sqlite"
     engine = open_engine(f"sqlite:///{path}")
     try:
+        _register(engine, kiosks or {})
         now = datetime.now(UTC)
         batch = []
         for p, o in zip(payloads, objs, strict=True):
@@ -102,7 +114,7 @@ class EmbeddedDistrict:
     """`meal-district serve` in a thread, on a SQLite file, for a demo that publishes through a broker."""
 
     def __init__(self, db_path: Path, broker: tuple[str, int], district: str, topic_prefix: str = "meal/v1",
-                 accept_unsigned: bool = True) -> None:
+                 accept_unsigned: bool = True, kiosks: KioskKeys | None = None) -> None:
         from district.serve import Server
 
         self.cfg = Config.model_validate({
@@ -113,6 +125,7 @@ class EmbeddedDistrict:
             "metrics": {"listen": ""},
         })
         self.engine = open_engine(self.cfg.database_url)
+        _register(self.engine, kiosks or {})
         self.server = Server(self.cfg, self.engine)
         self._thread = threading.Thread(target=self.server.run, name="embedded-district", daemon=True)
 

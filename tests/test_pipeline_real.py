@@ -16,6 +16,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+from conftest import MosquittoBroker
 
 from edge.cli.main import main as edge_main
 from edge.config import DEFAULT_CONFIG
@@ -167,6 +168,21 @@ def test_demo_end_to_end(
         snaps = sorted(p.name for p in (tmp_path / "demo" / "evidence").glob("*/*.jpg"))
         assert snaps == sorted(f"{e.event_id}.jpg" for e in events)
         assert "one per meal: 2" in out and all(f"{e.event_id}.jpg" in out for e in events)
+    # the district side (issue 11): the signed events verified against this kiosk's key and settled
+    assert "district xuhui, 2026-11-30: 2 meals from 1 kiosk, 1 subsidised, subsidy 300 fen, 0 flagged" in out, out
+
+
+@pytest.mark.slow
+def test_demo_through_a_broker_to_an_embedded_district(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], mosquitto_broker: MosquittoBroker
+) -> None:
+    """`meal-edge demo --broker`: the events go through a real Mosquitto to `meal-district serve`'s code."""
+    from edge.cli.main import main
+
+    assert main(["demo", "--keep", str(tmp_path / "demo"), "--broker", f"127.0.0.1:{mosquitto_broker.port}"]) == 0
+    out, err = capsys.readouterr()
+    assert "2 acknowledged, 0 still pending" in out, out + err
+    assert "district xuhui, 2026-11-30: 2 meals from 1 kiosk, 1 subsidised, subsidy 300 fen, 0 flagged" in out, out
 
 
 def _notify_socket(tmp: Path) -> tuple[socket.socket, list[str]]:

@@ -18,14 +18,19 @@ import time
 from dataclasses import dataclass
 from datetime import date, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import cv2
 import matplotlib
 import numpy as np
 
 from edge.cli.text import plural
-from edge.config import DEFAULT_CONFIG, load_config
+from edge.config import DEFAULT_CONFIG, Config, load_config
 from edge.recognition.detect import load_image, to_rgb
+from edge.security.signing import public_key_text
+
+if TYPE_CHECKING:
+    from edge.store import Store
 
 log = logging.getLogger(__name__)
 
@@ -153,6 +158,28 @@ def run_demo(keep: Path | None = None, broker: str | None = None) -> int:
             shutil.rmtree(work, ignore_errors=True)
 
 
+def _publish_to_district(
+    cfg: Config, store: Store, broker: str, n: int, kiosks: dict[tuple[str, str, str], str], work: Path
+) -> str:
+    """Publish through the broker to an embedded `meal-district serve` (its own MQTT session); its settlement line."""
+    from district.embedded import EmbeddedDistrict
+    from edge.delivery.publish import Publisher
+
+    host, _, port = broker.rpartition(":")
+    with EmbeddedDistrict(work / "district.sqlite", (host, int(port)), cfg.centre.district,
+                          cfg.mqtt.topic_prefix, accept_unsigned=False, kiosks=kiosks) as district:
+        pub = Publisher(store, cfg.mqtt_link, cfg.centre)
+        pub.start()
+        deadline = time.monotonic() + 15
+        while store.pending() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        pub.stop(timeout=5)
+        left = len(store.pending())
+        print(f"   published to {broker}: {n - left} acknowledged, {left} still pending")
+        district.wait_for(n - left)
+        return district.summary_line()
+
+
 def _run(work: Path, keep: bool, broker: str | None) -> int:
     from edge.app import build_parts, make_pipeline, replay_clock
     from edge.meals.rules import Senior
@@ -212,24 +239,25 @@ def _run(work: Path, keep: bool, broker: str | None) -> int:
         print(f"   ({plural(st.frames, 'frame')} in {took:.1f} s; {decisions}, one per presence)\n")
 
     pending = store.pending()
-    print(f"{len(scenes) + 2}. Meal events in the outbox, as they are published (QoS 1) to")
+    payloads = [ev.payload for ev in pending]
+    kiosk_key = public_key_text(store.signer.key().public_key())
+    print(f"{len(scenes) + 2}. Meal events in the outbox, signed by this kiosk's key, as they are published (QoS 1) to")
     print(f"   {pending[0].topic if pending else '-'}")
     for ev in pending:
         print(json.dumps(json.loads(ev.payload), ensure_ascii=False, indent=2))
+    kiosks = {(cfg.centre.district, cfg.centre.id, cfg.centre.kiosk_id): kiosk_key}
     if broker:
-        from edge.delivery.publish import Publisher
-
-        pub = Publisher(store, cfg.mqtt_link, cfg.centre)
-        pub.start()
-        deadline = time.monotonic() + 15
-        while store.pending() and time.monotonic() < deadline:
-            time.sleep(0.2)
-        pub.stop(timeout=5)
-        left = len(store.pending())
-        print(f"   published to {broker}: {len(pending) - left} acknowledged, {left} still pending")
+        district_line = _publish_to_district(cfg, store, broker, len(pending), kiosks, work)
     else:
-        print("   (not published: run `meal-edge demo --broker 127.0.0.1:1883` to send them to a broker)")
+        print("   (not published: run `meal-edge demo --broker 127.0.0.1:1883` to send them through a broker)")
+        # the district's own checks and settlement, in this process (district/embedded.py)
+        from district.embedded import settle_events
+
+        district_line = settle_events(payloads, db_path=work / "district.sqlite", accept_unsigned=False,
+                                      kiosks=kiosks)
     store.close()
+    print(f"\n{len(scenes) + 3}. The district (meal-district) received them, checked the signatures, settled the day:")
+    print(f"   {district_line}")
     snaps = sorted(cfg.evidence_dir.glob("*/*.jpg"))
     print(f"\n   audit snapshots kept on the kiosk (never published), one per meal: {len(snaps)}")
     for p in snaps:
