@@ -46,7 +46,9 @@ def summary_line(engine: Engine, district: str, day: date | None = None, totals:
         if day is None:
             day = conn.execute(select(func.max(EventId.local_date))).scalar()
         if day is None:
-            return f"district {district}: no meal events received"
+            why = f" ({totals.quarantined} quarantined: meal-district quarantine says why)" if totals and \
+                totals.quarantined else ""
+            return f"district {district}: no meal events stored{why}"
         s = settle(conn, day.strftime("%Y-%m"), district)
     lines = [ln for ln in s.lines if ln["local_date"] == day.isoformat()]
     sub = sum(ln["subsidy_fen"] for ln in lines)
@@ -62,10 +64,21 @@ def summary_line(engine: Engine, district: str, day: date | None = None, totals:
             f"({adj} fen), net payable CNY {yuan(sub - adj)}")
 
 
+def _register(engine: Engine, public_keys: Mapping[str, str] | None) -> None:
+    from district import verify
+    from district.store import register_kiosk
+
+    for kiosk, key in (public_keys or {}).items():
+        d, c, k = kiosk.split("/")
+        register_kiosk(engine, d, c, k, verify.check_public_key(key), actor="demo")
+
+
 def settle_events(events: Iterable[bytes | str | Mapping[str, Any]], *, db_path: Path | None = None,
-                  district: str | None = None, topic_prefix: str = "meal/v1", accept_unsigned: bool = True) -> str:
+                  district: str | None = None, topic_prefix: str = "meal/v1", accept_unsigned: bool = True,
+                  public_keys: Mapping[str, str] | None = None) -> str:
     """Store the kiosk payloads as the district would (each once, bad ones quarantined), then the day's
-    settlement line. The topic of each payload is derived from its own ids, as its kiosk publishes it."""
+    settlement line. The topic of each payload is derived from its own ids, as its kiosk publishes it.
+    `public_keys`: "district/centre/kiosk" -> the kiosk's public key text, for signed (schema 2) events."""
     payloads = [_bytes(e) for e in events]
     objs = []
     for p in payloads:
@@ -79,6 +92,7 @@ def settle_events(events: Iterable[bytes | str | Mapping[str, Any]], *, db_path:
     path = db_path or Path(scratch.name if scratch else ".") / "district.sqlite"
     engine = open_engine(f"sqlite:///{path}")
     try:
+        _register(engine, public_keys)
         now = datetime.now(UTC)
         batch = []
         for p, o in zip(payloads, objs, strict=True):
@@ -115,6 +129,10 @@ class EmbeddedDistrict:
         self.engine = open_engine(self.cfg.database_url)
         self.server = Server(self.cfg, self.engine)
         self._thread = threading.Thread(target=self.server.run, name="embedded-district", daemon=True)
+
+    def register(self, public_keys: Mapping[str, str]) -> None:
+        """Register kiosks' public keys ("district/centre/kiosk" -> key text) so their signed events verify."""
+        _register(self.engine, public_keys)
 
     def __enter__(self) -> EmbeddedDistrict:
         self._thread.start()
