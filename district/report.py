@@ -52,6 +52,14 @@ class Settlement:
     events: int
     per_day: dict[str, Counter[date]] = field(default_factory=dict)
     check_in: Counter[str] = field(default_factory=Counter)
+    #: per centre, meals confirmed by staff or checked in by hand (check_in other than face)
+    staff: dict[str, int] = field(default_factory=dict)
+
+    def staff_share(self, centre_id: str | None = None) -> str:
+        n = sum(self.staff.values()) if centre_id is None else self.staff.get(centre_id, 0)
+        meals = self.totals["meals"] if centre_id is None else next(
+            (c["meals"] for c in self.centres if c["centre_id"] == centre_id), 0)
+        return f"{100 * n / meals:.1f}%" if meals else "-"
 
 
 def settle(conn: Connection, month: str, district: str, cap_fen: int = 300) -> Settlement:
@@ -73,6 +81,7 @@ def settle(conn: Connection, month: str, district: str, cap_fen: int = 300) -> S
     lines: list[dict[str, Any]] = []
     per_day: dict[str, Counter[date]] = defaultdict(Counter)
     check_in: Counter[str] = Counter()
+    staff: Counter[str] = Counter()  # meals confirmed or checked in by staff, per centre
     for r in rows:
         c = centres.setdefault(r.centre_id, dict.fromkeys(CENTRE_COLUMNS, 0) | {"centre_id": r.centre_id})
         f = flags.get(r.event_id)
@@ -84,6 +93,7 @@ def settle(conn: Connection, month: str, district: str, cap_fen: int = 300) -> S
         c["adjustments"] += f is not None
         c["adjustment_fen"] += adj
         c["net_subsidy_fen"] += r.subsidy_fen - adj
+        staff[r.centre_id] += r.check_in != "face"
         per_day[r.centre_id][r.local_date] += 1
         check_in[r.check_in] += 1
         lines.append({"senior_id": r.senior_id, "local_date": r.local_date.isoformat(),
@@ -105,7 +115,7 @@ def settle(conn: Connection, month: str, district: str, cap_fen: int = 300) -> S
         raise ReportError(f"totals do not reconcile: centres {totals}, database subsidy {db_sub} payable {db_pay} "
                           f"meals {db_n}, meal lines net {line_net}; events changed while reading? run it again")
     return Settlement(month, district, table, lines, totals, digest.hexdigest(), len(rows) + len(void_raw),
-                      dict(per_day), check_in)
+                      dict(per_day), check_in, dict(staff))
 
 
 def _csv(rows: list[dict[str, Any]], columns: list[str]) -> bytes:
@@ -133,6 +143,7 @@ def statement_text(s: Settlement, files: dict[str, bytes]) -> bytes:
         f"(CNY {yuan(t['adjustment_fen'])})",
         f"net subsidy payable      {t['net_subsidy_fen']} fen (CNY {yuan(t['net_subsidy_fen'])})",
         f"paid by seniors          {t['payable_fen']} fen (CNY {yuan(t['payable_fen'])})",
+        f"staff-confirmed share    {s.staff_share()} of meals (confirmed by staff or checked in by hand)",
         "",
         "Reconciliation: the per-centre totals, the per-meal lines and the database's own sums over the stored",
         "events agree to the fen (the report refuses to write otherwise).",
@@ -181,14 +192,14 @@ def xlsx(s: Settlement) -> bytes:
     ws = wb.active
     assert ws is not None
     ws.title = "centres"
-    ws.append(CENTRE_COLUMNS)
+    ws.append([*CENTRE_COLUMNS, "staff_confirmed_share"])
     for c in s.centres:
-        ws.append([c[k] for k in CENTRE_COLUMNS])
-    ws.append(["TOTAL", *[s.totals[k] for k in CENTRE_COLUMNS[1:]]])
+        ws.append([*(c[k] for k in CENTRE_COLUMNS), s.staff_share(c["centre_id"])])
+    ws.append(["TOTAL", *[s.totals[k] for k in CENTRE_COLUMNS[1:]], s.staff_share()])
     for cell in ws[1] + ws[ws.max_row]:
         cell.font = Font(bold=True)
     ws.column_dimensions["A"].width = 16
-    for col in "BCDEFGH":
+    for col in "BCDEFGHI":
         ws.column_dimensions[col].width = 15
     ws.freeze_panes = "A2"
     lines = wb.create_sheet("meals")
