@@ -44,7 +44,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import ROOT, machine  # noqa: E402
 
 from district.config import DEFAULT_CONFIG  # noqa: E402
-from edge.events import MealEvent, build_payload, dumps  # noqa: E402
+from edge.delivery.events import MealEvent, dumps, v1_payload  # noqa: E402
 
 SH = ZoneInfo("Asia/Shanghai")
 DISTRICT = "erqi"
@@ -107,7 +107,7 @@ def generate(n_events: int, centres: int = 30, kiosks: int = 2, seniors: int = 3
                        None if rng.random() < 0.97 else "staff",
                        {"distance": round(rng.uniform(0.2, 0.45), 4), "frames": 3, "model_id": "sface-int8",
                         "backend": "onnx"})
-        body = dumps(build_payload(ev, seq[(centre, kiosk)])).encode()
+        body = dumps(v1_payload(ev, seq[(centre, kiosk)])).encode()
         msgs.append((f"{PREFIX}/{DISTRICT}/{centre}/{kiosk}/events", body, ev.event_id))
         subsidised += sub > 0
         subsidy += sub

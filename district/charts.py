@@ -14,9 +14,10 @@ import numpy as np  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
 from district.queries import month_range  # noqa: E402
+from district.settle import CHECK_INS  # noqa: E402
 
 if TYPE_CHECKING:
-    from district.report import Settlement
+    from district.settle import Settlement
 
 
 def _png(fig: Figure) -> bytes:
@@ -60,8 +61,6 @@ def subsidy_per_centre(s: Settlement) -> bytes:
 
 
 def check_in_method(s: Settlement) -> bytes:
-    from district.report import CHECK_INS
-
     labels = list(CHECK_INS) + sorted(set(s.check_in) - set(CHECK_INS))
     values = [s.check_in.get(k, 0) for k in labels]
     fig, ax = plt.subplots(figsize=(6, 3.5))

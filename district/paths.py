@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+from functools import cache
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -22,12 +23,23 @@ def default_database_url() -> str:
     return f"sqlite:///{state_dir() / 'meal-district.sqlite'}"
 
 
+@cache
+def _schema_text(name: str) -> str:
+    return resources.files("district").joinpath("schemas", name).read_text(encoding="utf-8")
+
+
 def schema(name: str) -> dict[str, Any]:
-    """A JSON schema shipped in district/schemas (the v1 ones are docs/*.schema.json, linked at build time).
-    A fresh object on every call: fastjsonschema changes the one it compiles."""
-    text = resources.files("district").joinpath("schemas", name).read_text(encoding="utf-8")
-    obj: dict[str, Any] = json.loads(text)
-    return obj
+    """A JSON schema shipped in district/schemas (docs/*.schema.json, linked at build time); "FILE#DEF" is the
+    definition DEF of that file (docs/events.schema.json holds v1 and v2 under $defs) as a schema of its own,
+    so that a payload is checked against its own version and the error names the field.
+    A fresh object each call: fastjsonschema.compile adds keys to the dict it is given."""
+    file, _, part = name.partition("#")
+    obj: dict[str, Any] = json.loads(_schema_text(file))
+    if not part:
+        return obj
+    defs = obj.get("$defs", {})
+    sub: dict[str, Any] = {"$schema": obj.get("$schema"), **defs[part], "$defs": defs}
+    return sub
 
 
 def package_dir(*parts: str) -> Path:

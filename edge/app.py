@@ -1,6 +1,7 @@
 """The one place that wires the pipeline.
 
-capture -> detect -> track -> embed -> match/decide -> rules -> store (+outbox) -> publish -> feedback.
+capture -> detect -> track -> embed -> match/decide -> meal desk (rules -> store + outbox) -> feedback; the
+publisher delivers from the outbox.
 
 `Pipeline` takes every part as an argument, so `run` (live camera, wall clock), `replay` (file,
 pinned clock), the demo, the tests and the benchmarks all drive the same code.
@@ -15,24 +16,28 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from edge import feedback
-from edge.capture import Frame
 from edge.config import Config
-from edge.decide import Policy, Verdict, decide, fuse, lookalike_pairs
-from edge.detect import Detector, Face
-from edge.embed.base import Embedder
-from edge.events import MealEvent, event_topic, new_event_id
-from edge.evidence import EvidenceKeeper, Snapshot, confirmation_name
-from edge.liveness import LivenessChecker, LivenessVerdict
-from edge.match import Gallery, normalise
-from edge.refresh import CheckIn, RefreshRule, checkin_source, is_checkin_source, refresh_reasons
-from edge.rules import ALREADY_SERVED, Senior, decide_meal
-from edge.store import AlreadyServed, Store, StoreError, TemplateIn
-from edge.track import Observation, Track, Tracker
+from edge.meals import feedback
+from edge.meals.awaiting import Outcome
+from edge.meals.desk import MealDesk
+from edge.meals.feedback import Decision
+from edge.recognition.capture import Frame
+from edge.recognition.decide import Policy, Verdict, decide, fuse, lookalike_pairs
+from edge.recognition.detect import TURNED_YAW, Face, FaceDetector
+from edge.recognition.embed.base import Embedder
+from edge.recognition.liveness import LivenessChecker, LivenessVerdict
+from edge.recognition.match import Gallery, normalise
+from edge.recognition.track import Observation, Snapshot, Track, Tracker
+from edge.security.clockguard import ClockGuard, ClockState
+from edge.store import Store
+from edge.store.evidence import EvidenceKeeper
+
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 log = logging.getLogger(__name__)
 
@@ -46,58 +51,16 @@ def replay_clock(start: datetime) -> Clock:
 # A decided track is re-embedded now and then; a descriptor this far from the track's own fused
 # descriptor means another person stepped into the same place, which is a new presence.
 IDENTITY_SWITCH_DISTANCE = 0.62
+# SFace spreads one person's photos wider on the unit sphere than dlib: on the LFW calibration half, 98% of
+# same-person pairs of different photos are closer than 1.1 (cosine 0.40), 0.03% of different people
+# (provisional, issue 10; frames of one presence are much closer than different photos)
+IDENTITY_SWITCH_DISTANCE_SFACE = 1.1
+
+
+def identity_switch_distance(model_id: str) -> float:
+    return IDENTITY_SWITCH_DISTANCE_SFACE if model_id.startswith("face_recognition_sface") else IDENTITY_SWITCH_DISTANCE
 RECHECK_EVERY = 15
 MAX_OBSERVATIONS = 64
-
-
-@dataclass(frozen=True)
-class Decision:
-    """What happened for one presence; printed by `replay`, shown at the kiosk, logged."""
-
-    kind: str  # meal | repeat | unknown | confirm | refused | closed | error
-    track_id: int
-    decided_at: datetime
-    source_ts: float
-    message: str
-    senior_id: str | None = None
-    name: str | None = None
-    meal: str | None = None
-    price_fen: int = 0
-    subsidy_fen: int = 0
-    payable_fen: int = 0
-    reasons: tuple[str, ...] = ()
-    event_id: str | None = None
-    seq: int | None = None
-    distance: float | None = None
-    margin: float | None = None
-    frames: int = 0
-    #: the pending staff confirmation recorded for a `confirm` decision (see `meal-edge confirm`)
-    confirmation_id: int | None = None
-    #: seconds the presence had been in view when it was decided (check-in latency at the kiosk)
-    in_view_s: float = 0.0
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "kind": self.kind,
-            "senior_id": self.senior_id,
-            "name": self.name,
-            "meal": self.meal,
-            "price_fen": self.price_fen,
-            "subsidy_fen": self.subsidy_fen,
-            "payable_fen": self.payable_fen,
-            "reasons": list(self.reasons),
-            "message": self.message,
-            "event_id": self.event_id,
-            "seq": self.seq,
-            "source_ts": round(self.source_ts, 3),
-            "decided_at": self.decided_at.isoformat(),
-            "track_id": self.track_id,
-            "distance": None if self.distance is None else round(self.distance, 4),
-            "margin": None if self.margin is None else round(self.margin, 4),
-            "frames": self.frames,
-            "confirmation_id": self.confirmation_id,
-            "in_view_s": round(self.in_view_s, 3),
-        }
 
 
 @dataclass
@@ -131,7 +94,7 @@ def unrecognisable(n: int, other_model: str, model_id: str) -> str:
     return (
         f"{n} seniors have face templates only for model {other_model}, not for this kiosk's model {model_id}: "
         "they cannot be recognised. Re-enrol their photos (meal-enroll add/import/capture), or set "
-        "[recognition] mirror to match how they were enrolled"
+        "[recognition] model and mirror to match how they were enrolled"
     )
 
 
@@ -189,7 +152,7 @@ class Pipeline:
         self,
         cfg: Config,
         *,
-        detector: Detector,
+        detector: FaceDetector,
         embedder: Embedder,
         store: Store,
         policy: Policy,
@@ -197,8 +160,10 @@ class Pipeline:
         gallery: GalleryHolder | None = None,
         on_decision: Callable[[Decision], None] | None = None,
         on_event: Callable[[], None] | None = None,
+        on_hint: Callable[[str | None], None] | None = None,
         liveness: LivenessChecker | None = None,
         evidence: EvidenceKeeper | None = None,
+        clock_guard: ClockGuard | None = None,
     ) -> None:
         self.cfg = cfg
         self.detector = detector
@@ -208,20 +173,23 @@ class Pipeline:
         self.clock = clock
         self.holder = gallery or GalleryHolder(store, policy)
         self.on_decision = on_decision
-        self.on_event = on_event
+        #: called with every looked-at frame: "closer", "turn" or None (edge.meals.feedback says the words)
+        self.on_hint = on_hint
         self.liveness = liveness
         self.evidence = evidence
+        #: no decision on a clock earlier than the newest event (or far beyond it at start)
+        self.clock_guard = clock_guard
         t = cfg.track
         self.tracker = Tracker(iou_match=t.iou_match, max_missing=t.max_missing_frames)
         self.stats = Stats()
-        self.topic = event_topic(cfg.mqtt.topic_prefix, cfg.centre.district, cfg.centre.id, cfg.centre.kiosk_id)
-        r = cfg.recognition
-        self.refresh_rule = RefreshRule(
-            enabled=r.refresh_templates,
-            max_templates=r.refresh_max,
-            max_distance=r.refresh_distance,
-            min_margin=r.refresh_min_margin,
-            every_days=r.refresh_every_days,
+        self.desk = MealDesk(
+            cfg,
+            store=store,
+            embedder=embedder,
+            on_event=on_event,
+            evidence=evidence,
+            liveness_enabled=liveness is not None,
+            clock_guard=clock_guard,
         )
 
     @property
@@ -235,7 +203,8 @@ class Pipeline:
         st = self.stats
         st.frames += 1
         t0 = time.perf_counter()
-        faces = [f for f in self.detector.detect(frame.image) if f.width >= self.cfg.detect.min_face_px]
+        seen = self.detector.detect(frame.image)
+        faces = [f for f in seen if f.width >= self.cfg.detect.min_face_px]
         st.t_detect += time.perf_counter() - t0
         st.faces += len(faces)
         assigned, ended = self.tracker.update(faces, frame.index, frame.source_ts)
@@ -252,7 +221,7 @@ class Pipeline:
                 want.append((track, obs))
         if want:
             t0 = time.perf_counter()
-            chips = self.detector.chips(frame.image, [o.face for _, o in want])
+            chips = self.embedder.chips(frame.image, [o.face for _, o in want])
             embs = self.embedder.embed(chips)
             st.t_embed += time.perf_counter() - t0
             st.embedded += len(want)
@@ -264,13 +233,27 @@ class Pipeline:
             if track.decided:
                 self._recheck(track, obs)
             else:
-                d = self._maybe_decide(track, frame, final=False)
+                d = self.decide_track(track, frame, final=False)
                 if d is not None:
                     decisions.append(d)
         for track, _ in assigned:
             del track.observations[:-MAX_OBSERVATIONS]
         decisions.extend(self._end(ended, frame))
+        if self.on_hint is not None:
+            self.on_hint(self._hint(len(seen) > len(faces), assigned))
         return decisions
+
+    @staticmethod
+    def _hint(too_small: bool, assigned: list[tuple[Track, Observation]]) -> str | None:
+        """What would help the kiosk see the person in front of it: a face seen but too small to use
+        ("closer"), or an undecided presence turned away ("turn"); None when nothing would. The person at the
+        kiosk is the largest face in view; smaller ones are the queue behind."""
+        if too_small and not assigned:
+            return "closer"
+        if not assigned:
+            return None
+        track, obs = max(assigned, key=lambda a: a[1].face.width)
+        return "turn" if not track.decided and obs.face.yaw > TURNED_YAW else None
 
     def finish(self, frame: Frame | None = None) -> list[Decision]:
         """End of the source: every open presence gets its decision now."""
@@ -301,14 +284,14 @@ class Pipeline:
             return
         ref = normalise(np.mean(normalise(np.stack(earlier)), axis=0))
         d = float(np.linalg.norm(normalise(obs.embedding) - ref))
-        if d > IDENTITY_SWITCH_DISTANCE:
+        if d > identity_switch_distance(self.embedder.model_id):
             log.info("track %d: a different face (%.2f) took its place; new presence", track.id, d)
             track.decided = False
             track.observations[:] = [obs]
             track.first_ts = obs.source_ts
             track.frames.clear()
 
-    def _maybe_decide(self, track: Track, frame: Frame, final: bool) -> Decision | None:
+    def decide_track(self, track: Track, frame: Frame, final: bool) -> Decision | None:
         embs = track.embeddings
         t = self.cfg.track
         if len(embs) < t.min_frames:
@@ -322,7 +305,9 @@ class Pipeline:
         if verdict.outcome != "accept" and len(embs) < t.max_frames and not final:
             return None  # more frames may still settle it
         live: bool | None = None
-        if verdict.outcome == "accept" and self.liveness is not None:
+        # Liveness guards money only: a senior who already ate this meal (or gets none now) is told so at
+        # once; a still face or a looping video never turns that into a staff card.
+        if verdict.outcome == "accept" and self.liveness is not None and self.desk.pays(verdict, self.clock(frame)):
             lv = self._liveness(track)
             live = lv.live
             if lv.live is None and not final and len(track.frames) < self.cfg.liveness.max_frames:
@@ -338,9 +323,9 @@ class Pipeline:
         snapshot, track.snapshot = track.snapshot, None  # the frame is not held while the senior stays in view
         ts = track.observations[-1].source_ts
         probe = None
-        if self.refresh_rule.enabled and verdict.outcome == "accept":
+        if self.desk.refresh_rule.enabled and verdict.outcome == "accept":
             probe = fuse(np.stack(embs[-t.max_frames :][-verdict.frames :]))  # the frames decide() fused
-        return self._finalise(
+        return self.finalise(
             track.id, verdict, self.clock(frame), ts, ts - track.first_ts, probe=probe, live=live,
             snapshot=snapshot,
         )
@@ -356,15 +341,12 @@ class Pipeline:
         for track in ended:
             if track.decided or frame is None:
                 continue
-            d = self._maybe_decide(track, frame, final=True)
+            d = self.decide_track(track, frame, final=True)
             if d is not None:
                 out.append(d)
         return out
 
-    def _say(self, kind: str, reasons: tuple[str, ...] = (), **kw: Any) -> str:
-        return feedback.message(kind, reasons, lang=self.cfg.centre.language, **kw)
-
-    def _finalise(
+    def finalise(
         self,
         track_id: int,
         verdict: Verdict,
@@ -376,33 +358,12 @@ class Pipeline:
         live: bool | None = None,
         snapshot: Snapshot | None = None,
     ) -> Decision:
-        """probe (the fused descriptor) and live (the liveness verdict) serve only the template refresh;
-        snapshot (a frame and the face box) is kept as audit evidence of a meal or a pending confirmation."""
+        """One presence's decision from its verdict (edge/meals/desk.py applies the meal rules and records the
+        meal), counted, logged and shown. probe (the fused descriptor) and live (the liveness verdict) serve
+        only the template refresh; snapshot (a frame and the face box) is kept as audit evidence of a meal or
+        a pending confirmation."""
         t0 = time.perf_counter()
-        common: dict[str, Any] = dict(
-            track_id=track_id,
-            decided_at=now.astimezone(self.cfg.centre.tz),
-            source_ts=source_ts,
-            distance=verdict.distance,
-            margin=verdict.margin,
-            frames=verdict.frames,
-            in_view_s=in_view_s,
-        )
-        senior = self.store.get_senior(verdict.senior_id) if verdict.senior_id else None
-        if verdict.outcome == "unknown" or senior is None:
-            d = Decision("unknown", message=self._say("unknown"), reasons=verdict.reasons, **common)
-        elif verdict.outcome == "confirm":
-            d = Decision(
-                "confirm",
-                message=self._say("confirm"),
-                senior_id=senior.senior_id,
-                name=senior.name,
-                reasons=verdict.reasons,
-                confirmation_id=self._pending_confirmation(senior, verdict, common["decided_at"]),
-                **common,
-            )
-        else:
-            d = self._apply_rules(senior, verdict, now, common, probe=probe, live=live)
+        d = self.desk.decide(track_id, verdict, now, source_ts, in_view_s, probe=probe, live=live)
         self.stats.t_rules += time.perf_counter() - t0
         self.stats.decisions += 1
         self.stats.by_kind[d.kind] = self.stats.by_kind.get(d.kind, 0) + 1
@@ -413,155 +374,34 @@ class Pipeline:
         if self.on_decision is not None:
             self.on_decision(d)
         if snapshot is not None:  # after the senior has been told: the write may wait on a slow disk
-            self._keep_evidence(d, *snapshot)
+            self.desk.keep_evidence(d, *snapshot)
         return d
 
-    def _keep_evidence(self, d: Decision, image: np.ndarray, box: tuple[int, int, int, int]) -> None:
-        """Only what can cost or pay public money: a recorded meal, or a confirmation staff will be asked about.
-        Unknown faces are not kept (they are nobody's meal)."""
-        if self.evidence is None:
-            return
-        if d.kind == "meal" and d.event_id:
-            self.evidence.save(d.event_id, image, box, d.decided_at)
-        elif d.kind == "confirm" and d.confirmation_id is not None:
-            self.evidence.save(confirmation_name(d.confirmation_id), image, box, d.decided_at)
 
-    def _pending_confirmation(self, senior: Senior, verdict: Verdict, decided_at: datetime) -> int | None:
-        """Keep the `confirm` decision for staff (`meal-edge confirm`); the rules are applied when staff
-        accept it, as of `decided_at`. A store failure is logged; the kiosk still asks staff."""
-        try:
-            return self.store.add_confirmation(
-                kiosk_id=self.cfg.centre.kiosk_id,
-                senior_id=senior.senior_id,
-                decided_at=decided_at,
-                local_date=decided_at.date(),
-                distance=verdict.distance,
-                margin=verdict.margin,
-                frames=verdict.frames,
-                reasons=verdict.reasons,
-            )
-        except StoreError as e:
-            log.error("could not record the confirmation for %s: %s", senior.senior_id, e)
-            return None
-
-    def _apply_rules(
-        self,
-        senior: Senior,
-        verdict: Verdict,
-        now: datetime,
-        common: dict[str, Any],
-        *,
-        probe: np.ndarray | None = None,
-        live: bool | None = None,
-    ) -> Decision:
-        c = self.cfg.centre
-        tz = c.tz
-        local_date = now.astimezone(tz).date()
-        prior = self.store.meals_on(senior.senior_id, local_date)
-        r = decide_meal(senior, now, prior, self.cfg.rules, c.district, tz)
-        base = dict(
-            senior_id=senior.senior_id,
-            name=senior.name,
-            meal=r.meal,
-            reasons=r.reasons,
-            message=self._say(r.kind, r.reasons),
-            **common,
-        )
-        if r.kind != "meal":
-            return Decision(r.kind, **base)
-        event = MealEvent(
-            event_id=new_event_id(),
-            kind="meal",
-            centre_id=c.id,
-            district=c.district,
-            kiosk_id=c.kiosk_id,
-            senior_id=senior.senior_id,
-            meal=r.meal or "",
-            local_date=local_date,
-            decided_at=now.astimezone(tz),
-            price_fen=r.price_fen,
-            subsidy_fen=r.subsidy_fen,
-            payable_fen=r.payable_fen,
-            reasons=r.reasons,
-            match={
-                "distance": round(verdict.distance, 4),
-                "margin": round(verdict.margin, 4),
-                "frames": verdict.frames,
-                "model_id": self.embedder.model_id,
-                "backend": self.embedder.name,
-            },
-            source_ts=common["source_ts"],
-        )
-        try:
-            stored = self.store.record_meal(event, self.topic)
-        except AlreadyServed as e:
-            # recorded meanwhile by someone else (a staff confirmation): the rules' answer is a repeat
-            log.info("%s", e)
-            return Decision("repeat", **{**base, "message": self._say("repeat", (ALREADY_SERVED,)),
-                                         "reasons": (ALREADY_SERVED,)})
-        except StoreError as e:
-            # Nothing half-written (one transaction); the senior is told and staff can re-run it.
-            log.error("could not record meal for %s: %s", senior.senior_id, e)
-            return Decision("error", **{**base, "message": self._say("error"), "reasons": ("store_failed",)})
-        if self.on_event is not None:
-            self.on_event()
-        # only here: an automatic accept that became a recorded meal (never confirm, repeat, unknown)
-        self._maybe_refresh(senior.senior_id, verdict, stored.event_id, now, probe, live)
-        base["message"] = self._say(
-            "meal", r.reasons, name=senior.name, meal=r.meal, payable_fen=r.payable_fen, subsidy_fen=r.subsidy_fen
+# -- after a confirmation --------------------------------------------------------------------------
+def answered(cfg: Config, store: Store, o: Outcome, now: datetime) -> Decision:
+    """What the kiosk shows and says once staff answered a confirmation (edge.meals.awaiting), or did not in
+    time: the meal and the amount to pay, "not confirmed", or "please see staff"."""
+    lang = cfg.centre.language
+    senior = store.get_senior(o.senior_id)
+    name = senior.name if senior is not None else None
+    common: dict[str, Any] = dict(
+        track_id=0, decided_at=now.astimezone(cfg.centre.tz), source_ts=0.0, senior_id=o.senior_id,
+        confirmation_id=o.confirmation_id,
+    )
+    ev = store.event(o.event_id) if o.kind == "paid" and o.event_id else None
+    if ev is not None:
+        w = feedback.words(
+            "meal", lang=lang, name=name, meal=ev.meal, payable_fen=ev.payable_fen, subsidy_fen=ev.subsidy_fen
         )
         return Decision(
-            "meal",
-            price_fen=r.price_fen,
-            subsidy_fen=r.subsidy_fen,
-            payable_fen=r.payable_fen,
-            event_id=stored.event_id,
-            seq=stored.seq,
-            **base,
+            "meal", message=w.screen, speech=w.speech, name=name, meal=ev.meal, price_fen=ev.price_fen,
+            subsidy_fen=ev.subsidy_fen, payable_fen=ev.payable_fen, event_id=ev.event_id, seq=ev.seq, **common,
         )
-
-    def _maybe_refresh(
-        self, senior_id: str, verdict: Verdict, event_id: str, now: datetime, probe: np.ndarray | None,
-        live: bool | None,
-    ) -> None:
-        """Template refresh (edge/refresh.py) after an automatic meal. Never affects the meal: a store
-        failure is logged and the check-in goes on."""
-        rule = self.refresh_rule
-        if not rule.enabled:
-            return
-        try:
-            check = CheckIn(
-                kind="meal",
-                automatic=True,  # staff-confirmed meals are recorded by `meal-edge confirm`, not here
-                liveness_enabled=self.liveness is not None,
-                live=live,
-                distance=verdict.distance,
-                margin=verdict.margin,
-                now=now,
-                last_refresh=self.store.last_checkin_template_at(senior_id),
-                has_probe=probe is not None,
-            )
-            why = refresh_reasons(rule, check)
-            if why:
-                log.debug("template refresh: senior=%s event=%s not refreshed: %s", senior_id, event_id, ",".join(why))
-                return
-            assert probe is not None
-            erased = self.store.add_checkin_template(
-                senior_id,
-                # quality is a photo-quality score; a check-in has none (`meal-enroll show` prints none)
-                TemplateIn(probe, self.embedder.model_id, quality=0.0, source=checkin_source(event_id)),
-                keep=rule.max_templates,
-                at=now,
-            )
-            n = sum(is_checkin_source(src) for _, _, _, src, _ in self.store.template_info(senior_id))
-        except StoreError as e:
-            log.error("template refresh for %s (event %s) failed; the meal stands: %s", senior_id, event_id, e)
-            return
-        log.info(
-            "template refresh: senior=%s event=%s distance=%.3f margin=%.3f check-in templates now %d%s",
-            senior_id, event_id, verdict.distance, verdict.margin, n,
-            f" (replaced template {', '.join(map(str, erased))})" if erased else "",
-        )
+    # confirmed without a meal (served meanwhile, suspended, outside the windows): staff say why, not the screen
+    kind = o.kind if o.kind in ("rejected", "timeout") else "refused"
+    w = feedback.words(kind, lang=lang)
+    return Decision(kind, message=w.screen, speech=w.speech, **common)
 
 
 # -- wiring from the config -----------------------------------------------------------------------
@@ -573,32 +413,48 @@ class Parts:
     store: Store
     embedder: Embedder
     policy: Policy
-    detector: Detector
+    detector: FaceDetector
 
 
-def build_parts(cfg: Config, *, store_path: Path | None = None) -> Parts:
-    """Open the store and build detector, embedder and decision policy from the config."""
-    from edge.decide import load_policy
-    from edge.embed.factory import make_embedder
+def build_parts(
+    cfg: Config, *, store_path: Path | None = None, signing_key: Ed25519PrivateKey | None = None
+) -> Parts:
+    """Open the store and build detector, embedder and decision policy from the config. `signing_key`: what
+    meal events are signed with (None: the key beside the store, see edge/store/signer.py)."""
+    from edge.recognition.decide import load_policy
+    from edge.recognition.detectors import make_detector
+    from edge.recognition.embed.factory import make_embedder
 
-    store = Store(store_path or cfg.store_path)
-    embedder = make_embedder(cfg.recognition.backend, cfg.recognition.threads, mirror=cfg.recognition.mirror)
+    store = Store(store_path or cfg.store_path, signing_key=signing_key)
+    r, d = cfg.recognition, cfg.detect
+    embedder = make_embedder(r.backend, r.threads, mirror=r.mirror, model=r.model, onnx_dir=cfg.model_dir)
     policy = load_policy(embedder.model_id, cfg.calibration_path)
-    detector = Detector(detect_width=cfg.detect.detect_width, upsample=cfg.detect.upsample)
+    detector = make_detector(d.detector, d.detect_width, d.upsample, onnx_dir=cfg.model_dir)
     return Parts(store, embedder, policy, detector)
 
 
+def make_clock_guard(
+    cfg: Config, store: Store, *, start_check: bool = True, on_change: Callable[[ClockState], None] | None = None
+) -> ClockGuard:
+    """The clock guard over this store's newest event; `start_check` False skips the "too far ahead at start"
+    check (a replay's pinned clock may be any time after the store's events)."""
+    skew = timedelta(days=cfg.clock.max_start_skew_days) if start_check else None
+    return ClockGuard(store.newest_event_time(), skew, on_change=on_change)
+
+
 def make_pipeline(
-    cfg: Config, parts: Parts, clock: Clock, *, evidence_dir: Path | None = None, **kw: Any
+    cfg: Config, parts: Parts, clock: Clock, *, evidence_dir: Path | None = None,
+    clock_guard: ClockGuard | None = None, **kw: Any
 ) -> Pipeline:
     """The pipeline `run`, `replay` and the demo use. Audit snapshots go to evidence_dir (a replay passes its
-    scratch folder) or else to [evidence] dir, when [evidence] enabled."""
+    scratch folder) or else to [evidence] dir, when [evidence] enabled. The clock guard is `clock_guard`, or
+    one over the store (make_clock_guard)."""
     evidence = None
     if cfg.evidence.enabled:
         evidence = EvidenceKeeper(evidence_dir or cfg.evidence_dir, cfg.evidence.retention_days)
     liveness = None
     if cfg.liveness.enabled:
-        from edge.liveness import LivenessParams
+        from edge.recognition.liveness import LivenessParams
 
         lc = cfg.liveness
         liveness = LivenessChecker(
@@ -615,5 +471,6 @@ def make_pipeline(
         clock=clock,
         liveness=liveness,
         evidence=evidence,
+        clock_guard=clock_guard or make_clock_guard(cfg, parts.store),
         **kw,
     )

@@ -8,177 +8,34 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import sys
-import unicodedata
 from collections.abc import Sequence
-from datetime import date, datetime
+from datetime import datetime
 from functools import lru_cache
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING
 
 from edge.config import Config, ConfigError, load_config
-from edge.refresh import CHECKIN_SOURCE_PREFIX, is_checkin_source
-from edge.rules import STATUSES, Senior, age_on, ineligibility
+from edge.meals.rules import Senior, age_on, ineligibility
+from edge.recognition.refresh import CHECKIN_SOURCE_PREFIX, is_checkin_source
+from enroll.output import print_result, print_table
+from enroll.parser import (
+    UsageError,
+    build_parser,
+)
 
 if TYPE_CHECKING:
-    from edge.detect import Detector
-    from edge.embed.base import Embedder
+    from edge.recognition.detect import FaceDetector
+    from edge.recognition.embed.base import Embedder
     from edge.store import Store
-    from enroll.service import Enroller, EnrolResult
+    from enroll.service import Enroller
 
 log = logging.getLogger(__name__)
 
 EXIT_OK, EXIT_REJECTED, EXIT_USAGE = 0, 1, 2
 
 
-class UsageError(Exception):
-    """Bad arguments or config: exit 2 with this message."""
-
-
 # -- argument parsing ----------------------------------------------------------------------------
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # type: ignore[override]
-        # argparse exits the process; we raise so main() can return 2 (and tests can call main()).
-        raise UsageError(f"{self.prog}: {message} (see `{self.prog} --help`)")
-
-
-def _birth_date(text: str) -> date:
-    from enroll.roster import parse_birth_date
-
-    try:
-        return parse_birth_date(text)
-    except ValueError as e:
-        raise argparse.ArgumentTypeError(str(e)) from None
-
-
-def _config_arg(p: argparse.ArgumentParser, top: bool) -> None:
-    # Accepted before or after the sub-command; SUPPRESS keeps the sub-command's copy from
-    # overwriting a value given before it.
-    p.add_argument(
-        "--config",
-        metavar="FILE",
-        default=os.environ.get("MEAL_EDGE_CONFIG") if top else argparse.SUPPRESS,
-        help="the meal-edge TOML config (default: $MEAL_EDGE_CONFIG)",
-    )
-
-
-def _add_commands(sub: argparse._SubParsersAction[Any]) -> None:
-    a = sub.add_parser("add", help="enrol one senior from 1 to 5 photos")
-    _config_arg(a, False)
-    a.add_argument("--senior-id", required=True, help="the id the district gave the senior")
-    a.add_argument("--name", required=True)
-    a.add_argument("--birth-date", required=True, type=_birth_date, metavar="YYYY-MM-DD")
-    a.add_argument("--hukou", required=True, metavar="DISTRICT", help="hukou district")
-    a.add_argument(
-        "--force", action="store_true", help="enrol even if the face matches another enrolled senior"
-    )
-    a.add_argument("photos", nargs="+", metavar="PHOTO", help="1 to 5 photos of the senior's face")
-
-    i = sub.add_parser("import", help="bulk enrolment from a roster CSV")
-    _config_arg(i, False)
-    i.add_argument("roster", metavar="ROSTER.csv", help="columns senior_id,name,birth_date,hukou,photos")
-    i.add_argument(
-        "--photos", metavar="DIR", help="folder the photo names are relative to (default: the CSV's)"
-    )
-    i.add_argument(
-        "--force", action="store_true", help="enrol even if a face matches another enrolled senior"
-    )
-
-    _add_capture(sub)
-
-    ls = sub.add_parser("list", help="table of enrolled seniors")
-    _config_arg(ls, False)
-    ls.add_argument("--status", choices=STATUSES, help="only seniors with this status")
-
-    sh = sub.add_parser("show", help="one senior's record")
-    _config_arg(sh, False)
-    sh.add_argument("senior_id", metavar="ID")
-
-    st = sub.add_parser("set-status", help="mark a senior active, suspended or deceased")
-    _config_arg(st, False)
-    st.add_argument("senior_id", metavar="ID")
-    st.add_argument("status", choices=STATUSES)
-
-    rm = sub.add_parser("remove", help="remove a senior and erase their face templates for good")
-    _config_arg(rm, False)
-    rm.add_argument("senior_id", metavar="ID")
-
-
-CAPTURE_EPILOG = """\
-The senior stands in front of the kiosk camera, about where they stand at lunch, and looks at it.
-Pictures are kept only when they pass the same checks as enrolment photos (one face, big enough, sharp,
-not too dark or bright, looking straight) and differ a little from each other; what is wrong is said in
-plain words while waiting. Ctrl-C stops without enrolling anything (with --partial: what was kept so far).
-
-The kiosk program usually holds the camera. Stop it first and start it again afterwards:
-  sudo systemctl stop meal-edge
-  meal-enroll --config /etc/meal-edge/meal-edge.toml capture --senior-id S0001 --name 王芳 \\
-      --birth-date 1950-03-01 --hukou 二七区
-  sudo systemctl start meal-edge
-
---source: a device index (0), a camera device (/dev/video0) or URL (rtsp://...) is read live; a video file
-or a folder of images is read frame by frame on the video's own clock, as fast as the checks run (tests).
-Exit codes: 0 enrolled, 1 nothing usable or refused (the reason is printed), 2 usage, config or camera error.
-"""
-
-
-def _positive_seconds(text: str) -> float:
-    try:
-        v = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
-    if not v > 0 or v == float("inf"):
-        raise argparse.ArgumentTypeError(f"must be more than 0 seconds: {text!r}")
-    return v
-
-
-def _add_capture(sub: argparse._SubParsersAction[Any]) -> None:
-    # roster's limit, not the service's policy: importing the service would load dlib for every command
-    from enroll.roster import MAX_PHOTOS as cap
-
-    c = sub.add_parser(
-        "capture",
-        help="enrol one senior from the kiosk camera, hands-free (stop meal-edge first)",
-        description="Enrol one senior from the kiosk camera: a few good, different pictures in a few seconds.",
-        epilog=CAPTURE_EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    _config_arg(c, False)
-    c.add_argument("--senior-id", required=True, help="the id the district gave the senior")
-    # Optional, unlike `add`: an enrolled senior is found by id; a new one needs all three.
-    c.add_argument("--name", help="needed for a new senior (must match for an enrolled one)")
-    c.add_argument("--birth-date", type=_birth_date, metavar="YYYY-MM-DD", help="needed for a new senior")
-    c.add_argument("--hukou", metavar="DISTRICT", help="hukou district; needed for a new senior")
-    c.add_argument(
-        "--photos", type=int, default=3, metavar="N", help=f"pictures to keep, 1 to {cap} (default 3)"
-    )
-    c.add_argument(
-        "--seconds", type=_positive_seconds, default=20.0, metavar="S", help="give up after S seconds (default 20)"
-    )
-    c.add_argument(
-        "--source",
-        metavar="SRC",
-        help="camera index, device or URL, or a video file / image folder (default: [camera] source)",
-    )
-    c.add_argument(
-        "--force", action="store_true", help="enrol even if the face matches another enrolled senior"
-    )
-    c.add_argument(
-        "--partial", action="store_true", help="on Ctrl-C, still enrol the pictures kept so far (at least one)"
-    )
-
-
-def build_parser(prog: str = "meal-enroll") -> argparse.ArgumentParser:
-    p = _Parser(prog=prog, description="Enrol seniors' faces for meal check-in (staff tool).")
-    _config_arg(p, True)
-    p.add_argument("-v", "--verbose", action="store_true", help="log details (and tracebacks) to stderr")
-    sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
-    sub.required = True
-    _add_commands(sub)
-    return p
 
 
 # -- wiring ----------------------------------------------------------------------------------------
@@ -204,26 +61,32 @@ def _open_store(cfg: Config) -> Store:
         raise UsageError(f"{e}: check [store] path in {cfg.source_path}") from None
 
 
-@lru_cache(maxsize=2)
-def _models(backend: str, threads: int, mirror: bool) -> tuple[Detector, Embedder]:
-    # Cached: loading the dlib models takes about a second, and tests call main() many times.
-    from edge.detect import Detector
+@lru_cache(maxsize=4)
+def load_models(
+    backend: str,
+    threads: int,
+    mirror: bool,
+    model_dir: Path | None = None,
+    model: str = "dlib",
+    detector: str = "hog",
+) -> tuple[FaceDetector, Embedder]:
+    """The kiosk's detector and face model, so templates are aligned as the kiosk's probes are. model_dir: where
+    the converted models are built and read (the config's state folder; default: the user's)."""
+    # Cached: loading the models takes about a second, and tests call main() many times.
+    from edge.recognition.detectors import make_detector
+    from edge.recognition.embed.factory import make_embedder
     from enroll.service import ENROL_DETECT_WIDTH, ENROL_UPSAMPLE
 
-    return Detector(detect_width=ENROL_DETECT_WIDTH, upsample=ENROL_UPSAMPLE), make_embedder(backend, threads, mirror)
-
-
-def make_embedder(backend: str, threads: int, mirror: bool) -> Embedder:
-    from edge.embed.factory import make_embedder as factory
-
-    return factory(backend, threads, mirror=mirror)
+    det = make_detector(detector, ENROL_DETECT_WIDTH, ENROL_UPSAMPLE, onnx_dir=model_dir)
+    return det, make_embedder(backend, threads, mirror=mirror, model=model, onnx_dir=model_dir)
 
 
 def _enroller(cfg: Config, store: Store) -> Enroller:
-    from edge.decide import CalibrationError, load_policy
+    from edge.recognition.decide import CalibrationError, load_policy
     from enroll.service import Enroller
 
-    detector, embedder = _models(cfg.recognition.backend, cfg.recognition.threads, cfg.recognition.mirror)
+    r = cfg.recognition
+    detector, embedder = load_models(r.backend, r.threads, r.mirror, cfg.model_dir, r.model, cfg.detect.detector)
     try:
         policy = load_policy(embedder.model_id, cfg.calibration_path)
     except CalibrationError as e:
@@ -231,78 +94,6 @@ def _enroller(cfg: Config, store: Store) -> Enroller:
         log.warning("%s; lookalike warnings use default thresholds", e)
         policy = None
     return Enroller(store, detector, embedder, keep_photos=cfg.store.keep_photos, decision_policy=policy)
-
-
-# -- output helpers --------------------------------------------------------------------------------
-
-
-def _width(s: str) -> int:
-    """Terminal columns: Chinese characters take two."""
-    return sum(2 if unicodedata.east_asian_width(c) in "WF" else 1 for c in s)
-
-
-def _pad(s: str, n: int) -> str:
-    return s + " " * max(0, n - _width(s))
-
-
-def _table(rows: list[list[str]], out: IO[str]) -> None:
-    widths = [max(_width(r[i]) for r in rows) for i in range(len(rows[0]))]
-    for r in rows:
-        print("  ".join(_pad(c, w) for c, w in zip(r, widths, strict=True)).rstrip(), file=out)
-
-
-def _print_result(res: EnrolResult, out: IO[str], indent: str = "") -> None:
-    s = res.senior
-    if res.enrolled:
-        head = f"{s.senior_id} {s.name}: enrolled, {res.templates_added} template(s) added"
-        head += f" ({res.templates_total} in all)" if res.templates_total != res.templates_added else ""
-    elif res.rejected:
-        head = f"{s.senior_id} {s.name}: NOT enrolled"
-    else:
-        head = f"{s.senior_id} {s.name}: unchanged ({res.templates_total} template(s))"
-    print(indent + head, file=out)
-    for prob in res.problems:
-        print(f"{indent}  rejected: {prob}", file=out)
-    for ph in res.photos:
-        if ph.accepted:
-            state = "ok"
-        elif ph.skipped:
-            state = f"skipped: {ph.reason}"
-        else:
-            state = f"rejected: {ph.reason}"
-        print(f"{indent}  {ph.label}: {state}", file=out)
-    for w in res.all_warnings:
-        print(f"{indent}  warning: {w}", file=out)
-
-
-class Progress:
-    """Per-row progress on stderr: one plain line per row, or one rewritten bar on a terminal."""
-
-    def __init__(self, total: int, stream: IO[str]) -> None:
-        self.total = max(total, 0)
-        self.done = 0
-        self.stream = stream
-        self.tty = bool(getattr(stream, "isatty", lambda: False)())
-
-    def step(self, label: str, state: str) -> None:
-        self.done += 1
-        n = len(str(self.total))
-        pct = 100 * self.done // self.total if self.total else 100
-        head = f"[{self.done:>{n}}/{self.total}] {pct:3d}%"
-        if self.tty:
-            filled = 20 * self.done // self.total if self.total else 20
-            bar = "#" * filled + "-" * (20 - filled)
-            print(f"\r\x1b[K{head} [{bar}] {label} {state}", end="", file=self.stream, flush=True)
-            if self.done >= self.total:
-                print(file=self.stream)
-        else:
-            print(f"{head} {label} {state}", file=self.stream, flush=True)
-
-    def note(self, text: str) -> None:
-        if self.tty:
-            print("\r\x1b[K" + text, file=self.stream, flush=True)
-        else:
-            print(text, file=self.stream, flush=True)
 
 
 # -- commands -------------------------------------------------------------------------------------
@@ -319,11 +110,12 @@ def cmd_add(args: argparse.Namespace, cfg: Config, out: IO[str]) -> int:
         res = _enroller(cfg, store).enrol(senior, [Path(p) for p in args.photos], force=args.force)
     finally:
         store.close()
-    _print_result(res, out)
+    print_result(res, out)
     return EXIT_REJECTED if res.rejected else EXIT_OK
 
 
 def cmd_import(args: argparse.Namespace, cfg: Config, out: IO[str], err: IO[str]) -> int:
+    from enroll.bulk import import_rows
     from enroll.roster import RosterError, read_roster
 
     if args.photos is not None and not Path(args.photos).is_dir():
@@ -332,56 +124,25 @@ def cmd_import(args: argparse.Namespace, cfg: Config, out: IO[str], err: IO[str]
         rows, bad = read_roster(args.roster, args.photos)
     except RosterError as e:
         raise UsageError(str(e)) from None
-    rejected: list[str] = []
-    for b in bad:
-        rejected.append(f"row {b.row}{' ' + b.senior_id if b.senior_id else ''}: {b.reason}")
     store = _open_store(cfg)
-    enrolled = partly = unchanged = refused = warnings = templates = 0
     try:
         enroller = _enroller(cfg, store) if rows else None
-        progress = Progress(len(rows), err)
-        for b in bad:
-            progress.note(f"row {b.row}: rejected: {b.reason}")
-        for row in rows:
-            assert enroller is not None
-            res = enroller.enrol(row.senior, list(row.photos), force=args.force)
-            label = f"row {row.row} {row.senior.senior_id} {row.senior.name}"
-            warnings += len(res.all_warnings)
-            templates += res.templates_added
-            if res.enrolled and not res.rejected:
-                enrolled += 1
-                state = "ok" + (f" ({len(res.all_warnings)} warning(s))" if res.all_warnings else "")
-            elif res.enrolled:
-                partly += 1
-                state = f"enrolled, {len(res.rejected_photos)} photo(s) rejected"
-            elif res.rejected:
-                refused += 1
-                state = "REJECTED"
-            else:
-                unchanged += 1
-                state = "unchanged"
-            progress.step(label, state)
-            if res.rejected:
-                reasons = res.problems + [f"{p.label}: {p.reason}" for p in res.rejected_photos]
-                rejected += [f"{label}: {r}" for r in reasons]
-            if res.all_warnings:
-                for w in res.all_warnings:
-                    print(f"warning: {label}: {w}", file=out)
+        t = import_rows(store, enroller, rows, bad, update=args.update, force=args.force, out=out, err=err)
     finally:
         store.close()
-    n_rejected_rows = len(bad) + refused
-    for line in rejected:
+    n_rejected_rows = len(bad) + t.refused
+    for line in t.rejected:
         print(f"rejected: {line}", file=out)
     summary = (
-        f"{Path(args.roster).name}: {enrolled + partly} enrolled ({templates} templates), "
-        f"{n_rejected_rows} rejected, {warnings} warning(s)"
+        f"{Path(args.roster).name}: {t.enrolled + t.partly} enrolled ({t.templates} templates), "
+        f"{n_rejected_rows} rejected, {t.warnings} warning(s)"
     )
-    if partly:
-        summary += f"; {partly} enrolled with some photos rejected"
-    if unchanged:
-        summary += f"; {unchanged} already enrolled, unchanged"
+    if t.partly:
+        summary += f"; {t.partly} enrolled with some photos rejected"
+    if t.unchanged:
+        summary += f"; {t.unchanged} already enrolled, unchanged" + ("" if args.update else " (--update adds photos)")
     print(summary, file=out)
-    return EXIT_REJECTED if (n_rejected_rows or partly) else EXIT_OK
+    return EXIT_REJECTED if (n_rejected_rows or t.partly) else EXIT_OK
 
 
 class _Status:
@@ -423,7 +184,7 @@ def _capture_senior(args: argparse.Namespace, store: Store) -> Senior:
 
 
 def cmd_capture(args: argparse.Namespace, cfg: Config, out: IO[str], err: IO[str]) -> int:
-    from edge.capture import SourceError
+    from edge.recognition.capture import SourceError
     from enroll.capture import DONE, INTERRUPTED, TIMEOUT, capture, open_capture_source
     from enroll.service import EnrolPolicy, EnrolResult
 
@@ -438,7 +199,7 @@ def cmd_capture(args: argparse.Namespace, cfg: Config, out: IO[str], err: IO[str
         # Refuse before the camera is opened what enrolment would refuse anyway (bad details, id taken).
         problems = enroller.check_senior(senior)
         if problems:
-            _print_result(EnrolResult(senior, problems=problems), out)
+            print_result(EnrolResult(senior, problems=problems), out)
             return EXIT_REJECTED
         src = args.source if args.source is not None else cfg.camera.source
         cam = cfg.camera
@@ -476,7 +237,7 @@ def cmd_capture(args: argparse.Namespace, cfg: Config, out: IO[str], err: IO[str
             return EXIT_REJECTED
         if not n:
             why = f"no usable picture in {result.elapsed_s:.0f} s: {result.reason()}"
-            _print_result(EnrolResult(senior, problems=[why]), out)
+            print_result(EnrolResult(senior, problems=[why]), out)
             return EXIT_REJECTED
         if result.stopped != DONE:
             ended = {TIMEOUT: f"in {args.seconds:g} s", INTERRUPTED: "before Ctrl-C"}.get(
@@ -490,7 +251,7 @@ def cmd_capture(args: argparse.Namespace, cfg: Config, out: IO[str], err: IO[str
         res = enroller.enrol(senior, [k.photo() for k in result.kept], force=args.force)
     finally:
         store.close()
-    _print_result(res, out)
+    print_result(res, out)
     return EXIT_REJECTED if res.rejected else EXIT_OK
 
 
@@ -507,7 +268,7 @@ def cmd_list(args: argparse.Namespace, cfg: Config, out: IO[str]) -> int:
         return EXIT_OK
     rows = [["id", "name", "birth date", "hukou", "status", "templates"]]
     rows += [[s.senior_id, s.name, s.birth_date.isoformat(), s.hukou, s.status, str(n)] for s, n in seniors]
-    _table(rows, out)
+    print_table(rows, out)
     print(f"{len(seniors)} senior(s)", file=out)
     return EXIT_OK
 
@@ -533,7 +294,7 @@ def cmd_show(args: argparse.Namespace, cfg: Config, out: IO[str]) -> int:
     why = ineligibility(s, today, cfg.rules, cfg.centre.district)
     if s.status != "active":
         why.insert(0, f"status {s.status}")
-    _table(
+    print_table(
         [
             ["id", s.senior_id],
             ["name", s.name],
@@ -571,15 +332,33 @@ def cmd_set_status(args: argparse.Namespace, cfg: Config, out: IO[str]) -> int:
     return EXIT_OK
 
 
+def _confirm_removal(senior: Senior, n_templates: int, out: IO[str]) -> bool:
+    """Ask on the terminal; without one (a script, a pipe) removal needs --yes, said before anything is read."""
+    if not sys.stdin.isatty():
+        raise UsageError(f"remove {senior.senior_id}: erasing a senior cannot be undone; add --yes to confirm "
+                         "(no terminal to ask on)")  # fmt: skip
+    print(f"Remove {senior.senior_id} {senior.name} (born {senior.birth_date}, hukou {senior.hukou}) and erase "
+          f"their {n_templates} face template(s) for good? [y/N] ", end="", file=out, flush=True)  # fmt: skip
+    try:
+        answer = input()
+    except EOFError:
+        answer = ""
+    return answer.strip().lower() in ("y", "yes")
+
+
 def cmd_remove(args: argparse.Namespace, cfg: Config, out: IO[str]) -> int:
     from edge.store import StoreError
 
     store = _open_store(cfg)
     try:
-        if store.get_senior(args.senior_id) is None:
+        senior = store.get_senior(args.senior_id)
+        if senior is None:
             print(
                 f"no senior {args.senior_id}: nothing removed (`meal-enroll list` shows everyone)", file=out
             )
+            return EXIT_REJECTED
+        if not args.yes and not _confirm_removal(senior, store.template_count(senior.senior_id), out):
+            print(f"{senior.senior_id}: not removed", file=out)
             return EXIT_REJECTED
         rep = store.remove_senior(args.senior_id)
     except StoreError as e:

@@ -1,4 +1,4 @@
-"""Roster CSV for bulk enrolment: `senior_id,name,birth_date,hukou,photos`.
+"""Roster CSV for bulk enrolment: `senior_id,name,birth_date,hukou,photos`, and optionally `card_no`.
 
 One senior a row; `photos` lists 1 to 5 files separated by ';', relative to the CSV's folder (or to the
 folder given with --photos). UTF-8 with or without a byte-order mark (what Excel's "CSV UTF-8" writes).
@@ -16,11 +16,13 @@ from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
 
-from edge.rules import Senior
+from edge.meals.rules import Senior
 
 log = logging.getLogger(__name__)
 
 COLUMNS = ("senior_id", "name", "birth_date", "hukou", "photos")
+#: columns a roster may have: the number on the senior's meal card (餐卡), for finding them on the staff screen
+OPTIONAL = ("card_no",)
 MAX_PHOTOS = 5
 PHOTO_SEPARATOR = ";"
 _OLDEST_BIRTH_YEAR = 1890
@@ -35,6 +37,8 @@ class RosterRow:
     row: int
     senior: Senior
     photos: tuple[Path, ...]
+    #: the meal card's number; None when the roster has no card_no column or the cell is empty
+    card_no: str | None = None
 
 
 @dataclass(frozen=True)
@@ -92,7 +96,7 @@ def read_roster(
 def _header(cells: list[str], name: str) -> dict[str, int]:
     found = [c.strip().lower() for c in cells]
     missing = [c for c in COLUMNS if c not in found]
-    unknown = [c for c in found if c not in COLUMNS]
+    unknown = [c for c in found if c not in COLUMNS + OPTIONAL]
     dupes = sorted({c for c in found if found.count(c) > 1})
     if missing or unknown or dupes:
         parts = []
@@ -103,9 +107,10 @@ def _header(cells: list[str], name: str) -> dict[str, int]:
         if dupes:
             parts.append(f"repeated column(s) {', '.join(dupes)}")
         raise RosterError(
-            f"{name}: row 1 (header): {'; '.join(parts)}: the first row must be exactly {','.join(COLUMNS)}"
+            f"{name}: row 1 (header): {'; '.join(parts)}: the first row must be exactly {','.join(COLUMNS)} "
+            f"(and optionally {','.join(OPTIONAL)})"
         )
-    return {c: found.index(c) for c in COLUMNS}
+    return {c: found.index(c) for c in COLUMNS + OPTIONAL if c in found}
 
 
 def parse_roster(
@@ -117,6 +122,7 @@ def parse_roster(
     errors: list[RowError] = []
     header: dict[str, int] | None = None
     seen: dict[str, int] = {}
+    cards: dict[str, int] = {}
     # Count spreadsheet rows ourselves: csv's line_num counts physical lines, which differs
     # from the row number when a quoted cell holds a line break.
     row_no = 0
@@ -133,6 +139,10 @@ def parse_roster(
                 errors.append(parsed)
                 continue
             sid = parsed.senior.senior_id
+            card = parsed.card_no
+            if card is not None and card in cards:
+                errors.append(RowError(row_no, f"meal card {card} already used in row {cards[card]}", sid))
+                continue
             if sid in seen:
                 errors.append(
                     RowError(
@@ -143,6 +153,8 @@ def parse_roster(
                 )
                 continue
             seen[sid] = row_no
+            if card is not None:
+                cards[card] = row_no
             rows.append(parsed)
     except csv.Error as e:
         errors.append(RowError(row_no + 1, f"unreadable CSV ({e}): check the quotes on this row"))
@@ -191,4 +203,7 @@ def _parse_row(
     if len(names) > MAX_PHOTOS:
         return RowError(row_no, f"{len(names)} photos, at most {MAX_PHOTOS}: keep the best {MAX_PHOTOS}", sid)
     photos = tuple(Path(n) if Path(n).is_absolute() else base / n for n in names)
-    return RosterRow(row_no, Senior(sid, v["name"], birth, v["hukou"]), photos)
+    card = v.get("card_no") or None
+    if card is not None and (len(card) > 32 or any(ch.isspace() for ch in card)):
+        return RowError(row_no, f"meal card number {card!r}: write it as printed on the card, without spaces", sid)
+    return RosterRow(row_no, Senior(sid, v["name"], birth, v["hukou"]), photos, card)

@@ -4,9 +4,9 @@
 over the photos that passed: do they show one person (each other and the senior's existing templates),
 is that person already enrolled under another id (refused unless `force`), do they resemble someone
 else (warning only), is there room (at most `max_templates` photo templates per senior;
-templates refreshed from check-ins, edge/refresh.py, do not count). Only then is anything written.
+templates refreshed from check-ins, edge/recognition/refresh.py, do not count). Only then is anything written.
 
-Distances follow `edge.match`: Euclidean between L2-normalised dlib descriptors, d = sqrt(2 - 2 cos).
+Distances follow `edge.recognition.match`: Euclidean between L2-normalised dlib descriptors, d = sqrt(2 - 2 cos).
 """
 
 from __future__ import annotations
@@ -20,12 +20,12 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from edge.decide import Policy as DecisionPolicy
-from edge.decide import default_policy, lookalikes
-from edge.detect import Detector, Face, ImageError, read_image
-from edge.embed.base import Embedder
-from edge.match import Gallery, match, normalise
-from edge.rules import STATUSES, Senior
+from edge.meals.rules import STATUSES, Senior
+from edge.recognition.decide import Policy as DecisionPolicy
+from edge.recognition.decide import default_policy, lookalikes, senior_distances
+from edge.recognition.detect import Face, FaceDetector, ImageError, dlib_chips, read_image, with_dlib5
+from edge.recognition.embed.base import Embedder
+from edge.recognition.match import Gallery, match, normalise
 from edge.store import Store, StoreError, TemplateIn
 from enroll.quality import UNREADABLE, Assessment, QualityPolicy, assess
 
@@ -57,8 +57,8 @@ class EnrolPolicy:
     - at 0.33: caught 93.8%, refused 0.8% (3% at 500).
     - duplicate_distance 0.36: enrolling someone twice is how one person could draw two subsidies, so we
       accept that about 1 new senior in 13 needs a staff check and --force in a 130-senior centre.
-    Lookalikes (siblings, twins) are warned about with the kiosk's own rule, `edge.decide.lookalikes` and the
-    calibrated policy, so staff are told exactly when the kiosk will ask for confirmation.
+    Lookalikes (siblings, twins) are warned about with the kiosk's own rule, `edge.recognition.decide.lookalikes`
+    and the calibrated policy, so staff are told exactly when the kiosk will ask for confirmation.
     - agree_distance 0.46: a senior's own photos must each be this close to another of them; 99.0% of
       same-person pairs pass, 3.3% of different-person pairs would.
     - same_photo_distance 0.04: the same photo enrolled again (re-running an import) gives distance 0
@@ -69,6 +69,21 @@ class EnrolPolicy:
     agree_distance: float = 0.46
     same_photo_distance: float = 0.04
     max_templates: int = 5
+
+
+#: SFace (provisional, issue 10): its unit vectors spread one person's photos wider than dlib's, so every
+#: distance is larger. Measured on 735 photos (YuNet landmarks, plain descriptors) of 200 identities of the
+#: LFW calibration half (1,005 same-person and 268,740 different-person pairs):
+#: - agree_distance 1.15: 98.8% of same-person pairs pass, 0.21% of different-person pairs would;
+#: - duplicate_distance 1.05: 95.9% of same-person pairs caught, 0.003% of different-person pairs (1 in
+#:   33,000) flagged, so a new senior checked against 200 seniors x 5 templates is flagged about 3% of the time;
+#: - same_photo_distance: SFace on onnxruntime is deterministic too (the same chip gives distance 0).
+SFACE_ENROL_POLICY = EnrolPolicy(duplicate_distance=1.05, agree_distance=1.15, same_photo_distance=0.04)
+
+
+def enrol_policy_for(model_id: str) -> EnrolPolicy:
+    """The enrolment distances of the model the embedder runs (they are on each model's own scale)."""
+    return SFACE_ENROL_POLICY if model_id.startswith("face_recognition_sface") else EnrolPolicy()
 
 
 @dataclass(frozen=True)
@@ -147,14 +162,16 @@ def validate_senior(s: Senior, today: date | None = None) -> list[str]:
     return problems
 
 
-def check_image(detector: Detector, rgb: np.ndarray, quality: QualityPolicy) -> tuple[Assessment, list[Face]]:
+def check_image(detector: FaceDetector, rgb: np.ndarray, quality: QualityPolicy) -> tuple[Assessment, list[Face]]:
     """Detect and judge one picture exactly as enrolment does: every face, the chip of the largest, then
     `enroll.quality.assess`. Shared by photo enrolment and camera capture (enroll/capture.py), so a frame
     kept at the kiosk is judged by the same rule as a photo given to `add`. The faces found are returned
     too (largest first), so a live prompt can say how many people it sees."""
     faces = detector.detect(rgb)
-    chips = detector.chips(rgb, faces[:1])
-    return assess(rgb, faces, chips, quality), faces
+    # The photo checks (sharpness, pose, light) are calibrated on dlib's 150 chip and its 5 points,
+    # whichever detector found the face: dlib's points are found in the box of the largest face.
+    judged = [with_dlib5(rgb, f) for f in faces[:1]] + faces[1:]
+    return assess(rgb, judged, dlib_chips(rgb, judged[:1]), quality), faces
 
 
 def _mismatch(senior: Senior, existing: Senior) -> str | None:
@@ -225,7 +242,7 @@ class Enroller:
     def __init__(
         self,
         store: Store,
-        detector: Detector,
+        detector: FaceDetector,
         embedder: Embedder,
         gallery_loader: Callable[[], Gallery] | None = None,
         quality: QualityPolicy | None = None,
@@ -237,7 +254,7 @@ class Enroller:
         self.detector = detector
         self.embedder = embedder
         self.quality = quality or QualityPolicy()
-        self.policy = policy or EnrolPolicy()
+        self.policy = policy or enrol_policy_for(embedder.model_id)
         self.keep_photos = keep_photos
         self._load = gallery_loader or (lambda: gallery_from_store(store, embedder.model_id))
         self._gallery: Gallery | None = None
@@ -270,7 +287,7 @@ class Enroller:
                 res.problems.append(clash)
                 return res
             n_existing = self.store.template_count(senior.senior_id)
-            # check-in templates (edge/refresh.py) never take an enrolment photo's place
+            # check-in templates (edge/recognition/refresh.py) never take an enrolment photo's place
             n_photos = self.store.photo_template_count(senior.senior_id)
         res.templates_total = n_existing
 
@@ -281,7 +298,7 @@ class Enroller:
                 c.embedding = np.asarray(e, np.float32)
             own = _own_templates(self.gallery, senior.senior_id)
             cands = self._drop_same_photos(cands, own, res)
-            cands = self._agreeing(cands, own, res)
+            cands = self._agreeing(cands, own, res, senior, force)
             cands = self._not_duplicates(cands, senior, res, force)
             cands = self._within_capacity(cands, n_photos, res)
         if not cands:
@@ -354,16 +371,18 @@ class Enroller:
             except ImageError as e:
                 out.code, out.reason = UNREADABLE, str(e).removeprefix(f"{label}: ")
                 continue
-            verdict, _ = check_image(self.detector, rgb, self.quality)
+            verdict, faces = check_image(self.detector, rgb, self.quality)
             out.warnings += verdict.warnings
             if not verdict.ok or verdict.chip is None:
                 out.code, out.reason = verdict.issues[0].code, verdict.message
                 continue
+            # the embedder's own chip of the judged face (SFace: aligned on the detector's landmarks)
+            chip = self.embedder.chips(rgb, faces[:1])[0]
             out.score = verdict.score
             if self.keep_photos and data is None:
                 ok, buf = cv2.imencode(".jpg", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
                 data = buf.tobytes() if ok else None
-            cands.append(_Candidate(len(res.photos) - 1, verdict.chip, verdict.score, data))
+            cands.append(_Candidate(len(res.photos) - 1, chip, verdict.score, data))
         return cands
 
     def _drop_same_photos(
@@ -380,7 +399,9 @@ class Enroller:
             keep.append(c)
         return keep
 
-    def _agreeing(self, cands: list[_Candidate], own: np.ndarray, res: EnrolResult) -> list[_Candidate]:
+    def _agreeing(
+        self, cands: list[_Candidate], own: np.ndarray, res: EnrolResult, senior: Senior, force: bool = False
+    ) -> list[_Candidate]:
         """Keep the photos that show the same person as the senior's existing templates, or, for a new
         senior, as the clear majority of the new photos. A lone disagreement cannot be settled: refuse."""
         lim = self.policy.agree_distance
@@ -388,18 +409,7 @@ class Enroller:
             return cands
         embs = np.stack([c.embedding for c in cands])
         if len(own):
-            d = _pairwise(embs, own).min(axis=1)
-            keep = [c for c, di in zip(cands, d, strict=True) if di < lim]
-            for c, di in zip(cands, d, strict=True):
-                if di >= lim:
-                    self._refuse(
-                        res,
-                        c,
-                        DISAGREES,
-                        f"does not look like the person already enrolled under this id (distance {di:.2f}, "
-                        f"need under {lim:.2f}): check it is this senior's photo",
-                    )
-            return keep
+            return self._like_enrolled(cands, own, res, senior, force)
         if len(cands) == 1:
             return cands
         d = _pairwise(embs, embs)
@@ -426,6 +436,47 @@ class Enroller:
                 "check every photo is of this senior and enrol again",
             )
         return []
+
+    def own_distance_limit(self) -> float:
+        """The kiosk's own rule for "this is that senior", bound to the model in use: a single photo scored
+        against the senior's templates as the kiosk scores one frame (edge.decide.senior_distances) must be
+        within the distance at which the kiosk would take it for them at all (accept or ask staff). Never laxer
+        than the hand-set agree_distance (a model without calibration gets the looser default thresholds)."""
+        return min(self.decision_policy.thresholds(1).confirm_distance, self.policy.agree_distance)
+
+    def _like_enrolled(
+        self, cands: list[_Candidate], own: np.ndarray, res: EnrolResult, senior: Senior, force: bool
+    ) -> list[_Candidate]:
+        """Photos added to an enrolled senior. EnrolPolicy.agree_distance was measured on plain dlib
+        descriptors; mirrored ones sit closer together, so a stranger's photo passed it (issue 15). The
+        decision policy's thresholds are calibrated for exactly this model: a photo the kiosk would not
+        recognise as this senior is a stranger's template that would let the stranger eat on the senior's
+        subsidy. Refused with the distance, unless --force (a senior whose look changed)."""
+        lim = self.own_distance_limit()
+        pol = self.decision_policy
+        mine = Gallery.from_pairs([(senior.senior_id, t) for t in own], self.embedder.model_id)
+        d = senior_distances(mine, np.stack([c.embedding for c in cands]), pol.template_weight)[:, 0]
+        keep = []
+        for c, di in zip(cands, d, strict=True):
+            if di <= lim:
+                keep.append(c)
+                continue
+            why = (
+                f"does not look like {senior.senior_id} as already enrolled (distance {di:.2f}; the kiosk "
+                f"recognises this senior only under {lim:.2f} with model {self.embedder.model_id})"
+            )
+            if force:
+                res.photos[c.index].warnings.append(f"{why}: added anyway (--force)")
+                keep.append(c)
+                continue
+            self._refuse(
+                res,
+                c,
+                DISAGREES,
+                f"{why}: check it is this senior's photo; if it is (new glasses, a changed look), "
+                "add it with --force, or `remove` the senior and enrol again with new photos",
+            )
+        return keep
 
     def _not_duplicates(
         self, cands: list[_Candidate], senior: Senior, res: EnrolResult, force: bool

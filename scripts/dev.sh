@@ -36,10 +36,10 @@ setup() {
             "$PY" -m venv "$VENV"
         }
     fi
-    # Reinstall only when pyproject.toml changed: a second run starts at once.
+    # Reinstall only when pyproject.toml or setup.py changed: a second run starts at once.
     local stamp="$VENV/.meal-edge-installed"
     local want
-    want=$(sha256sum pyproject.toml | cut -d' ' -f1)
+    want=$(cat pyproject.toml setup.py | sha256sum | cut -d' ' -f1)
     if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
         say "installing meal-edge and its dependencies into $VENV"
         "$VENV/bin/python" -m pip install -q --upgrade pip
@@ -76,6 +76,7 @@ postgres_for_tests() {
 case "${1:-}" in
 setup)
     setup
+    say "ready: run \`. .venv/bin/activate\` to put meal-edge and meal-enroll on PATH (or call .venv/bin/meal-edge)"
     ;;
 demo)
     setup
@@ -89,7 +90,7 @@ test)
     command -v chromedriver >/dev/null || apt_install chromium chromium-driver
     postgres_for_tests
     say "ruff"
-    "$VENV/bin/ruff" check edge enroll district tests bench
+    "$VENV/bin/ruff" check edge enroll district tests bench scripts
     say "mypy"
     "$VENV/bin/mypy" edge enroll district
     say "pytest"

@@ -21,7 +21,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from edge.events import MealEvent, new_event_id
+from edge.delivery.events import MealEvent, new_event_id
 
 
 def _find_mosquitto() -> str | None:
@@ -132,6 +132,22 @@ class MosquittoBroker:
             return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-n:])
         except OSError:
             return "(no log)"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def state_folder(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """The default state folder (edge/paths.py) of this test session, also for the commands tests start: a
+    test never writes into the user's ~/.local/state. The converted model is built there once per session."""
+    folder = tmp_path_factory.mktemp("xdg-state")
+    saved = {k: os.environ.get(k) for k in ("XDG_STATE_HOME", "STATE_DIRECTORY")}
+    os.environ["XDG_STATE_HOME"] = str(folder)
+    os.environ.pop("STATE_DIRECTORY", None)
+    yield folder / "meal-edge"
+    for k, v in saved.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
 
 
 @pytest.fixture

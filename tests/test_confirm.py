@@ -16,18 +16,19 @@ import pytest
 from conftest import meal_event
 from jsonschema import Draft202012Validator
 
-from edge.app import Decision, Pipeline
-from edge.cli import main as edge_main
+from edge.app import Pipeline
+from edge.cli.main import main as edge_main
 from edge.config import DEFAULT_CONFIG, Config, load_config
-from edge.confirm import LIVENESS_NOT_CONFIRMED, confirm, needs_named_staff
-from edge.decide import Policy, Verdict, tolerance_policy
-from edge.detect import Face
-from edge.events import MealEvent
-from edge.evidence import EvidenceKeeper
-from edge.liveness import LivenessVerdict
-from edge.rules import PriorMeal, Senior
+from edge.delivery.events import MealEvent
+from edge.meals.confirm import LIVENESS_NOT_CONFIRMED, confirm, needs_named_staff
+from edge.meals.feedback import Decision
+from edge.meals.rules import PriorMeal, Senior
+from edge.recognition.decide import Policy, Verdict, tolerance_policy
+from edge.recognition.detect import Face
+from edge.recognition.liveness import LivenessVerdict
+from edge.recognition.track import Observation, Track
 from edge.store import Store, StoreError, TemplateIn, migrations
-from edge.track import Observation, Track
+from edge.store.evidence import EvidenceKeeper
 
 SH = ZoneInfo("Asia/Shanghai")
 DAY = date(2026, 11, 30)
@@ -44,7 +45,7 @@ def at(hhmm: str, day: date = DAY) -> datetime:
 
 
 def write_config(tmp: Path, *, all_day: bool = False) -> Path:
-    text = DEFAULT_CONFIG.replace('"/var/lib/meal-edge/meal-edge.sqlite"', '"state/meal-edge.sqlite"').replace(
+    text = DEFAULT_CONFIG.replace('[store]\npath = ""', '[store]\npath = "state/meal-edge.sqlite"').replace(
         'language = "zh"', 'language = "en"'
     )
     if all_day:  # one window over the whole day, for the CLI test that runs on the wall clock
@@ -69,8 +70,14 @@ def store(cfg: Config) -> Iterator[Store]:
 
 
 def pending(
-    store: Store, when: datetime, senior_id: str = "S0001", reasons: tuple[str, ...] = ("ambiguous_margin",)
+    store: Store,
+    when: datetime,
+    senior_id: str = "S0001",
+    reasons: tuple[str, ...] = ("ambiguous_margin",),
+    join_within: timedelta | None = None,
 ) -> int:
+    """A pending card; by default a card of its own (the tests below that want a second attempt to join the
+    first pass `join_within`)."""
     return store.add_confirmation(
         kiosk_id="kiosk-1",
         senior_id=senior_id,
@@ -80,6 +87,7 @@ def pending(
         margin=0.031,
         frames=5,
         reasons=reasons,
+        join_within=join_within,
     )
 
 
@@ -292,7 +300,7 @@ def test_the_pipeline_keeps_a_suspected_photo_for_a_named_staff_member(store: St
     pipe = light_pipeline(cfg, store, liveness=checker)
     face = Face((10, 110, 110, 10), np.zeros((5, 2), np.float32), 1.0)
     track = Track(1, 0, 4, observations=[Observation(i, i / 10, face, emb.copy()) for i in range(5)])
-    d = pipe._maybe_decide(track, None, final=True)  # type: ignore[arg-type]
+    d = pipe.decide_track(track, None, final=True)  # type: ignore[arg-type]
     assert d is not None and d.kind == "confirm" and checker.calls == 1, d
     c = store.get_confirmation(d.confirmation_id or -1)
     assert c is not None and LIVENESS_NOT_CONFIRMED in c.reasons and "planar_motion" in c.reasons
@@ -350,23 +358,28 @@ def test_a_v1_store_is_migrated_and_keeps_its_data(tmp_path: Path, monkeypatch: 
         m.setattr(migrations, "MIGRATIONS", migrations.MIGRATIONS[:1])
         with Store(path) as s:
             assert s.schema_version == 1
-            s.add_senior(Senior("S0001", "Wang Fang", date(1950, 2, 28), "xuhui"))
             stored = s.record_meal(lunch_event(), TOPIC)
     con = sqlite3.connect(path)
     tables = {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+    with con:  # a senior as the v1 schema had them (today's model has a meal-card column)
+        con.execute(
+            "INSERT INTO seniors (senior_id, name, birth_date, hukou, status, created_at, updated_at) "
+            "VALUES ('S0001', 'Wang Fang', '1950-02-28', 'xuhui', 'active', '2026-11-30T00:00:00+00:00', "
+            "'2026-11-30T00:00:00+00:00')"
+        )
     con.close()
     assert "confirmations" not in tables
 
     with Store(path) as s:
-        assert s.schema_version == 2
-        assert [v for v, _ in s.versions()] == [1, 2]
+        assert s.schema_version == len(migrations.MIGRATIONS)
+        assert [v for v, _ in s.versions()] == [1, 2, 3]
         assert s.get_senior("S0001") is not None
         assert [e.event_id for e in s.list_events()] == [stored.event_id]
         assert [e.payload for e in s.pending()] == [stored.payload]
         cid = pending(s, at("17:00"))
         assert [c.id for c in s.pending_confirmations()] == [cid]
     with Store(path) as s:  # reopening does not migrate again
-        assert [v for v, _ in s.versions()] == [1, 2]
+        assert [v for v, _ in s.versions()] == [1, 2, 3]
 
 
 # -- the pipeline keeps confirm decisions ------------------------------------------------------------------
@@ -374,7 +387,7 @@ def test_a_v1_store_is_migrated_and_keeps_its_data(tmp_path: Path, monkeypatch: 
 
 @dataclass
 class _NoEmbedder:
-    """_finalise never embeds; the pipeline only needs the model's identity."""
+    """finalise never embeds; the pipeline only needs the model's identity."""
 
     model_id: str = "test-model"
     name: str = "none"
@@ -408,7 +421,7 @@ def test_confirm_decision_is_kept_for_staff(store: Store, cfg: Config) -> None:
     seen: list[Decision] = []
     pipe = light_pipeline(cfg, store, on_decision=seen.append)
     v = Verdict("confirm", "S0001", 0.41, 0.03, 5, ("liveness_not_confirmed",), best_id="S0001")
-    d = pipe._finalise(7, v, at("11:45"), 1.5)
+    d = pipe.finalise(7, v, at("11:45"), 1.5)
     assert d.kind == "confirm" and d.confirmation_id is not None and seen == [d]
     j = d.to_json()
     assert j["confirmation_id"] == d.confirmation_id and j["name"] == "Wang Fang"
@@ -419,9 +432,9 @@ def test_confirm_decision_is_kept_for_staff(store: Store, cfg: Config) -> None:
     assert n_events(store) == 0
 
     # other decisions keep none
-    unknown = pipe._finalise(8, Verdict("unknown", None, 0.7, 0.0, 5, ("too_far",)), at("11:46"), 2.0)
+    unknown = pipe.finalise(8, Verdict("unknown", None, 0.7, 0.0, 5, ("too_far",)), at("11:46"), 2.0)
     assert unknown.to_json()["confirmation_id"] is None
-    accepted = pipe._finalise(9, Verdict("accept", "S0001", 0.2, 0.2, 5), at("11:47"), 3.0)
+    accepted = pipe.finalise(9, Verdict("accept", "S0001", 0.2, 0.2, 5), at("11:47"), 3.0)
     assert accepted.kind == "meal" and accepted.confirmation_id is None
     assert len(store.pending_confirmations()) == 1
 
@@ -509,3 +522,28 @@ def test_confirm_command_without_the_store(tmp_path: Path, capsys: pytest.Captur
         err = capsys.readouterr().err
         assert err == f"error: store {store_path} not found (is this the daemon's config?)\n"
     assert not store_path.exists()  # never created
+
+
+def test_a_second_attempt_joins_the_pending_card(store: Store) -> None:
+    """One card per senior for staff: the same senior again within the window joins it (with any new
+    reason, so a later liveness doubt still needs a named staff member); later, or once answered, a new one."""
+    first = pending(store, at("11:10"), join_within=timedelta(minutes=10))
+    again = pending(store, at("11:15"), reasons=NOT_LIVE, join_within=timedelta(minutes=10))
+    assert again == first and len(store.pending_confirmations()) == 1
+    c = store.get_confirmation(first)
+    assert c is not None and c.reasons == ("ambiguous_margin", *NOT_LIVE) and needs_named_staff(c)
+    assert c.decided_at == at("11:10")  # the rules stay as of the first attempt
+    late = pending(store, at("11:26"), join_within=timedelta(minutes=10))
+    assert late != first
+    store.resolve_confirmation(late, "rejected", "Li")
+    after = pending(store, at("11:27"), join_within=timedelta(minutes=10))
+    assert after not in (first, late)  # the pending 11:10 card is 17 min earlier: too long ago to join
+    store.add_senior(Senior("S0002", "Li Wei", date(1948, 5, 1), "xuhui"))
+    assert pending(store, at("11:27"), senior_id="S0002", join_within=timedelta(minutes=10)) != after
+
+
+def test_the_pipeline_makes_one_card_for_repeated_attempts(store: Store, cfg: Config) -> None:
+    pipe = light_pipeline(cfg, store)
+    verdict = Verdict("confirm", "S0001", 0.45, 0.02, 5, ("ambiguous_margin",))
+    ids = {pipe.finalise(track, verdict, at("11:45"), 1.0).confirmation_id for track in (1, 2, 3)}
+    assert len(ids) == 1 and len(store.pending_confirmations()) == 1

@@ -15,12 +15,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edge.decide import default_policy
-from edge.detect import Detector
-from edge.embed.dlib_backend import DlibEmbedder
-from edge.rules import Senior
+from edge.meals.rules import Senior
+from edge.recognition.decide import default_policy
+from edge.recognition.detect import Detector
+from edge.recognition.embed.dlib_backend import DlibEmbedder
 from edge.store import Store
-from enroll.cli import _width, main
+from enroll.cli import main
+from enroll.output import display_width
 from enroll.service import CAPACITY, DISAGREES, DUPLICATE, SAME_PHOTO, Enroller, EnrolPolicy
 
 SHARED = Path(os.environ.get("MEAL_EDGE_SHARED", Path(__file__).resolve().parents[1].parent / "shared"))
@@ -90,7 +91,7 @@ def test_add_list_show_remove_with_chinese_names(
     assert lines[0].split() == ["id", "name", "birth", "date", "hukou", "status", "templates"]
     assert lines[1].split() == ["S001", "王芳", "1938-11-17", "徐汇", "active", "2"]
     # columns line up in a terminal even with double-width characters
-    assert lines[0].index("birth date") == _width(lines[1][: lines[1].index("1938-11-17")])
+    assert lines[0].index("birth date") == display_width(lines[1][: lines[1].index("1938-11-17")])
 
     rc, out, _ = run(capsys, "show", "S001", "--config", cfg)  # --config after the command works too
     assert rc == 0
@@ -101,7 +102,7 @@ def test_add_list_show_remove_with_chinese_names(
         blobs = [e.astype("<f4").tobytes() for _, e in st.templates()]
     assert len(blobs) == 2
 
-    rc, out, _ = run(capsys, "--config", cfg, "remove", "S001")
+    rc, out, _ = run(capsys, "--config", cfg, "remove", "S001", "--yes")
     assert rc == 0
     assert out.strip() == "removed S001 王芳: 2 templates erased"
     with Store(db(tmp_path)) as st:
@@ -144,14 +145,14 @@ def test_a_different_persons_photo_among_a_seniors_photos_is_refused(
 ) -> None:
     rc, out, _ = run(
         capsys,
-        *add(cfg, "S003", "朱明", lfw("Zhu_Rongji", 2), lfw("Zhu_Rongji", 3), lfw("Kelly_Clarkson", 1)),
+        *add(cfg, "S003", "朱明", lfw("Zhu_Rongji", 2), lfw("Zhu_Rongji", 1), lfw("Kelly_Clarkson", 1)),
     )
     assert rc == 1
     assert "S003 朱明: enrolled, 2 template(s) added" in out
     assert "Kelly_Clarkson_0001.jpg: rejected: does not look like the same person as the other photos" in out
 
     # two photos of two people: no way to tell which is the senior, so neither is kept
-    rc, out, _ = run(capsys, *add(cfg, "S004", "赵丽", lfw("John_Mayer", 1), lfw("Kelly_Clarkson", 2)))
+    rc, out, _ = run(capsys, *add(cfg, "S004", "赵丽", lfw("John_Mayer", 1), lfw("Kelly_Clarkson", 3)))
     assert rc == 1 and "S004 赵丽: NOT enrolled" in out
     assert out.count("do not agree on one person") == 2
     with Store(db(tmp_path)) as st:
@@ -160,7 +161,7 @@ def test_a_different_persons_photo_among_a_seniors_photos_is_refused(
 
     # more photos for an enrolled senior must show the same person as their templates
     rc, out, _ = run(capsys, *add(cfg, "S003", "朱明", lfw("John_Mayer", 1)))
-    assert rc == 1 and "does not look like the person already enrolled under this id" in out
+    assert rc == 1 and "does not look like S003 as already enrolled" in out
 
 
 def test_bad_photos_are_reported_and_nothing_is_stored(
@@ -206,14 +207,14 @@ def test_import_roster_reports_rows_and_enrols_the_rest(
     roster.write_bytes(
         b"\xef\xbb\xbf"
         + (
-            "senior_id,name,birth_date,hukou,photos\n"
-            "S1,吴仪,1938-11-17,徐汇,Wu_Yi/Wu_Yi_0001.jpg;Wu_Yi/Wu_Yi_0002.jpg\n"  # 2 ok
-            "S2,李明,1948-02-30,徐汇,Zhu_Rongji/Zhu_Rongji_0004.jpg\n"  # 3 bad date
-            "S3,朱明,1940-01-01,徐汇,Zhu_Rongji/Zhu_Rongji_0002.jpg;nobody.jpg\n"  # 4 one photo missing
-            ",无名,1940-01-01,徐汇,x.jpg\n"  # 5 empty id
-            "S1,吴仪,1938-11-17,徐汇,Wu_Yi/Wu_Yi_0003.jpg\n"  # 6 duplicate id in the file
-            "S4,凯莉,1941-04-24,徐汇,Kelly_Clarkson/Kelly_Clarkson_0001.jpg\n"  # 7 ok
-            "S5,吴丽,1939-01-01,徐汇,Wu_Yi/Wu_Yi_0003.jpg\n"  # 8 the face of S1 again
+            "senior_id,name,birth_date,hukou,photos,card_no\n"  # card_no: the optional meal-card column
+            "S1,吴仪,1938-11-17,徐汇,Wu_Yi/Wu_Yi_0001.jpg;Wu_Yi/Wu_Yi_0002.jpg,C1\n"  # 2 ok
+            "S2,李明,1948-02-30,徐汇,Zhu_Rongji/Zhu_Rongji_0004.jpg,\n"  # 3 bad date
+            "S3,朱明,1940-01-01,徐汇,Zhu_Rongji/Zhu_Rongji_0002.jpg;nobody.jpg,\n"  # 4 one photo missing
+            ",无名,1940-01-01,徐汇,x.jpg,\n"  # 5 empty id
+            "S1,吴仪,1938-11-17,徐汇,Wu_Yi/Wu_Yi_0003.jpg,\n"  # 6 duplicate id in the file
+            "S4,凯莉,1941-04-24,徐汇,Kelly_Clarkson/Kelly_Clarkson_0001.jpg,C4\n"  # 7 ok
+            "S5,吴丽,1939-01-01,徐汇,Wu_Yi/Wu_Yi_0003.jpg,C5\n"  # 8 the face of S1 again
         ).encode()
     )
     rc, out, err = run(capsys, "--config", cfg, "import", str(roster), "--photos", str(LFW))
@@ -235,9 +236,13 @@ def test_import_roster_reports_rows_and_enrols_the_rest(
     )
     with Store(db(tmp_path)) as st:
         assert {s.senior_id: n for s, n in st.list_seniors()} == {"S1": 2, "S3": 1, "S4": 1}
+        assert {sid: card for sid, _name, card in st.roster()} == {"S1": "C1", "S3": None, "S4": "C4"}
 
-    # running the same file again stores nothing twice
+    # running the same file again stores nothing twice; enrolled seniors are left alone without --update
     rc, out, _ = run(capsys, "--config", cfg, "import", str(roster), "--photos", str(LFW))
+    assert rc == 1
+    assert "3 already enrolled, unchanged (--update adds photos)" in out
+    rc, out, _ = run(capsys, "--config", cfg, "import", str(roster), "--photos", str(LFW), "--update")
     assert rc == 1
     assert "2 already enrolled, unchanged" in out
     with Store(db(tmp_path)) as st:
@@ -313,7 +318,7 @@ def test_photos_are_kept_only_when_the_config_says_so(
         assert run(capsys, *add(c, "S1", "王芳", lfw("Wu_Yi", 1)))[0] == 0
         with Store(db(folder)) as st:
             assert [has_photo for *_, has_photo in st.template_info("S1")] == [keep]
-        rc, out, _ = run(capsys, "--config", c, "remove", "S1")
+        rc, out, _ = run(capsys, "--config", c, "remove", "S1", "--yes")
         assert out.strip() == "removed S1 王芳: 1 templates erased" + (", 1 photos erased" if keep else "")
 
 
@@ -331,7 +336,7 @@ def test_at_most_max_templates_per_senior(tmp_path: Path, models: tuple[Detector
     with Store(tmp_path / "s.sqlite") as st:
         e = Enroller(st, *models, policy=EnrolPolicy(max_templates=3))
         s = Senior("S1", "朱明", date(1940, 1, 1), "徐汇")
-        assert e.enrol(s, [lfw("Zhu_Rongji", 2), lfw("Zhu_Rongji", 3)]).templates_added == 2
+        assert e.enrol(s, [lfw("Zhu_Rongji", 2), lfw("Zhu_Rongji", 1)]).templates_added == 2
         res = e.enrol(s, [lfw("Zhu_Rongji", 2), lfw("Zhu_Rongji", 4), lfw("Zhu_Rongji", 5)])
         assert [p.code for p in res.photos].count(SAME_PHOTO) == 1
         assert sorted(p.code for p in res.photos) == sorted([SAME_PHOTO, "", CAPACITY])
@@ -367,7 +372,7 @@ def test_disagreeing_photo_code(tmp_path: Path, models: tuple[Detector, DlibEmbe
     with Store(tmp_path / "s.sqlite") as st:
         res = Enroller(st, *models).enrol(
             Senior("S1", "朱明", date(1940, 1, 1), "徐汇"),
-            [lfw("Zhu_Rongji", 2), lfw("Zhu_Rongji", 3), lfw("Kelly_Clarkson", 1)],
+            [lfw("Zhu_Rongji", 2), lfw("Zhu_Rongji", 1), lfw("Kelly_Clarkson", 1)],
         )
         assert [p.code for p in res.photos] == ["", "", DISAGREES]
         assert np.isclose(st.template_count("S1"), 2)

@@ -1,4 +1,4 @@
-"""Audit snapshots (edge/evidence.py): what is kept, where, for how long, and that a failure to keep one
+"""Audit snapshots (edge/store/evidence.py): what is kept, where, for how long, and that a failure to keep one
 never costs a meal. Real photo (Grace Hopper, from matplotlib's sample data, as the demo uses), real
 detector, real files."""
 
@@ -14,13 +14,13 @@ import pytest
 import test_confirm as confirm_tests
 from test_confirm import at, light_pipeline, n_events
 
+from edge.cli.demo import hopper
 from edge.config import Config, parse_config
-from edge.decide import Verdict
-from edge.demo import hopper
-from edge.detect import Detector
-from edge.evidence import MAX_SIDE, EvidenceKeeper, confirmation_name, crop
-from edge.rules import Senior
+from edge.meals.rules import Senior
+from edge.recognition.decide import Verdict
+from edge.recognition.detect import Detector
 from edge.store import Store
+from edge.store.evidence import MAX_SIDE, EvidenceKeeper, confirmation_name, crop
 
 SH = at("11:45").tzinfo
 cfg = confirm_tests.cfg  # the same fixtures: a config in tmp_path and a store with senior S0001
@@ -82,10 +82,10 @@ def test_a_meal_and_a_confirmation_are_kept_an_unknown_face_is_not(store: Store,
     snap = (img, face_of(img))
     keeper = EvidenceKeeper(cfg.evidence_dir, cfg.evidence.retention_days)
     pipe = light_pipeline(cfg, store, evidence=keeper)
-    meal = pipe._finalise(1, Verdict("accept", "S0001", 0.2, 0.2, 5), at("11:45"), 1.0, snapshot=snap)
-    conf = pipe._finalise(2, Verdict("confirm", "S0001", 0.41, 0.03, 5, ("ambiguous_margin",)), at("11:46"), 2.0,
+    meal = pipe.finalise(1, Verdict("accept", "S0001", 0.2, 0.2, 5), at("11:45"), 1.0, snapshot=snap)
+    conf = pipe.finalise(2, Verdict("confirm", "S0001", 0.41, 0.03, 5, ("ambiguous_margin",)), at("11:46"), 2.0,
                           snapshot=snap)
-    unknown = pipe._finalise(3, Verdict("unknown", None, 0.7, 0.0, 5, ("no_close_match",)), at("11:47"), 3.0,
+    unknown = pipe.finalise(3, Verdict("unknown", None, 0.7, 0.0, 5, ("no_close_match",)), at("11:47"), 3.0,
                              snapshot=snap)
     assert (meal.kind, conf.kind, unknown.kind) == ("meal", "confirm", "unknown")
     assert meal.event_id is not None and conf.confirmation_id is not None
@@ -104,16 +104,16 @@ def test_a_snapshot_that_cannot_be_written_never_costs_the_meal(
     blocked = cfg.store_path.parent / "evidence"
     blocked.write_text("a file where the folder should be")  # like a full disk: every write fails
     pipe = light_pipeline(cfg, store, evidence=EvidenceKeeper(blocked, 30))
-    caplog.set_level(logging.WARNING, logger="edge.evidence")
-    d1 = pipe._finalise(1, Verdict("accept", "S0001", 0.2, 0.2, 5), at("11:45"), 1.0, snapshot=snap)
+    caplog.set_level(logging.WARNING, logger="edge.store.evidence")
+    d1 = pipe.finalise(1, Verdict("accept", "S0001", 0.2, 0.2, 5), at("11:45"), 1.0, snapshot=snap)
     store.add_senior(Senior("S0002", "Li Lei", date(1950, 1, 1), "xuhui"))
-    d2 = pipe._finalise(2, Verdict("accept", "S0002", 0.2, 0.2, 5), at("11:46"), 2.0, snapshot=snap)
+    d2 = pipe.finalise(2, Verdict("accept", "S0002", 0.2, 0.2, 5), at("11:46"), 2.0, snapshot=snap)
     assert (d1.kind, d2.kind) == ("meal", "meal") and n_events(store) == 2
     errors = [r for r in caplog.records if r.levelno == logging.ERROR]
     assert len(errors) == 1 and "free disk space" in errors[0].getMessage()  # once, not once per meal
     blocked.unlink()
     store.add_senior(Senior("S0003", "Han Mei", date(1950, 1, 1), "xuhui"))
-    d3 = pipe._finalise(3, Verdict("accept", "S0003", 0.2, 0.2, 5), at("11:47"), 3.0, snapshot=snap)
+    d3 = pipe.finalise(3, Verdict("accept", "S0003", 0.2, 0.2, 5), at("11:47"), 3.0, snapshot=snap)
     assert (blocked / "2026-11-30" / f"{d3.event_id}.jpg").is_file()
     assert any("kept again" in r.getMessage() for r in caplog.records if r.levelno == logging.WARNING)
 
@@ -132,15 +132,15 @@ def test_evidence_config_paths(tmp_path: Path) -> None:
 def test_meal_edge_evidence_finds_a_meal_a_confirmation_and_a_staff_confirmed_meal(
     store: Store, cfg: Config, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from edge.cli import main as edge_main
-    from edge.confirm import confirm
+    from edge.cli.main import main as edge_main
+    from edge.meals.confirm import confirm
 
     img = hopper()
     snap = (img, face_of(img))
     pipe = light_pipeline(cfg, store, evidence=EvidenceKeeper(cfg.evidence_dir, cfg.evidence.retention_days))
     store.add_senior(Senior("S0002", "Li Lei", date(1950, 1, 1), "xuhui"))
-    meal = pipe._finalise(1, Verdict("accept", "S0001", 0.2, 0.2, 5), at("11:45"), 1.0, snapshot=snap)
-    conf = pipe._finalise(2, Verdict("confirm", "S0002", 0.41, 0.03, 5, ("ambiguous_margin",)), at("11:46"), 2.0,
+    meal = pipe.finalise(1, Verdict("accept", "S0001", 0.2, 0.2, 5), at("11:45"), 1.0, snapshot=snap)
+    conf = pipe.finalise(2, Verdict("confirm", "S0002", 0.41, 0.03, 5, ("ambiguous_margin",)), at("11:46"), 2.0,
                           snapshot=snap)
     assert conf.confirmation_id is not None
     r = confirm(store, cfg, conf.confirmation_id, True, "Zhang", now=at("11:50"))

@@ -13,10 +13,10 @@ import cv2
 import numpy as np
 import pytest
 
-from edge import refresh as rf
 from edge.config import DEFAULT_CONFIG, Config, load_config
-from edge.refresh import CheckIn, RefreshRule, refresh_reasons, should_refresh
-from edge.rules import Senior
+from edge.meals.rules import Senior
+from edge.recognition import refresh as rf
+from edge.recognition.refresh import CheckIn, RefreshRule, refresh_reasons, should_refresh
 from edge.store import Store, StoreError, TemplateIn
 
 NOW = datetime(2026, 11, 30, 3, 45, tzinfo=UTC)
@@ -144,14 +144,21 @@ def test_store_keeps_at_most_keep_checkin_templates(tmp_path: Path) -> None:
 
 def _setup(tmp_path: Path, refresh: bool | None) -> tuple[Config, dict[str, Any]]:
     from edge.app import build_parts
-    from edge.demo import HOPPER, hopper, variant
-    from edge.detect import Detector
+    from edge.cli.demo import HOPPER, hopper, variant
+    from edge.recognition.detect import Detector
     from enroll.service import ENROL_DETECT_WIDTH, ENROL_UPSAMPLE, Enroller
 
     text = (
-        DEFAULT_CONFIG.replace('"/var/lib/meal-edge/meal-edge.sqlite"', '"meal-edge.sqlite"')
+        DEFAULT_CONFIG.replace('[store]\npath = ""', '[store]\npath = "meal-edge.sqlite"')
         .replace("[mqtt]\nenabled = true", "[mqtt]\nenabled = false")
         .replace("[liveness]\nenabled = true", "[liveness]\nenabled = false")  # the frames are stills
+        # refresh_distance and refresh_min_margin are on dlib's scale (docs/accuracy.md); SFace's are not
+        # calibrated yet (issue 10), so the refresh rule is tested with dlib's model and detector
+        .replace('model = "sface"', 'model = "dlib"')
+        .replace('detector = "yunet"', 'detector = "hog"')
+        # each visit is a new pipeline (a kiosk start); a visit 31 days on is more than the clock guard's
+        # start skew of 30 days
+        .replace("max_start_skew_days = 30", "max_start_skew_days = 60")
     )
     if refresh is not None:
         text = text.replace("refresh_templates = false", f"refresh_templates = {str(refresh).lower()}")
@@ -174,8 +181,8 @@ def _setup(tmp_path: Path, refresh: bool | None) -> tuple[Config, dict[str, Any]
 
 def _visit(tmp_path: Path, cfg: Config, parts: dict[str, Any], name: str, start: datetime) -> list[Any]:
     from edge.app import make_pipeline, replay_clock
-    from edge.capture import ImageFolderSource
-    from edge.demo import FPS, Visit, make_scene
+    from edge.cli.demo import FPS, Visit, make_scene
+    from edge.recognition.capture import ImageFolderSource
 
     folder = tmp_path / name
     make_scene(folder, [Visit("hopper", 15)], seed=len(name))
@@ -185,13 +192,13 @@ def _visit(tmp_path: Path, cfg: Config, parts: dict[str, Any], name: str, start:
 
 @pytest.mark.slow
 def test_pipeline_refreshes_from_an_automatic_meal(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
-    from edge.app import Decision
+    from edge.meals.feedback import Decision
 
     cfg, parts = _setup(tmp_path, refresh=True)
     store = parts.store
     assert isinstance(store, Store)
     tz = cfg.centre.tz
-    with caplog.at_level(logging.INFO, logger="edge.app"):
+    with caplog.at_level(logging.INFO, logger="edge"):
         out = _visit(tmp_path, cfg, parts, "lunch", datetime(2026, 11, 30, 11, 45, tzinfo=tz))
     assert [d.kind for d in out if isinstance(d, Decision)] == ["meal"]
     meal = out[0]
@@ -225,8 +232,8 @@ def test_pipeline_refreshes_from_an_automatic_meal(tmp_path: Path, caplog: pytes
     assert store.template_count("S0001") == 5
 
     # check-in templates never block enrolling photos: the capacity counts photo templates
-    from edge.demo import hopper, variant
-    from edge.detect import Detector
+    from edge.cli.demo import hopper, variant
+    from edge.recognition.detect import Detector
     from enroll.service import ENROL_DETECT_WIDTH, ENROL_UPSAMPLE, Enroller
 
     more = []
@@ -245,7 +252,7 @@ def test_pipeline_refreshes_from_an_automatic_meal(tmp_path: Path, caplog: pytes
 
 @pytest.mark.slow
 def test_pipeline_without_refresh_stores_no_template(tmp_path: Path) -> None:
-    from edge.app import Decision
+    from edge.meals.feedback import Decision
 
     cfg, parts = _setup(tmp_path, refresh=None)  # the default config: off
     store = parts.store
@@ -260,9 +267,9 @@ def test_pipeline_without_refresh_stores_no_template(tmp_path: Path) -> None:
 def test_a_failed_refresh_never_affects_the_meal(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     """The hook alone, with a store whose refresh write fails: the meal is recorded and reported."""
     from edge.app import Pipeline
-    from edge.decide import Verdict, default_policy
+    from edge.recognition.decide import Verdict, default_policy
 
-    text = DEFAULT_CONFIG.replace('"/var/lib/meal-edge/meal-edge.sqlite"', '"s.sqlite"').replace(
+    text = DEFAULT_CONFIG.replace('[store]\npath = ""', '[store]\npath = "s.sqlite"').replace(
         "refresh_templates = false", "refresh_templates = true"
     )
     (tmp_path / "c.toml").write_text(text, encoding="utf-8")
@@ -283,8 +290,8 @@ def test_a_failed_refresh_never_affects_the_meal(tmp_path: Path, caplog: pytest.
     pipe = Pipeline(cfg, detector=None, embedder=NoEmbedder(), store=store, policy=default_policy("m1"),  # type: ignore[arg-type]
                     clock=lambda f: NOW, liveness=None)
     at = datetime(2026, 11, 30, 11, 45, tzinfo=cfg.centre.tz)
-    with caplog.at_level(logging.INFO, logger="edge.app"):
-        d = pipe._finalise(1, Verdict("accept", "S0001", 0.1, 2.0, 5), at, 1.0, probe=_emb(2) / 10, live=None)
+    with caplog.at_level(logging.INFO, logger="edge"):
+        d = pipe.finalise(1, Verdict("accept", "S0001", 0.1, 2.0, 5), at, 1.0, probe=_emb(2) / 10, live=None)
     assert d.kind == "meal" and d.event_id
     assert [e.event_id for e in store.list_events()] == [d.event_id]
     assert any("template refresh for S0001" in r.getMessage() and "meal stands" in r.getMessage()

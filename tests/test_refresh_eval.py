@@ -11,23 +11,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edge import refresh as rf
 from edge.config import RecognitionConfig
-from edge.decide import Policy, default_policy, fuse, lookalike_pairs
-from edge.evaluate import (
-    Probe,
-    Trial,
-    build_trial,
-    daemon_refresh_rule,
-    enrolment_pair_margins,
-    evaluate,
-    format_report,
-    refresh_report,
-    simulate_refresh,
-)
-from edge.faceset import FaceSet, in_holdout
-from edge.match import Gallery
-from edge.refresh import RefreshRule
+from edge.lab.evaluate import evaluate, format_report
+from edge.lab.faceset import FaceSet, in_holdout
+from edge.lab.features import Probe
+from edge.lab.refresh_sim import daemon_refresh_rule, refresh_report, simulate_refresh
+from edge.lab.trial import Trial, build_trial, enrolment_pair_margins
+from edge.recognition import refresh as rf
+from edge.recognition.decide import Policy, default_policy, fuse, lookalike_pairs
+from edge.recognition.match import Gallery
+from edge.recognition.refresh import RefreshRule
 
 SHARED = Path(os.environ.get("MEAL_EDGE_SHARED", Path(__file__).resolve().parents[1].parent / "shared"))
 LFW = SHARED / "data" / "faces" / "lfw_deepfunneled"
@@ -303,10 +296,10 @@ def test_real_faces_small(tmp_path: Path) -> None:
     Uses the warm embedding cache when it holds these photos (read only), else embeds them into tmp_path."""
     if not LFW.is_dir():
         pytest.skip(f"../shared/data/faces/lfw_deepfunneled not found: {LFW}")
-    from edge.decide import CalibrationError, load_policy
-    from edge.embed.dlib_backend import model_id_for
-    from edge.embed.mirror import mirrored_model_id
-    from edge.faceset import DEFAULT_CACHE_DIR, EmbeddingCache, _cache_path, list_photos, load_faceset
+    from edge.lab.faceset import DEFAULT_CACHE_DIR, EmbeddingCache, cache_path, list_photos, load_faceset
+    from edge.modelbuild.modelfiles import model_id_for
+    from edge.recognition.decide import CalibrationError, load_policy
+    from edge.recognition.embed.mirror import mirrored_model_id
 
     photos = list_photos(LFW)
     held = [n for n in sorted(photos) if in_holdout(n)]
@@ -314,7 +307,7 @@ def test_real_faces_small(tmp_path: Path) -> None:
     strangers = [n for n in held if len(photos[n]) == 3][:3]
     names = enrol + strangers
     model_id = mirrored_model_id(model_id_for())
-    cache = EmbeddingCache(_cache_path(DEFAULT_CACHE_DIR, model_id, 640, 1), model_id)
+    cache = EmbeddingCache(cache_path(DEFAULT_CACHE_DIR, model_id, 640, 1), model_id)
     warm = all(cache.get(EmbeddingCache.key(p))[0] for n in names for p in photos[n])
     fs = load_faceset(LFW, identities=names, cache_dir=DEFAULT_CACHE_DIR if warm else tmp_path)
     try:

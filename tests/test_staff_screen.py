@@ -4,6 +4,7 @@ SQLite store, driven with real HTTP requests, resolving confirmations with the r
 from __future__ import annotations
 
 import argparse
+import html
 import json
 import re
 import signal
@@ -26,14 +27,15 @@ import test_confirm as confirm_tests
 from conftest import free_port
 from test_confirm import DAY, NOT_LIVE, at, pending, write_config
 
-from edge.cli import main as edge_main
+from edge.cli.demo import hopper
+from edge.cli.main import main as edge_main
 from edge.config import Config, load_config
-from edge.demo import hopper
-from edge.detect import Detector
-from edge.evidence import EvidenceKeeper, confirmation_name
-from edge.rules import Senior
-from edge.staffscreen import StaffScreen, parse_listen, serve
+from edge.meals.rules import Senior
+from edge.recognition.detect import Detector
+from edge.screens.staffscreen import StaffScreen
+from edge.screens.staffserver import parse_listen, serve
 from edge.store import Store
+from edge.store.evidence import EvidenceKeeper, confirmation_name
 
 # the confirmation tests' config (store under tmp_path, language en) and store (senior S0001 "Wang Fang")
 cfg = confirm_tests.cfg
@@ -134,7 +136,7 @@ def test_the_list_shows_todays_candidates_oldest_first(url: str, store: Store) -
     assert "Confirm: this is Wang Fang" in page and "Confirm: this is Zhang Wei" in page
     assert page.count("Not this person") == 2
     assert "1 older request(s) from earlier days" in page
-    assert "frames_disagree" not in page and "The camera&#x27;s pictures" not in page
+    assert "frames_disagree" not in page and "The camera's pictures" not in html.unescape(page)
 
 
 def test_nothing_pending_says_so(url: str) -> None:
@@ -546,7 +548,7 @@ def test_the_page_speaks_the_centres_language(zh_cfg: Config, store: Store) -> N
         assert "11:45 签到" in page and "与另一位登记老人长得很像" in page
         assert json.loads(fetch(base + "/api/pending").body)[0]["reason_text"] == ["与另一位登记老人长得很像"]
         _, body = press(base, cid, "yes", "李娜")
-        assert flash(body) == "Wang Fang，您好！午餐签到成功，请付 7.00 元（已补贴 3.00 元）"
+        assert flash(body) == "Wang Fang，您好！午餐签到成功，请付 ¥7.00（已补贴 ¥3.00）"
         assert "目前没有需要确认的签到。" in body
         again = fetch(f"{base}/confirm/{cid}", {"token": screen.token, "action": "no"})
         assert flash(again.body).startswith("这一条已由 李娜 在 ")

@@ -134,7 +134,20 @@ def _v2(conn: Connection) -> None:
         conn.exec_driver_sql(stmt)
 
 
+_V3 = [
+    # the number on the senior's meal card (餐卡), from the roster's optional card_no column; one senior a card
+    "ALTER TABLE seniors ADD COLUMN card_no VARCHAR",
+    "CREATE UNIQUE INDEX uq_seniors_card_no ON seniors (card_no)",
+]
+
+
+def _v3(conn: Connection) -> None:
+    for stmt in _V3:
+        conn.exec_driver_sql(stmt)
+
+
 MIGRATIONS: list[Migration] = [
     Migration("initial schema: seniors, face templates, meal events, outbox, per-kiosk sequence", _v1),
     Migration("staff confirmations of uncertain matches; one meal per senior, window and day", _v2),
+    Migration("meal-card numbers of seniors (roster column card_no)", _v3),
 ]

@@ -1,0 +1,277 @@
+"""`meal-edge staff-screen`: the staff screen over HTTP (edge/screens/staffscreen.py is the screen without HTTP,
+edge/screens/staffpages.py its pages): routes, the token and Host checks, and the command that serves it."""
+
+from __future__ import annotations
+
+import argparse
+import html
+import json
+import logging
+import re
+import signal
+import sys
+import threading
+from collections.abc import Callable
+from http import HTTPStatus
+from http.server import BaseHTTPRequestHandler
+from types import FrameType
+from typing import Any
+from urllib.parse import parse_qs, urlencode, urlsplit
+
+from edge import config
+from edge.config import need_config
+from edge.screens import checkin_page, localweb, staffpages, today_page
+from edge.screens.localweb import LocalServer, is_loopback
+from edge.screens.staffscreen import DEFAULT_LISTEN, EXIT_FAIL, EXIT_OK, MAX_BODY, MAX_NAME, StaffScreen
+from edge.screens.staffwords import phrase
+from edge.store import StoreError
+from edge.store.kioskstate import read_state, state_path
+
+log = logging.getLogger(__name__)
+
+_CONFIRM_PATH = re.compile(r"/confirm/(\d{1,12})")
+# ASCII digits only: nothing else (no "..", no "%2F", no other script's digits) names a file
+_SNAPSHOT_PATH = re.compile(r"/snapshot/([0-9]{1,12})\.jpg")
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server: StaffScreenServer
+    server_version = "meal-edge-staff-screen"
+    # a slow or stuck client must not hold a thread (or the shutdown) for long
+    timeout = 10
+
+    # -- plumbing ---------------------------------------------------------------------------------------
+
+    @property
+    def screen(self) -> StaffScreen:
+        return self.server.screen
+
+    def log_message(self, format: str, *args: Any) -> None:
+        log.debug("%s %s", self.address_string(), format % args)
+
+    def _send(self, status: HTTPStatus, body: str, ctype: str, headers: dict[str, str] | None = None) -> None:
+        localweb.send(self, status, body, ctype, staffpages.CSP, headers)
+
+    def _error(self, status: HTTPStatus, key: str, detail: str | None = None, *, as_json: bool = False) -> None:
+        lang = self.screen.lang
+        text = phrase(key, lang)
+        if as_json:
+            self._send(status, json.dumps({"error": text, "detail": detail}, ensure_ascii=False), "application/json")
+        else:
+            self._send(status, staffpages.render_error(lang, status, text, detail), "text/html")
+
+    def _host_ok(self) -> bool:
+        return self.server.host_allowed(self.headers.get("Host", ""))
+
+    def _guarded(self, as_json: bool, work: Callable[[], None]) -> None:
+        """Run one request; whatever goes wrong, the screen gets a page that says what to do."""
+        if not self._host_ok():
+            host = self.headers.get("Host")
+            self._error(HTTPStatus.FORBIDDEN, "e_host", f"unexpected Host {host!r}", as_json=as_json)
+            return
+        try:
+            work()
+        except StoreError as e:
+            log.error("staff screen: store unavailable: %s", e)
+            self._error(HTTPStatus.SERVICE_UNAVAILABLE, "e503_do", str(e), as_json=as_json)
+        except Exception:
+            log.exception("staff screen: %s %s failed", self.command, self.path)
+            self._error(HTTPStatus.INTERNAL_SERVER_ERROR, "e500", as_json=as_json)
+
+    # -- routes -----------------------------------------------------------------------------------------
+
+    def do_GET(self) -> None:
+        url = urlsplit(self.path)
+        snap = _SNAPSHOT_PATH.fullmatch(url.path)
+        if url.path == "/api/pending":
+            self._guarded(True, self._api_pending)
+        elif snap is not None:
+            self._guarded(False, lambda: self._snapshot(int(snap.group(1))))
+        elif url.path == "/":
+            key = parse_qs(url.query).get("flash", [""])[0]
+            self._guarded(False, lambda: self._list(key))
+        elif url.path in ("/today", "/today.csv"):
+            self._guarded(False, lambda: self._today(url.path.endswith(".csv")))
+        elif url.path == "/checkin":
+            q = parse_qs(url.query)
+            self._guarded(False, lambda: self._checkin_page(q.get("q", [""])[0], q.get("flash", [""])[0]))
+        else:
+            self._guarded(False, lambda: self._error(HTTPStatus.NOT_FOUND, "e404"))
+
+    do_HEAD = do_GET
+
+    def do_POST(self) -> None:
+        if urlsplit(self.path).path == "/checkin":
+            self._guarded(False, self._post_checkin)
+            return
+        m = _CONFIRM_PATH.fullmatch(urlsplit(self.path).path)
+        if m is None:
+            self._guarded(False, lambda: self._error(HTTPStatus.NOT_FOUND, "e404"))
+            return
+        self._guarded(False, lambda: self._post_confirm(int(m.group(1))))
+
+    def _list(self, flash_key: str) -> None:
+        items, older = self.screen.pending()
+        flash = self.screen.get_flash(flash_key) if flash_key else None
+        self._send(HTTPStatus.OK, staffpages.render_list(self.screen, items, older, flash), "text/html")
+
+    def _api_pending(self) -> None:
+        items, _older = self.screen.pending()
+        body = json.dumps([it.to_json(self.screen.lang) for it in items], ensure_ascii=False, indent=1)
+        self._send(HTTPStatus.OK, body, "application/json")
+
+    def _snapshot(self, confirmation_id: int) -> None:
+        data = self.screen.snapshot(confirmation_id)
+        if data is None:
+            self._error(HTTPStatus.NOT_FOUND, "e404")
+            return
+        localweb.send(self, HTTPStatus.OK, data, "image/jpeg", staffpages.CSP)
+
+    def _form(self) -> dict[str, list[str]] | None:
+        """The posted form, once its size and token are checked; None when refused (the answer is sent)."""
+        try:
+            length = int(self.headers.get("Content-Length") or 0)
+        except ValueError:
+            length = -1
+        if not 0 <= length <= MAX_BODY:
+            self.close_connection = True  # the unread body must not be parsed as the next request
+            self._error(HTTPStatus.BAD_REQUEST, "e400", "missing or oversized form")
+            return None
+        form = parse_qs(self.rfile.read(length).decode("utf-8", "replace"))
+        token = form.get("token", [""])[0]
+        if not self.screen.token_ok(token):
+            log.warning("staff screen: POST %s without a valid token refused", self.path)
+            self._error(HTTPStatus.FORBIDDEN, "e403")
+            return None
+        return form
+
+    def _today(self, as_csv: bool) -> None:
+        screen = self.screen
+        kiosk = read_state(state_path(screen.cfg.store_path))
+        t = today_page.summary(screen.store(), screen.today(), screen.kiosk_id, kiosk)
+        if as_csv:
+            name = f"meals-{t.day.isoformat()}.csv"
+            self._send(HTTPStatus.OK, today_page.csv_text(t, screen.tz), "text/csv",
+                       {"Content-Disposition": f'attachment; filename="{name}"'})
+            return
+        body = today_page.render(screen.lang, t, screen.tz)
+        page = staffpages.render_body(screen.lang, today_page.word("open", screen.lang), body, refresh=30)
+        self._send(HTTPStatus.OK, page, "text/html")
+
+    def _checkin_page(self, query: str, flash_key: str) -> None:
+        lang = self.screen.lang
+        found, more = self.screen.find(query)
+        flash = self.screen.get_flash(flash_key) if flash_key else None
+        body = checkin_page.render(lang, self.screen.token, query, found, more)
+        if flash is not None:
+            body = f'<div class="flash {flash.tone}" role="status">{html.escape(flash.text)}</div>' + body
+        self._send(HTTPStatus.OK, staffpages.render_body(lang, checkin_page.word("title", lang), body), "text/html")
+
+    def _post_checkin(self) -> None:
+        form = self._form()
+        if form is None:
+            return
+        senior_id = form.get("senior", [""])[0]
+        by = "".join(ch for ch in form.get("by", [""])[0] if ch.isprintable())[:MAX_NAME]
+        flash = self.screen.checkin(senior_id, by)
+        key = self.screen.keep_flash(flash)
+        q = urlencode({"q": form.get("q", [""])[0], "flash": key})
+        self._send(HTTPStatus.SEE_OTHER, "", "text/plain", {"Location": f"/checkin?{q}"})
+
+    def _post_confirm(self, confirmation_id: int) -> None:
+        form = self._form()
+        if form is None:
+            return
+        action = form.get("action", [""])[0]
+        if action not in ("yes", "no"):
+            self._error(HTTPStatus.BAD_REQUEST, "e400", "action must be yes or no")
+            return
+        by = "".join(ch for ch in form.get("by", [""])[0] if ch.isprintable())[:MAX_NAME]
+        out = self.screen.decide(confirmation_id, action == "yes", by)
+        if out.flash is None:
+            self._error(out.status, "e404")
+            return
+        key = self.screen.keep_flash(out.flash)
+        self._send(HTTPStatus.SEE_OTHER, "", "text/plain", {"Location": f"/?flash={key}"})
+
+
+class StaffScreenServer(LocalServer):
+    # Requests are short; a shutdown waits for one that is paying to finish rather than cutting it off.
+    daemon_threads = False
+    block_on_close = True
+
+    def __init__(self, address: tuple[str, int], screen: StaffScreen) -> None:
+        self.screen = screen
+        super().__init__(address, _Handler)
+
+
+def parse_listen(text: str) -> tuple[str, int]:
+    """HOST:PORT, [IPv6]:PORT."""
+    return config.parse_listen(text, DEFAULT_LISTEN)
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "staff-screen",
+        help="serve the touch-screen page where staff confirm or reject uncertain check-ins",
+        description="Serve a local web page for a touch screen next to the kiosk: today's pending "
+        "confirmations with the candidate's name, and buttons to confirm (the meal is recorded as "
+        "`meal-edge confirm ID --yes` would) or reject. Stop with Ctrl-C or SIGTERM.",
+    )
+    # also accepted after the sub-command; SUPPRESS keeps a --config given before it
+    p.add_argument("--config", "-c", metavar="FILE", default=argparse.SUPPRESS, help="the daemon's TOML config")
+    p.add_argument(
+        "--listen",
+        metavar="HOST:PORT",
+        type=parse_listen,
+        default=parse_listen(DEFAULT_LISTEN),
+        help=f"where to serve (default {DEFAULT_LISTEN}: this machine only, because a button on this page "
+        "pays a subsidy; listen on another address only on a trusted, closed network)",
+    )
+    p.set_defaults(func=run)
+
+
+def serve(screen: StaffScreen, host: str, port: int) -> StaffScreenServer:
+    """Bind (port 0: any free port); the caller runs serve_forever() and later shutdown()."""
+    return StaffScreenServer((host, port), screen)
+
+
+def run(args: argparse.Namespace) -> int:
+    cfg = need_config(args.config)
+    host, port = args.listen
+    screen = StaffScreen(cfg)
+    try:
+        screen.store()
+    except StoreError as e:
+        log.error("%s; the screen shows this until it is fixed", e)
+    try:
+        server = serve(screen, host, port)
+    except OSError as e:
+        print(f"error: cannot listen on {host}:{port}: {e}", file=sys.stderr)
+        screen.close()
+        return EXIT_FAIL
+    if not is_loopback(host):
+        log.warning("staff screen listens on %s: anyone who can reach it and load the page can confirm meals", host)
+
+    stop = threading.Event()
+
+    def _stop(signum: int, _frame: FrameType | None) -> None:
+        log.info("signal %d: stopping the staff screen", signum)
+        stop.set()
+
+    old = {s: signal.signal(s, _stop) for s in (signal.SIGTERM, signal.SIGINT)}
+    # served from a thread: shutdown() must not be called from the thread running serve_forever()
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.2}, name="staff-screen")
+    thread.start()
+    print(f"staff screen on {server.url} (centre {cfg.centre.id}, kiosk {cfg.centre.kiosk_id})", flush=True)
+    try:
+        while not stop.wait(0.5):
+            pass
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()
+        screen.close()
+        for s, h in old.items():
+            signal.signal(s, h)
+    return EXIT_OK
