@@ -27,7 +27,7 @@ from district.config import Config
 from district.db.engine import open_engine
 from district.db.models import EventId
 from district.report import settle, yuan
-from district.store import BatchResult, BatchWriter, Incoming, register_kiosk
+from district.store import BatchResult, BatchWriter, Incoming
 from district.validate import classify
 from district.watch import Watcher
 
@@ -46,7 +46,9 @@ def summary_line(engine: Engine, district: str, day: date | None = None, totals:
         if day is None:
             day = conn.execute(select(func.max(EventId.local_date))).scalar()
         if day is None:
-            return f"district {district}: no meal events received"
+            why = f" ({totals.quarantined} quarantined: meal-district quarantine says why)" if totals and \
+                totals.quarantined else ""
+            return f"district {district}: no meal events stored{why}"
         s = settle(conn, day.strftime("%Y-%m"), district)
     lines = [ln for ln in s.lines if ln["local_date"] == day.isoformat()]
     sub = sum(ln["subsidy_fen"] for ln in lines)
@@ -62,21 +64,21 @@ def summary_line(engine: Engine, district: str, day: date | None = None, totals:
             f"({adj} fen), net payable CNY {yuan(sub - adj)}")
 
 
-#: (district, centre_id, kiosk_id) -> the kiosk's public key text, as `meal-district kiosk register` records it
-KioskKeys = Mapping[tuple[str, str, str], str]
+def _register(engine: Engine, public_keys: Mapping[str, str] | None) -> None:
+    from district import verify
+    from district.store import register_kiosk
 
-
-def _register(engine: Engine, kiosks: KioskKeys) -> None:
-    for (district, centre, kiosk), key in kiosks.items():
-        register_kiosk(engine, district, centre, kiosk, key, actor="demo")
+    for kiosk, key in (public_keys or {}).items():
+        d, c, k = kiosk.split("/")
+        register_kiosk(engine, d, c, k, verify.check_public_key(key), actor="demo")
 
 
 def settle_events(events: Iterable[bytes | str | Mapping[str, Any]], *, db_path: Path | None = None,
                   district: str | None = None, topic_prefix: str = "meal/v1", accept_unsigned: bool = True,
-                  kiosks: KioskKeys | None = None) -> str:
+                  public_keys: Mapping[str, str] | None = None) -> str:
     """Store the kiosk payloads as the district would (each once, bad ones quarantined), then the day's
     settlement line. The topic of each payload is derived from its own ids, as its kiosk publishes it.
-    `kiosks`: public keys to register first, so that signed events verify as at `meal-district serve`."""
+    `public_keys`: "district/centre/kiosk" -> the kiosk's public key text, for signed (schema 2) events."""
     payloads = [_bytes(e) for e in events]
     objs = []
     for p in payloads:
@@ -90,7 +92,7 @@ def settle_events(events: Iterable[bytes | str | Mapping[str, Any]], *, db_path:
     path = db_path or Path(scratch.name if scratch else ".") / "district.sqlite"
     engine = open_engine(f"sqlite:///{path}")
     try:
-        _register(engine, kiosks or {})
+        _register(engine, public_keys)
         now = datetime.now(UTC)
         batch = []
         for p, o in zip(payloads, objs, strict=True):
@@ -114,7 +116,7 @@ class EmbeddedDistrict:
     """`meal-district serve` in a thread, on a SQLite file, for a demo that publishes through a broker."""
 
     def __init__(self, db_path: Path, broker: tuple[str, int], district: str, topic_prefix: str = "meal/v1",
-                 accept_unsigned: bool = True, kiosks: KioskKeys | None = None) -> None:
+                 accept_unsigned: bool = True, public_keys: Mapping[str, str] | None = None) -> None:
         from district.serve import Server
 
         self.cfg = Config.model_validate({
@@ -125,9 +127,13 @@ class EmbeddedDistrict:
             "metrics": {"listen": ""},
         })
         self.engine = open_engine(self.cfg.database_url)
-        _register(self.engine, kiosks or {})
+        _register(self.engine, public_keys)
         self.server = Server(self.cfg, self.engine)
         self._thread = threading.Thread(target=self.server.run, name="embedded-district", daemon=True)
+
+    def register(self, public_keys: Mapping[str, str]) -> None:
+        """Register kiosks' public keys ("district/centre/kiosk" -> key text) so their signed events verify."""
+        _register(self.engine, public_keys)
 
     def __enter__(self) -> EmbeddedDistrict:
         self._thread.start()

@@ -47,6 +47,7 @@ def statement_text(s: Settlement, files: dict[str, bytes]) -> bytes:
         f"(CNY {yuan(t['adjustment_fen'])})",
         f"net subsidy payable      {t['net_subsidy_fen']} fen (CNY {yuan(t['net_subsidy_fen'])})",
         f"paid by seniors          {t['payable_fen']} fen (CNY {yuan(t['payable_fen'])})",
+        f"staff-confirmed share    {s.staff_share()} of meals (confirmed by staff or checked in by hand)",
         "",
         "Reconciliation: the per-centre totals, the per-meal lines and the database's own sums over the stored",
         "events agree to the fen (the report refuses to write otherwise).",
@@ -95,14 +96,14 @@ def xlsx(s: Settlement) -> bytes:
     ws = wb.active
     assert ws is not None
     ws.title = "centres"
-    ws.append(CENTRE_COLUMNS)
+    ws.append([*CENTRE_COLUMNS, "staff_confirmed_share"])
     for c in s.centres:
-        ws.append([c[k] for k in CENTRE_COLUMNS])
-    ws.append(["TOTAL", *[s.totals[k] for k in CENTRE_COLUMNS[1:]]])
+        ws.append([*(c[k] for k in CENTRE_COLUMNS), s.staff_share(c["centre_id"])])
+    ws.append(["TOTAL", *[s.totals[k] for k in CENTRE_COLUMNS[1:]], s.staff_share()])
     for cell in ws[1] + ws[ws.max_row]:
         cell.font = Font(bold=True)
     ws.column_dimensions["A"].width = 16
-    for col in "BCDEFGH":
+    for col in "BCDEFGHI":
         ws.column_dimensions[col].width = 15
     ws.freeze_panes = "A2"
     lines = wb.create_sheet("meals")

@@ -40,6 +40,14 @@ class Settlement:
     events: int
     per_day: dict[str, Counter[date]] = field(default_factory=dict)
     check_in: Counter[str] = field(default_factory=Counter)
+    #: per centre, meals confirmed by staff or checked in by hand (check_in other than face)
+    staff: dict[str, int] = field(default_factory=dict)
+
+    def staff_share(self, centre_id: str | None = None) -> str:
+        n = sum(self.staff.values()) if centre_id is None else self.staff.get(centre_id, 0)
+        meals = self.totals["meals"] if centre_id is None else next(
+            (c["meals"] for c in self.centres if c["centre_id"] == centre_id), 0)
+        return f"{100 * n / meals:.1f}%" if meals else "-"
 
 
 def settle(conn: Connection, month: str, district: str, cap_fen: int = 300) -> Settlement:
@@ -61,6 +69,7 @@ def settle(conn: Connection, month: str, district: str, cap_fen: int = 300) -> S
     lines: list[dict[str, Any]] = []
     per_day: dict[str, Counter[date]] = defaultdict(Counter)
     check_in: Counter[str] = Counter()
+    staff: Counter[str] = Counter()  # meals confirmed or checked in by staff, per centre
     for r in rows:
         c = centres.setdefault(r.centre_id, dict.fromkeys(CENTRE_COLUMNS, 0) | {"centre_id": r.centre_id})
         f = flags.get(r.event_id)
@@ -74,6 +83,7 @@ def settle(conn: Connection, month: str, district: str, cap_fen: int = 300) -> S
         c["net_subsidy_fen"] += r.subsidy_fen - adj
         per_day[r.centre_id][r.local_date] += 1
         check_in[r.check_in] += 1
+        staff[r.centre_id] += r.check_in != "face"
         lines.append({"senior_id": r.senior_id, "local_date": r.local_date.isoformat(),
                       "decided_at": r.decided_at.isoformat(), "centre_id": r.centre_id, "kiosk_id": r.kiosk_id,
                       "event_id": r.event_id, "meal": r.meal, "check_in": r.check_in, "subsidy_fen": r.subsidy_fen,
@@ -93,7 +103,7 @@ def settle(conn: Connection, month: str, district: str, cap_fen: int = 300) -> S
         raise ReportError(f"totals do not reconcile: centres {totals}, database subsidy {db_sub} payable {db_pay} "
                           f"meals {db_n}, meal lines net {line_net}; events changed while reading? run it again")
     return Settlement(month, district, table, lines, totals, digest.hexdigest(), len(rows) + len(void_raw),
-                      dict(per_day), check_in)
+                      dict(per_day), check_in, dict(staff))
 
 
 def yuan(fen: int) -> str:

@@ -238,7 +238,8 @@ def test_report_totals_equal_the_events_to_the_fen_and_rerun_gives_the_same_byte
         items.append((topic(centre), payload(seqs[centre], f"S{rng.randrange(60):04d}", centre=centre,
                                              day=rng.randrange(1, 31), hour=rng.choice([11, 17]),
                                              minute=rng.randrange(60), subsidy=sub, price_fen=1000 + 50 * (i % 3),
-                                             payable_fen=1000 + 50 * (i % 3) - sub)))
+                                             payable_fen=1000 + 50 * (i % 3) - sub,
+                                             confirmed_by="staff" if i % 4 == 0 else None)))
     items.append((topic("centre-001"), payload(99, "S0001", day=1).replace(b"2026-11-01", b"2026-10-31")
                   .replace(b"2026-11-01T", b"2026-10-31T")))  # October: not in the report
     ingest(engine, items)
@@ -274,6 +275,8 @@ def test_report_totals_equal_the_events_to_the_fen_and_rerun_gives_the_same_byte
     statement = (out1 / "statement.txt").read_text()
     assert f"net subsidy payable      {want_sub - want_adj} fen" in statement
     assert s.inputs_sha256 in statement
+    staff = sum(1 for e in events if e["confirmed_by"] == "staff")
+    assert f"staff-confirmed share    {100 * staff / len(events):.1f}% of meals" in statement
     from openpyxl import load_workbook
 
     ws = load_workbook(out1 / "summary.xlsx")["centres"]

@@ -106,3 +106,17 @@ def test_signature_is_over_the_canonical_bytes() -> None:
     e = v2(1, key, None)
     assert len(base64.b64decode(e["sig"])) == 64
     signing.verify_event(e, key.public_key())
+
+
+def test_settle_events_with_the_kiosks_key() -> None:
+    from district.embedded import settle_events
+
+    key = Ed25519PrivateKey.generate()
+    e1 = v2(1, key, None)
+    e2 = v2(2, key, e1, senior="S0002")
+    keys = {f"{DISTRICT}/centre-001/kiosk-1": signing.public_key_text(key.public_key())}
+    line = settle_events([raw(e1), raw(e2)], accept_unsigned=False, public_keys=keys)
+    assert "2 meals from 1 kiosk" in line and "subsidy 600 fen" in line, line
+    # without the key the signed event cannot be verified: quarantined, not counted
+    assert settle_events([raw(e1)], accept_unsigned=False) == (
+        "district xuhui: no meal events stored (1 quarantined: meal-district quarantine says why)")

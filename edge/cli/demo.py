@@ -159,7 +159,7 @@ def run_demo(keep: Path | None = None, broker: str | None = None) -> int:
 
 
 def _publish_to_district(
-    cfg: Config, store: Store, broker: str, n: int, kiosks: dict[tuple[str, str, str], str], work: Path
+    cfg: Config, store: Store, broker: str, n: int, kiosks: dict[str, str], work: Path
 ) -> str:
     """Publish through the broker to an embedded `meal-district serve` (its own MQTT session); its settlement line."""
     from district.embedded import EmbeddedDistrict
@@ -167,7 +167,7 @@ def _publish_to_district(
 
     host, _, port = broker.rpartition(":")
     with EmbeddedDistrict(work / "district.sqlite", (host, int(port)), cfg.centre.district,
-                          cfg.mqtt.topic_prefix, accept_unsigned=False, kiosks=kiosks) as district:
+                          cfg.mqtt.topic_prefix, accept_unsigned=False, public_keys=kiosks) as district:
         pub = Publisher(store, cfg.mqtt_link, cfg.centre)
         pub.start()
         deadline = time.monotonic() + 15
@@ -245,7 +245,7 @@ def _run(work: Path, keep: bool, broker: str | None) -> int:
     print(f"   {pending[0].topic if pending else '-'}")
     for ev in pending:
         print(json.dumps(json.loads(ev.payload), ensure_ascii=False, indent=2))
-    kiosks = {(cfg.centre.district, cfg.centre.id, cfg.centre.kiosk_id): kiosk_key}
+    kiosks = {f"{cfg.centre.district}/{cfg.centre.id}/{cfg.centre.kiosk_id}": kiosk_key}
     if broker:
         district_line = _publish_to_district(cfg, store, broker, len(pending), kiosks, work)
     else:
@@ -254,7 +254,7 @@ def _run(work: Path, keep: bool, broker: str | None) -> int:
         from district.embedded import settle_events
 
         district_line = settle_events(payloads, db_path=work / "district.sqlite", accept_unsigned=False,
-                                      kiosks=kiosks)
+                                      public_keys=kiosks)
     store.close()
     print(f"\n{len(scenes) + 3}. The district (meal-district) received them, checked the signatures, settled the day:")
     print(f"   {district_line}")
