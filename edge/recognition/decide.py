@@ -396,10 +396,18 @@ def default_policy(model_id: str = "") -> Policy:
 
 
 def default_calibration_path(model_id: str) -> Path:
-    """The file in models/ for this model's variant; load_policy still checks the model_id inside."""
+    """The file in models/ for this model's variant; load_policy still checks the model_id inside.
+    dlib keeps its historical names (calibration.toml mirrored, calibration-nomirror.toml plain); any other
+    model gets calibration-<model name>.toml (e.g. calibration-face_recognition_sface_2021dec.toml), and
+    calibration-<model name>-flip.toml for its mirrored variant."""
     from edge.recognition.embed.mirror import MIRROR_SUFFIX
 
-    name = CALIBRATION_FILE if model_id.endswith(MIRROR_SUFFIX) else CALIBRATION_FILE_NO_MIRROR
+    mirrored = model_id.endswith(MIRROR_SUFFIX)
+    if model_id.startswith("dlib_"):
+        name = CALIBRATION_FILE if mirrored else CALIBRATION_FILE_NO_MIRROR
+    else:
+        base = model_id.split(":", 1)[0]
+        name = f"calibration-{base}{'-flip' if mirrored else ''}.toml"
     return PROJECT_MODELS_DIR / name
 
 
