@@ -44,9 +44,11 @@ class KioskCalibration:
         return sum(len(v) for v in self.presences.values())
 
 
-def kiosk_calibration(
-    photo_set: PhotoSet, desc: Descriptors, photos_per_person: int, seed: int, probes_per_person: int = 2
-) -> KioskCalibration:
+def presence_photos(
+    photo_set: PhotoSet, photos_per_person: int, seed: int, probes_per_person: int = 2
+) -> tuple[dict[str, list[Path]], dict[str, list[Path]]]:
+    """(identity -> the photos that become presences, identity -> the photos enrolment may use), drawn once:
+    a person keeps at least `photos_per_person` photos for enrolment."""
     rng = np.random.default_rng([seed, KIOSK_SALT])
     probe_photos: dict[str, list[Path]] = {}
     enrol_photos: dict[str, list[Path]] = {}
@@ -55,6 +57,13 @@ def kiosk_calibration(
         order = [photos[i] for i in rng.permutation(len(photos))]
         take = max(0, min(probes_per_person, len(order) - photos_per_person))
         probe_photos[n], enrol_photos[n] = order[:take], order[take:]
+    return probe_photos, enrol_photos
+
+
+def kiosk_calibration(
+    photo_set: PhotoSet, desc: Descriptors, photos_per_person: int, seed: int, probes_per_person: int = 2
+) -> KioskCalibration:
+    probe_photos, enrol_photos = presence_photos(photo_set, photos_per_person, seed, probes_per_person)
     base = desc.photos([p for v in enrol_photos.values() for p in v], photo_set.padding)
     wanted = [p for v in probe_photos.values() for p in v]
     frames = desc.frames(wanted, photo_set.padding, range(MAX_FRAMES))
