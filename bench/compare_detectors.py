@@ -166,25 +166,29 @@ def slice_photos() -> dict[str, list[tuple[str, Path]]]:
     return {s: [(n, p) for n in sorted(names) if n in photos for p in photos[n]] for s, names in slice_names().items()}
 
 
-def collect(items: list[tuple[str, Path]], embedders: dict[str, Any]) -> dict[str, Any]:
+def collect(items: list[tuple[str, Path]], with_hog: bool = True) -> dict[str, Any]:
     """Chips of every photo where both detectors find a face: yunet-aligned and dlib5-aligned 112 chips,
-    and dlib's 150 chip."""
+    and dlib's 150 chip (with_hog=False: YuNet's chips of every photo where it finds a face)."""
     yun = YuNetDetector(640, runner="onnxruntime")
     hog = Detector(640, upsample=1)
     labels, cy, cd, c150 = [], [], [], []
     skipped = 0
     for name, p in items:
         rgb = load_image(p)
-        fy, fh = nearest_centre(yun.detect(rgb), rgb.shape), nearest_centre(hog.detect(rgb), rgb.shape)
-        if fy is None or fh is None:
+        fy = nearest_centre(yun.detect(rgb), rgb.shape)
+        fh = nearest_centre(hog.detect(rgb), rgb.shape) if with_hog else None
+        if fy is None or (with_hog and fh is None):
             skipped += 1
             continue
         labels.append(name)
         cy.append(sface_chip(rgb, fy.landmarks, "yunet5"))
-        cd.append(sface_chip(rgb, fh.landmarks, "dlib5"))
-        c150.append(hog.chips(rgb, [fh])[0])
-    return {"labels": np.array(labels), "yunet": np.stack(cy), "dlib5": np.stack(cd), "c150": np.stack(c150),
-            "skipped": skipped}
+        if fh is not None:
+            cd.append(sface_chip(rgb, fh.landmarks, "dlib5"))
+            c150.append(hog.chips(rgb, [fh])[0])
+    out: dict[str, Any] = {"labels": np.array(labels), "yunet": np.stack(cy), "skipped": skipped}
+    if with_hog:
+        out |= {"dlib5": np.stack(cd), "c150": np.stack(c150)}
+    return out
 
 
 def print_pairs(rows: list[tuple[str, str, dict[str, float]]]) -> None:
@@ -200,7 +204,7 @@ def part_pairs(threads: int) -> dict[str, dict[str, Any]]:
 
     sface = SFaceEmbedder(threads=threads)
     dlib = OnnxEmbedder(threads=threads)
-    data = {sl: collect(items, {}) for sl, items in slice_photos().items()}
+    data = {sl: collect(items) for sl, items in slice_photos().items()}
     print("\n## Pair separation after alignment (same photos for all three; cosine for SFace, L2 for dlib)\n")
     rows = []
     for sl, d in data.items():
@@ -242,7 +246,7 @@ def quantised_models(folded: Path, calib: np.ndarray, tmp: Path) -> dict[str, by
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     pre = tmp / "pre.onnx"
-    quant_pre_process(str(folded), str(pre))
+    quant_pre_process(str(folded), str(pre), skip_symbolic_shape=True)
     dyn = tmp / "dynamic.onnx"
     quantize_dynamic(str(pre), str(dyn), weight_type=QuantType.QInt8, per_channel=True)
 
@@ -265,7 +269,7 @@ def part_int8(threads: int, data: dict[str, dict[str, Any]] | None) -> None:
 
     folded = load_verified(PROJECT_MODELS_DIR, SFACE)
     if data is None:
-        data = {sl: collect(items, {}) for sl, items in slice_photos().items()}
+        data = {sl: collect(items) for sl, items in slice_photos().items()}
     with tempfile.TemporaryDirectory() as tmp:
         src = Path(tmp) / "folded.onnx"
         src.write_bytes(folded)

@@ -26,7 +26,7 @@ from edge.meals.feedback import Decision
 from edge.meals.rules import ALREADY_SERVED, Senior, decide_meal
 from edge.recognition.capture import Frame
 from edge.recognition.decide import Policy, Verdict, decide, fuse, lookalike_pairs
-from edge.recognition.detect import Detector, Face
+from edge.recognition.detect import Face, FaceDetector
 from edge.recognition.embed.base import Embedder
 from edge.recognition.liveness import LivenessChecker, LivenessVerdict
 from edge.recognition.match import Gallery, normalise
@@ -47,6 +47,14 @@ def replay_clock(start: datetime) -> Clock:
 # A decided track is re-embedded now and then; a descriptor this far from the track's own fused
 # descriptor means another person stepped into the same place, which is a new presence.
 IDENTITY_SWITCH_DISTANCE = 0.62
+# SFace spreads one person's photos wider on the unit sphere than dlib: on the LFW calibration half, 98% of
+# same-person pairs of different photos are closer than 1.1 (cosine 0.40), 0.03% of different people
+# (provisional, issue 10; frames of one presence are much closer than different photos)
+IDENTITY_SWITCH_DISTANCE_SFACE = 1.1
+
+
+def identity_switch_distance(model_id: str) -> float:
+    return IDENTITY_SWITCH_DISTANCE_SFACE if model_id.startswith("face_recognition_sface") else IDENTITY_SWITCH_DISTANCE
 RECHECK_EVERY = 15
 MAX_OBSERVATIONS = 64
 
@@ -82,7 +90,7 @@ def unrecognisable(n: int, other_model: str, model_id: str) -> str:
     return (
         f"{n} seniors have face templates only for model {other_model}, not for this kiosk's model {model_id}: "
         "they cannot be recognised. Re-enrol their photos (meal-enroll add/import/capture), or set "
-        "[recognition] mirror to match how they were enrolled"
+        "[recognition] model and mirror to match how they were enrolled"
     )
 
 
@@ -140,7 +148,7 @@ class Pipeline:
         self,
         cfg: Config,
         *,
-        detector: Detector,
+        detector: FaceDetector,
         embedder: Embedder,
         store: Store,
         policy: Policy,
@@ -203,7 +211,7 @@ class Pipeline:
                 want.append((track, obs))
         if want:
             t0 = time.perf_counter()
-            chips = self.detector.chips(frame.image, [o.face for _, o in want])
+            chips = self.embedder.chips(frame.image, [o.face for _, o in want])
             embs = self.embedder.embed(chips)
             st.t_embed += time.perf_counter() - t0
             st.embedded += len(want)
@@ -252,7 +260,7 @@ class Pipeline:
             return
         ref = normalise(np.mean(normalise(np.stack(earlier)), axis=0))
         d = float(np.linalg.norm(normalise(obs.embedding) - ref))
-        if d > IDENTITY_SWITCH_DISTANCE:
+        if d > identity_switch_distance(self.embedder.model_id):
             log.info("track %d: a different face (%.2f) took its place; new presence", track.id, d)
             track.decided = False
             track.observations[:] = [obs]
@@ -524,18 +532,20 @@ class Parts:
     store: Store
     embedder: Embedder
     policy: Policy
-    detector: Detector
+    detector: FaceDetector
 
 
 def build_parts(cfg: Config, *, store_path: Path | None = None) -> Parts:
     """Open the store and build detector, embedder and decision policy from the config."""
     from edge.recognition.decide import load_policy
+    from edge.recognition.detectors import make_detector
     from edge.recognition.embed.factory import make_embedder
 
     store = Store(store_path or cfg.store_path)
-    embedder = make_embedder(cfg.recognition.backend, cfg.recognition.threads, mirror=cfg.recognition.mirror)
+    r, d = cfg.recognition, cfg.detect
+    embedder = make_embedder(r.backend, r.threads, mirror=r.mirror, model=r.model)
     policy = load_policy(embedder.model_id, cfg.calibration_path)
-    detector = Detector(detect_width=cfg.detect.detect_width, upsample=cfg.detect.upsample)
+    detector = make_detector(d.detector, d.detect_width, d.upsample)
     return Parts(store, embedder, policy, detector)
 
 

@@ -76,12 +76,19 @@ class CameraConfig(_Section):
 
 
 class DetectConfig(_Section):
-    detect_width: int = Field(640, ge=160, description="frames are downscaled to this width for HOG")
+    #: yunet: OpenCV Zoo's YuNet (boxes + the 5 points SFace aligns on, ~8 ms at 640x360 on 2 threads);
+    #: hog: dlib's HOG + shape_predictor_5 (docs/models.md compares them)
+    detector: Literal["yunet", "hog"] = "yunet"
+    detect_width: int = Field(640, ge=160, description="frames are downscaled to this width for detection")
     upsample: int = Field(0, ge=0, le=2)
     min_face_px: int = Field(60, ge=20, description="faces narrower than this (full-frame pixels) are ignored")
 
 
 class RecognitionConfig(_Section):
+    #: the face model: sface (OpenCV Zoo SFace, ArcFace-aligned 112x112 chips) or dlib (dlib's ResNet);
+    #: each has its own model_id, so its own templates and calibration (docs/models.md)
+    model: Literal["sface", "dlib"] = "sface"
+    #: dlib only: auto (ONNX if the model verifies, else dlib's own code), onnx, dlib
     backend: Literal["auto", "onnx", "dlib"] = "auto"
     threads: int = Field(0, ge=0, description="0: as many as the machine has cores")
     #: calibration file with the decision thresholds; empty: the one stored with the model in models/
@@ -377,12 +384,14 @@ queue_size = 4               # frames buffered between capture and recognition (
 idle_fps = 5.0               # while nobody is in view, look at this many frames a second (0: every frame)
 
 [detect]
+detector = "yunet"           # yunet (fast, 5 landmarks for SFace) or hog (dlib HOG + shape_predictor_5)
 detect_width = 640           # frames are downscaled to this width for face detection
-upsample = 0                 # 1 finds smaller faces at ~4x the cost
+upsample = 0                 # hog only: 1 finds smaller faces at ~4x the cost
 min_face_px = 60             # faces narrower than this are ignored (too far away)
 
 [recognition]
-backend = "auto"             # auto (ONNX if the model verifies, else dlib), onnx, dlib
+model = "sface"              # sface (OpenCV Zoo SFace) or dlib; each has its own templates and thresholds
+backend = "auto"             # dlib model only: auto (ONNX if the model verifies, else dlib), onnx, dlib
 threads = 0                  # 0: one per core
 calibration = ""             # decision thresholds; empty: the file stored with the model in models/
 mirror = true                # average each face with its mirror image: more seniors served, 2x embedding cost

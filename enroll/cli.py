@@ -22,7 +22,7 @@ from edge.meals.rules import STATUSES, Senior, age_on, ineligibility
 from edge.recognition.refresh import CHECKIN_SOURCE_PREFIX, is_checkin_source
 
 if TYPE_CHECKING:
-    from edge.recognition.detect import Detector
+    from edge.recognition.detect import FaceDetector
     from edge.recognition.embed.base import Embedder
     from edge.store import Store
     from enroll.service import Enroller, EnrolResult
@@ -204,26 +204,31 @@ def _open_store(cfg: Config) -> Store:
         raise UsageError(f"{e}: check [store] path in {cfg.source_path}") from None
 
 
-@lru_cache(maxsize=2)
-def _models(backend: str, threads: int, mirror: bool) -> tuple[Detector, Embedder]:
-    # Cached: loading the dlib models takes about a second, and tests call main() many times.
-    from edge.recognition.detect import Detector
+@lru_cache(maxsize=4)
+def _models(
+    backend: str, threads: int, mirror: bool, model: str = "sface", detector: str = "yunet"
+) -> tuple[FaceDetector, Embedder]:
+    # Cached: loading the models takes about a second, and tests call main() many times.
+    from edge.recognition.detectors import make_detector
     from enroll.service import ENROL_DETECT_WIDTH, ENROL_UPSAMPLE
 
-    return Detector(detect_width=ENROL_DETECT_WIDTH, upsample=ENROL_UPSAMPLE), make_embedder(backend, threads, mirror)
+    # the kiosk's detector and model: templates aligned as the kiosk's probes are
+    det = make_detector(detector, ENROL_DETECT_WIDTH, ENROL_UPSAMPLE)
+    return det, make_embedder(backend, threads, mirror, model)
 
 
-def make_embedder(backend: str, threads: int, mirror: bool) -> Embedder:
+def make_embedder(backend: str, threads: int, mirror: bool, model: str = "sface") -> Embedder:
     from edge.recognition.embed.factory import make_embedder as factory
 
-    return factory(backend, threads, mirror=mirror)
+    return factory(backend, threads, mirror=mirror, model=model)
 
 
 def _enroller(cfg: Config, store: Store) -> Enroller:
     from edge.recognition.decide import CalibrationError, load_policy
     from enroll.service import Enroller
 
-    detector, embedder = _models(cfg.recognition.backend, cfg.recognition.threads, cfg.recognition.mirror)
+    r = cfg.recognition
+    detector, embedder = _models(r.backend, r.threads, r.mirror, r.model, cfg.detect.detector)
     try:
         policy = load_policy(embedder.model_id, cfg.calibration_path)
     except CalibrationError as e:

@@ -69,6 +69,8 @@ def test_check_config_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) ->
     good = tmp_path / "good.toml"
     good.write_text(DEFAULT_CONFIG)
     assert main(["check-config", str(good)]) == 0
+    # SFace (mirrored) is the default model, with its own committed thresholds
+    assert "model face_recognition_sface_2021dec:fb143eea07838aa5+flip, thresholds" in capsys.readouterr().out
     bad = tmp_path / "bad.toml"
     bad.write_text(DEFAULT_CONFIG.replace("keepalive = 30", "keepalive = 30\nqos = 2"))
     assert main(["check-config", str(bad)]) == 2
@@ -92,7 +94,8 @@ def test_check_config_checks_the_thresholds_and_the_stores_model(
     from edge.store import Store, TemplateIn
 
     cfg = tmp_path / "c.toml"
-    cfg.write_text(DEFAULT_CONFIG.replace('"/var/lib/meal-edge/meal-edge.sqlite"', '"state/s.sqlite"'))
+    text = DEFAULT_CONFIG.replace('"/var/lib/meal-edge/meal-edge.sqlite"', '"state/s.sqlite"')
+    cfg.write_text(text.replace('model = "sface"', 'model = "dlib"'))
     assert main(["check-config", str(cfg)]) == 0
     assert "+flip, thresholds" in capsys.readouterr().out  # mirrored by default, the committed thresholds
 
@@ -113,6 +116,14 @@ def test_check_config_checks_the_thresholds_and_the_stores_model(
     cfg.write_text(cfg.read_text().replace('calibration = ""', 'calibration = "other.toml"'))
     assert main(["check-config", str(cfg)]) == 1
     assert "other.toml: thresholds were calibrated for model" in capsys.readouterr().err
+
+    # the same dlib store under the default model (SFace): those seniors cannot be recognised, and it says so
+    sface = tmp_path / "sface.toml"
+    sface.write_text(text)
+    assert main(["check-config", str(sface)]) == 1
+    err = capsys.readouterr().err
+    assert "1 seniors have face templates only for model dlib_face_recognition_resnet_model_v1" in err
+    assert "face_recognition_sface_2021dec" in err
 
 
 def test_default_config_cli_round_trips(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

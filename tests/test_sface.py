@@ -190,3 +190,35 @@ def test_sface_same_person_closer_than_different_person(models_dir: Path) -> Non
         same = (lab[:, None] == lab[None, :]) & ~np.eye(len(lab), dtype=bool)
         diff = lab[:, None] != lab[None, :]
         assert sim[same].min() > sim[diff].max(), (scheme, sim[same].min(), sim[diff].max())
+
+
+@pytest.mark.slow
+def test_factories_and_chips_by_model(models_dir: Path) -> None:
+    """The config's names build the right parts; each embedder makes its own chips from any detector's face
+    (dlib's from YuNet's box via shape_predictor_5, SFace's from dlib's 5 points)."""
+    from edge.recognition.detect import Detector
+    from edge.recognition.detectors import make_detector
+    from edge.recognition.embed.factory import make_embedder
+    from edge.recognition.yunet import YuNetDetector
+
+    sface = make_embedder("auto", 2, mirror=True, model="sface", models_dir=models_dir)
+    assert sface.model_id == SFACE.model_id + "+flip" and sface.chip_size == 112
+    dlib = make_embedder("onnx", 2, mirror=False, model="dlib")
+    assert dlib.chip_size == 150
+    with pytest.raises(ValueError, match="unknown face model"):
+        make_embedder(model="arcface")
+    assert isinstance(make_detector("hog"), Detector)
+    assert isinstance(make_detector("yunet", models_dir=models_dir), YuNetDetector)
+    with pytest.raises(ValueError, match="unknown face detector"):
+        make_detector("mtcnn")
+
+    rgb = load_image(need(SAMPLES / "obama.jpg"))
+    yface = make_detector("yunet", models_dir=models_dir).detect(rgb)[0]
+    hface = make_detector("hog").detect(rgb)[0]
+    assert (yface.scheme, hface.scheme) == ("yunet5", "dlib5")
+    for face in (yface, hface):
+        assert sface.chips(rgb, [face]).shape == (1, 112, 112, 3)
+        assert dlib.chips(rgb, [face]).shape == (1, 150, 150, 3)
+    # the same face, aligned from either landmark set, is the same person by a wide margin
+    a, b = sface.embed(sface.chips(rgb, [yface, hface]))
+    assert float(a @ b / np.linalg.norm(a) / np.linalg.norm(b)) > 0.8

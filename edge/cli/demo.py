@@ -145,7 +145,7 @@ def run_demo(keep: Path | None = None, broker: str | None = None) -> int:
     from edge.app import build_parts, make_pipeline, replay_clock
     from edge.meals.rules import Senior
     from edge.recognition.capture import ImageFolderSource
-    from edge.recognition.detect import Detector
+    from edge.recognition.detectors import make_detector
     from enroll.service import ENROL_DETECT_WIDTH, ENROL_UPSAMPLE, Enroller
 
     logging.basicConfig(level=logging.WARNING)
@@ -169,7 +169,7 @@ def run_demo(keep: Path | None = None, broker: str | None = None) -> int:
         p = photos / f"hopper_{k + 1}.jpg"
         cv2.imwrite(str(p), variant(hopper(), angle, gain, scale)[:, :, ::-1])
         paths.append(p)
-    enroller = Enroller(store, Detector(ENROL_DETECT_WIDTH, ENROL_UPSAMPLE), embedder)
+    enroller = Enroller(store, make_detector(cfg.detect.detector, ENROL_DETECT_WIDTH, ENROL_UPSAMPLE), embedder)
     sid, name, born = HOPPER
     res = enroller.enrol(Senior(sid, name, born, cfg.centre.district), paths)
     for ph in res.photos:

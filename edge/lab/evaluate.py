@@ -270,7 +270,7 @@ def format_report(r: dict[str, Any]) -> str:
 def run(args: argparse.Namespace) -> int:
     try:
         fs = faceset_from_args(args) if args.probes != "kiosk" else None
-        model_id = fs.model_id if fs is not None else make_encoder(args.model, args.mirror).model_id
+        model_id = fs.model_id if fs is not None else make_encoder(args.model, args.mirror, args.detector).model_id
         policy = load_policy(model_id, args.policy)
         result: dict[str, Any] = {}
         if args.probes != "photos":

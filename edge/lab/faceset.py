@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from edge.lab.embedding import EmbeddingCache, cache_file, embed_photos
-from edge.lab.encoders import MODELS, DlibEncoder, PhotoEncoder, make_encoder
+from edge.lab.encoders import MODELS, KioskEncoder, PhotoEncoder, make_encoder
 from edge.recognition.detect import readable_suffixes
 from edge.recognition.embed.base import Embedder
 
@@ -109,6 +109,7 @@ def load_faceset(
     model: str = "dlib",
     padding: float = 0.0,
     encoder: PhotoEncoder | None = None,
+    detector: str | None = None,
 ) -> FaceSet:
     """Embed every photo under root (or only `identities`) with `model`'s detector and embedder (or
     `encoder`), reusing and extending the cache. `padding`: black border added to each side first, as a
@@ -120,7 +121,11 @@ def load_faceset(
             raise KeyError(f"{root}: no photos for {missing[:5]}")
         photos = {n: photos[n] for n in identities}
     if encoder is None:
-        encoder = DlibEncoder(mirror=mirror, embedder=embedder) if model == "dlib" else make_encoder(model, mirror)
+        encoder = (
+            KioskEncoder(model, mirror, detector, embedder=embedder)
+            if embedder is not None
+            else make_encoder(model, mirror, detector)
+        )
     cache = (
         EmbeddingCache(cache_file(cache_dir, encoder.model_id, encoder.tag, padding), encoder.model_id)
         if cache_dir is not None
@@ -170,6 +175,7 @@ def faceset_from_args(args: argparse.Namespace) -> FaceSet:
         mirror=args.mirror,
         model=args.model,
         padding=args.pad,
+        detector=args.detector,
     )
     return restrict(fs, args.split)
 
@@ -188,6 +194,12 @@ def add_common(p: argparse.ArgumentParser) -> None:
         choices=MODELS,
         default="dlib",
         help="face model: its own detector, landmarks and chips (sface: YuNet + ArcFace alignment; dlib: HOG)",
+    )
+    p.add_argument(
+        "--detector",
+        choices=("hog", "yunet"),
+        default=None,
+        help="face detector ([detect] detector); default: yunet for sface, hog for dlib",
     )
     p.add_argument(
         "--pad",

@@ -113,7 +113,7 @@ def kiosk_evaluate(args: argparse.Namespace, policy: Policy, model_id: str) -> d
         distractor_sets=distractor_sets,
         gallery_templates=args.gallery_templates,
     )
-    encoder = make_encoder(args.model, args.mirror)
+    encoder = make_encoder(args.model, args.mirror, args.detector)
     if encoder.model_id != model_id:
         raise ValueError(f"encoder model {encoder.model_id!r} differs from the face set's {model_id!r}")
     variation = Variation()

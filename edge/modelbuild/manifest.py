@@ -114,10 +114,33 @@ def _atomic_write(path: Path, data: bytes) -> None:
         raise
 
 
-def write_manifest(models_dir: Path, m: Manifest) -> Path:
+def write_tables(models_dir: Path, tables: set[str], text: str, *, first: bool = False) -> Path:
+    """Replace the named top-level tables (with their sub-tables) of manifest.toml by `text` and keep every
+    other table as it is: the dlib [model] and the OpenCV Zoo models (edge.modelbuild.sface) are built by
+    separate steps into one file. `first`: `text` goes before the kept tables (it carries the header)."""
     path = Path(models_dir) / MANIFEST_NAME
-    _atomic_write(path, manifest_text(m).encode("utf-8"))
+    try:
+        old = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        old = ""
+    keep: list[str] = []
+    skipping = False
+    for line in old.splitlines():
+        s = line.strip()
+        if s.startswith("[") and s.endswith("]"):
+            skipping = s.strip("[]").split(".")[0] in tables
+        elif first and s.startswith("#") and not keep and not skipping:
+            continue  # the old header: `text` or the first writer brings its own
+        if not skipping:
+            keep.append(line)
+    kept = "\n".join(keep).strip("\n")
+    parts = [text.rstrip("\n"), kept] if first else [kept, text.strip("\n")]
+    _atomic_write(path, ("\n\n".join(p for p in parts if p) + "\n").encode("utf-8"))
     return path
+
+
+def write_manifest(models_dir: Path, m: Manifest) -> Path:
+    return write_tables(models_dir, {"model"}, manifest_text(m), first=True)
 
 
 @dataclass(frozen=True)

@@ -39,7 +39,7 @@ import onnx
 from onnx import helper, numpy_helper
 
 from edge.modelbuild import ModelError
-from edge.modelbuild.manifest import MANIFEST_NAME, _atomic_write
+from edge.modelbuild.manifest import MANIFEST_NAME, _atomic_write, write_tables
 from edge.modelbuild.tomlout import toml_value
 
 log = logging.getLogger(__name__)
@@ -417,26 +417,8 @@ def read_zoo_manifest(models_dir: Path, zoo: ZooModel) -> dict[str, Any]:
 
 def write_zoo_manifest(models_dir: Path, entries: dict[str, dict[str, Any]]) -> Path:
     """Replace this module's tables in manifest.toml, keeping every other table (the dlib [model]) as is."""
-    path = Path(models_dir) / MANIFEST_NAME
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        text = "# meal-edge model manifest: written by `meal-edge models build`, checked on every model load.\n"
-    keep: list[str] = []
-    skipping = False
-    ours = {z.key for z in MODELS}
-    for line in text.splitlines():
-        s = line.strip()
-        if s.startswith("[") and s.endswith("]"):
-            table = s.strip("[]").split(".")[0]
-            skipping = table in ours
-        if not skipping:
-            keep.append(line)
-    while keep and not keep[-1].strip():
-        keep.pop()
     contracts = {z.key: z.contract for z in MODELS if z.key in entries}
-    _atomic_write(path, ("\n".join(keep) + "\n" + zoo_tables_text(entries, contracts)).encode("utf-8"))
-    return path
+    return write_tables(Path(models_dir), set(entries), zoo_tables_text(entries, contracts))
 
 
 @dataclass(frozen=True)

@@ -44,6 +44,8 @@ Outcome = Literal["accept", "confirm", "unknown"]
 #: thresholds for the default model (mirrored descriptors) and for plain descriptors (`mirror = false`)
 CALIBRATION_FILE = "calibration.toml"
 CALIBRATION_FILE_NO_MIRROR = "calibration-nomirror.toml"
+#: SFace's thresholds live beside dlib's: calibration-sface.toml / calibration-sface-nomirror.toml
+SFACE_MODEL_PREFIX = "face_recognition_sface"
 #: a calibration file this program cannot read is an error, not a guess
 CALIBRATION_FORMAT = 1
 #: agreement is a fraction j/k stored rounded (0.6667 for 2 of 3): compare with this slack
@@ -396,18 +398,12 @@ def default_policy(model_id: str = "") -> Policy:
 
 
 def default_calibration_path(model_id: str) -> Path:
-    """The file in models/ for this model's variant; load_policy still checks the model_id inside.
-    dlib keeps its historical names (calibration.toml mirrored, calibration-nomirror.toml plain); any other
-    model gets calibration-<model name>.toml (e.g. calibration-face_recognition_sface_2021dec.toml), and
-    calibration-<model name>-flip.toml for its mirrored variant."""
+    """The file in models/ for this model's variant; load_policy still checks the model_id inside."""
     from edge.recognition.embed.mirror import MIRROR_SUFFIX
 
-    mirrored = model_id.endswith(MIRROR_SUFFIX)
-    if model_id.startswith("dlib_"):
-        name = CALIBRATION_FILE if mirrored else CALIBRATION_FILE_NO_MIRROR
-    else:
-        base = model_id.split(":", 1)[0]
-        name = f"calibration-{base}{'-flip' if mirrored else ''}.toml"
+    name = CALIBRATION_FILE if model_id.endswith(MIRROR_SUFFIX) else CALIBRATION_FILE_NO_MIRROR
+    if model_id.startswith(SFACE_MODEL_PREFIX):
+        name = name.replace("calibration", "calibration-sface", 1)
     return PROJECT_MODELS_DIR / name
 
 

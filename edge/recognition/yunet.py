@@ -101,7 +101,13 @@ class YuNetDetector:
         if runner == "opencv":
             try:
                 self._cv = cv2.FaceDetectorYN.create(
-                    "onnx", self._data, b"", (320, 320), score_threshold, NMS_THRESHOLD, TOP_K
+                    "onnx",
+                    np.frombuffer(self._data, np.uint8),
+                    np.zeros(0, np.uint8),
+                    (320, 320),
+                    score_threshold,
+                    NMS_THRESHOLD,
+                    TOP_K,
                 )
             except cv2.error as e:
                 raise ModelError(f"{Path(models_dir) / YUNET.file}: OpenCV cannot load it: {e}") from e
@@ -137,8 +143,8 @@ class YuNetDetector:
         boxes, points, scores = decode(outs, ph, pw, self.score_threshold)
         if not len(scores):
             return boxes, points, scores
-        keep = cv2.dnn.NMSBoxes(boxes.tolist(), scores.tolist(), self.score_threshold, NMS_THRESHOLD, top_k=TOP_K)
-        keep = np.asarray(keep, int).reshape(-1)
+        picked = cv2.dnn.NMSBoxes(boxes.tolist(), scores.tolist(), self.score_threshold, NMS_THRESHOLD, top_k=TOP_K)
+        keep = np.asarray(picked, int).reshape(-1)
         return boxes[keep], points[keep], scores[keep]
 
     def detect(self, rgb: np.ndarray) -> list[Face]:
@@ -159,6 +165,6 @@ class YuNetDetector:
             if right <= left or bottom <= top:
                 continue
             marks = (np.asarray(pts, np.float32) / scale).astype(np.float32)
-            faces.append(Face((top, right, bottom, left), marks, float(s)))
+            faces.append(Face((top, right, bottom, left), marks, float(s), "yunet5"))
         faces.sort(key=lambda f: f.width * f.height, reverse=True)
         return faces

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +19,7 @@ from edge.modelbuild import ModelError
 from edge.modelbuild.manifest import load_verified
 from edge.modelbuild.modelfiles import FACE_RECOGNITION_DAT, model_id_for
 from edge.paths import PROJECT_MODELS_DIR
-from edge.recognition.embed.base import EMBEDDING_DIM, check_chips
+from edge.recognition.embed.base import CHIP_SIZE, EMBEDDING_DIM, FaceLike, check_chips
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +44,12 @@ def session_options(threads: int = 0, *, spin: bool = False) -> ort.SessionOptio
 
 class OnnxEmbedder:
     name = "onnx"
+    chip_size = CHIP_SIZE
+
+    def chips(self, rgb: np.ndarray, faces: Sequence[FaceLike]) -> np.ndarray:
+        from edge.recognition.detect import Face, dlib_chips
+
+        return dlib_chips(rgb, [Face(f.box, f.landmarks, 0.0, f.scheme) for f in faces])
 
     def __init__(
         self,

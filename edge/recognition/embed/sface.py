@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +26,7 @@ from edge.modelbuild import ModelError
 from edge.modelbuild.sface import SFACE, load_verified
 from edge.paths import PROJECT_MODELS_DIR
 from edge.recognition.align import ARCFACE_112, CHIP_SIZE, DLIB5_TEMPLATE, align, dlib5_points
+from edge.recognition.embed.base import FaceLike, check_chips
 
 log = logging.getLogger(__name__)
 
@@ -42,14 +44,6 @@ def sface_chip(rgb: np.ndarray, landmarks: np.ndarray, scheme: str) -> np.ndarra
     if scheme == "dlib5":
         return align(rgb, dlib5_points(landmarks), DLIB5_TEMPLATE)
     raise ValueError(f"SFace cannot align landmarks of scheme {scheme!r}; known: {', '.join(SCHEMES)}")
-
-
-def check_sface_chips(chips: np.ndarray) -> np.ndarray:
-    if chips.ndim == 3:
-        chips = chips[None]
-    if chips.ndim != 4 or chips.shape[1:] != (CHIP_SIZE, CHIP_SIZE, 3) or chips.dtype != np.uint8:
-        raise ValueError(f"SFace chips must be uint8 [n,{CHIP_SIZE},{CHIP_SIZE},3], got {chips.dtype} {chips.shape}")
-    return np.ascontiguousarray(chips)
 
 
 def l2_normalise(x: np.ndarray) -> np.ndarray:
@@ -92,12 +86,15 @@ class SFaceEmbedder:
             # the first run allocates buffers and picks kernels; do it now, not on the first senior
             self.embed(np.zeros((1, CHIP_SIZE, CHIP_SIZE, 3), np.uint8))
 
-    def face_chip(self, rgb: np.ndarray, landmarks: np.ndarray, scheme: str) -> np.ndarray:
-        return sface_chip(rgb, landmarks, scheme)
+    def chips(self, rgb: np.ndarray, faces: Sequence[FaceLike]) -> np.ndarray:
+        out = np.empty((len(faces), CHIP_SIZE, CHIP_SIZE, 3), np.uint8)
+        for i, f in enumerate(faces):
+            out[i] = sface_chip(rgb, f.landmarks, f.scheme)
+        return out
 
     def embed(self, chips: np.ndarray) -> np.ndarray:
         """uint8 [n,112,112,3] RGB chips -> float32 [n,128] unit vectors."""
-        chips = check_sface_chips(chips)
+        chips = check_chips(chips, CHIP_SIZE)
         n = len(chips)
         if n == 0:
             return np.zeros((0, EMBEDDING_DIM), np.float32)
