@@ -304,6 +304,9 @@ def test_small_kiosk_run_on_real_faces_adds_up(tmp_path: Path) -> None:
         assert c["correct"] + c["wrong"] + c["confirm"] + c["rejected"] == c["genuine"]
         assert c["impostor_accept"] + c["impostor_confirm"] + c["impostor_unknown"] == c["impostor"]
         assert s["too_few_faces"]["enrolled"] <= c["rejected"]
+        loo = s["leave_one_out"]
+        assert loo["trials"] == c["genuine"]
+        assert loo["all_stranger_trials_accept"]["n"] == c["genuine"] + c["impostor"]
     east_c = r["slices"]["east"]["counts"]
     assert 0 < east_c["genuine"] + east_c["impostor"] <= total["genuine"] + total["impostor"]
     assert all(len(f) <= 5 for f in run.frames)

@@ -164,8 +164,9 @@ def format_kiosk(r: dict[str, Any]) -> list[str]:
         f"{g['lookalike_pairs']} lookalike pairs; {g['enrolment_photos_without_face']} enrolment photos without a face",
         "",
         "| slice | enrolled presences (people) | correct | WRONG | staff confirm | turned away (no face) "
-        "| stranger presences (people) | strangers accepted (95% upper) | strangers to staff |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| stranger presences (people) | strangers accepted (95% upper) | strangers to staff "
+        "| + leave-one-out trials: accepted | all stranger trials: accepted (95% upper) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for name, s in r["slices"].items():
         iv, c = s["intervals"], s["counts"]
@@ -175,11 +176,13 @@ def format_kiosk(r: dict[str, Any]) -> list[str]:
             return _count(x) if not s["rate_meaningful"] else f"{_count(x)} {pct(x['rate'])}"
 
         imp = iv["impostor_accept"]
+        both = s["leave_one_out"]["all_stranger_trials_accept"]
         lines.append(
             f"| {name} | {c['genuine']} ({s['people']['enrolled']}) | {cell('correct')} | {cell('wrong')} "
             f"(<= {pct(iv['wrong']['upper95'])}) | {cell('confirm')} | {cell('rejected')} "
             f"({s['too_few_faces']['enrolled']}) | {c['impostor']} ({s['people']['strangers']}) | "
-            f"{_count(imp)} (<= {pct(imp['upper95'])}) | {_count(iv['impostor_confirm'])} |"
+            f"{_count(imp)} (<= {pct(imp['upper95'])}) | {_count(iv['impostor_confirm'])} | "
+            f"{_count(s['leave_one_out']['accept'])} | {_count(both)} (<= {pct(both['upper95'])}) |"
         )
     lines.append(f"accepted at frame count (all): {r['slices']['all']['accepted_at_frames']}")
     if "det_png" in r:

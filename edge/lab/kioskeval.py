@@ -24,7 +24,7 @@ import numpy as np
 from edge.lab.embedding import Key, cache_file, embed_frames, embed_photos, photo_key
 from edge.lab.encoders import PhotoEncoder
 from edge.lab.faceset import EmbeddingCache
-from edge.lab.features import FeatureTable, Probe, feature_table, tally
+from edge.lab.features import FeatureTable, Probe, feature_table, rate, tally
 from edge.lab.kioskframes import Variation
 from edge.lab.kiosktrial import KioskTrial, PhotoSet, Presence
 from edge.lab.slices import Slice
@@ -83,6 +83,9 @@ class KioskRun:
     verdicts: tuple[Verdict, ...]
     #: enrolment photos without a face (no template)
     missing_templates: int
+    #: each enrolled presence decided again with its own senior taken out of the gallery (leave-one-out: one
+    #: more stranger trial each, with the pair margins of the rest); None for strangers' presences
+    loo_verdicts: tuple[Verdict | None, ...] = ()
 
 
 def run_kiosk_trial(
@@ -137,7 +140,23 @@ def run_kiosk_trial(
             else None
         )
         verdicts.append(v if v is not None else no_decision(len(seen)))
-    return KioskRun(trial, gallery, pair_margins, presences, tuple(frames), tuple(verdicts), missing)
+    loo: list[Verdict | None] = []
+    without: dict[str, tuple[Gallery, dict[frozenset[str], float]]] = {}
+    for pr, arr in zip(presences, frames, strict=True):
+        if not pr.enrolled:
+            loo.append(None)
+            continue
+        if pr.person not in without:
+            g = gallery.without(pr.person)
+            without[pr.person] = (g, {k: m for k, m in pair_margins.items() if pr.person not in k})
+        g, pm = without[pr.person]
+        v = (
+            decide_sequential(g, arr, policy, pm, min_frames=MIN_FRAMES, max_frames=MAX_FRAMES)
+            if len(arr) >= MIN_FRAMES
+            else None
+        )
+        loo.append(v if v is not None else no_decision(len(arr)))
+    return KioskRun(trial, gallery, pair_margins, presences, tuple(frames), tuple(verdicts), missing, tuple(loo))
 
 
 def _probes(run: KioskRun, keep: np.ndarray) -> tuple[list[Probe], list[Verdict]]:
@@ -175,6 +194,17 @@ def summarise(run: KioskRun, keep: np.ndarray) -> dict[str, Any]:
         )
     )
     out["rate_meaningful"] = out["counts"]["genuine"] >= MIN_FOR_RATE
+    loo = [run.loo_verdicts[j] for j in np.flatnonzero(keep) if run.loo_verdicts and run.loo_verdicts[j] is not None]
+    n_imp = out["counts"]["impostor"]
+    acc = sum(1 for v in loo if v is not None and v.outcome == "accept")
+    conf = sum(1 for v in loo if v is not None and v.outcome == "confirm")
+    out["leave_one_out"] = {
+        "trials": len(loo),
+        "accept": rate(acc, len(loo)),
+        "confirm": rate(conf, len(loo)),
+        # strangers' presences and leave-one-out trials together: every trial of someone not in the gallery
+        "all_stranger_trials_accept": rate(acc + out["counts"]["impostor_accept"], len(loo) + n_imp),
+    }
     return out
 
 
