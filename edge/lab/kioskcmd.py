@@ -86,6 +86,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--probes-per-person", type=int, default=2, help="kiosk presences per enrolled person")
     p.add_argument("--stranger-photos", type=int, default=2, help="kiosk presences per stranger")
     p.add_argument("--frames-seed", type=int, default=0, help="seed of the kiosk-like frame variation")
+    p.add_argument(
+        "--max-frames",
+        type=int,
+        default=5,
+        help="the kiosk's [track] max_frames: decide on 3 frames, then again with each further one up to this",
+    )
 
 
 def kiosk_evaluate(args: argparse.Namespace, policy: Policy, model_id: str) -> dict[str, Any]:
@@ -118,7 +124,7 @@ def kiosk_evaluate(args: argparse.Namespace, policy: Policy, model_id: str) -> d
         raise ValueError(f"encoder model {encoder.model_id!r} differs from the face set's {model_id!r}")
     variation = Variation()
     desc = Descriptors(encoder, None if args.no_cache else args.cache, variation, args.frames_seed)
-    run = run_kiosk_trial(trial, sets, probe_set, desc, policy)
+    run = run_kiosk_trial(trial, sets, probe_set, desc, policy, args.max_frames)
     out = report(run, slices)
     out["protocol"] = {
         "faces_dir": str(args.faces_dir),
@@ -133,6 +139,7 @@ def kiosk_evaluate(args: argparse.Namespace, policy: Policy, model_id: str) -> d
         "distractors": [f"{d}@{pad:g}" for d, pad in args.distractors],
         "gallery_templates_requested": args.gallery_templates,
         "slices_first": bool(first),
+        "max_frames": args.max_frames,
     }
     out["model_id"] = model_id
     out["policy_source"] = policy.source
@@ -157,7 +164,7 @@ def format_kiosk(r: dict[str, Any]) -> list[str]:
     g = r["gallery"]
     pr = r["protocol"]
     lines = [
-        f"kiosk-like presences (one photo -> up to 5 frames, variation {pr['variation']}, frames seed "
+        f"kiosk-like presences (one photo -> up to {pr['max_frames']} frames, variation {pr['variation']}, frames seed "
         f"{pr['frames_seed']}); model {r['model_id']}, policy {r['policy_source']}",
         f"gallery: {g['people']} people / {g['templates']} templates ({g['enrolled_probed']} enrolled and probed, "
         f"{g['distractors']} distractors {g['distractor_sets']}); {r['strangers']} strangers; "

@@ -89,8 +89,16 @@ class KioskRun:
 
 
 def run_kiosk_trial(
-    trial: KioskTrial, sets: Mapping[str, PhotoSet], probe_set: PhotoSet, desc: Descriptors, policy: Policy
+    trial: KioskTrial,
+    sets: Mapping[str, PhotoSet],
+    probe_set: PhotoSet,
+    desc: Descriptors,
+    policy: Policy,
+    max_frames: int = MAX_FRAMES,
 ) -> KioskRun:
+    """max_frames: the kiosk's [track] max_frames (3: one look at 3 frames; 5: up to three looks)."""
+    if not MIN_FRAMES <= max_frames <= desc.variation.frames:
+        raise ValueError(f"max frames must be between {MIN_FRAMES} and {desc.variation.frames}")
     pairs: list[tuple[str, np.ndarray]] = []
     missing = 0
     by_set: dict[str, list[tuple[str, Path]]] = {}
@@ -123,11 +131,10 @@ def run_kiosk_trial(
             done[j] = three
         else:
             need_more.append(j)
-    rest = desc.frames([presences[j].photo for j in need_more], probe_set.padding, range(MIN_FRAMES, MAX_FRAMES))
+    more = range(MIN_FRAMES, max_frames)
+    rest = desc.frames([presences[j].photo for j in need_more], probe_set.padding, more) if len(more) else {}
     for j in need_more:
-        done[j] = found(presences[j].photo, range(MIN_FRAMES), first) + found(
-            presences[j].photo, range(MIN_FRAMES, MAX_FRAMES), rest
-        )
+        done[j] = found(presences[j].photo, range(MIN_FRAMES), first) + found(presences[j].photo, more, rest)
     frames: list[np.ndarray] = []
     verdicts: list[Verdict] = []
     for j in range(len(presences)):
@@ -135,7 +142,7 @@ def run_kiosk_trial(
         arr = np.stack(seen) if seen else np.zeros((0, 128), np.float32)
         frames.append(arr)
         v = (
-            decide_sequential(gallery, arr, policy, pair_margins, min_frames=MIN_FRAMES, max_frames=MAX_FRAMES)
+            decide_sequential(gallery, arr, policy, pair_margins, min_frames=MIN_FRAMES, max_frames=max_frames)
             if len(seen) >= MIN_FRAMES
             else None
         )
@@ -151,7 +158,7 @@ def run_kiosk_trial(
             without[pr.person] = (g, {k: m for k, m in pair_margins.items() if pr.person not in k})
         g, pm = without[pr.person]
         v = (
-            decide_sequential(g, arr, policy, pm, min_frames=MIN_FRAMES, max_frames=MAX_FRAMES)
+            decide_sequential(g, arr, policy, pm, min_frames=MIN_FRAMES, max_frames=max_frames)
             if len(arr) >= MIN_FRAMES
             else None
         )
@@ -243,7 +250,7 @@ DET_OFFSETS = np.round(np.arange(-0.30, 0.301, 0.01), 3)
 def kiosk_tables(run: KioskRun, policy: Policy) -> dict[int, tuple[FeatureTable, np.ndarray]]:
     """k -> (features of each presence's first k face frames, which presences have k frames)."""
     out = {}
-    for k in range(MIN_FRAMES, MAX_FRAMES + 1):
+    for k in range(MIN_FRAMES, max(MIN_FRAMES, max((len(f) for f in run.frames), default=0)) + 1):
         have = np.array([len(f) >= k for f in run.frames])
         probes = [
             Probe(p.person if p.enrolled else None, f[:k] if len(f) >= k else np.zeros((1, 128), np.float32) + 1)
