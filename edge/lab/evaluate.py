@@ -1,6 +1,10 @@
 """`meal-edge eval`: measured 1:N error rates of the decision policy on labelled face folders.
 
-Protocol (fixed seed, deterministic):
+--probes kiosk (the default, the headline figure; edge.lab.kioskcmd): each presence is ONE photo seen as 3-5
+kiosk-like frames (edge.lab.kioskframes), decided by the kiosk's rule against a gallery that --distractors
+fills to --gallery-templates, reported per --slice; see docs/accuracy.md.
+
+--probes photos (the older protocol, fixed seed, deterministic):
 * identities with at least K+1 photos (with a detected face) can be enrolled; N of them are drawn
   and enrolled with K photos each (drawn at random); enrolment looks for lookalikes exactly as
   meal-enroll does and raises those pairs' margin;

@@ -1,12 +1,13 @@
 """Labelled face folders (one sub-folder per person) -> cached embeddings, for `eval` and `calibrate`.
 
-Each photo is detected with the kiosk's HOG detector (upsampled once, since LFW faces are ~100 px),
-the face nearest the photo centre is taken (LFW photos are centred on their subject; other faces in
-the background are bystanders), aligned, and embedded in batches. Photos where no face is found are
-recorded as such and left out of the evaluation (a kiosk would not see a face either: no decision).
+Each photo is detected and embedded as the chosen model runs at the kiosk (edge.lab.encoders: dlib with
+HOG upsampled once, since LFW faces are ~100 px; SFace with YuNet). The face nearest the photo centre is
+taken (LFW photos are centred on their subject; other faces in the background are bystanders). Photos
+where no face is found are recorded as such and left out of the evaluation (a kiosk would not see a face
+either: no decision).
 
-Embeddings are cached per (model_id, detector settings) in one .npz file, keyed by absolute path,
-mtime and size, so a second run over the same folder costs only the file listing.
+Embeddings are cached per (model_id, detector settings, padding) in one .npz file (edge.lab.embedding),
+keyed by absolute path, mtime and size, so a second run over the same folder costs only the file listing.
 """
 
 from __future__ import annotations
