@@ -317,3 +317,33 @@ def test_small_kiosk_run_on_real_faces_adds_up(tmp_path: Path) -> None:
     r["model_id"], r["policy_source"] = enc.model_id, policy.source
     text = "\n".join(format_kiosk(r))
     assert "| east |" in text and "| all |" in text
+
+
+def test_kiosk_calibration_tables_and_the_sequential_rule_on_constructed_presences() -> None:
+    """Presences whose frames sit near their own person: the tables hold every presence with k frames, the
+    leave-one-out tables never count a probe as enrolled, and the rule's outcomes add up."""
+    from edge.lab.kioskcalib import KioskCalibration, kiosk_tables, sequential_rule
+    from edge.recognition.decide import default_policy
+
+    rng = np.random.default_rng(5)
+    centres = rng.standard_normal((12, 128)).astype(np.float32)
+    centres /= np.linalg.norm(centres, axis=1, keepdims=True)
+
+    def near(c: np.ndarray, n: int, spread: float) -> np.ndarray:
+        x = c + spread * rng.standard_normal((n, 128)).astype(np.float32) / np.sqrt(128)
+        return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
+
+    presences = {f"p{i}": [near(c, 5 if i % 2 else 4, 0.15) for _ in range(2)] for i, c in enumerate(centres)}
+    enrolable = {f"p{i}": near(c, 4, 0.3) for i, c in enumerate(centres)}
+    kc = KioskCalibration("m", presences, enrolable)
+    assert kc.n_presences == 24
+    tables = kiosk_tables(kc, 3, rounds=2, seed=0, template_weight=0.5)
+    assert sorted(tables) == [3, 4, 5]
+    g3, i3 = tables[3]
+    assert len(g3) == len(i3) == 2 * 24 and g3.genuine.all() and not i3.genuine.any()
+    assert len(tables[5][0]) == 2 * 12  # only the people whose presences have 5 frames
+    assert g3.best_correct.all() and (i3.distance > g3.distance.max() - 1e-6).mean() > 0.9
+    r = sequential_rule(kc, default_policy("m"), 3, rounds=2, seed=0)
+    n = r["enrolled_trials"]
+    assert n == 48 and r["correct"]["count"] + r["wrong"]["count"] + r["not_accepted"]["count"] == n
+    assert r["wrong"]["count"] == 0
