@@ -78,7 +78,7 @@ class CameraConfig(_Section):
 class DetectConfig(_Section):
     #: yunet: OpenCV Zoo's YuNet (boxes + the 5 points SFace aligns on, ~8 ms at 640x360 on 2 threads);
     #: hog: dlib's HOG + shape_predictor_5 (docs/models.md compares them)
-    detector: Literal["yunet", "hog"] = "yunet"
+    detector: Literal["yunet", "hog"] = "hog"
     detect_width: int = Field(640, ge=160, description="frames are downscaled to this width for detection")
     upsample: int = Field(0, ge=0, le=2)
     min_face_px: int = Field(60, ge=20, description="faces narrower than this (full-frame pixels) are ignored")
@@ -87,7 +87,7 @@ class DetectConfig(_Section):
 class RecognitionConfig(_Section):
     #: the face model: sface (OpenCV Zoo SFace, ArcFace-aligned 112x112 chips) or dlib (dlib's ResNet);
     #: each has its own model_id, so its own templates and calibration (docs/models.md)
-    model: Literal["sface", "dlib"] = "sface"
+    model: Literal["sface", "dlib"] = "dlib"
     #: dlib only: auto (ONNX if the model verifies, else dlib's own code), onnx, dlib
     backend: Literal["auto", "onnx", "dlib"] = "auto"
     threads: int = Field(0, ge=0, description="0: as many as the machine has cores")
@@ -98,7 +98,7 @@ class RecognitionConfig(_Section):
     #: templates enrolled with the other setting are not used (the daemon says so at start)
     mirror: bool = True
     #: template refresh from confident automatic check-ins (edge/recognition/refresh.py, docs/accuracy.md);
-    #: off by default
+    #: off by default. Its distances are on dlib's scale: not yet calibrated for SFace (issue 10)
     refresh_templates: bool = False
     refresh_max: int = Field(2, ge=1, le=10, description="check-in templates kept per senior; the oldest is replaced")
     refresh_distance: float = Field(0.20, ge=0, le=2, description="fused distance at most this to refresh")
@@ -384,13 +384,13 @@ queue_size = 4               # frames buffered between capture and recognition (
 idle_fps = 5.0               # while nobody is in view, look at this many frames a second (0: every frame)
 
 [detect]
-detector = "yunet"           # yunet (fast, 5 landmarks for SFace) or hog (dlib HOG + shape_predictor_5)
+detector = "hog"             # hog (dlib HOG + shape_predictor_5) or yunet (fast, 5 landmarks for SFace)
 detect_width = 640           # frames are downscaled to this width for face detection
 upsample = 0                 # hog only: 1 finds smaller faces at ~4x the cost
 min_face_px = 60             # faces narrower than this are ignored (too far away)
 
 [recognition]
-model = "sface"              # sface (OpenCV Zoo SFace) or dlib; each has its own templates and thresholds
+model = "dlib"               # dlib or sface (OpenCV Zoo SFace, with detector = "yunet"); own templates and thresholds
 backend = "auto"             # dlib model only: auto (ONNX if the model verifies, else dlib), onnx, dlib
 threads = 0                  # 0: one per core
 calibration = ""             # decision thresholds; empty: the file stored with the model in models/

@@ -206,7 +206,7 @@ def _open_store(cfg: Config) -> Store:
 
 @lru_cache(maxsize=4)
 def _models(
-    backend: str, threads: int, mirror: bool, model: str = "sface", detector: str = "yunet"
+    backend: str, threads: int, mirror: bool, model: str = "dlib", detector: str = "hog"
 ) -> tuple[FaceDetector, Embedder]:
     # Cached: loading the models takes about a second, and tests call main() many times.
     from edge.recognition.detectors import make_detector
@@ -217,7 +217,7 @@ def _models(
     return det, make_embedder(backend, threads, mirror, model)
 
 
-def make_embedder(backend: str, threads: int, mirror: bool, model: str = "sface") -> Embedder:
+def make_embedder(backend: str, threads: int, mirror: bool, model: str = "dlib") -> Embedder:
     from edge.recognition.embed.factory import make_embedder as factory
 
     return factory(backend, threads, mirror=mirror, model=model)

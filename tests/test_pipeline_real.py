@@ -50,16 +50,22 @@ def write_config(tmp: Path, *, source: str = "0", port: int = 1883, mqtt: bool =
 
 
 def use_tolerance_policy(cfg: Path) -> None:
-    """Point the config at a policy file with face_recognition's single fixed threshold (tolerance 0.6):
-    with one studio photo per person, that is what accepts Lin-Manuel on the stage footage."""
+    """Point the config at a policy file with a single fixed threshold: face_recognition's tolerance 0.6 for
+    dlib, OpenCV Zoo's cosine 0.363 for SFace (the default model). With one studio photo per person, that is
+    what accepts Lin-Manuel on the stage footage."""
     from edge.lab.calibrate import render_toml
-    from edge.modelbuild.modelfiles import model_id_for
     from edge.recognition.decide import tolerance_policy
-    from edge.recognition.embed.mirror import mirrored_model_id
+    from edge.recognition.embed.mirror import reference_model_id
 
-    mid = mirrored_model_id(model_id_for())  # the kiosk's default: [recognition] mirror = true
-    (cfg.parent / "tolerance.toml").write_text(render_toml(tolerance_policy(mid), {"format": 1, "model_id": mid}, []))
+    sface = 'model = "sface"' in cfg.read_text()
+    mid = reference_model_id(True, "sface" if sface else "dlib")  # the kiosk's default: mirror = true
+    policy = tolerance_policy(mid, SFACE_TOLERANCE) if sface else tolerance_policy(mid)
+    (cfg.parent / "tolerance.toml").write_text(render_toml(policy, {"format": 1, "model_id": mid}, []))
     cfg.write_text(cfg.read_text().replace('calibration = ""', 'calibration = "tolerance.toml"'))
+
+
+#: OpenCV Zoo's SFace demo: the same person at cosine >= 0.363, i.e. 1.129 between unit vectors
+SFACE_TOLERANCE = 1.129
 
 
 def enrol_hamilton(cfg: Path) -> None:

@@ -152,6 +152,10 @@ def _setup(tmp_path: Path, refresh: bool | None) -> tuple[Config, dict[str, Any]
         DEFAULT_CONFIG.replace('"/var/lib/meal-edge/meal-edge.sqlite"', '"meal-edge.sqlite"')
         .replace("[mqtt]\nenabled = true", "[mqtt]\nenabled = false")
         .replace("[liveness]\nenabled = true", "[liveness]\nenabled = false")  # the frames are stills
+        # refresh_distance and refresh_min_margin are on dlib's scale (docs/accuracy.md); SFace's are not
+        # calibrated yet (issue 10), so the refresh rule is tested with dlib's model and detector
+        .replace('model = "sface"', 'model = "dlib"')
+        .replace('detector = "yunet"', 'detector = "hog"')
     )
     if refresh is not None:
         text = text.replace("refresh_templates = false", f"refresh_templates = {str(refresh).lower()}")
