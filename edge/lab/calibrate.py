@@ -35,9 +35,14 @@ from zoneinfo import ZoneInfo
 import numpy as np
 
 from edge.config import TrackConfig
+from edge.lab.encoders import make_encoder
 from edge.lab.faceset import SPLIT_SALT, FaceSet, add_common, faceset_from_args
 from edge.lab.features import FeatureTable, calibration_tables
 from edge.lab.kiosk_rule import measure_kiosk_rule, measure_policy
+from edge.lab.kioskcalib import KioskCalibration, kiosk_calibration, kiosk_tables, sequential_rule
+from edge.lab.kioskcmd import photo_set
+from edge.lab.kioskeval import Descriptors
+from edge.lab.kioskframes import Variation
 from edge.modelbuild.tomlout import toml_value
 from edge.paths import checkout_models_dir
 from edge.recognition.decide import (
@@ -55,8 +60,9 @@ from edge.recognition.match import Gallery
 
 log = logging.getLogger(__name__)
 
-DIST_GRID = np.round(np.arange(0.20, 0.801, 0.005), 4)
-MARGIN_GRID = np.round(np.arange(0.0, 0.2501, 0.005), 4)
+# wide enough for every model: dlib's calibrated distances lie in 0.25-0.35, SFace's (cosine 0.4-0.6) in 0.9-1.1
+DIST_GRID = np.round(np.arange(0.10, 1.401, 0.005), 4)
+MARGIN_GRID = np.round(np.arange(0.0, 0.4001, 0.005), 4)
 
 
 @dataclass(frozen=True)
@@ -196,11 +202,15 @@ def calibrate(
     seed: int,
     targets: Targets,
     template_weights: tuple[float, ...] = TEMPLATE_WEIGHTS,
+    kiosk: KioskCalibration | None = None,
 ) -> tuple[Policy, list[dict[str, Any]], dict[str, Any]]:
-    """Thresholds per frame count for each template weighting; keep the weighting that serves most."""
+    """Thresholds per frame count for each template weighting; keep the weighting that serves most.
+    With `kiosk`, the rows the kiosk decides with (3..5 frames) are fitted to kiosk-like presences."""
     best: tuple[float, float, list[FrameThresholds], list[dict[str, Any]]] | None = None
     for w in template_weights:
         tables = calibration_tables(fs, photos_per_person, max_frames, rounds, seed, w)
+        if kiosk is not None:
+            tables.update(kiosk_tables(kiosk, photos_per_person, rounds, seed, w))
         rows: list[FrameThresholds] = []
         figures: list[dict[str, Any]] = []
         for k in sorted(tables):
@@ -288,10 +298,17 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--target-impostor", type=float, default=Targets.impostor, help="never-enrolled accepts")
     p.add_argument("--max-confirm", type=float, default=Targets.confirm, help="enrolled probes sent to staff")
     p.add_argument(
+        "--kiosk-frames",
+        action="store_true",
+        help="fit the rows the kiosk decides with (3-5 frames) to kiosk-like presences (one photo seen as 5 "
+        "frames, edge.lab.kioskframes) instead of fused different photos",
+    )
+    p.add_argument("--probes-per-person", type=int, default=2, help="with --kiosk-frames: presences per person")
+    p.add_argument(
         "--out",
         type=Path,
         default=None,
-        help="default, in a checkout: models/calibration.toml (an installed meal-edge needs --out)",
+        help="default, in a checkout: the model's file in models/ (an installed meal-edge needs --out)",
     )
     p.add_argument(
         "--measure",
@@ -336,17 +353,35 @@ def run(args: argparse.Namespace) -> int:
     if getattr(args, "measure", None) is not None:
         return run_measure(args)
     targets = Targets(wrong=args.target_wrong, impostor=args.target_impostor, confirm=args.max_confirm)
+    kc: KioskCalibration | None = None
     try:
         fs = faceset_from_args(args)
-        policy, figures, info = calibrate(fs, args.photos_per_person, args.max_frames, args.rounds, args.seed, targets)
+        if args.kiosk_frames:
+            kc = kiosk_calibration(
+                photo_set(args.faces_dir, args.pad, args.split),
+                Descriptors(
+                    make_encoder(args.model, args.mirror, args.detector), None if args.no_cache else args.cache
+                ),
+                args.photos_per_person,
+                args.seed,
+                args.probes_per_person,
+            )
+        policy, figures, info = calibrate(
+            fs, args.photos_per_person, args.max_frames, args.rounds, args.seed, targets, kiosk=kc
+        )
     except (CalibrationError, FileNotFoundError, ValueError, KeyError) as e:
         print(f"meal-edge calibrate: {e}", file=sys.stderr)
         return 2
     # The kiosk decides with several looks (3, then up to 5 frames): check that rule, not only each k.
     tc = TrackConfig()
-    kiosk = measure_kiosk_rule(fs, policy, args.photos_per_person, args.rounds, args.seed, tc.min_frames, tc.max_frames)
+    kiosk = (
+        measure_kiosk_rule(fs, policy, args.photos_per_person, args.rounds, args.seed, tc.min_frames, tc.max_frames)
+        if kc is None
+        else sequential_rule(kc, policy, args.photos_per_person, args.rounds, args.seed)
+    )
     kiosk_meta = {
         "kiosk_rule_frames": [tc.min_frames, tc.max_frames],
+        "kiosk_rule_trials": "kiosk-like presences" if kc is not None else "groups of 5 different photos",
         "kiosk_rule_correct_rate": round(kiosk["correct"]["rate"], 6),
         "kiosk_rule_wrong_rate": round(kiosk["wrong"]["rate"], 6),
         "kiosk_rule_impostor_accept_rate": round(kiosk["impostor_accept"]["rate"], 6),
@@ -356,6 +391,13 @@ def run(args: argparse.Namespace) -> int:
         "model_id": fs.model_id,
         "created": datetime.now(ZoneInfo("Asia/Shanghai")).isoformat(timespec="seconds"),
         "faces_dir": fs.root.name,
+        "padding": args.pad,
+        "frames_rows_from": (
+            f"kiosk-like presences for k >= {tc.min_frames} ({kc.n_presences} presences, variation "
+            f"{Variation().tag()}), fused different photos below"
+            if kc is not None
+            else "fused different photos"
+        ),
         "split": args.split,
         "split_rule": f"held out if sha256('{SPLIT_SALT}:' + name)[0] >= 128",
         "identities": len(fs.identities),
@@ -372,7 +414,15 @@ def run(args: argparse.Namespace) -> int:
         **info,
         **kiosk_meta,
         "command": " ".join(
-            ["meal-edge calibrate", fs.root.name, f"--split {args.split}", f"--seed {args.seed}"]
+            [
+                "meal-edge calibrate",
+                fs.root.name,
+                f"--model {args.model}",
+                f"--split {args.split}",
+                f"--seed {args.seed}",
+            ]
+            + (["--no-mirror"] if not args.mirror else [])
+            + ([f"--kiosk-frames --probes-per-person {args.probes_per_person}"] if kc is not None else [])
             + [f"--rounds {args.rounds}", f"--photos-per-person {args.photos_per_person}"]
             + [f"--max-frames {args.max_frames}", f"--target-wrong {targets.wrong}"]
             + [f"--target-impostor {targets.impostor}", f"--max-confirm {targets.confirm}"]

@@ -1,6 +1,10 @@
 """`meal-edge eval`: measured 1:N error rates of the decision policy on labelled face folders.
 
-Protocol (fixed seed, deterministic):
+--probes kiosk (the default, the headline figure; edge.lab.kioskcmd): each presence is ONE photo seen as 3-5
+kiosk-like frames (edge.lab.kioskframes), decided by the kiosk's rule against a gallery that --distractors
+fills to --gallery-templates, reported per --slice; see docs/accuracy.md.
+
+--probes photos (the older protocol, fixed seed, deterministic):
 * identities with at least K+1 photos (with a detected face) can be enrolled; N of them are drawn
   and enrolled with K photos each (drawn at random); enrolment looks for lookalikes exactly as
   meal-enroll does and raises those pairs' margin;
@@ -43,10 +47,13 @@ from typing import Any
 import numpy as np
 
 from edge.config import TrackConfig
+from edge.lab.encoders import make_encoder
 from edge.lab.faceset import FaceSet, add_common, faceset_from_args
 from edge.lab.features import FeatureTable, Probe, feature_table, pct, tally
+from edge.lab.kioskcmd import add_arguments, format_kiosk, kiosk_evaluate
 from edge.lab.oracle import format_oracle, oracle_report
 from edge.lab.refresh_sim import format_refresh, refresh_report
+from edge.lab.slices import SliceError
 from edge.lab.trial import Trial, build_trial, enrolment_pair_margins, sweep, write_sweep
 from edge.recognition.decide import CalibrationError, Policy, Verdict, decide, decide_sequential, load_policy
 
@@ -168,18 +175,19 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     add_common(p)
-    p.add_argument("--gallery-size", "-n", type=int, default=300, help="people enrolled")
+    p.add_argument("--gallery-size", "-n", type=int, default=300, help="people enrolled (and probed)")
     p.add_argument("--probe-frames", "-f", type=int, default=3, help="photos fused per probe, as frames of a track")
-    p.add_argument("--impostors", "-m", type=int, default=300, help="never-enrolled people probed")
+    p.add_argument("--impostors", "-m", type=int, default=300, help="never-enrolled people probed (strangers)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--policy", type=Path, default=None, help="calibration file (default: models/calibration.toml)")
     p.add_argument("--out", type=Path, default=None, help="folder for det.png and sweep.csv")
     p.add_argument("--json", action="store_true", help="print one JSON object")
+    add_arguments(p)
     p.add_argument(
         "--kiosk",
         action="store_true",
-        help="also decide each presence as the kiosk does: on 3 frames, then each further frame up to 5, first "
-        "accept stands (probes of up to 5 photos; people with fewer than 3 left get no kiosk decision)",
+        help="with --probes photos: also decide each group of up to 5 photos as the kiosk decides (on 3, then "
+        "each further one up to 5, first accept stands; people with fewer than 3 left get no kiosk decision)",
     )
     p.add_argument(
         "--no-lookalike-margins",
@@ -265,14 +273,22 @@ def format_report(r: dict[str, Any]) -> str:
 
 def run(args: argparse.Namespace) -> int:
     try:
-        fs = faceset_from_args(args)
-        policy = load_policy(fs.model_id, args.policy)
-        result = evaluate(fs, policy, args)
-    except (CalibrationError, FileNotFoundError, ValueError, KeyError) as e:
+        fs = faceset_from_args(args) if args.probes != "kiosk" else None
+        model_id = fs.model_id if fs is not None else make_encoder(args.model, args.mirror, args.detector).model_id
+        policy = load_policy(model_id, args.policy)
+        result: dict[str, Any] = {}
+        if args.probes != "photos":
+            result["kiosk_like"] = kiosk_evaluate(args, policy, model_id)
+        if fs is not None:
+            result.update(evaluate(fs, policy, args))
+    except (CalibrationError, FileNotFoundError, ValueError, KeyError, SliceError) as e:
         print(f"meal-edge eval: {e}", file=sys.stderr)
         return 2
     if args.json:
         print(json.dumps(result, indent=None, sort_keys=False))
-    else:
-        print(format_report(result))
+        return 0
+    if "kiosk_like" in result:
+        print("\n".join(format_kiosk(result["kiosk_like"])))
+    if fs is not None:
+        print(("\n" if "kiosk_like" in result else "") + format_report(result))
     return 0

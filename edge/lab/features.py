@@ -35,9 +35,25 @@ def wilson(k: int, n: int, z: float = 1.959964) -> tuple[float, float]:
     return (lo, hi)
 
 
+def clopper_pearson_upper(k: int, n: int, confidence: float = 0.95) -> float:
+    """Exact one-sided upper confidence bound on a rate with k events in n trials (Clopper-Pearson):
+    the largest rate under which seeing k or fewer events still has probability 1 - confidence.
+    For k = 0 it is 1 - (1 - confidence)^(1/n), which the rule of three (3/n) approximates."""
+    if n <= 0:
+        return 1.0
+    if not 0 <= k <= n:
+        raise ValueError(f"need 0 <= k <= n, got k={k}, n={n}")
+    if k == n:
+        return 1.0
+    from scipy.stats import beta
+
+    return float(beta.ppf(confidence, k + 1, n - k))
+
+
 def rate(k: int, n: int) -> dict[str, Any]:
     lo, hi = wilson(k, n)
     out: dict[str, Any] = {"count": k, "n": n, "rate": (k / n) if n else 0.0, "ci95": [lo, hi]}
+    out["upper95"] = clopper_pearson_upper(k, n)
     if k == 0 and n > 0:
         out["rule_of_three_upper"] = min(1.0, 3.0 / n)
     return out

@@ -13,6 +13,7 @@ makes its own chips from them (edge.recognition.embed.base.Embedder.chips): dlib
 
 from __future__ import annotations
 
+import functools
 import io
 import logging
 from dataclasses import dataclass
@@ -69,6 +70,45 @@ class Face:
 #: (whole faces wider than 70 px, detect_width 640): median 0.05, 99th percentile 0.24, 99.5th 0.28; those
 #: above 0.3 were clear three-quarter views. Chosen so that a senior who does face the camera is not nagged.
 TURNED_YAW = 0.3
+
+
+#: every file suffix OpenCV's imread documents (cv::imread: bmp dib jpeg jpg jpe jp2 png webp avif pbm pgm ppm
+#: pxm pnm pfm sr ras tiff tif exr hdr pic gif); which of them this build reads is checked at run time
+OPENCV_SUFFIXES = (
+    ".bmp", ".dib", ".jpeg", ".jpg", ".jpe", ".jp2", ".png", ".webp", ".avif", ".pbm", ".pgm", ".ppm", ".pxm",
+    ".pnm", ".pfm", ".sr", ".ras", ".tiff", ".tif", ".exr", ".hdr", ".pic", ".gif",
+)  # fmt: skip
+
+
+@functools.cache
+def readable_suffixes() -> frozenset[str]:
+    """The photo suffixes this OpenCV build decodes: each documented suffix whose codec round-trips a small
+    image (cv2.haveImageReader needs an existing file; encoding one in memory asks the same codec table).
+    A suffix whose codec is not built in (or cannot be tried this way) is left out: such a photo would be
+    refused by load_image anyway, so skipping it in a folder listing loses nothing usable."""
+    colour = np.zeros((64, 64, 3), np.uint8)
+    colour[16:48, 16:48] = 200
+    # some writers take only grey (pbm/pgm) or float (exr) pictures
+    probes = (colour, colour[:, :, 0].copy(), colour.astype(np.float32) / 255)
+    out = set()
+    quiet = getattr(getattr(cv2, "utils", None), "logging", None)
+    level = quiet.getLogLevel() if quiet else None
+    if quiet:
+        quiet.setLogLevel(quiet.LOG_LEVEL_SILENT)
+    try:
+        for suffix in OPENCV_SUFFIXES:
+            for probe in probes:
+                try:
+                    ok, buf = cv2.imencode(suffix, probe)
+                except cv2.error:
+                    ok = False
+                if ok and cv2.imdecode(buf, cv2.IMREAD_UNCHANGED) is not None:
+                    out.add(suffix)
+                    break
+    finally:
+        if quiet and level is not None:
+            quiet.setLogLevel(level)
+    return frozenset(out)
 
 
 def _is_truncated(data: bytes) -> bool:
