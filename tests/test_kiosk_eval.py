@@ -313,7 +313,7 @@ def test_small_kiosk_run_on_real_faces_adds_up(tmp_path: Path) -> None:
     # the frames were cached: a second run computes nothing and decides the same
     again = run_kiosk_trial(trial, {probe.name: probe, rm.name: rm}, probe, Descriptors(enc, tmp_path), policy)
     assert [v.outcome for v in again.verdicts] == [v.outcome for v in run.verdicts]
-    r["protocol"] = {"variation": "x", "frames_seed": 0}
+    r["protocol"] = {"variation": "x", "frames_seed": 0, "max_frames": 5}
     r["model_id"], r["policy_source"] = enc.model_id, policy.source
     text = "\n".join(format_kiosk(r))
     assert "| east |" in text and "| all |" in text
