@@ -7,7 +7,8 @@ best-versus-second-best margin between different people is what the decision pol
 
 Distances are Euclidean between L2-normalised descriptors: d = sqrt(2 - 2 cos), in [0, 2].
 
-The product runs on one BLAS thread (`similarities`). Measured with bench/bench_match.py (issue 15): for a
+The product runs on one BLAS thread (`similarities`; set once for the process). Measured with
+bench/bench_match.py (issue 15): for a
 batch of 5 probes numpy calls sgemm, and OpenBLAS spreads even a 5 x 1,000 x 128 product over its threads;
 on a busy 2-core kiosk (the embedder's threads, the camera) waking them cost 5-30 ms for 0.1 ms of work,
 slower than face_distance. A single probe is a gemv and was never affected. One thread is as fast or faster
@@ -16,25 +17,35 @@ at every gallery size measured, up to 100,000 templates.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterable
 from dataclasses import dataclass
-from functools import cache, cached_property
+from functools import cached_property
 
 import numpy as np
 from threadpoolctl import ThreadpoolController
 
 from edge.recognition.embed.base import EMBEDDING_DIM
 
+_BLAS_LOCK = threading.Lock()
+_blas_limited: object = None
 
-@cache
-def _blas() -> ThreadpoolController:
-    return ThreadpoolController()  # finds numpy's BLAS once; limit() below is then a cheap call
+
+def _one_blas_thread() -> None:
+    """Numpy's BLAS on one thread, set once for the process and never switched back: switching it per call
+    (a context manager) races when two threads match at once (the gallery reload thread and check-in), and
+    OpenBLAS can deadlock when its thread count changes while another thread is inside it."""
+    global _blas_limited
+    if _blas_limited is None:
+        with _BLAS_LOCK:
+            if _blas_limited is None:
+                _blas_limited = ThreadpoolController().limit(limits=1, user_api="blas")
 
 
 def similarities(probes: np.ndarray, matrix: np.ndarray) -> np.ndarray:
     """float32 [n, R]: probes [n, d] times matrix [R, d] transposed, as ONE product on one BLAS thread."""
-    with _blas().limit(limits=1, user_api="blas"):
-        return probes @ matrix.T
+    _one_blas_thread()
+    return probes @ matrix.T
 
 
 def normalise(x: np.ndarray) -> np.ndarray:
