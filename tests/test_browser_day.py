@@ -247,6 +247,9 @@ def test_meal_edge_run_shows_staffs_answer(tmp_path: Path) -> None:
     kiosk_screen, staff = browser(1280, 800), browser(800, 480)  # skips without chromium before the slow part
     cfg = write_config(tmp_path, source=str(CLIP))
     enrol_hamilton(cfg)
+    from edge.cli.main import main as edge_main
+
+    assert edge_main(["--config", str(cfg), "keys", "init"]) == 0  # `run` refuses to start without its key
     mid = mirrored_model_id(model_id_for())
     always_staff = replace(tolerance_policy(mid), accept_distance=0.0, source="test: staff confirm every match")
     (tmp_path / "staff.toml").write_text(render_toml(always_staff, {"format": 1, "model_id": mid}, []))
