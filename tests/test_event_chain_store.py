@@ -28,7 +28,7 @@ TOPIC = "meal/v1/xuhui/centre-001/kiosk-1/events"
 
 def write_config(tmp_path: Path) -> Path:
     path = tmp_path / "meal-edge.toml"
-    path.write_text(DEFAULT_CONFIG.replace('"/var/lib/meal-edge/meal-edge.sqlite"', '"state/meal-edge.sqlite"'))
+    path.write_text(DEFAULT_CONFIG.replace('[store]\npath = ""', '[store]\npath = "state/meal-edge.sqlite"'))
     return path
 
 

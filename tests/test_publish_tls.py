@@ -65,7 +65,7 @@ def kiosk_config(folder: Path, broker: SecureBroker, **keys: str) -> tuple[Confi
     folder.mkdir(parents=True, exist_ok=True)
     text = (
         DEFAULT_CONFIG.replace("port = 1883", f"port = {broker.port}")
-        .replace('path = "/var/lib/meal-edge/meal-edge.sqlite"', 'path = "store.sqlite"')
+        .replace('[store]\npath = ""', '[store]\npath = "store.sqlite"')
         .replace("keepalive = 30", "keepalive = 5")
         .replace("[mqtt.tls]\nenabled = false", "[mqtt.tls]\nenabled = true")
     )
