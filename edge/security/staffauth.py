@@ -248,3 +248,24 @@ class StaffAuth:
         with self._lock:
             for k in [k for k, s in self._sessions.items() if s.staff_id == staff_id]:
                 del self._sessions[k]
+
+
+def read_secret(pin_file: str | None, prompt: str = "PIN: ", *, confirm: bool = False) -> str:
+    """A PIN or password for a command line tool, never from argv: the first line of `pin_file` ("-": standard
+    input), else a prompt on the terminal (twice with `confirm`), else the first line of standard input."""
+    import getpass
+    import sys
+    from pathlib import Path
+
+    if pin_file == "-" or (pin_file is None and not sys.stdin.isatty()):
+        return sys.stdin.readline().rstrip("\r\n")
+    if pin_file is not None:
+        try:
+            lines = Path(pin_file).read_text(encoding="utf-8").splitlines()
+        except OSError as e:
+            raise AccountError(f"{pin_file}: cannot read the PIN file ({e.strerror})") from None
+        return lines[0] if lines else ""
+    secret = getpass.getpass(prompt)
+    if confirm and getpass.getpass("again: ") != secret:
+        raise AccountError("the two entries differ: nothing changed")
+    return secret
