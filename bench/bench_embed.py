@@ -45,7 +45,7 @@ def samples_ms(fn: Callable[[], object], repeat: int, warmup: int) -> list[float
 def ort_session(data: bytes, threads: int, level: str = "all", spin: bool = False):  # type: ignore[no-untyped-def]
     import onnxruntime as ort
 
-    from edge.embed.onnx_backend import session_options
+    from edge.recognition.embed.onnx_backend import session_options
 
     so = session_options(threads, spin=spin)
     so.graph_optimization_level = {
@@ -65,9 +65,9 @@ def main() -> int:
 
     import onnxruntime as ort
 
-    from edge.embed.dlib_backend import DlibEmbedder
-    from edge.embed.mirror import Mirrored
-    from edge.embed.onnx_backend import OnnxEmbedder
+    from edge.recognition.embed.dlib_backend import DlibEmbedder
+    from edge.recognition.embed.mirror import Mirrored
+    from edge.recognition.embed.onnx_backend import OnnxEmbedder
 
     chips, _, _ = lfw_chips(600)
     chips16 = chips[:16]
@@ -111,7 +111,8 @@ def main() -> int:
         from edge.modelbuild.convert import build_model, serialize
         from edge.modelbuild.dlib_dat import parse_file
         from edge.modelbuild.manifest import load_verified
-        from edge.modelfiles import FACE_RECOGNITION_DAT, PROJECT_MODELS_DIR
+        from edge.modelbuild.modelfiles import FACE_RECOGNITION_DAT
+        from edge.paths import PROJECT_MODELS_DIR
 
         data, _ = load_verified(PROJECT_MODELS_DIR, FACE_RECOGNITION_DAT)
         unfolded = serialize(build_model(parse_file(FACE_RECOGNITION_DAT), fold=False))

@@ -1,4 +1,4 @@
-"""Matcher alone: `edge.match.match` vs `face_recognition.face_distance` at 1k, 10k and 100k templates.
+"""Matcher alone: `edge.recognition.match.match` vs `face_recognition.face_distance` at 1k, 10k and 100k templates.
 
     python bench/bench_match.py [--sizes 1000 10000 100000] [--batch 1 5]
 
@@ -21,7 +21,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import cpu_flags, machine, median_ms  # noqa: E402
 
-from edge.match import Gallery, match  # noqa: E402
+from edge.recognition.match import Gallery, match  # noqa: E402
 
 
 def reference_top2(face_distance, templates: np.ndarray, owner: np.ndarray, n_seniors: int, probe: np.ndarray):  # type: ignore[no-untyped-def]

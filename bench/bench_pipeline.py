@@ -32,9 +32,9 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import SHARED, cpu_flags, machine, need  # noqa: E402
 
-from edge.capture import Frame, VideoFileSource  # noqa: E402
 from edge.config import DEFAULT_CONFIG, parse_config  # noqa: E402
-from edge.track import Tracker  # noqa: E402
+from edge.recognition.capture import Frame, VideoFileSource  # noqa: E402
+from edge.recognition.track import Tracker  # noqa: E402
 
 KNOWN = {"lmm": "lin-manuel-miranda.png", "alex": "alex-lacamoire.png"}
 
@@ -73,7 +73,7 @@ def reference(frames: list[Frame], samples: Path) -> dict[str, Any]:
 
 def presences(per_frame: list[list[tuple[tuple[int, int, int, int], str]]], min_frames: int) -> list[dict[str, Any]]:
     """Group per-frame labelled boxes into presences with the same tracker the pipeline uses."""
-    from edge.detect import Face
+    from edge.recognition.detect import Face
 
     tr = Tracker(max_missing=8)
     labels: dict[int, list[str]] = {}
@@ -96,10 +96,10 @@ def presences(per_frame: list[list[tuple[tuple[int, int, int, int], str]]], min_
 
 def ours(frames: list[Frame], samples: Path, backend: str, policy_name: str) -> dict[str, Any]:
     from edge.app import Parts, make_pipeline
-    from edge.decide import load_policy, tolerance_policy
-    from edge.detect import Detector
-    from edge.embed.factory import make_embedder
-    from edge.rules import Senior
+    from edge.meals.rules import Senior
+    from edge.recognition.decide import load_policy, tolerance_policy
+    from edge.recognition.detect import Detector
+    from edge.recognition.embed.factory import make_embedder
     from edge.store import Store
     from enroll.service import ENROL_DETECT_WIDTH, ENROL_UPSAMPLE, Enroller
 

@@ -29,7 +29,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import SHARED, need  # noqa: E402
 
-from edge.detect import Detector, ImageError, load_image  # noqa: E402
+from edge.recognition.detect import Detector, ImageError, load_image  # noqa: E402
 
 LFW = SHARED / "data" / "faces" / "lfw_deepfunneled"
 CACHE = Path("/tmp/meal-edge-bench")
@@ -79,8 +79,8 @@ def lfw_chips(n: int, root: Path = LFW) -> tuple[np.ndarray, np.ndarray, list[st
 
 
 def dlib_descriptors(chips: np.ndarray) -> np.ndarray:
-    from edge.embed.dlib_backend import DlibEmbedder, file_sha256
-    from edge.modelfiles import FACE_RECOGNITION_DAT
+    from edge.modelbuild.modelfiles import FACE_RECOGNITION_DAT, file_sha256
+    from edge.recognition.embed.dlib_backend import DlibEmbedder
 
     key = hashlib.sha256(chips.tobytes()).hexdigest()[:16] + "_" + file_sha256(FACE_RECOGNITION_DAT)[:16]
     cache = CACHE / f"dlib_desc_{key}.npy"
@@ -147,8 +147,8 @@ def main() -> int:
 
     import onnxruntime as ort
 
-    from edge.embed.mirror import Mirrored
-    from edge.embed.onnx_backend import OnnxEmbedder
+    from edge.recognition.embed.mirror import Mirrored
+    from edge.recognition.embed.onnx_backend import OnnxEmbedder
 
     t = time.perf_counter()
     chips, ident, _ = lfw_chips(args.images)

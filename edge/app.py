@@ -19,20 +19,21 @@ from typing import Any
 
 import numpy as np
 
-from edge import feedback
-from edge.capture import Frame
 from edge.config import Config
-from edge.decide import Policy, Verdict, decide, fuse, lookalike_pairs
-from edge.detect import Detector, Face
-from edge.embed.base import Embedder
-from edge.events import MealEvent, event_topic, new_event_id
-from edge.evidence import EvidenceKeeper, Snapshot, confirmation_name
-from edge.liveness import LivenessChecker, LivenessVerdict
-from edge.match import Gallery, normalise
-from edge.refresh import CheckIn, RefreshRule, checkin_source, is_checkin_source, refresh_reasons
-from edge.rules import ALREADY_SERVED, Senior, decide_meal
+from edge.delivery.events import MealEvent, event_topic, new_event_id
+from edge.meals import feedback
+from edge.meals.feedback import Decision
+from edge.meals.rules import ALREADY_SERVED, Senior, decide_meal
+from edge.recognition.capture import Frame
+from edge.recognition.decide import Policy, Verdict, decide, fuse, lookalike_pairs
+from edge.recognition.detect import Detector, Face
+from edge.recognition.embed.base import Embedder
+from edge.recognition.liveness import LivenessChecker, LivenessVerdict
+from edge.recognition.match import Gallery, normalise
+from edge.recognition.refresh import CheckIn, RefreshRule, checkin_source, is_checkin_source, refresh_reasons
+from edge.recognition.track import Observation, Snapshot, Track, Tracker
 from edge.store import AlreadyServed, Store, StoreError, TemplateIn
-from edge.track import Observation, Track, Tracker
+from edge.store.evidence import EvidenceKeeper, confirmation_name
 
 log = logging.getLogger(__name__)
 
@@ -48,56 +49,6 @@ def replay_clock(start: datetime) -> Clock:
 IDENTITY_SWITCH_DISTANCE = 0.62
 RECHECK_EVERY = 15
 MAX_OBSERVATIONS = 64
-
-
-@dataclass(frozen=True)
-class Decision:
-    """What happened for one presence; printed by `replay`, shown at the kiosk, logged."""
-
-    kind: str  # meal | repeat | unknown | confirm | refused | closed | error
-    track_id: int
-    decided_at: datetime
-    source_ts: float
-    message: str
-    senior_id: str | None = None
-    name: str | None = None
-    meal: str | None = None
-    price_fen: int = 0
-    subsidy_fen: int = 0
-    payable_fen: int = 0
-    reasons: tuple[str, ...] = ()
-    event_id: str | None = None
-    seq: int | None = None
-    distance: float | None = None
-    margin: float | None = None
-    frames: int = 0
-    #: the pending staff confirmation recorded for a `confirm` decision (see `meal-edge confirm`)
-    confirmation_id: int | None = None
-    #: seconds the presence had been in view when it was decided (check-in latency at the kiosk)
-    in_view_s: float = 0.0
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "kind": self.kind,
-            "senior_id": self.senior_id,
-            "name": self.name,
-            "meal": self.meal,
-            "price_fen": self.price_fen,
-            "subsidy_fen": self.subsidy_fen,
-            "payable_fen": self.payable_fen,
-            "reasons": list(self.reasons),
-            "message": self.message,
-            "event_id": self.event_id,
-            "seq": self.seq,
-            "source_ts": round(self.source_ts, 3),
-            "decided_at": self.decided_at.isoformat(),
-            "track_id": self.track_id,
-            "distance": None if self.distance is None else round(self.distance, 4),
-            "margin": None if self.margin is None else round(self.margin, 4),
-            "frames": self.frames,
-            "confirmation_id": self.confirmation_id,
-            "in_view_s": round(self.in_view_s, 3),
-        }
 
 
 @dataclass
@@ -524,7 +475,7 @@ class Pipeline:
         self, senior_id: str, verdict: Verdict, event_id: str, now: datetime, probe: np.ndarray | None,
         live: bool | None,
     ) -> None:
-        """Template refresh (edge/refresh.py) after an automatic meal. Never affects the meal: a store
+        """Template refresh (edge/recognition/refresh.py) after an automatic meal. Never affects the meal: a store
         failure is logged and the check-in goes on."""
         rule = self.refresh_rule
         if not rule.enabled:
@@ -578,8 +529,8 @@ class Parts:
 
 def build_parts(cfg: Config, *, store_path: Path | None = None) -> Parts:
     """Open the store and build detector, embedder and decision policy from the config."""
-    from edge.decide import load_policy
-    from edge.embed.factory import make_embedder
+    from edge.recognition.decide import load_policy
+    from edge.recognition.embed.factory import make_embedder
 
     store = Store(store_path or cfg.store_path)
     embedder = make_embedder(cfg.recognition.backend, cfg.recognition.threads, mirror=cfg.recognition.mirror)
@@ -598,7 +549,7 @@ def make_pipeline(
         evidence = EvidenceKeeper(evidence_dir or cfg.evidence_dir, cfg.evidence.retention_days)
     liveness = None
     if cfg.liveness.enabled:
-        from edge.liveness import LivenessParams
+        from edge.recognition.liveness import LivenessParams
 
         lc = cfg.liveness
         liveness = LivenessChecker(

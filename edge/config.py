@@ -15,11 +15,19 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from edge.localweb import parse_listen
-
 
 class ConfigError(ValueError):
     """A config problem, already phrased for the operator (file, line, key, what is wrong)."""
+
+
+def parse_listen(text: str, example: str = "127.0.0.1:8080") -> tuple[str, int]:
+    """HOST:PORT, [IPv6]:PORT."""
+    host, sep, port = text.strip().rpartition(":")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    if not sep or not host or not port.isdigit() or int(port) > 65535:
+        raise argparse.ArgumentTypeError(f"{text!r} is not HOST:PORT (e.g. {example})")
+    return host, int(port)
 
 
 class _Section(BaseModel):
@@ -78,11 +86,12 @@ class RecognitionConfig(_Section):
     threads: int = Field(0, ge=0, description="0: as many as the machine has cores")
     #: calibration file with the decision thresholds; empty: the one stored with the model in models/
     calibration: str = ""
-    #: average each face's descriptor with its mirror image's (edge/embed/mirror.py): fewer turned-away
+    #: average each face's descriptor with its mirror image's (edge/recognition/embed/mirror.py): fewer turned-away
     #: seniors at the same error limits for twice the embedding compute; a different model_id, so
     #: templates enrolled with the other setting are not used (the daemon says so at start)
     mirror: bool = True
-    #: template refresh from confident automatic check-ins (edge/refresh.py, docs/accuracy.md); off by default
+    #: template refresh from confident automatic check-ins (edge/recognition/refresh.py, docs/accuracy.md);
+    #: off by default
     refresh_templates: bool = False
     refresh_max: int = Field(2, ge=1, le=10, description="check-in templates kept per senior; the oldest is replaced")
     refresh_distance: float = Field(0.20, ge=0, le=2, description="fused distance at most this to refresh")
@@ -126,7 +135,7 @@ class StoreConfig(_Section):
 
 
 class EvidenceConfig(_Section):
-    """Audit snapshots of each meal and pending confirmation, kept on the kiosk only (edge/evidence.py)."""
+    """Audit snapshots of each meal and pending confirmation, kept on the kiosk only (edge/store/evidence.py)."""
 
     enabled: bool = True
     #: empty: a folder "evidence" beside the store
@@ -207,7 +216,7 @@ class RulesConfig(_Section):
 
 
 class DisplayConfig(_Section):
-    """The senior-facing kiosk screen that `meal-edge run` serves (edge/display.py, docs/display.md)."""
+    """The senior-facing kiosk screen that `meal-edge run` serves (edge/screens/display.py, docs/display.md)."""
 
     enabled: bool = True
     #: HOST:PORT of the page (and of /api/latest); loopback: only the kiosk's own browser can open it
@@ -327,6 +336,13 @@ def parse_config(text: str, path: Path | str = "<config>") -> Config:
     if isinstance(path, Path):
         cfg = cfg.model_copy(update={"source_path": path.resolve()})
     return cfg
+
+
+def need_config(path: str | Path | None) -> Config:
+    """The config a command cannot run without: a missing --config is an operator error that says the fix."""
+    if not path:
+        raise ConfigError("this command needs --config FILE (print a complete one with `meal-edge default-config`)")
+    return load_config(path)
 
 
 def load_config(path: str | Path) -> Config:

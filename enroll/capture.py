@@ -12,9 +12,9 @@ capacity and keep_photos behave exactly as for photos.
 
 Sources (`open_capture_source`):
 - a device index ("0"), a camera device path (/dev/video0) or a URL (rtsp://, http://): the live camera, read
-  as the daemon reads it (`edge.capture.open_camera`, the [camera] size/queue settings). The kiosk daemon
+  as the daemon reads it (`edge.recognition.capture.open_camera`, the [camera] size/queue settings). The kiosk daemon
   usually holds the camera: stop it first (`sudo systemctl stop meal-edge`), see `BUSY_HINT`.
-- a video file or a folder of images: read with `edge.capture.open_source` (replay), frame by frame on the
+- a video file or a folder of images: read with `edge.recognition.capture.open_source` (replay), frame by frame on the
   video's own clock, as fast as the checks run and without dropping frames. That is for tests and
   demonstrations: the result does not depend on the machine's speed, and a 10 s clip does not take 10 s.
   (The daemon plays a video file in real time as a stand-in camera; `realtime=True` does the same here.)
@@ -34,8 +34,8 @@ from typing import Protocol
 
 import numpy as np
 
-from edge.capture import CameraSource, Frame, FrameSource, SourceError, open_camera, open_source
-from edge.detect import Face
+from edge.recognition.capture import CameraSource, Frame, FrameSource, SourceError, open_camera, open_source
+from edge.recognition.detect import Face
 from enroll.quality import MANY_FACES, Assessment, FaceMetrics
 from enroll.service import PhotoIn
 
@@ -111,7 +111,7 @@ class CaptureSource(Protocol):
 
 
 class LiveSource:
-    """A camera read by `edge.capture.CameraSource` (its own thread, freshest frame, reopened if lost)."""
+    """A camera read by `edge.recognition.capture.CameraSource` (its own thread, freshest frame, reopened if lost)."""
 
     live = True
     ended = False

@@ -18,12 +18,12 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
 from edge.config import Config, ConfigError, load_config
-from edge.refresh import CHECKIN_SOURCE_PREFIX, is_checkin_source
-from edge.rules import STATUSES, Senior, age_on, ineligibility
+from edge.meals.rules import STATUSES, Senior, age_on, ineligibility
+from edge.recognition.refresh import CHECKIN_SOURCE_PREFIX, is_checkin_source
 
 if TYPE_CHECKING:
-    from edge.detect import Detector
-    from edge.embed.base import Embedder
+    from edge.recognition.detect import Detector
+    from edge.recognition.embed.base import Embedder
     from edge.store import Store
     from enroll.service import Enroller, EnrolResult
 
@@ -207,20 +207,20 @@ def _open_store(cfg: Config) -> Store:
 @lru_cache(maxsize=2)
 def _models(backend: str, threads: int, mirror: bool) -> tuple[Detector, Embedder]:
     # Cached: loading the dlib models takes about a second, and tests call main() many times.
-    from edge.detect import Detector
+    from edge.recognition.detect import Detector
     from enroll.service import ENROL_DETECT_WIDTH, ENROL_UPSAMPLE
 
     return Detector(detect_width=ENROL_DETECT_WIDTH, upsample=ENROL_UPSAMPLE), make_embedder(backend, threads, mirror)
 
 
 def make_embedder(backend: str, threads: int, mirror: bool) -> Embedder:
-    from edge.embed.factory import make_embedder as factory
+    from edge.recognition.embed.factory import make_embedder as factory
 
     return factory(backend, threads, mirror=mirror)
 
 
 def _enroller(cfg: Config, store: Store) -> Enroller:
-    from edge.decide import CalibrationError, load_policy
+    from edge.recognition.decide import CalibrationError, load_policy
     from enroll.service import Enroller
 
     detector, embedder = _models(cfg.recognition.backend, cfg.recognition.threads, cfg.recognition.mirror)
@@ -423,7 +423,7 @@ def _capture_senior(args: argparse.Namespace, store: Store) -> Senior:
 
 
 def cmd_capture(args: argparse.Namespace, cfg: Config, out: IO[str], err: IO[str]) -> int:
-    from edge.capture import SourceError
+    from edge.recognition.capture import SourceError
     from enroll.capture import DONE, INTERRUPTED, TIMEOUT, capture, open_capture_source
     from enroll.service import EnrolPolicy, EnrolResult
 

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 import cv2
 import numpy as np
 
-from edge.detect import Face
+from edge.recognition.detect import Face
 
 log = logging.getLogger(__name__)
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
 
-from edge.rules import Senior
+from edge.meals.rules import Senior
 
 log = logging.getLogger(__name__)
 

@@ -4,9 +4,9 @@
 over the photos that passed: do they show one person (each other and the senior's existing templates),
 is that person already enrolled under another id (refused unless `force`), do they resemble someone
 else (warning only), is there room (at most `max_templates` photo templates per senior;
-templates refreshed from check-ins, edge/refresh.py, do not count). Only then is anything written.
+templates refreshed from check-ins, edge/recognition/refresh.py, do not count). Only then is anything written.
 
-Distances follow `edge.match`: Euclidean between L2-normalised dlib descriptors, d = sqrt(2 - 2 cos).
+Distances follow `edge.recognition.match`: Euclidean between L2-normalised dlib descriptors, d = sqrt(2 - 2 cos).
 """
 
 from __future__ import annotations
@@ -20,12 +20,12 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from edge.decide import Policy as DecisionPolicy
-from edge.decide import default_policy, lookalikes
-from edge.detect import Detector, Face, ImageError, read_image
-from edge.embed.base import Embedder
-from edge.match import Gallery, match, normalise
-from edge.rules import STATUSES, Senior
+from edge.meals.rules import STATUSES, Senior
+from edge.recognition.decide import Policy as DecisionPolicy
+from edge.recognition.decide import default_policy, lookalikes
+from edge.recognition.detect import Detector, Face, ImageError, read_image
+from edge.recognition.embed.base import Embedder
+from edge.recognition.match import Gallery, match, normalise
 from edge.store import Store, StoreError, TemplateIn
 from enroll.quality import UNREADABLE, Assessment, QualityPolicy, assess
 
@@ -57,8 +57,8 @@ class EnrolPolicy:
     - at 0.33: caught 93.8%, refused 0.8% (3% at 500).
     - duplicate_distance 0.36: enrolling someone twice is how one person could draw two subsidies, so we
       accept that about 1 new senior in 13 needs a staff check and --force in a 130-senior centre.
-    Lookalikes (siblings, twins) are warned about with the kiosk's own rule, `edge.decide.lookalikes` and the
-    calibrated policy, so staff are told exactly when the kiosk will ask for confirmation.
+    Lookalikes (siblings, twins) are warned about with the kiosk's own rule, `edge.recognition.decide.lookalikes`
+    and the calibrated policy, so staff are told exactly when the kiosk will ask for confirmation.
     - agree_distance 0.46: a senior's own photos must each be this close to another of them; 99.0% of
       same-person pairs pass, 3.3% of different-person pairs would.
     - same_photo_distance 0.04: the same photo enrolled again (re-running an import) gives distance 0
@@ -270,7 +270,7 @@ class Enroller:
                 res.problems.append(clash)
                 return res
             n_existing = self.store.template_count(senior.senior_id)
-            # check-in templates (edge/refresh.py) never take an enrolment photo's place
+            # check-in templates (edge/recognition/refresh.py) never take an enrolment photo's place
             n_photos = self.store.photo_template_count(senior.senior_id)
         res.templates_total = n_existing
 

@@ -21,7 +21,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from edge.events import MealEvent, new_event_id
+from edge.delivery.events import MealEvent, new_event_id
 
 
 def _find_mosquitto() -> str | None:

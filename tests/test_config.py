@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from edge.cli import main
+from edge.cli.main import main
 from edge.config import DEFAULT_CONFIG, ConfigError, load_config, parse_config
 
 
@@ -87,8 +87,8 @@ def test_check_config_checks_the_thresholds_and_the_stores_model(
 
     import numpy as np
 
-    from edge.embed.dlib_backend import model_id_for
-    from edge.rules import Senior
+    from edge.meals.rules import Senior
+    from edge.modelbuild.modelfiles import model_id_for
     from edge.store import Store, TemplateIn
 
     cfg = tmp_path / "c.toml"
@@ -128,7 +128,7 @@ def test_default_config_cli_round_trips(tmp_path: Path, capsys: pytest.CaptureFi
 
 
 def test_idle_throttle() -> None:
-    from edge.cli import should_look
+    from edge.cli.main import should_look
 
     assert should_look(False, 10.0, 9.99, 5.0)  # someone in view: every frame
     assert not should_look(True, 10.0, 9.9, 5.0)  # empty room: not before 0.2 s

@@ -16,18 +16,19 @@ import pytest
 from conftest import meal_event
 from jsonschema import Draft202012Validator
 
-from edge.app import Decision, Pipeline
-from edge.cli import main as edge_main
+from edge.app import Pipeline
+from edge.cli.main import main as edge_main
 from edge.config import DEFAULT_CONFIG, Config, load_config
-from edge.confirm import LIVENESS_NOT_CONFIRMED, confirm, needs_named_staff
-from edge.decide import Policy, Verdict, tolerance_policy
-from edge.detect import Face
-from edge.events import MealEvent
-from edge.evidence import EvidenceKeeper
-from edge.liveness import LivenessVerdict
-from edge.rules import PriorMeal, Senior
+from edge.delivery.events import MealEvent
+from edge.meals.confirm import LIVENESS_NOT_CONFIRMED, confirm, needs_named_staff
+from edge.meals.feedback import Decision
+from edge.meals.rules import PriorMeal, Senior
+from edge.recognition.decide import Policy, Verdict, tolerance_policy
+from edge.recognition.detect import Face
+from edge.recognition.liveness import LivenessVerdict
+from edge.recognition.track import Observation, Track
 from edge.store import Store, StoreError, TemplateIn, migrations
-from edge.track import Observation, Track
+from edge.store.evidence import EvidenceKeeper
 
 SH = ZoneInfo("Asia/Shanghai")
 DAY = date(2026, 11, 30)

@@ -12,8 +12,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edge.calibrate import render_toml
-from edge.decide import (
+from edge.lab.calibrate import render_toml
+from edge.recognition.decide import (
     CalibrationError,
     FrameThresholds,
     Policy,
@@ -26,7 +26,7 @@ from edge.decide import (
     lookalikes,
     policy_from_dict,
 )
-from edge.match import Gallery
+from edge.recognition.match import Gallery
 
 DIM = 128
 RNG = np.random.default_rng(1234)
@@ -238,9 +238,9 @@ def test_inconsistent_thresholds_are_refused() -> None:
 
 @pytest.mark.parametrize("mirror", [True, False], ids=["mirrored", "plain"])
 def test_committed_calibration_matches_the_reference_model(mirror: bool) -> None:
-    from edge.decide import default_calibration_path
-    from edge.embed.dlib_backend import model_id_for
-    from edge.embed.mirror import mirrored_model_id
+    from edge.modelbuild.modelfiles import model_id_for
+    from edge.recognition.decide import default_calibration_path
+    from edge.recognition.embed.mirror import mirrored_model_id
 
     model_id = mirrored_model_id(model_id_for()) if mirror else model_id_for()
     pol = load_policy(model_id)

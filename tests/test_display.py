@@ -1,6 +1,6 @@
-"""The senior-facing kiosk screen (edge/display.py): a real server on a free loopback port, real HTTP, and
+"""The senior-facing kiosk screen (edge/screens/display.py): a real server on a free loopback port, real HTTP, and
 decisions made by the real Pipeline (with test_confirm's light fakes) handed over by `meal-edge run`'s own
-callback (`edge.cli.run_feedback`)."""
+callback (`edge.cli.main.run_feedback`)."""
 
 from __future__ import annotations
 
@@ -23,12 +23,12 @@ import test_confirm as confirm_tests
 from conftest import free_port
 from test_confirm import at, light_pipeline
 
-from edge.app import Decision
-from edge.cli import run_feedback
+from edge.cli.main import run_feedback
 from edge.config import DEFAULT_CONFIG, Config, ConfigError, DisplayConfig, parse_config
-from edge.decide import Verdict
-from edge.display import Display
-from edge.rules import Senior
+from edge.meals.feedback import Decision
+from edge.meals.rules import Senior
+from edge.recognition.decide import Verdict
+from edge.screens.display import Display
 from edge.store import Store
 
 # test_confirm's config (store under tmp_path, language en) and store (senior S0001 "Wang Fang", born 1950)
@@ -207,7 +207,7 @@ def test_publish_from_many_threads(display: Display) -> None:
 
 def test_publish_never_raises_into_the_pipeline(caplog: pytest.LogCaptureFixture) -> None:
     d = Display(settings(0))
-    with caplog.at_level(logging.ERROR, logger="edge.display"):
+    with caplog.at_level(logging.ERROR, logger="edge.screens.display"):
         d.publish(object())  # type: ignore[arg-type]
     assert "could not show" in caplog.text and d.current().seq == 0
 
@@ -221,7 +221,7 @@ def test_port_in_use_logs_an_error_and_check_in_goes_on(caplog: pytest.LogCaptur
         busy.listen()
         port = busy.getsockname()[1]
         d = Display(settings(port), lang="en")
-        with caplog.at_level(logging.ERROR, logger="edge.display"):
+        with caplog.at_level(logging.ERROR, logger="edge.screens.display"):
             assert d.start() is False
         [rec] = [r for r in caplog.records if r.levelno == logging.ERROR]
         msg = rec.getMessage()

@@ -3,7 +3,7 @@ detector and embedder and a real SQLite store in tmp_path.
 
 The clip is given as --source, which reads a video file frame by frame on the video's own clock as fast as
 the checks run (enroll/capture.py): the same frames are kept on any machine and a capture takes ~2-3 s
-instead of the clip's real time. One test plays the clip as a live camera (edge.capture.CameraSource, real
+instead of the clip's real time. One test plays the clip as a live camera (edge.recognition.capture.CameraSource, real
 time, as the daemon reads it) to cover that path too; it takes ~5 s.
 """
 
@@ -20,8 +20,8 @@ import cv2
 import numpy as np
 import pytest
 
-from edge.capture import Frame, VideoFileSource
-from edge.match import normalise
+from edge.recognition.capture import Frame, VideoFileSource
+from edge.recognition.match import normalise
 from edge.store import Store
 from enroll import capture as capture_mod
 from enroll.capture import DONE, CaptureSource, capture, open_capture_source

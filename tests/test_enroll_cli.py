@@ -15,10 +15,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edge.decide import default_policy
-from edge.detect import Detector
-from edge.embed.dlib_backend import DlibEmbedder
-from edge.rules import Senior
+from edge.meals.rules import Senior
+from edge.recognition.decide import default_policy
+from edge.recognition.detect import Detector
+from edge.recognition.embed.dlib_backend import DlibEmbedder
 from edge.store import Store
 from enroll.cli import _width, main
 from enroll.service import CAPACITY, DISAGREES, DUPLICATE, SAME_PHOTO, Enroller, EnrolPolicy

@@ -10,7 +10,7 @@ import cv2
 import numpy as np
 import pytest
 
-from edge.detect import Detector, Face, ImageError, decode_image, read_image
+from edge.recognition.detect import Detector, Face, ImageError, decode_image, read_image
 from enroll import quality as q
 from enroll.quality import Assessment, FaceMetrics, QualityPolicy, assess, metric_issues, pose
 from enroll.service import ENROL_DETECT_WIDTH, ENROL_UPSAMPLE

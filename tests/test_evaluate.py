@@ -11,22 +11,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edge.decide import Verdict, default_policy, features
-from edge.evaluate import (
-    FeatureTable,
-    Probe,
-    best_thresholds,
-    build_trial,
-    evaluate,
-    feature_table,
-    oracle_report,
-    rate,
-    sweep,
-    tally,
-    wilson,
-)
-from edge.faceset import FaceSet, in_holdout, split_identities
-from edge.match import Gallery
+from edge.lab.evaluate import best_thresholds, build_trial, evaluate, oracle_report, sweep
+from edge.lab.faceset import FaceSet, in_holdout, split_identities
+from edge.lab.features import FeatureTable, Probe, feature_table, rate, tally, wilson
+from edge.recognition.decide import Verdict, default_policy, features
+from edge.recognition.match import Gallery
 
 SHARED = Path(os.environ.get("MEAL_EDGE_SHARED", Path(__file__).resolve().parents[1].parent / "shared"))
 LFW = SHARED / "data" / "faces" / "lfw_deepfunneled"
@@ -273,8 +262,8 @@ def test_real_faces_small(tmp_path: Path) -> None:
     """Six held-out LFW people enrolled with 3 photos, probed with 3 fused photos, plus 3 never-enrolled."""
     if not LFW.is_dir():
         pytest.skip(f"../shared/data/faces/lfw_deepfunneled not found: {LFW}")
-    from edge.decide import CalibrationError, load_policy
-    from edge.faceset import list_photos, load_faceset
+    from edge.lab.faceset import list_photos, load_faceset
+    from edge.recognition.decide import CalibrationError, load_policy
 
     photos = list_photos(LFW)
     held = [n for n in sorted(photos) if in_holdout(n)]
@@ -305,7 +294,7 @@ def test_real_faces_small(tmp_path: Path) -> None:
 
 
 def test_choose_thresholds_meets_targets_on_constructed_trials() -> None:
-    from edge.calibrate import Targets, choose_thresholds
+    from edge.lab.calibrate import Targets, choose_thresholds
 
     rng = np.random.default_rng(5)
     ng, ni = 4000, 8000

@@ -14,7 +14,7 @@ from conftest import meal_event
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import ValidationError
 
-from edge.events import (
+from edge.delivery.events import (
     SCHEMA,
     MealEvent,
     build_payload,

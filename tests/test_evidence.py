@@ -1,4 +1,4 @@
-"""Audit snapshots (edge/evidence.py): what is kept, where, for how long, and that a failure to keep one
+"""Audit snapshots (edge/store/evidence.py): what is kept, where, for how long, and that a failure to keep one
 never costs a meal. Real photo (Grace Hopper, from matplotlib's sample data, as the demo uses), real
 detector, real files."""
 
@@ -14,13 +14,13 @@ import pytest
 import test_confirm as confirm_tests
 from test_confirm import at, light_pipeline, n_events
 
+from edge.cli.demo import hopper
 from edge.config import Config, parse_config
-from edge.decide import Verdict
-from edge.demo import hopper
-from edge.detect import Detector
-from edge.evidence import MAX_SIDE, EvidenceKeeper, confirmation_name, crop
-from edge.rules import Senior
+from edge.meals.rules import Senior
+from edge.recognition.decide import Verdict
+from edge.recognition.detect import Detector
 from edge.store import Store
+from edge.store.evidence import MAX_SIDE, EvidenceKeeper, confirmation_name, crop
 
 SH = at("11:45").tzinfo
 cfg = confirm_tests.cfg  # the same fixtures: a config in tmp_path and a store with senior S0001
@@ -104,7 +104,7 @@ def test_a_snapshot_that_cannot_be_written_never_costs_the_meal(
     blocked = cfg.store_path.parent / "evidence"
     blocked.write_text("a file where the folder should be")  # like a full disk: every write fails
     pipe = light_pipeline(cfg, store, evidence=EvidenceKeeper(blocked, 30))
-    caplog.set_level(logging.WARNING, logger="edge.evidence")
+    caplog.set_level(logging.WARNING, logger="edge.store.evidence")
     d1 = pipe._finalise(1, Verdict("accept", "S0001", 0.2, 0.2, 5), at("11:45"), 1.0, snapshot=snap)
     store.add_senior(Senior("S0002", "Li Lei", date(1950, 1, 1), "xuhui"))
     d2 = pipe._finalise(2, Verdict("accept", "S0002", 0.2, 0.2, 5), at("11:46"), 2.0, snapshot=snap)
@@ -132,8 +132,8 @@ def test_evidence_config_paths(tmp_path: Path) -> None:
 def test_meal_edge_evidence_finds_a_meal_a_confirmation_and_a_staff_confirmed_meal(
     store: Store, cfg: Config, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from edge.cli import main as edge_main
-    from edge.confirm import confirm
+    from edge.cli.main import main as edge_main
+    from edge.meals.confirm import confirm
 
     img = hopper()
     snap = (img, face_of(img))

@@ -1,4 +1,4 @@
-"""The kiosk's sequential decision (edge.decide.decide_sequential): decide on 3 frames, then again with each
+"""The kiosk's sequential decision (edge.recognition.decide.decide_sequential): decide on 3 frames, then again with each
 further frame up to 5, the first accept stands. Constructed embeddings whose answer is known, the real
 Pipeline deciding the same way, and the calibration trials measuring the rule."""
 
@@ -13,14 +13,14 @@ from test_confirm import light_pipeline
 from test_decide import at as near
 from test_decide import crowd, gallery_of, random_unit
 
-from edge.calibrate import kiosk_round, measure_kiosk_rule
 from edge.config import Config
-from edge.decide import FrameThresholds, Policy, decide, decide_sequential
-from edge.detect import Face
-from edge.faceset import FaceSet
-from edge.rules import Senior
+from edge.lab.calibrate import kiosk_round, measure_kiosk_rule
+from edge.lab.faceset import FaceSet
+from edge.meals.rules import Senior
+from edge.recognition.decide import FrameThresholds, Policy, decide, decide_sequential
+from edge.recognition.detect import Face
+from edge.recognition.track import Observation, Track
 from edge.store import Store, TemplateIn
-from edge.track import Observation, Track
 
 MODEL = "test-model"
 cfg = confirm_tests.cfg  # the same fixtures: a config and a store with senior S0001

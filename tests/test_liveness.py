@@ -9,9 +9,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edge.detect import Detector, Face, load_image
-from edge.liveness import LivenessChecker, LivenessParams
-from edge.liveness_eval import CLIP_REL, FACES_REL, decode, read_clip, render_attack, track_of
+from edge.lab.liveness_eval import CLIP_REL, FACES_REL, decode, read_clip, render_attack, track_of
+from edge.recognition.detect import Detector, Face, load_image
+from edge.recognition.liveness import LivenessChecker, LivenessParams
 
 SHARED = Path(os.environ.get("MEAL_EDGE_SHARED") or Path(__file__).resolve().parents[1].parent / "shared")
 PHOTO = SHARED / FACES_REL / "Aaron_Peirsol" / "Aaron_Peirsol_0001.jpg"

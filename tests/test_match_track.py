@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from edge.detect import Face
-from edge.match import Gallery, match, normalise
-from edge.track import Tracker, iou
+from edge.recognition.detect import Face
+from edge.recognition.match import Gallery, match, normalise
+from edge.recognition.track import Tracker, iou
 
 
 def _gallery(rng: np.random.Generator, seniors: int, per: int) -> tuple[Gallery, np.ndarray]:

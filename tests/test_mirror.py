@@ -1,4 +1,5 @@
-"""Mirrored descriptors (edge/embed/mirror.py) and what happens when the store holds another model's templates."""
+"""Mirrored descriptors (edge/recognition/embed/mirror.py) and what happens when the store holds another
+model's templates."""
 
 from __future__ import annotations
 
@@ -11,12 +12,12 @@ import numpy as np
 import pytest
 
 from edge.app import GalleryHolder
-from edge.decide import tolerance_policy
-from edge.detect import Detector, load_image
-from edge.embed.dlib_backend import model_id_for
-from edge.embed.factory import make_embedder
-from edge.embed.mirror import MIRROR_SUFFIX, Mirrored, mirrored_model_id
-from edge.rules import Senior
+from edge.meals.rules import Senior
+from edge.modelbuild.modelfiles import model_id_for
+from edge.recognition.decide import tolerance_policy
+from edge.recognition.detect import Detector, load_image
+from edge.recognition.embed.factory import make_embedder
+from edge.recognition.embed.mirror import MIRROR_SUFFIX, Mirrored, mirrored_model_id
 from edge.store import Store, TemplateIn
 
 SHARED = Path(os.environ.get("MEAL_EDGE_SHARED", Path(__file__).resolve().parents[1].parent / "shared"))

@@ -14,21 +14,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edge.embed.dlib_backend import DlibEmbedder, model_id_for
-from edge.embed.factory import make_embedder
-from edge.embed.mirror import Mirrored
-from edge.embed.onnx_backend import OnnxEmbedder
+from edge.cli import models as models_cli
 from edge.modelbuild import ModelError
-from edge.modelbuild import cli as models_cli
 from edge.modelbuild.dlib_dat import AddPrev, Affine, Conv, FcNoBias, InputRGB, Pool, parse_file
-from edge.modelbuild.manifest import (
-    MANIFEST_NAME,
-    ONNX_NAME,
-    build,
-    read_manifest,
-    sha256_file,
-)
-from edge.modelfiles import FACE_RECOGNITION_DAT, PROJECT_MODELS_DIR, source_package_version
+from edge.modelbuild.manifest import MANIFEST_NAME, ONNX_NAME, build, read_manifest
+from edge.modelbuild.modelfiles import FACE_RECOGNITION_DAT, model_id_for, sha256_file, source_package_version
+from edge.paths import PROJECT_MODELS_DIR
+from edge.recognition.embed.dlib_backend import DlibEmbedder
+from edge.recognition.embed.factory import make_embedder
+from edge.recognition.embed.mirror import Mirrored
+from edge.recognition.embed.onnx_backend import OnnxEmbedder
 
 REPO_MANIFEST = PROJECT_MODELS_DIR / MANIFEST_NAME
 
@@ -165,7 +160,7 @@ def test_tampered_onnx_is_refused_and_auto_falls_back_to_dlib(
     assert str(onnx_path) in str(e.value)
     with pytest.raises(ModelError, match="sha256"):
         make_embedder("onnx", models_dir=models_copy)
-    with caplog.at_level(logging.WARNING, logger="edge.embed.factory"):
+    with caplog.at_level(logging.WARNING, logger="edge.recognition.embed.factory"):
         emb = make_embedder("auto", models_dir=models_copy)
     assert isinstance(emb, Mirrored) and isinstance(emb.inner, DlibEmbedder) and emb.name == "dlib"
     warnings = [r for r in caplog.records if r.levelno == logging.WARNING]

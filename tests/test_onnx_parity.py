@@ -12,11 +12,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edge.detect import Detector, load_image
-from edge.embed.dlib_backend import DlibEmbedder
-from edge.embed.onnx_backend import MAX_BATCH, OnnxEmbedder
 from edge.modelbuild.manifest import MANIFEST_NAME, ONNX_NAME, read_manifest
-from edge.modelfiles import PROJECT_MODELS_DIR
+from edge.paths import PROJECT_MODELS_DIR
+from edge.recognition.detect import Detector, load_image
+from edge.recognition.embed.dlib_backend import DlibEmbedder
+from edge.recognition.embed.onnx_backend import MAX_BATCH, OnnxEmbedder
 
 SHARED = Path(os.environ.get("MEAL_EDGE_SHARED", Path(__file__).resolve().parents[1].parent / "shared"))
 LFW = SHARED / "data" / "faces" / "lfw_deepfunneled"

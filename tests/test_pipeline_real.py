@@ -17,9 +17,9 @@ import cv2
 import numpy as np
 import pytest
 
-from edge.cli import main as edge_main
+from edge.cli.main import main as edge_main
 from edge.config import DEFAULT_CONFIG
-from edge.detect import Detector
+from edge.recognition.detect import Detector
 from edge.store import Store
 from enroll.cli import main as enroll_main
 
@@ -52,10 +52,10 @@ def write_config(tmp: Path, *, source: str = "0", port: int = 1883, mqtt: bool =
 def use_tolerance_policy(cfg: Path) -> None:
     """Point the config at a policy file with face_recognition's single fixed threshold (tolerance 0.6):
     with one studio photo per person, that is what accepts Lin-Manuel on the stage footage."""
-    from edge.calibrate import render_toml
-    from edge.decide import tolerance_policy
-    from edge.embed.dlib_backend import model_id_for
-    from edge.embed.mirror import mirrored_model_id
+    from edge.lab.calibrate import render_toml
+    from edge.modelbuild.modelfiles import model_id_for
+    from edge.recognition.decide import tolerance_policy
+    from edge.recognition.embed.mirror import mirrored_model_id
 
     mid = mirrored_model_id(model_id_for())  # the kiosk's default: [recognition] mirror = true
     (cfg.parent / "tolerance.toml").write_text(render_toml(tolerance_policy(mid), {"format": 1, "model_id": mid}, []))
@@ -137,7 +137,7 @@ def test_replay_folder_with_a_bad_frame_and_missing_store(tmp_path: Path, capsys
 
 def test_demo_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """The README's demo: needs nothing from ../shared (its faces ship in matplotlib and scikit-image)."""
-    from edge.demo import run_demo
+    from edge.cli.demo import run_demo
 
     assert run_demo(keep=tmp_path / "demo") == 0
     out = capsys.readouterr().out
@@ -267,7 +267,7 @@ def test_lfw_roster_import_then_replay(tmp_path: Path, capsys: pytest.CaptureFix
     import cv2
     import numpy as np
 
-    from edge.faceset import in_holdout
+    from edge.lab.faceset import in_holdout
 
     people = sorted(p.name for p in lfw.iterdir() if p.is_dir() and in_holdout(p.name))
     photos = {n: sorted((lfw / n).glob("*.jpg")) for n in people}

@@ -22,8 +22,8 @@ from jsonschema import Draft202012Validator
 from paho.mqtt.enums import CallbackAPIVersion
 
 from edge.config import DEFAULT_CONFIG, Config, parse_config
-from edge.events import MealEvent, event_topic, status_topic
-from edge.publish import Publisher
+from edge.delivery.events import MealEvent, event_topic, status_topic
+from edge.delivery.publish import Publisher
 from edge.store import Store
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -210,7 +210,7 @@ def test_broker_down_events_queue_and_drain_in_order(
     setup, mosquitto_broker: MosquittoBroker, caplog: pytest.LogCaptureFixture
 ) -> None:
     cfg, _, store, collector, publisher = setup
-    caplog.set_level(logging.INFO, logger="edge.publish")
+    caplog.set_level(logging.INFO, logger="edge.delivery.publish")
     pub = publisher()
     wait_until(lambda: pub.connected, 5, "publisher connected")
     first = store.record_meal(meal(cfg, "S0000"), events_topic(cfg))
@@ -237,7 +237,7 @@ def test_broker_down_events_queue_and_drain_in_order(
     assert [e["event_id"] for e in got] == [first.event_id] + [q.event_id for q in queued]
 
     warnings = [
-        r.getMessage() for r in caplog.records if r.name == "edge.publish" and r.levelno >= logging.WARNING
+        r.getMessage() for r in caplog.records if r.name == "edge.delivery.publish" and r.levelno >= logging.WARNING
     ]
     outage = [m for m in warnings if "lost" in m or "unreachable" in m]
     back = [m for m in warnings if "is back" in m]
@@ -248,7 +248,7 @@ def test_broker_down_events_queue_and_drain_in_order(
 def start_child(cfg_path: Path, tmp_path: Path) -> subprocess.Popen[bytes]:
     log = (tmp_path / "child.log").open("ab")
     return subprocess.Popen(
-        [sys.executable, "-m", "edge.publish", "--config", str(cfg_path), "--poll", "0.2", "-v"],
+        [sys.executable, "-m", "edge.delivery.publish", "--config", str(cfg_path), "--poll", "0.2", "-v"],
         stdout=log,
         stderr=subprocess.STDOUT,
         cwd=ROOT,
@@ -350,7 +350,7 @@ def test_publisher_restart_resends_identical_bytes(setup, mosquitto_broker: Mosq
 
 
 def test_inflight_window_bookkeeping() -> None:
-    from edge.outbox import InflightWindow
+    from edge.delivery.outbox import InflightWindow
     from edge.store import StoredEvent
 
     w = InflightWindow(3)
@@ -367,7 +367,7 @@ def test_inflight_window_bookkeeping() -> None:
 
 
 def test_outage_is_logged_once() -> None:
-    from edge.outbox import Outage
+    from edge.delivery.outbox import Outage
 
     o = Outage()
     assert o.recovered(0.0) is None

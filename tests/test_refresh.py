@@ -13,10 +13,10 @@ import cv2
 import numpy as np
 import pytest
 
-from edge import refresh as rf
 from edge.config import DEFAULT_CONFIG, Config, load_config
-from edge.refresh import CheckIn, RefreshRule, refresh_reasons, should_refresh
-from edge.rules import Senior
+from edge.meals.rules import Senior
+from edge.recognition import refresh as rf
+from edge.recognition.refresh import CheckIn, RefreshRule, refresh_reasons, should_refresh
 from edge.store import Store, StoreError, TemplateIn
 
 NOW = datetime(2026, 11, 30, 3, 45, tzinfo=UTC)
@@ -144,8 +144,8 @@ def test_store_keeps_at_most_keep_checkin_templates(tmp_path: Path) -> None:
 
 def _setup(tmp_path: Path, refresh: bool | None) -> tuple[Config, dict[str, Any]]:
     from edge.app import build_parts
-    from edge.demo import HOPPER, hopper, variant
-    from edge.detect import Detector
+    from edge.cli.demo import HOPPER, hopper, variant
+    from edge.recognition.detect import Detector
     from enroll.service import ENROL_DETECT_WIDTH, ENROL_UPSAMPLE, Enroller
 
     text = (
@@ -174,8 +174,8 @@ def _setup(tmp_path: Path, refresh: bool | None) -> tuple[Config, dict[str, Any]
 
 def _visit(tmp_path: Path, cfg: Config, parts: dict[str, Any], name: str, start: datetime) -> list[Any]:
     from edge.app import make_pipeline, replay_clock
-    from edge.capture import ImageFolderSource
-    from edge.demo import FPS, Visit, make_scene
+    from edge.cli.demo import FPS, Visit, make_scene
+    from edge.recognition.capture import ImageFolderSource
 
     folder = tmp_path / name
     make_scene(folder, [Visit("hopper", 15)], seed=len(name))
@@ -185,7 +185,7 @@ def _visit(tmp_path: Path, cfg: Config, parts: dict[str, Any], name: str, start:
 
 @pytest.mark.slow
 def test_pipeline_refreshes_from_an_automatic_meal(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
-    from edge.app import Decision
+    from edge.meals.feedback import Decision
 
     cfg, parts = _setup(tmp_path, refresh=True)
     store = parts.store
@@ -225,8 +225,8 @@ def test_pipeline_refreshes_from_an_automatic_meal(tmp_path: Path, caplog: pytes
     assert store.template_count("S0001") == 5
 
     # check-in templates never block enrolling photos: the capacity counts photo templates
-    from edge.demo import hopper, variant
-    from edge.detect import Detector
+    from edge.cli.demo import hopper, variant
+    from edge.recognition.detect import Detector
     from enroll.service import ENROL_DETECT_WIDTH, ENROL_UPSAMPLE, Enroller
 
     more = []
@@ -245,7 +245,7 @@ def test_pipeline_refreshes_from_an_automatic_meal(tmp_path: Path, caplog: pytes
 
 @pytest.mark.slow
 def test_pipeline_without_refresh_stores_no_template(tmp_path: Path) -> None:
-    from edge.app import Decision
+    from edge.meals.feedback import Decision
 
     cfg, parts = _setup(tmp_path, refresh=None)  # the default config: off
     store = parts.store
@@ -260,7 +260,7 @@ def test_pipeline_without_refresh_stores_no_template(tmp_path: Path) -> None:
 def test_a_failed_refresh_never_affects_the_meal(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     """The hook alone, with a store whose refresh write fails: the meal is recorded and reported."""
     from edge.app import Pipeline
-    from edge.decide import Verdict, default_policy
+    from edge.recognition.decide import Verdict, default_policy
 
     text = DEFAULT_CONFIG.replace('"/var/lib/meal-edge/meal-edge.sqlite"', '"s.sqlite"').replace(
         "refresh_templates = false", "refresh_templates = true"

@@ -11,11 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edge import refresh as rf
 from edge.config import RecognitionConfig
-from edge.decide import Policy, default_policy, fuse, lookalike_pairs
-from edge.evaluate import (
-    Probe,
+from edge.lab.evaluate import (
     Trial,
     build_trial,
     daemon_refresh_rule,
@@ -25,9 +22,12 @@ from edge.evaluate import (
     refresh_report,
     simulate_refresh,
 )
-from edge.faceset import FaceSet, in_holdout
-from edge.match import Gallery
-from edge.refresh import RefreshRule
+from edge.lab.faceset import FaceSet, in_holdout
+from edge.lab.features import Probe
+from edge.recognition import refresh as rf
+from edge.recognition.decide import Policy, default_policy, fuse, lookalike_pairs
+from edge.recognition.match import Gallery
+from edge.recognition.refresh import RefreshRule
 
 SHARED = Path(os.environ.get("MEAL_EDGE_SHARED", Path(__file__).resolve().parents[1].parent / "shared"))
 LFW = SHARED / "data" / "faces" / "lfw_deepfunneled"
@@ -303,10 +303,10 @@ def test_real_faces_small(tmp_path: Path) -> None:
     Uses the warm embedding cache when it holds these photos (read only), else embeds them into tmp_path."""
     if not LFW.is_dir():
         pytest.skip(f"../shared/data/faces/lfw_deepfunneled not found: {LFW}")
-    from edge.decide import CalibrationError, load_policy
-    from edge.embed.dlib_backend import model_id_for
-    from edge.embed.mirror import mirrored_model_id
-    from edge.faceset import DEFAULT_CACHE_DIR, EmbeddingCache, _cache_path, list_photos, load_faceset
+    from edge.lab.faceset import DEFAULT_CACHE_DIR, EmbeddingCache, _cache_path, list_photos, load_faceset
+    from edge.modelbuild.modelfiles import model_id_for
+    from edge.recognition.decide import CalibrationError, load_policy
+    from edge.recognition.embed.mirror import mirrored_model_id
 
     photos = list_photos(LFW)
     held = [n for n in sorted(photos) if in_holdout(n)]

@@ -9,7 +9,7 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from edge.config import DEFAULT_CONFIG, MealWindow, RulesConfig, parse_config
-from edge.rules import (
+from edge.meals.rules import (
     ALREADY_SERVED,
     DAILY_LIMIT,
     DECEASED,

@@ -26,14 +26,14 @@ import test_confirm as confirm_tests
 from conftest import free_port
 from test_confirm import DAY, NOT_LIVE, at, pending, write_config
 
-from edge.cli import main as edge_main
+from edge.cli.demo import hopper
+from edge.cli.main import main as edge_main
 from edge.config import Config, load_config
-from edge.demo import hopper
-from edge.detect import Detector
-from edge.evidence import EvidenceKeeper, confirmation_name
-from edge.rules import Senior
-from edge.staffscreen import StaffScreen, parse_listen, serve
+from edge.meals.rules import Senior
+from edge.recognition.detect import Detector
+from edge.screens.staffscreen import StaffScreen, parse_listen, serve
 from edge.store import Store
+from edge.store.evidence import EvidenceKeeper, confirmation_name
 
 # the confirmation tests' config (store under tmp_path, language en) and store (senior S0001 "Wang Fang")
 cfg = confirm_tests.cfg

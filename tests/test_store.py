@@ -17,8 +17,8 @@ import pytest
 from conftest import meal_event
 from sqlalchemy import event, inspect, text
 
-from edge.events import MealEvent, new_event_id
-from edge.rules import PriorMeal, Senior
+from edge.delivery.events import MealEvent, new_event_id
+from edge.meals.rules import PriorMeal, Senior
 from edge.store import AlreadyServed, Store, StoreError, TemplateIn, migrations
 from edge.store.models import Base
 
@@ -435,7 +435,7 @@ def test_events_command_table_and_json(store: Store) -> None:
     import io
     import json
 
-    from edge.outbox import events_command
+    from edge.delivery.outbox import events_command
 
     ids = [store.record_meal(meal(f"S000{i}"), TOPIC).event_id for i in range(3)]
     store.mark_delivered(ids[0], datetime(2026, 11, 30, 3, 46, tzinfo=UTC))

@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from edge import sdnotify
+from edge.cli import sdnotify
+
 
 ROOT = Path(__file__).resolve().parents[1]
 UNIT = ROOT / "systemd" / "meal-edge.service"

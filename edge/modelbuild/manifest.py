@@ -18,8 +18,8 @@ from pathlib import Path
 from typing import Any
 
 from edge.modelbuild import ModelError
-from edge.modelfiles import sha256_file
-from edge.tomlout import toml_value
+from edge.modelbuild.modelfiles import sha256_file
+from edge.modelbuild.tomlout import toml_value
 
 log = logging.getLogger(__name__)
 
@@ -129,10 +129,9 @@ class BuildResult:
 
 def convert_dat(dat: Path) -> tuple[bytes, Manifest]:
     """Parse the .dat and convert it; returns the .onnx bytes and the manifest describing them."""
-    from edge.embed.dlib_backend import model_id_for
     from edge.modelbuild.convert import CONVERTER_VERSION, OPSET, build_model, serialize
     from edge.modelbuild.dlib_dat import InputRGB, parse_file
-    from edge.modelfiles import SOURCE_PACKAGE, source_package_version
+    from edge.modelbuild.modelfiles import SOURCE_PACKAGE, model_id_for, source_package_version
 
     dat = Path(dat)
     net = parse_file(dat)

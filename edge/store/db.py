@@ -24,9 +24,9 @@ from sqlalchemy import create_engine, delete, event, func, select, update
 from sqlalchemy.exc import DBAPIError, IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import Session
 
-from edge.events import MealEvent, build_payload, dumps
-from edge.refresh import CHECKIN_SOURCE_PREFIX
-from edge.rules import STATUSES, PriorMeal, Senior
+from edge.delivery.events import MealEvent, build_payload, dumps
+from edge.meals.rules import STATUSES, PriorMeal, Senior
+from edge.recognition.refresh import CHECKIN_SOURCE_PREFIX
 from edge.store import migrations
 from edge.store.models import (
     EMBEDDING_BYTES,
@@ -46,7 +46,7 @@ EMBEDDING_DIM = EMBEDDING_BYTES // 4
 _EMB_DTYPE = np.dtype("<f4")
 
 
-# templates refreshed from check-ins (edge.refresh): compared exactly (LIKE ignores case)
+# templates refreshed from check-ins (edge.recognition.refresh): compared exactly (LIKE ignores case)
 _IS_CHECKIN = func.substr(FaceTemplateRow.source, 1, len(CHECKIN_SOURCE_PREFIX)) == CHECKIN_SOURCE_PREFIX
 
 

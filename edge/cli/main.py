@@ -1,0 +1,373 @@
+"""`meal-edge`: the daemon and its tools. Every sub-command takes the same config file."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import shutil
+import signal
+import sqlite3
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from datetime import datetime
+from pathlib import Path
+from types import FrameType
+from typing import TYPE_CHECKING
+
+from edge.app import build_parts, make_pipeline, replay_clock, unrecognisable
+from edge.config import DEFAULT_CONFIG, Config, ConfigError, load_config, need_config
+from edge.meals.feedback import Decision
+from edge.modelbuild import ModelError
+from edge.recognition.capture import SourceError
+from edge.recognition.decide import CalibrationError
+from edge.store import Store, StoreError
+
+if TYPE_CHECKING:
+    from edge.screens.display import Display
+
+log = logging.getLogger("edge")
+
+EXIT_OK, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
+
+
+def _setup_logging(verbose: int) -> None:
+    level = logging.DEBUG if verbose > 1 else logging.INFO if verbose == 1 else logging.WARNING
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+
+
+# -- run -----------------------------------------------------------------------------------------
+def should_look(idle: bool, now: float, last_looked: float, idle_fps: float) -> bool:
+    """Every frame while someone is in view; at most `idle_fps` a second while nobody is (HOG on every
+    frame of an empty room would keep a core busy all day; a newcomer is still seen within 1/idle_fps s)."""
+    return not idle or idle_fps <= 0 or now - last_looked >= 1.0 / idle_fps
+
+
+def run_feedback(display: Display | None) -> Callable[[Decision], None]:
+    """What `run` does with each decision: the log line and stdout, and the senior screen when it is on
+    (edge/screens/display.py; its publish() never raises into the pipeline)."""
+
+    def show(d: Decision) -> None:
+        if display is not None:  # first: the senior is waiting for it
+            display.publish(d)
+        print(f"[{d.decided_at:%H:%M:%S}] {d.kind.upper():8} {d.name or '-'}: {d.message}", flush=True)
+
+    return show
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from edge.cli.sdnotify import notify, watchdog_interval
+    from edge.delivery.publish import Publisher
+    from edge.recognition.capture import open_camera
+    from edge.screens.display import Display
+
+    cfg = need_config(args.config)
+    try:
+        source = open_camera(
+            cfg.camera.source,
+            width=cfg.camera.width,
+            height=cfg.camera.height,
+            reconnect_seconds=cfg.camera.reconnect_seconds,
+            queue_size=cfg.camera.queue_size,
+        )
+    except SourceError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return EXIT_FAIL
+    parts = build_parts(cfg)
+    tz = cfg.centre.tz
+    publisher = Publisher(parts.store, cfg.mqtt, cfg.centre) if cfg.mqtt.enabled else None
+    stopping = False
+
+    def _stop(signum: int, _frame: FrameType | None) -> None:
+        nonlocal stopping
+        log.warning("signal %d: stopping", signum)
+        stopping = True
+        source.request_stop()
+
+    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGINT, _stop)
+
+    # the senior screen (and its voice); a port in use is logged and check-in goes on without it
+    display = Display.from_config(cfg) if cfg.display.enabled else None
+    pipeline = make_pipeline(
+        cfg,
+        parts,
+        lambda _f: datetime.now(tz),
+        on_decision=run_feedback(display),
+        on_event=publisher.wake if publisher else None,
+    )
+    if pipeline.evidence is not None:
+        pipeline.evidence.purge(datetime.now(tz).date())  # also when no meal has been served for a while
+    if display:
+        display.start()
+    if publisher:
+        publisher.start()
+    notify("READY=1\nSTATUS=checking in")
+    ping = watchdog_interval()
+    last_ping = time.monotonic()
+    log.info("meal-edge running: centre %s kiosk %s", cfg.centre.id, cfg.centre.kiosk_id)
+    try:
+        last_looked = 0.0
+        while not stopping:
+            frame = source.next_frame(timeout=0.5)
+            if frame is not None and should_look(pipeline.idle, time.monotonic(), last_looked, cfg.camera.idle_fps):
+                last_looked = time.monotonic()
+                pipeline.process(frame)
+            # pinged from the main loop, camera or not: the watchdog guards against a hung loop,
+            # while a missing camera is logged and retried without restarting the service
+            if ping is not None and time.monotonic() - last_ping >= ping:
+                notify("WATCHDOG=1")
+                last_ping = time.monotonic()
+    finally:
+        notify("STOPPING=1")
+        source.close()
+        pipeline.finish(None)
+        if display:
+            display.stop()
+        if publisher:
+            publisher.stop(timeout=5)
+        parts.store.close()
+    return EXIT_OK
+
+
+# -- replay ----------------------------------------------------------------------------------------
+def _parse_now(text: str | None, cfg: Config) -> datetime:
+    if not text:
+        return datetime.now(cfg.centre.tz)
+    try:
+        now = datetime.fromisoformat(text)
+    except ValueError as e:
+        raise ConfigError(f"--now {text!r} is not ISO 8601 (e.g. 2026-11-30T11:45:00+08:00)") from e
+    return now if now.tzinfo else now.replace(tzinfo=cfg.centre.tz)
+
+
+def scratch_copy(db: Path, folder: Path) -> Path:
+    """A consistent copy of the live store (sqlite backup API), so a replay never touches real events."""
+    target = folder / "replay.sqlite"
+    if db.exists():
+        src = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+        dst = sqlite3.connect(target)
+        with dst:
+            src.backup(dst)
+        src.close()
+        dst.close()
+    return target
+
+
+def cmd_replay(args: argparse.Namespace) -> int:
+    from edge.recognition.capture import open_source
+
+    cfg = need_config(args.config)
+    now0 = _parse_now(args.now, cfg)
+    if not cfg.store_path.exists():
+        print(f"error: store {cfg.store_path} not found: enrol seniors first with meal-enroll", file=sys.stderr)
+        return EXIT_FAIL
+    tmp = tempfile.mkdtemp(prefix="meal-edge-replay-")
+    try:
+        store_path = Path(args.keep_store) if args.keep_store else scratch_copy(cfg.store_path, Path(tmp))
+        if args.keep_store:
+            shutil.copyfile(scratch_copy(cfg.store_path, Path(tmp)), store_path)
+        parts = build_parts(cfg, store_path=store_path)
+
+        def emit(d: Decision) -> None:
+            if args.json:
+                print(json.dumps(d.to_json(), ensure_ascii=False), flush=True)
+            else:
+                money = ""
+                if d.kind == "meal":
+                    money = f" price {d.price_fen} subsidy {d.subsidy_fen} payable {d.payable_fen}"
+                print(
+                    f"{d.source_ts:7.2f}s {d.kind:8} {d.senior_id or '-':12} {d.meal or '-':7}{money}"
+                    f"  [{', '.join(d.reasons)}] {d.message}",
+                    flush=True,
+                )
+
+        # snapshots beside the scratch store: a replay never writes into the kiosk's real evidence
+        pipeline = make_pipeline(
+            cfg, parts, replay_clock(now0), on_decision=emit, evidence_dir=store_path.parent / "evidence"
+        )
+        source = open_source(args.source)
+        t0 = time.perf_counter()
+        pipeline.run(source.frames())
+        wall = time.perf_counter() - t0
+        st = pipeline.stats
+        print(
+            f"replay: {st.frames} frames in {wall:.1f} s ({st.frames / max(wall, 1e-9):.1f} fps), "
+            f"{st.decisions} decisions {st.by_kind}, backend {parts.embedder.name}",
+            file=sys.stderr,
+        )
+        if args.stats:
+            print(json.dumps({"wall_s": wall, **st.as_dict()}), file=sys.stderr)
+        parts.store.close()
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return EXIT_OK
+
+
+# -- small commands --------------------------------------------------------------------------------
+def cmd_events(args: argparse.Namespace) -> int:
+    from edge.delivery.outbox import events_command
+    from edge.store import Store
+
+    cfg = need_config(args.config)
+    store = Store(cfg.store_path)
+    try:
+        return events_command(store, pending_only=args.pending, as_json=args.json)
+    finally:
+        store.close()
+
+
+def cmd_evidence(args: argparse.Namespace) -> int:
+    """Audit snapshots of meals (by event_id; a staff-confirmed meal's is its confirmation's) or of
+    confirmations (by number): their paths, or copies under --out (a file for one id, a folder for several).
+    Every id that has none is named; the others are still copied."""
+    from edge.store.evidence import EvidenceKeeper, confirmation_name
+
+    cfg = need_config(args.config)
+    keeper = EvidenceKeeper(cfg.evidence_dir, cfg.evidence.retention_days)
+    store = Store(cfg.store_path) if cfg.store_path.exists() else None
+    missing: list[str] = []
+    try:
+        for ident in args.ids:
+            by_confirmation = ident.isdigit()
+            name = confirmation_name(int(ident)) if by_confirmation else ident
+            found = keeper.find(name)
+            if found is None and not by_confirmation and store is not None:
+                c = store.confirmation_for_event(name)
+                if c is not None:
+                    found = keeper.find(confirmation_name(c.id))
+            if found is None:
+                missing.append(ident)
+                continue
+            if args.out is None:
+                print(found)
+                continue
+            out = Path(args.out)
+            if len(args.ids) > 1:
+                out.mkdir(parents=True, exist_ok=True)
+                out = out / f"{name}.jpg"
+            shutil.copyfile(found, out)
+            print(out)
+    finally:
+        if store is not None:
+            store.close()
+    for ident in missing:
+        print(
+            f"no audit snapshot for {ident!r} in {cfg.evidence_dir}: not a meal event_id or confirmation of this "
+            f"kiosk, taken while [evidence] was off, or older than {cfg.evidence.retention_days} days and deleted",
+            file=sys.stderr,
+        )
+    return EXIT_FAIL if missing else EXIT_OK
+
+
+def cmd_check_config(args: argparse.Namespace) -> int:
+    """The file, then what `run` would trip over at start: thresholds for the configured model, and seniors
+    the store holds only for another model (they would be turned away)."""
+    from edge.recognition.decide import load_policy
+    from edge.recognition.embed.mirror import reference_model_id
+
+    cfg = load_config(args.file)
+    print(f"{args.file}: OK (centre {cfg.centre.id}, kiosk {cfg.centre.kiosk_id}, {len(cfg.rules.meals)} meals)")
+    model_id = reference_model_id(cfg.recognition.mirror)
+    try:
+        policy = load_policy(model_id, cfg.calibration_path)
+    except CalibrationError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return EXIT_FAIL
+    print(f"recognition: model {model_id}, thresholds {policy.source}")
+    if cfg.store_path.exists():
+        try:
+            with Store(cfg.store_path) as store:
+                others = store.seniors_only_in_other_models(model_id)
+        except StoreError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return EXIT_FAIL
+        for other, n in others.items():
+            print(f"warning: {cfg.store_path}: {unrecognisable(n, other, model_id)}", file=sys.stderr)
+        if others:
+            return EXIT_FAIL
+    return EXIT_OK
+
+
+def cmd_default_config(_args: argparse.Namespace) -> int:
+    sys.stdout.write(DEFAULT_CONFIG)
+    return EXIT_OK
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from edge.cli.demo import run_demo
+
+    return run_demo(keep=Path(args.keep) if args.keep else None, broker=args.broker)
+
+
+# -- parser ------------------------------------------------------------------------------------------
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="meal-edge", description="Face-recognition meal check-in daemon")
+    p.add_argument("--config", "-c", metavar="FILE", help="TOML config (see `meal-edge default-config`)")
+    p.add_argument("-v", "--verbose", action="count", default=0, help="-v info, -vv debug")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    s = sub.add_parser("run", help="run the check-in daemon on the configured camera")
+    s.set_defaults(func=cmd_run)
+
+    s = sub.add_parser("replay", help="run the same pipeline over a video file or image folder")
+    s.add_argument("source", help="video file or folder of images (played in name order)")
+    s.add_argument("--now", help="pin the clock: ISO 8601 time of the first frame (default: now)")
+    s.add_argument("--json", action="store_true", help="one JSON object per decision")
+    s.add_argument("--stats", action="store_true", help="print per-stage timings (JSON) to stderr")
+    s.add_argument("--keep-store", metavar="PATH", help="keep the replay's scratch store at PATH")
+    s.set_defaults(func=cmd_replay)
+
+    s = sub.add_parser("demo", help="enrol a few people, replay a short scene, show decisions and events")
+    s.add_argument("--keep", metavar="DIR", help="keep the demo's files (config, store, scene) in DIR")
+    s.add_argument("--broker", metavar="HOST:PORT", help="also publish the events to this MQTT broker")
+    s.set_defaults(func=cmd_demo)
+
+    s = sub.add_parser("events", help="list local meal events and their delivery state")
+    s.add_argument("--pending", action="store_true", help="only events not yet acknowledged by the broker")
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(func=cmd_events)
+
+    s = sub.add_parser("evidence", help="find the audit snapshot (JPEG) of a meal or a staff confirmation")
+    s.add_argument("ids", nargs="+", metavar="ID", help="a meal's event_id, or a confirmation id (number)")
+    s.add_argument(
+        "--out", metavar="PATH", help="copy instead of printing paths: to the file PATH for one ID, into the folder "
+        "PATH (created) for several"
+    )
+    s.set_defaults(func=cmd_evidence)
+
+    s = sub.add_parser("check-config", help="validate a config file; names the bad line")
+    s.add_argument("file")
+    s.set_defaults(func=cmd_check_config)
+
+    s = sub.add_parser("default-config", help="print a complete, commented config")
+    s.set_defaults(func=cmd_default_config)
+
+    # the tools register their own sub-commands (their heavy imports are deferred to when they run)
+    from edge.cli import models as models_cli
+    from edge.lab import calibrate, evaluate, liveness_eval
+    from edge.meals import confirm
+    from edge.screens import staffscreen
+
+    for tool in (confirm, staffscreen, evaluate, calibrate, models_cli, liveness_eval):
+        tool.add_parser(sub)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    _setup_logging(args.verbose)
+    try:
+        return int(args.func(args))
+    except ConfigError as e:
+        print(f"config error:\n{e}", file=sys.stderr)
+        return EXIT_USAGE
+    except (SourceError, ModelError, CalibrationError, StoreError) as e:
+        # problems an operator can fix: say which, no traceback
+        print(f"error: {e}", file=sys.stderr)
+        return EXIT_FAIL
+    except KeyboardInterrupt:
+        return 130

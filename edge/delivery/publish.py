@@ -1,0 +1,295 @@
+"""MQTT delivery of the outbox: the only module that imports paho.
+
+paho-mqtt 2.x, callback API version 2, MQTT 3.1.1, QoS 1, a persistent session (clean_session False)
+under a stable client id. A retained `status` topic carries an `online` birth message, published on
+every connect, and an `offline` last will the broker publishes if the connection dies uncleanly.
+
+Delivery is at least once with end-to-end de-duplication by `event_id` at the district:
+- the pipeline commits the event and its outbox row first (`Store.record_meal`), then calls `wake()`;
+- this module's thread hands undelivered events to paho in seq order, at most `window` at a time;
+- an event is marked delivered only when the broker's PUBACK for its message id arrives;
+- if the connection drops, paho re-sends the unacknowledged ones on reconnect; if the process dies,
+  the next start re-sends every undelivered event from the outbox, byte for byte.
+While the broker is away nothing is lost: events wait in SQLite (for days if need be) and paho
+reconnects with exponential back-off; the outage is logged once when it starts and once when it ends.
+
+`python -m edge.delivery.publish --config FILE` runs the publisher alone (drains an outbox; used by tests).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import queue
+import signal
+import sys
+import threading
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode, MQTTProtocolVersion
+from paho.mqtt.reasoncodes import ReasonCode
+
+from edge.config import CentreConfig, MqttConfig
+from edge.delivery.events import status_payload, status_topic
+from edge.delivery.outbox import InflightWindow, Outage
+from edge.store import Store, StoreError
+
+log = logging.getLogger(__name__)
+
+QOS = 1
+
+
+def client_id_for(mqtt_cfg: MqttConfig, centre: CentreConfig) -> str:
+    return mqtt_cfg.client_id or f"meal-edge-{centre.id}-{centre.kiosk_id}"
+
+
+class Publisher:
+    def __init__(
+        self,
+        store: Store,
+        mqtt_cfg: MqttConfig,
+        centre_cfg: CentreConfig,
+        *,
+        window: int = 20,
+        poll_interval: float = 1.0,
+        reconnect_min_delay: int = 1,
+        reconnect_max_delay: int = 60,
+    ) -> None:
+        """`poll_interval`: how often the outbox is checked without a wake() (events recorded by
+        another process, retries after a store error)."""
+        self.store = store
+        self.cfg = mqtt_cfg
+        self.centre = centre_cfg
+        self.client_id = client_id_for(mqtt_cfg, centre_cfg)
+        self.status_topic = status_topic(mqtt_cfg.topic_prefix, centre_cfg.district, centre_cfg.id,
+                                         centre_cfg.kiosk_id)
+        self.poll_interval = poll_interval
+        self._window = InflightWindow(window)
+        self._acks: queue.SimpleQueue[tuple[int, bool, str]] = queue.SimpleQueue()
+        self._wake = threading.Event()
+        self._stopping = threading.Event()
+        # set once the broker has acknowledged this connection's birth message: by then paho has
+        # queued its re-sends of unacknowledged events, so new events go out after them, in seq order
+        self._ready = threading.Event()
+        self._birth_mid: int | None = None
+        self._outage = Outage()
+        self._thread: threading.Thread | None = None
+        self.delivered = 0
+
+        c = mqtt.Client(
+            CallbackAPIVersion.VERSION2,
+            client_id=self.client_id,
+            clean_session=False,
+            protocol=MQTTProtocolVersion.MQTTv311,
+        )
+        c.max_inflight_messages_set(window)
+        c.max_queued_messages_set(0)
+        c.reconnect_delay_set(reconnect_min_delay, reconnect_max_delay)
+        c.will_set(self.status_topic, self._status("offline", "connection_lost"), qos=QOS, retain=True)
+        c.on_connect = self._on_connect
+        c.on_connect_fail = self._on_connect_fail
+        c.on_disconnect = self._on_disconnect
+        c.on_publish = self._on_publish
+        c.enable_logger(logging.getLogger("edge.delivery.publish.paho"))
+        self._client = c
+
+    # -- life cycle --------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        if self._thread is not None:
+            raise RuntimeError("publisher already started")
+        log.info("MQTT publisher %s -> %s:%d (status %s); %d events pending",
+                 self.client_id, self.cfg.host, self.cfg.port, self.status_topic, self._pending_count())
+        self._client.connect_async(self.cfg.host, self.cfg.port, keepalive=self.cfg.keepalive)
+        self._client.loop_start()
+        self._thread = threading.Thread(target=self._run, name="meal-edge-publisher", daemon=True)
+        self._thread.start()
+
+    def wake(self) -> None:
+        """Called by the pipeline right after record_meal: send without waiting for the next poll."""
+        self._wake.set()
+
+    @property
+    def connected(self) -> bool:
+        return self._ready.is_set()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Wait up to `timeout` for in-flight acknowledgements, publish `offline`, disconnect.
+        Anything not acknowledged stays pending in the store and is sent again on the next start."""
+        deadline = time.monotonic() + timeout
+        while len(self._window) and self._ready.is_set() and time.monotonic() < deadline:
+            self._wake.set()
+            time.sleep(0.02)
+        self._stopping.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(max(0.1, deadline - time.monotonic()))
+        self._process_acks()
+        if self._ready.is_set():
+            info = self._client.publish(self.status_topic, self._status("offline", "stopped"), qos=QOS,
+                                        retain=True)
+            try:
+                info.wait_for_publish(max(0.1, deadline - time.monotonic()))
+            except (RuntimeError, ValueError) as e:
+                log.debug("offline status not confirmed: %s", e)
+        self._client.disconnect()
+        self._client.loop_stop()
+        self._process_acks()
+        self._thread = None
+        log.info("MQTT publisher stopped; %d events pending", self._pending_count())
+
+    # -- paho callbacks (paho's network thread) -------------------------------------------------------
+
+    def _on_connect(self, client: mqtt.Client, userdata: Any, flags: mqtt.ConnectFlags,
+                    reason_code: ReasonCode, properties: Any) -> None:
+        if reason_code.is_failure:
+            if self._outage.failed(time.monotonic()):
+                log.error("MQTT broker %s:%d refused the connection: %s; events queue locally",
+                          self.cfg.host, self.cfg.port, reason_code)
+            return
+        length = self._outage.recovered(time.monotonic())
+        if length is not None:
+            log.warning("MQTT broker %s:%d is back after %.0f s; draining %d pending events in order",
+                        self.cfg.host, self.cfg.port, length, self._pending_count())
+        else:
+            log.info("MQTT connected to %s:%d", self.cfg.host, self.cfg.port)
+        info = client.publish(self.status_topic, self._status("online", "connected"), qos=QOS, retain=True)
+        self._birth_mid = info.mid
+
+    def _on_connect_fail(self, client: mqtt.Client, userdata: Any) -> None:
+        if self._outage.failed(time.monotonic()):
+            log.warning("MQTT broker %s:%d unreachable; events queue locally and are sent when it is back "
+                        "(retrying with back-off)", self.cfg.host, self.cfg.port)
+
+    def _on_disconnect(self, client: mqtt.Client, userdata: Any, flags: mqtt.DisconnectFlags,
+                       reason_code: ReasonCode, properties: Any) -> None:
+        self._ready.clear()
+        self._birth_mid = None
+        if self._stopping.is_set():
+            return
+        if self._outage.failed(time.monotonic()):
+            log.warning("MQTT connection to %s:%d lost (%s); %d events in flight will be sent again, "
+                        "new events queue locally", self.cfg.host, self.cfg.port, reason_code,
+                        len(self._window))
+
+    def _on_publish(self, client: mqtt.Client, userdata: Any, mid: int, reason_code: ReasonCode,
+                    properties: Any) -> None:
+        # Runs with paho's message lock held: no SQL here, just hand the PUBACK to our thread.
+        if mid == self._birth_mid:
+            self._ready.set()
+        self._acks.put((mid, not reason_code.is_failure, str(reason_code)))
+        self._wake.set()
+
+    # -- our thread --------------------------------------------------------------------------------------
+
+    def _run(self) -> None:
+        while not self._stopping.is_set():
+            self._wake.wait(self.poll_interval)
+            self._wake.clear()
+            try:
+                self._process_acks()
+                if self._ready.is_set() and not self._stopping.is_set():
+                    self._fill_window()
+            except StoreError as e:
+                # e.g. disk full while marking delivered: the event stays pending and is re-sent later
+                log.error("publisher: %s", e)
+                self._stopping.wait(self.poll_interval)
+            except Exception:
+                log.exception("publisher: unexpected error; retrying")
+                self._stopping.wait(self.poll_interval)
+
+    def _process_acks(self) -> None:
+        while True:
+            try:
+                mid, ok, reason = self._acks.get_nowait()
+            except queue.Empty:
+                return
+            event_id = self._window.ack(mid)
+            if event_id is None:
+                continue  # a status message
+            if ok:
+                self.store.mark_delivered(event_id, datetime.now(UTC))
+                self.delivered += 1
+            else:
+                # only MQTT 5 brokers can refuse a PUBLISH; it stays pending and is tried again
+                log.error("broker refused event %s: %s", event_id, reason)
+                self.store.note_attempt(event_id, f"refused by broker: {reason}")
+
+    def _fill_window(self) -> None:
+        room = self._window.room
+        if room == 0:
+            return
+        pending = self.store.pending(limit=room + len(self._window))
+        for ev in self._window.to_send(pending):
+            info = self._client.publish(ev.topic, ev.payload, qos=QOS)
+            if info.rc in (MQTTErrorCode.MQTT_ERR_SUCCESS, MQTTErrorCode.MQTT_ERR_NO_CONN):
+                # NO_CONN: the connection dropped just now; paho keeps the message and sends it on
+                # reconnect, so it is tracked like any other in-flight message
+                self._window.add(info.mid, ev.event_id)
+                err = None if info.rc == MQTTErrorCode.MQTT_ERR_SUCCESS else "not connected; queued in client"
+                self.store.note_attempt(ev.event_id, err)
+            else:
+                self.store.note_attempt(ev.event_id, mqtt.error_string(info.rc))
+                log.warning("could not hand event %s to the MQTT client: %s", ev.event_id,
+                            mqtt.error_string(info.rc))
+                return
+
+    # -- helpers -------------------------------------------------------------------------------------
+
+    def _status(self, state: str, reason: str) -> bytes:
+        return status_payload(state, self.centre.id, self.centre.district, self.centre.kiosk_id, reason)
+
+    def _pending_count(self) -> int:
+        try:
+            return self.store.pending_count()
+        except StoreError:
+            return -1
+
+
+# -------------------------------------------------------------------------------------------------
+# python -m edge.delivery.publish --config FILE [--store PATH]: drain the outbox until SIGTERM/SIGINT
+
+
+def main(argv: list[str] | None = None) -> int:
+    from edge.config import ConfigError, load_config
+
+    p = argparse.ArgumentParser(prog="python -m edge.delivery.publish", description=(__doc__ or "").split("\n")[0])
+    p.add_argument("--config", required=True, help="meal-edge TOML config")
+    p.add_argument("--store", help="store file (default: [store] path of the config)")
+    p.add_argument("--poll", type=float, default=1.0, help="seconds between outbox checks (default 1)")
+    p.add_argument("--reconnect-max", type=int, default=60, help="longest wait between reconnects (s)")
+    p.add_argument("-v", "--verbose", action="store_true")
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    try:
+        cfg = load_config(args.config)
+        store = Store(Path(args.store) if args.store else cfg.store_path, keep_photos=cfg.store.keep_photos)
+    except (ConfigError, StoreError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    done = threading.Event()
+
+    def _stop(signum: int, frame: FrameType | None) -> None:
+        done.set()
+
+    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGINT, _stop)
+    pub = Publisher(
+        store, cfg.mqtt, cfg.centre, poll_interval=args.poll, reconnect_max_delay=args.reconnect_max
+    )
+    pub.start()
+    while not done.wait(0.5):
+        pass
+    pub.stop()
+    store.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,474 @@
+"""The 1:N decision for one presence: accept a senior, ask staff to confirm a candidate, or unknown.
+
+Why not one distance threshold: with hundreds of enrolled seniors a never-enrolled visitor is
+usually *somebody's* near neighbour, and "first match under 0.6" picks whichever senior happens to
+come first. The policy therefore looks at
+
+* the fused probe: the k frames of one track are L2-normalised, averaged and renormalised. A fused
+  probe is less noisy but also sits closer to every face, so every threshold is calibrated per
+  frame count (`FrameThresholds`), never shared between k=1 and k=3;
+* the best senior's distance (each senior scored by the nearest of their templates);
+* the margin to the second-best *senior* (a lookalike in the gallery makes a close match
+  untrustworthy), raised per pair for known lookalikes (siblings, twins) found at enrolment;
+* agreement: the fraction of frames whose own nearest senior is the fused best (a tracker swap or
+  a bad frame shows up here);
+
+and has a third outcome, `confirm`: the kiosk shows the candidate's name and a member of staff (or
+the senior) confirms. Accepting needs all of: close, clear margin, frames agree. Anything less
+good but still plausible goes to staff; the rest is unknown.
+
+Thresholds live in models/calibration.toml, written by `meal-edge calibrate` and keyed by the
+model_id, so a model change cannot silently keep old thresholds. Distances are Euclidean between
+L2-normalised descriptors (edge.recognition.match), in [0, 2].
+"""
+
+from __future__ import annotations
+
+import logging
+import tomllib
+import weakref
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+
+from edge.paths import PROJECT_MODELS_DIR
+from edge.recognition.embed.base import EMBEDDING_DIM
+from edge.recognition.match import Gallery, normalise
+
+log = logging.getLogger(__name__)
+
+Outcome = Literal["accept", "confirm", "unknown"]
+#: thresholds for the default model (mirrored descriptors) and for plain descriptors (`mirror = false`)
+CALIBRATION_FILE = "calibration.toml"
+CALIBRATION_FILE_NO_MIRROR = "calibration-nomirror.toml"
+#: a calibration file this program cannot read is an error, not a guess
+CALIBRATION_FORMAT = 1
+#: agreement is a fraction j/k stored rounded (0.6667 for 2 of 3): compare with this slack
+AGREEMENT_TOLERANCE = 1e-3
+
+
+class CalibrationError(ValueError):
+    """Missing, unreadable or mismatched calibration, phrased for the operator."""
+
+
+@dataclass(frozen=True)
+class FrameThresholds:
+    """Thresholds for probes fused from exactly `frames` frames (fused probes sit closer to everyone)."""
+
+    frames: int
+    accept_distance: float
+    min_margin: float
+    confirm_distance: float
+    confirm_margin: float
+    #: fraction of frames whose own nearest senior must be the fused best, to accept
+    min_agreement: float = 1.0
+
+
+@dataclass(frozen=True)
+class Policy:
+    """Thresholds on the normalised-distance scale. The top-level values apply to frame counts without
+    their own row in `per_frames`; probes with more frames than the largest calibrated count use only
+    the most recent `max_frames` frames, so they are never judged by thresholds made for fewer."""
+
+    accept_distance: float
+    confirm_distance: float
+    min_margin: float
+    confirm_margin: float
+    model_id: str
+    min_agreement: float = 1.0
+    per_frames: tuple[FrameThresholds, ...] = ()
+    #: enrolment flags another senior as a lookalike when their templates are this close
+    lookalike_distance: float = 0.40
+    #: the margin a flagged pair needs before the kiosk accepts one of them without staff
+    lookalike_margin: float = 0.12
+    #: how a senior is scored from their templates: similarity = w * (nearest template) + (1 - w) *
+    #: (centroid of all their templates). The centroid averages enrolment noise away as fusion does
+    #: for frames; the nearest template keeps a senior recognisable when one photo differs (glasses).
+    template_weight: float = 0.5
+    #: where these thresholds came from (calibration file path, or "default")
+    source: str = "default"
+
+    def __post_init__(self) -> None:
+        if not (0 <= self.accept_distance <= self.confirm_distance <= 2):
+            raise CalibrationError("need 0 <= accept_distance <= confirm_distance <= 2")
+        if not (0 <= self.confirm_margin <= self.min_margin):
+            raise CalibrationError("need 0 <= confirm_margin <= min_margin")
+        for t in self.per_frames:
+            if t.frames < 1 or not (0 <= t.accept_distance <= t.confirm_distance <= 2):
+                raise CalibrationError(f"frames={t.frames}: need 0 <= accept_distance <= confirm_distance <= 2")
+            if not (0 <= t.confirm_margin <= t.min_margin):
+                raise CalibrationError(f"frames={t.frames}: need 0 <= confirm_margin <= min_margin")
+        if not 0 <= self.template_weight <= 1:
+            raise CalibrationError("template_weight must be between 0 and 1")
+        ks = [t.frames for t in self.per_frames]
+        if ks != sorted(set(ks)):
+            raise CalibrationError("per-frame thresholds must have distinct frame counts in increasing order")
+
+    @property
+    def max_frames(self) -> int | None:
+        return self.per_frames[-1].frames if self.per_frames else None
+
+    def thresholds(self, frames: int) -> FrameThresholds:
+        for t in self.per_frames:
+            if t.frames == frames:
+                return t
+        return FrameThresholds(
+            frames,
+            self.accept_distance,
+            self.min_margin,
+            self.confirm_distance,
+            self.confirm_margin,
+            self.min_agreement,
+        )
+
+
+@dataclass(frozen=True)
+class Verdict:
+    outcome: Outcome
+    #: the accepted senior, or the candidate staff must confirm; None when unknown
+    senior_id: str | None
+    #: distance of the fused probe to the best senior
+    distance: float
+    #: second-best senior's distance minus the best's (2.0 with a one-senior gallery)
+    margin: float
+    frames: int
+    #: why it is not a plain accept, e.g. ("ambiguous_margin",); empty for a clean accept
+    reasons: tuple[str, ...] = ()
+    #: the best senior even when the outcome is unknown (for logs and evaluation, never for paying)
+    best_id: str | None = None
+    second_id: str | None = None
+    agreement: float = 1.0
+
+
+@dataclass(frozen=True)
+class Features:
+    """What the policy looks at for one probe; evaluation sweeps thresholds over these."""
+
+    best: int  # index into gallery.senior_ids, -1 for an empty gallery
+    second: int
+    distance: float
+    margin: float
+    agreement: float
+    frames: int
+    #: float32 [S]: fused probe's distance to each senior
+    senior_distances: np.ndarray = field(repr=False)
+
+
+def fuse(embeddings: np.ndarray) -> np.ndarray:
+    """float32 [k,128] raw descriptors -> one L2-normalised [128] probe (mean of normalised frames)."""
+    e = normalise(np.atleast_2d(np.asarray(embeddings, np.float32)))
+    return normalise(e.mean(axis=0))
+
+
+def _check(embeddings: np.ndarray) -> np.ndarray:
+    e = np.atleast_2d(np.asarray(embeddings, np.float32))
+    if e.ndim != 2 or e.shape[1] != EMBEDDING_DIM or e.shape[0] < 1:
+        raise ValueError(f"embeddings must be float32 [k>=1, {EMBEDDING_DIM}], got {e.shape}")
+    if not np.isfinite(e).all():
+        raise ValueError("embeddings contain NaN or infinity")
+    return e
+
+
+_CENTROIDS: weakref.WeakKeyDictionary[Gallery, np.ndarray] = weakref.WeakKeyDictionary()
+
+
+def centroids(gallery: Gallery) -> np.ndarray:
+    """float32 [S,128]: each senior's templates averaged and renormalised (cached per gallery object)."""
+    c = _CENTROIDS.get(gallery)
+    if c is None:
+        starts = np.flatnonzero(np.r_[True, gallery.owner[1:] != gallery.owner[:-1]])
+        c = normalise(np.add.reduceat(gallery.templates, starts, axis=0))
+        _CENTROIDS[gallery] = c
+    return c
+
+
+def senior_distances(gallery: Gallery, probes: np.ndarray, template_weight: float) -> np.ndarray:
+    """float64 [n,S] on the distance scale sqrt(2 - 2 s), s blending nearest-template and centroid cosine."""
+    p = normalise(np.atleast_2d(probes))
+    if template_weight >= 1:
+        return gallery.senior_distances(p).astype(np.float64)
+    sims = p @ gallery.templates.T
+    starts = np.flatnonzero(np.r_[True, gallery.owner[1:] != gallery.owner[:-1]])
+    nearest = np.maximum.reduceat(sims, starts, axis=1) if template_weight > 0 else 0.0
+    s = template_weight * nearest + (1 - template_weight) * (p @ centroids(gallery).T)
+    return np.sqrt(np.clip(2.0 - 2.0 * s.astype(np.float64), 0.0, 4.0))
+
+
+def features(
+    gallery: Gallery, embeddings: np.ndarray, max_frames: int | None = None, template_weight: float = 0.5
+) -> Features:
+    e = _check(embeddings)
+    if max_frames is not None and len(e) > max_frames:
+        e = e[-max_frames:]
+    k = len(e)
+    if len(gallery) == 0:
+        return Features(-1, -1, 2.0, 0.0, 0.0, k, np.zeros(0, np.float32))
+    frames_and_fused = np.vstack([normalise(e), fuse(e)[None]])
+    d = senior_distances(gallery, frames_and_fused, template_weight)  # [k+1, S]
+    fused = d[-1]
+    order = np.argsort(fused, kind="stable")
+    best = int(order[0])
+    if len(order) > 1:
+        second = int(order[1])
+        margin = float(fused[second] - fused[best])
+    else:
+        second, margin = -1, 2.0
+    agreement = float(np.mean(np.argmin(d[:-1], axis=1) == best)) if k > 1 else 1.0
+    return Features(best, second, float(fused[best]), margin, agreement, k, fused)
+
+
+def verdict_from(
+    gallery: Gallery,
+    f: Features,
+    policy: Policy,
+    pair_margins: Mapping[frozenset[str], float] | None = None,
+) -> Verdict:
+    if f.best < 0:
+        return Verdict("unknown", None, 2.0, 0.0, f.frames, ("empty_gallery",))
+    t = policy.thresholds(f.frames)
+    best_id = gallery.senior_ids[f.best]
+    second_id = gallery.senior_ids[f.second] if f.second >= 0 else None
+
+    def out(outcome: Outcome, reasons: tuple[str, ...]) -> Verdict:
+        return Verdict(
+            outcome,
+            best_id if outcome != "unknown" else None,
+            f.distance,
+            f.margin,
+            f.frames,
+            reasons,
+            best_id,
+            second_id,
+            f.agreement,
+        )
+
+    if f.distance > t.confirm_distance:
+        return out("unknown", ("no_close_match",))
+    if f.margin < t.confirm_margin:
+        return out("unknown", ("ambiguous_margin",))
+
+    reasons: list[str] = []
+    if f.distance > t.accept_distance:
+        reasons.append("not_close_enough")
+    if f.margin < t.min_margin:
+        reasons.append("ambiguous_margin")
+    if f.agreement < t.min_agreement - AGREEMENT_TOLERANCE:
+        reasons.append("frames_disagree")
+    if pair_margins:
+        for pair, needed in pair_margins.items():
+            if best_id not in pair or len(pair) != 2:
+                continue
+            (other,) = pair - {best_id}
+            try:
+                j = gallery.senior_ids.index(other)
+            except ValueError:
+                continue
+            if f.senior_distances[j] - f.distance < max(needed, t.min_margin):
+                reasons.append("lookalike_margin")
+                break
+    return out("confirm" if reasons else "accept", tuple(reasons))
+
+
+def decide(
+    gallery: Gallery,
+    embeddings: np.ndarray,
+    policy: Policy,
+    pair_margins: Mapping[frozenset[str], float] | None = None,
+) -> Verdict:
+    """One decision for one presence. embeddings: float32 [k,128] raw descriptors of k frames of one track."""
+    if gallery.model_id and policy.model_id and gallery.model_id != policy.model_id:
+        raise CalibrationError(
+            f"gallery templates were made with model {gallery.model_id!r} but the thresholds were "
+            f"calibrated for {policy.model_id!r}; re-enrol or re-calibrate"
+        )
+    f = features(gallery, embeddings, policy.max_frames, policy.template_weight)
+    return verdict_from(gallery, f, policy, pair_margins)
+
+
+def decide_sequential(
+    gallery: Gallery,
+    embeddings: np.ndarray,
+    policy: Policy,
+    pair_margins: Mapping[frozenset[str], float] | None = None,
+    *,
+    min_frames: int = 3,
+    max_frames: int = 5,
+) -> Verdict | None:
+    """The kiosk's decision as a track's frames arrive (Pipeline._maybe_decide): decide on the first
+    `min_frames`, and while that is not an accept, again with each further frame up to `max_frames`; the
+    first accept stands, else the last verdict. None when there are fewer than `min_frames` frames (the
+    kiosk does not decide on so little).
+
+    Each look is one more chance for a stranger to be accepted, so the never-enrolled rate of this rule is
+    higher than that of any single frame count: `meal-edge eval --kiosk` and `calibrate --measure` measure it.
+    """
+    e = _check(embeddings)
+    if len(e) < min_frames:
+        return None
+    v: Verdict | None = None
+    for k in range(min_frames, min(len(e), max_frames) + 1):
+        v = decide(gallery, e[:k], policy, pair_margins)
+        if v.outcome == "accept":
+            return v
+    return v
+
+
+def lookalikes(gallery: Gallery, senior_id: str, embeddings: np.ndarray, policy: Policy) -> list[tuple[str, float]]:
+    """Other seniors whose templates sit within policy.lookalike_distance of these enrolment embeddings.
+
+    Returns (senior_id, distance of the closest new photo to that senior), closest first. Enrolment warns staff
+    and stores pair_margins[frozenset({senior_id, other})] = policy.lookalike_margin, so the kiosk
+    asks staff to confirm unless one of the pair is clearly nearer.
+    """
+    e = _check(embeddings)
+    others = gallery.without(senior_id)
+    if len(others) == 0:
+        return []
+    # each new photo scored against the others as the kiosk would score a single frame of this senior
+    d = senior_distances(others, e, policy.template_weight).min(axis=0)
+    close = np.flatnonzero(d <= policy.lookalike_distance)
+    return sorted(((others.senior_ids[i], float(d[i])) for i in close), key=lambda x: (x[1], x[0]))
+
+
+def lookalike_pairs(gallery: Gallery, policy: Policy, chunk: int = 2048) -> dict[frozenset[str], float]:
+    """Every pair of enrolled seniors that `lookalikes` would flag, with the margin the pair needs.
+
+    Computed from the gallery itself whenever it is loaded, so enrolment warnings and kiosk decisions
+    follow one rule and nothing has to be stored or kept in step. Each template is scored as a
+    single-frame probe against every other senior (one matrix product per chunk of templates).
+    """
+    pairs: dict[frozenset[str], float] = {}
+    if len(gallery) < 2:
+        return pairs
+    ids = gallery.senior_ids
+    for start in range(0, gallery.n_templates, chunk):
+        own = gallery.owner[start : start + chunk]
+        d = senior_distances(gallery, gallery.templates[start : start + chunk], policy.template_weight)
+        d[np.arange(len(own)), own] = np.inf
+        rows, cols = np.nonzero(d <= policy.lookalike_distance)
+        for r, c in zip(rows.tolist(), cols.tolist(), strict=True):
+            pairs[frozenset((ids[own[r]], ids[c]))] = policy.lookalike_margin
+    return pairs
+
+
+#: face_recognition's default tolerance 0.6 on raw dlib descriptors (norm ~1.37) is ~0.44 normalised
+REFERENCE_TOLERANCE = 0.44
+
+
+def tolerance_policy(model_id: str = "", distance: float = REFERENCE_TOLERANCE) -> Policy:
+    """One fixed threshold, no margin, no agreement: what face_recognition's examples do. For side-by-side
+    comparisons (bench/, tests) only; on LFW it accepts most never-enrolled people (docs/accuracy.md)."""
+    return Policy(
+        accept_distance=distance,
+        confirm_distance=distance,
+        min_margin=0.0,
+        confirm_margin=0.0,
+        model_id=model_id,
+        min_agreement=0.0,
+        lookalike_distance=0.0,
+        lookalike_margin=0.0,
+        template_weight=1.0,
+        source=f"fixed tolerance {distance}",
+    )
+
+
+def default_policy(model_id: str = "") -> Policy:
+    """Conservative hand-set thresholds for tests and for a model that has not been calibrated yet;
+    the daemon uses load_policy()."""
+    return Policy(
+        accept_distance=0.40,
+        confirm_distance=0.50,
+        min_margin=0.08,
+        confirm_margin=0.03,
+        model_id=model_id,
+        per_frames=(
+            FrameThresholds(1, 0.40, 0.08, 0.50, 0.03, 1.0),
+            FrameThresholds(2, 0.38, 0.08, 0.48, 0.03, 1.0),
+            FrameThresholds(3, 0.36, 0.08, 0.46, 0.03, 1.0),
+        ),
+        lookalike_distance=0.40,
+        lookalike_margin=0.12,
+        source="default",
+    )
+
+
+def default_calibration_path(model_id: str) -> Path:
+    """The file in models/ for this model's variant; load_policy still checks the model_id inside."""
+    from edge.recognition.embed.mirror import MIRROR_SUFFIX
+
+    name = CALIBRATION_FILE if model_id.endswith(MIRROR_SUFFIX) else CALIBRATION_FILE_NO_MIRROR
+    return PROJECT_MODELS_DIR / name
+
+
+def _num(d: Mapping[str, Any], key: str, where: str) -> float:
+    try:
+        v = d[key]
+    except KeyError as e:
+        raise CalibrationError(f"{where}: missing key {key!r}") from e
+    if isinstance(v, bool) or not isinstance(v, int | float):
+        raise CalibrationError(f"{where}: {key} must be a number, got {v!r}")
+    return float(v)
+
+
+def policy_from_dict(data: Mapping[str, Any], where: str = "<calibration>") -> Policy:
+    cal = data.get("calibration")
+    pol = data.get("policy")
+    if not isinstance(cal, dict) or not isinstance(pol, dict):
+        raise CalibrationError(f"{where}: needs [calibration] and [policy] tables (written by meal-edge calibrate)")
+    if cal.get("format") != CALIBRATION_FORMAT:
+        raise CalibrationError(f"{where}: calibration format {cal.get('format')!r}, expected {CALIBRATION_FORMAT}")
+    model_id = cal.get("model_id")
+    if not isinstance(model_id, str) or not model_id:
+        raise CalibrationError(f"{where}: [calibration] model_id is missing")
+    rows = []
+    for i, r in enumerate(pol.get("frames", [])):
+        w = f"{where}: policy.frames[{i}]"
+        rows.append(
+            FrameThresholds(
+                int(_num(r, "frames", w)),
+                _num(r, "accept_distance", w),
+                _num(r, "min_margin", w),
+                _num(r, "confirm_distance", w),
+                _num(r, "confirm_margin", w),
+                _num(r, "min_agreement", w),
+            )
+        )
+    w = f"{where}: [policy]"
+    return Policy(
+        accept_distance=_num(pol, "accept_distance", w),
+        confirm_distance=_num(pol, "confirm_distance", w),
+        min_margin=_num(pol, "min_margin", w),
+        confirm_margin=_num(pol, "confirm_margin", w),
+        model_id=model_id,
+        min_agreement=_num(pol, "min_agreement", w),
+        per_frames=tuple(sorted(rows, key=lambda t: t.frames)),
+        lookalike_distance=_num(pol, "lookalike_distance", w),
+        lookalike_margin=_num(pol, "lookalike_margin", w),
+        template_weight=_num(pol, "template_weight", w),
+        source=where,
+    )
+
+
+def load_policy(model_id: str, path: Path | None = None) -> Policy:
+    """The calibrated policy for this model; a clear CalibrationError if missing or made for another model."""
+    p = Path(path) if path is not None else default_calibration_path(model_id)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except FileNotFoundError as e:
+        raise CalibrationError(
+            f"{p}: calibration file not found; run `meal-edge calibrate FACES_DIR` for model {model_id!r}"
+        ) from e
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        raise CalibrationError(f"{p}: not valid TOML: {e}") from e
+    policy = policy_from_dict(data, str(p))
+    if policy.model_id != model_id:
+        raise CalibrationError(
+            f"{p}: thresholds were calibrated for model {policy.model_id!r}, but the embedder is "
+            f"{model_id!r}; run `meal-edge calibrate` for this model (old thresholds are not reused)"
+        )
+    return policy

@@ -1,0 +1,1 @@
+"""Face embedding back-ends behind one interface (`base.Embedder`); `factory.make_embedder` picks one."""

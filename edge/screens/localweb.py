@@ -1,0 +1,80 @@
+"""What the two local pages (the staff screen and the senior display) share: a threaded HTTP server that,
+when bound to loopback, answers only requests naming this machine (a DNS-rebinding page would send its
+own host name), and responses that are never cached, sniffed, framed or given a referrer."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import ipaddress
+import socket
+from http import HTTPStatus
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+LOOPBACK_NAMES = frozenset({"localhost", "127.0.0.1", "::1"})
+
+
+def csp_hash(text: str) -> str:
+    """The Content-Security-Policy source that allows exactly this inline style or script."""
+    return "'sha256-" + base64.b64encode(hashlib.sha256(text.encode()).digest()).decode() + "'"
+
+
+def host_only(host_header: str) -> str:
+    h = host_header.strip().lower()
+    if h.startswith("["):
+        return h[1 : h.find("]")] if "]" in h else h
+    return h.rsplit(":", 1)[0] if h.count(":") == 1 else h
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+class LocalServer(ThreadingHTTPServer):
+    def __init__(self, address: tuple[str, int], handler: type[BaseHTTPRequestHandler]) -> None:
+        host = address[0]
+        self.address_family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        #: bound to loopback: only these Host names
+        self.allowed_hosts: frozenset[str] | None = LOOPBACK_NAMES | {host} if is_loopback(host) else None
+        super().__init__(address, handler)
+
+    @property
+    def url(self) -> str:
+        host, port = self.server_address[:2]
+        host = host.decode() if isinstance(host, bytes) else host
+        shown = f"[{host}]" if ":" in host else host
+        return f"http://{shown}:{port}/"
+
+    def host_allowed(self, host_header: str) -> bool:
+        return self.allowed_hosts is None or host_only(host_header) in self.allowed_hosts
+
+
+def send(
+    handler: BaseHTTPRequestHandler,
+    status: HTTPStatus,
+    body: str | bytes,
+    ctype: str,
+    csp: str,
+    headers: dict[str, str] | None = None,
+) -> None:
+    """One answer with the protective headers every page and image shares. Text is sent as UTF-8 (the
+    charset is named); bytes (an image) as they are."""
+    data = body.encode("utf-8") if isinstance(body, str) else body
+    handler.send_response(status)
+    handler.send_header("Content-Type", f"{ctype}; charset=utf-8" if isinstance(body, str) else ctype)
+    handler.send_header("Content-Length", str(len(data)))
+    handler.send_header("Cache-Control", "no-store")
+    handler.send_header("X-Content-Type-Options", "nosniff")
+    handler.send_header("X-Frame-Options", "DENY")
+    handler.send_header("Referrer-Policy", "no-referrer")
+    handler.send_header("Content-Security-Policy", csp)
+    for k, v in (headers or {}).items():
+        handler.send_header(k, v)
+    handler.end_headers()
+    if handler.command != "HEAD":
+        handler.wfile.write(data)
