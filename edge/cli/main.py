@@ -23,6 +23,7 @@ from edge.meals.feedback import Decision
 from edge.modelbuild import ModelError
 from edge.recognition.capture import SourceError
 from edge.recognition.decide import CalibrationError
+from edge.security.guards import StoreInUse, StoreLock
 from edge.store import Store, StoreError
 
 if TYPE_CHECKING:
@@ -52,18 +53,34 @@ def run_feedback(display: Display | None) -> Callable[[Decision], None]:
     def show(d: Decision) -> None:
         if display is not None:  # first: the senior is waiting for it
             display.publish(d)
-        print(f"[{d.decided_at:%H:%M:%S}] {d.kind.upper():8} {d.name or '-'}: {d.message}", flush=True)
+        # stdout goes to the journal: senior ids only, never a name (the message names the senior too)
+        why = f" ({', '.join(d.reasons)})" if d.reasons else ""
+        print(f"[{d.decided_at:%H:%M:%S}] {d.kind.upper():8} {d.senior_id or '-'} {d.meal or ''}{why}", flush=True)
 
     return show
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    cfg = need_config(args.config)
+    # one daemon per store, before the camera or the broker is touched: a second `run` would fight the first
+    # over the MQTT client id, the camera and the sequence numbers
+    try:
+        lock = StoreLock(cfg.store_path).acquire()
+    except StoreInUse as e:
+        print(f"error: {e}", file=sys.stderr)
+        return EXIT_FAIL
+    try:
+        return _run_locked(cfg)
+    finally:
+        lock.release()
+
+
+def _run_locked(cfg: Config) -> int:
     from edge.cli.sdnotify import notify, watchdog_interval
     from edge.delivery.publish import Publisher
     from edge.recognition.capture import open_camera
     from edge.screens.display import Display
 
-    cfg = need_config(args.config)
     try:
         source = open_camera(
             cfg.camera.source,
@@ -75,7 +92,12 @@ def cmd_run(args: argparse.Namespace) -> int:
     except SourceError as e:
         print(f"error: {e}", file=sys.stderr)
         return EXIT_FAIL
-    parts = build_parts(cfg)
+    try:
+        parts = build_parts(cfg)
+    except StoreError as e:
+        source.close()
+        print(f"error: {e}", file=sys.stderr)
+        return EXIT_FAIL
     tz = cfg.centre.tz
     publisher = Publisher(parts.store, cfg.mqtt, cfg.centre) if cfg.mqtt.enabled else None
     stopping = False
