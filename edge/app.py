@@ -532,7 +532,7 @@ def build_parts(cfg: Config, *, store_path: Path | None = None) -> Parts:
     from edge.recognition.decide import load_policy
     from edge.recognition.embed.factory import make_embedder
 
-    store = Store(store_path or cfg.store_path)
+    store = Store(store_path or cfg.store_path, key_file=cfg.template_key_path)
     embedder = make_embedder(cfg.recognition.backend, cfg.recognition.threads, mirror=cfg.recognition.mirror)
     policy = load_policy(embedder.model_id, cfg.calibration_path)
     detector = Detector(detect_width=cfg.detect.detect_width, upsample=cfg.detect.upsample)

@@ -132,6 +132,9 @@ class LivenessConfig(_Section):
 class StoreConfig(_Section):
     path: str = "/var/lib/meal-edge/meal-edge.sqlite"
     keep_photos: bool = False
+    #: the AES key sealing face templates (edge.security.atrest); empty: "template.key" beside the store. A
+    #: systemd credential "meal-edge-template-key" ($CREDENTIALS_DIRECTORY) is used instead when present.
+    key_file: str = ""
 
 
 class EvidenceConfig(_Section):
@@ -264,6 +267,10 @@ class Config(_Section):
     @property
     def store_path(self) -> Path:
         return self.resolve(self.store.path)
+
+    @property
+    def template_key_path(self) -> Path:
+        return self.resolve(self.store.key_file) if self.store.key_file else self.store_path.parent / "template.key"
 
     @property
     def evidence_dir(self) -> Path:
@@ -409,6 +416,8 @@ threshold = -0.13            # from `meal-edge liveness-eval --seed 0` (docs/liv
 [store]
 path = "/var/lib/meal-edge/meal-edge.sqlite"   # relative paths resolve against this file's folder
 keep_photos = false          # store enrolment photos too (off: embeddings only)
+key_file = ""                # AES key sealing the face templates (0600); "": template.key beside the store.
+                             # The systemd credential meal-edge-template-key wins when present. Back it up.
 
 [evidence]
 enabled = true               # keep a snapshot (face and surroundings, JPEG) of each meal and pending confirmation

@@ -1,4 +1,8 @@
-"""`meal-enroll`: staff enrolment of seniors (add, import, capture, list, show, set-status, remove).
+"""`meal-enroll`: staff enrolment of seniors (add, import, capture, list, show, set-status, remove) and the
+staff accounts that log in to the staff screen and `meal-edge confirm` (staff add, list, remove).
+
+Every change is written to the store's audit log as done by the operating-system user who ran the command
+(`os:<user>`): whoever can run meal-enroll can already read and write the store file.
 
 Exit codes: 0 everything done, 1 something was rejected or not found, 2 usage or config error.
 Staff never see a Python traceback for bad input: every message names the problem and the fix.
@@ -20,6 +24,7 @@ from typing import IO, TYPE_CHECKING, Any
 from edge.config import Config, ConfigError, load_config
 from edge.meals.rules import STATUSES, Senior, age_on, ineligibility
 from edge.recognition.refresh import CHECKIN_SOURCE_PREFIX, is_checkin_source
+from edge.store.auditlog import AuditEntry, os_user
 
 if TYPE_CHECKING:
     from edge.recognition.detect import Detector
@@ -105,6 +110,31 @@ def _add_commands(sub: argparse._SubParsersAction[Any]) -> None:
     rm = sub.add_parser("remove", help="remove a senior and erase their face templates for good")
     _config_arg(rm, False)
     rm.add_argument("senior_id", metavar="ID")
+
+    _add_staff(sub)
+
+
+def _add_staff(sub: argparse._SubParsersAction[Any]) -> None:
+    sf = sub.add_parser(
+        "staff",
+        help="staff accounts: who may log in to the staff screen and confirm with `meal-edge confirm`",
+        description="Manage staff accounts. The PIN or password (6 to 128 characters) is asked for twice on the "
+        "terminal, or read from the first line of --pin-file (`-`: standard input); never give it as an argument.",
+    )
+    _config_arg(sf, False)
+    ssub = sf.add_subparsers(dest="staff_command", metavar="ACTION", parser_class=_Parser)
+    ssub.required = True
+    a = ssub.add_parser("add", help="add a staff account")
+    _config_arg(a, False)
+    a.add_argument("staff_id", metavar="STAFF_ID", help="letters, digits, '.', '_' or '-' (e.g. w01)")
+    a.add_argument("--name", required=True, help="the staff member's name, as shown on the screen")
+    a.add_argument("--role", choices=("staff", "manager"), default="staff")
+    a.add_argument("--pin-file", metavar="FILE", help="read the PIN from the first line of FILE ('-': stdin)")
+    ls = ssub.add_parser("list", help="list staff accounts (never their PINs)")
+    _config_arg(ls, False)
+    rm = ssub.add_parser("remove", help="remove a staff account (their audit lines stay)")
+    _config_arg(rm, False)
+    rm.add_argument("staff_id", metavar="STAFF_ID")
 
 
 CAPTURE_EPILOG = """\
@@ -199,7 +229,7 @@ def _open_store(cfg: Config) -> Store:
 
     path = cfg.store_path
     try:
-        return Store(path, keep_photos=cfg.store.keep_photos)
+        return Store(path, keep_photos=cfg.store.keep_photos, key_file=cfg.template_key_path)
     except StoreError as e:
         raise UsageError(f"{e}: check [store] path in {cfg.source_path}") from None
 
@@ -230,7 +260,9 @@ def _enroller(cfg: Config, store: Store) -> Enroller:
         # Enrolment still works; only the lookalike warning falls back to hand-set thresholds.
         log.warning("%s; lookalike warnings use default thresholds", e)
         policy = None
-    return Enroller(store, detector, embedder, keep_photos=cfg.store.keep_photos, decision_policy=policy)
+    return Enroller(
+        store, detector, embedder, keep_photos=cfg.store.keep_photos, decision_policy=policy, actor=os_user()
+    )
 
 
 # -- output helpers --------------------------------------------------------------------------------
@@ -561,7 +593,10 @@ def cmd_set_status(args: argparse.Namespace, cfg: Config, out: IO[str]) -> int:
 
     store = _open_store(cfg)
     try:
-        store.set_status(args.senior_id, args.status)
+        store.set_status(
+            args.senior_id, args.status,
+            audit=AuditEntry(os_user(), "status", f"senior:{args.senior_id}", {"status": args.status}),
+        )
     except StoreError as e:
         print(f"not changed: {e}: check the id (`meal-enroll list` shows everyone)", file=out)
         return EXIT_REJECTED
@@ -581,7 +616,7 @@ def cmd_remove(args: argparse.Namespace, cfg: Config, out: IO[str]) -> int:
                 f"no senior {args.senior_id}: nothing removed (`meal-enroll list` shows everyone)", file=out
             )
             return EXIT_REJECTED
-        rep = store.remove_senior(args.senior_id)
+        rep = store.remove_senior(args.senior_id, audit=AuditEntry(os_user(), "remove", f"senior:{args.senior_id}"))
     except StoreError as e:
         print(f"not removed: {e}", file=out)
         return EXIT_REJECTED
@@ -592,6 +627,46 @@ def cmd_remove(args: argparse.Namespace, cfg: Config, out: IO[str]) -> int:
         line += f", {rep.photos_erased} photos erased"
     print(line, file=out)
     return EXIT_OK
+
+
+def cmd_staff(args: argparse.Namespace, cfg: Config, out: IO[str]) -> int:
+    from edge.security.staffauth import AccountError, StaffAuth, read_secret
+    from edge.store import StoreError
+
+    store = _open_store(cfg)
+    try:
+        if args.staff_command == "list":
+            accounts = store.list_staff()
+            if not accounts:
+                print("no staff accounts: add one with `meal-enroll staff add STAFF_ID --name NAME`", file=out)
+                return EXIT_OK
+            rows = [["id", "name", "role", "state"]]
+            now = datetime.now(cfg.centre.tz)
+            for acct in accounts:
+                until = acct.locked_until
+                state = f"locked until {until.astimezone(cfg.centre.tz):%H:%M}" if until and until > now else "ok"
+                rows.append([acct.staff_id, acct.name, acct.role, state])
+            _table(rows, out)
+            return EXIT_OK
+        auth = StaffAuth(store)
+        if args.staff_command == "remove":
+            if not auth.remove(args.staff_id):
+                print(f"no staff account {args.staff_id}: nothing removed", file=out)
+                return EXIT_REJECTED
+            store.audit(AuditEntry(os_user(), "staff_remove", f"staff:{args.staff_id}"))
+            print(f"removed staff account {args.staff_id}", file=out)
+            return EXIT_OK
+        try:
+            secret = read_secret(args.pin_file, f"PIN or password for {args.staff_id}: ", confirm=True)
+            acct = auth.add(args.staff_id, args.name, args.role, secret)
+        except (AccountError, StoreError) as e:
+            print(f"not added: {e}", file=out)
+            return EXIT_REJECTED
+        store.audit(AuditEntry(os_user(), "staff_add", f"staff:{acct.staff_id}", {"role": acct.role}))
+        print(f"added staff account {acct.staff_id} ({acct.role})", file=out)
+        return EXIT_OK
+    finally:
+        store.close()
 
 
 def run(args: argparse.Namespace, out: IO[str] | None = None, err: IO[str] | None = None) -> int:
@@ -615,6 +690,8 @@ def run(args: argparse.Namespace, out: IO[str] | None = None, err: IO[str] | Non
             return cmd_set_status(args, cfg, out)
         if command == "remove":
             return cmd_remove(args, cfg, out)
+        if command == "staff":
+            return cmd_staff(args, cfg, out)
         raise UsageError(f"unknown command {command!r}")
     except UsageError as e:
         print(f"error: {e}", file=err)

@@ -13,7 +13,6 @@ import pytest
 
 from edge.cli import sdnotify
 
-
 ROOT = Path(__file__).resolve().parents[1]
 UNIT = ROOT / "systemd" / "meal-edge.service"
 SCREEN_UNIT = ROOT / "systemd" / "meal-edge-staff-screen.service"

@@ -234,7 +234,7 @@ def cmd_events(args: argparse.Namespace) -> int:
     from edge.store import Store
 
     cfg = need_config(args.config)
-    store = Store(cfg.store_path)
+    store = Store(cfg.store_path, key_file=cfg.template_key_path)
     try:
         return events_command(store, pending_only=args.pending, as_json=args.json)
     finally:
@@ -249,7 +249,7 @@ def cmd_evidence(args: argparse.Namespace) -> int:
 
     cfg = need_config(args.config)
     keeper = EvidenceKeeper(cfg.evidence_dir, cfg.evidence.retention_days)
-    store = Store(cfg.store_path) if cfg.store_path.exists() else None
+    store = Store(cfg.store_path, key_file=cfg.template_key_path) if cfg.store_path.exists() else None
     missing: list[str] = []
     try:
         for ident in args.ids:
@@ -301,7 +301,7 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     print(f"recognition: model {model_id}, thresholds {policy.source}")
     if cfg.store_path.exists():
         try:
-            with Store(cfg.store_path) as store:
+            with Store(cfg.store_path, key_file=cfg.template_key_path) as store:
                 others = store.seniors_only_in_other_models(model_id)
         except StoreError as e:
             print(f"error: {e}", file=sys.stderr)
@@ -368,12 +368,13 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_default_config)
 
     # the tools register their own sub-commands (their heavy imports are deferred to when they run)
+    from edge.cli import audit as audit_cli
     from edge.cli import models as models_cli
     from edge.lab import calibrate, evaluate, liveness_eval
     from edge.meals import confirm
     from edge.screens import staffscreen
 
-    for tool in (confirm, staffscreen, evaluate, calibrate, models_cli, liveness_eval):
+    for tool in (confirm, staffscreen, audit_cli, evaluate, calibrate, models_cli, liveness_eval):
         tool.add_parser(sub)
     return p
 

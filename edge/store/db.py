@@ -27,9 +27,14 @@ from sqlalchemy.orm import Session
 from edge.delivery.events import MealEvent, build_payload, dumps
 from edge.meals.rules import STATUSES, PriorMeal, Senior
 from edge.recognition.refresh import CHECKIN_SOURCE_PREFIX
+from edge.security.atrest import AtRestError, TemplateCipher
+from edge.security.guards import Throttle
 from edge.store import migrations
+from edge.store.auditlog import AuditEntry
+from edge.store.files import DamagedStore, cipher_for, make_private, quick_check
 from edge.store.models import (
     EMBEDDING_BYTES,
+    SEALED_EMBEDDING_BYTES,
     ConfirmationRow,
     FaceTemplateRow,
     KioskSeqRow,
@@ -38,8 +43,11 @@ from edge.store.models import (
     SchemaVersion,
     SeniorRow,
 )
+from edge.store.staffdb import StaffMixin, add_audit
 
 log = logging.getLogger(__name__)
+#: a template that does not decrypt is logged at most once a minute per senior (the gallery reloads often)
+_BAD_TEMPLATE_LOG = Throttle(60.0)
 
 EMBEDDING_DIM = EMBEDDING_BYTES // 4
 # little-endian float32 on disk whatever the host, so a store file can move between machines
@@ -184,28 +192,48 @@ def _embedding_bytes(emb: np.ndarray, senior_id: str, source: str) -> bytes:
     return a.tobytes()
 
 
+#: what a new template row holds until it is flushed and sealed with its id (same size: the CHECK holds)
+_PLACEHOLDER = bytes(SEALED_EMBEDDING_BYTES)
+
+
 def _check_status(status: str) -> None:
     if status not in STATUSES:
         raise StoreError(f"unknown status {status!r} (use one of: {', '.join(STATUSES)})")
 
 
-class Store:
-    def __init__(self, path: Path | str, keep_photos: bool = False) -> None:
+class Store(StaffMixin):
+    def __init__(self, path: Path | str, keep_photos: bool = False, *, key_file: Path | str | None = None) -> None:
         """Open (create or migrate) the store. `keep_photos=False` drops any photo bytes handed to
-        add_templates, so a caller that forgets the config can never keep a face photo by accident."""
+        add_templates, so a caller that forgets the config can never keep a face photo by accident.
+
+        Face templates (and kept photos) are sealed with AES-GCM under the key in `key_file` (default:
+        "template.key" beside the store; a systemd credential wins, edge.security.atrest), made on first use.
+        The folder is made 0700 and the files 0600, and `PRAGMA quick_check` runs before anything is
+        written: a damaged file is refused (StoreError) and left as it is."""
         self.path = Path(path).expanduser()
         self.keep_photos = keep_photos
+        self.key_file = Path(key_file) if key_file is not None else self.path.parent / "template.key"
         self._lock = threading.Lock()
+        self._cipher: TemplateCipher | None = None
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
+            make_private(self.path)
         except OSError as e:
-            raise StoreError(f"{self.path}: cannot create the store's folder: {e}") from e
+            raise StoreError(f"{self.path}: cannot create the store's folder or file: {e}") from e
+        try:
+            quick_check(self.path)
+        except DamagedStore as e:
+            raise StoreError(str(e)) from None
         self._engine = create_engine(f"sqlite:///{self.path}", connect_args={"timeout": 30})
         event.listen(self._engine, "connect", self._on_connect)
         event.listen(self._engine, "begin", self._on_begin)
         self._write_engine = self._engine.execution_options(sqlite_begin="IMMEDIATE")
         try:
             self.schema_version = self._migrate()
+            if self._cipher is None:
+                self._cipher = self._load_cipher()
+        except AtRestError as e:
+            self._engine.dispose()
+            raise StoreError(f"{self.path}: {e}") from e
         except StoreError:
             self._engine.dispose()
             raise
@@ -290,8 +318,12 @@ class Store:
                     self.path, version, step.description
                 )
                 try:
-                    step.apply(conn)
-                except SQLAlchemyError:
+                    if step.seal is not None:
+                        self._cipher = self._cipher or self._load_cipher(conn)
+                        step.seal(conn, self._cipher)
+                    else:
+                        step.apply(conn)
+                except (SQLAlchemyError, AtRestError):
                     raise
                 except Exception as e:
                     raise StoreError(
@@ -302,7 +334,34 @@ class Store:
                     "INSERT INTO schema_version (version, description, applied_at) VALUES (?, ?, ?)",
                     (version, step.description, _utcnow().isoformat()),
                 )
+        if current < latest:
+            # old page images (plaintext templates before version 3) must not stay in the WAL
+            self._checkpoint_truncate()
         return latest
+
+    def _load_cipher(self, conn: Any = None) -> TemplateCipher:
+        """The template key; made only while the store holds no sealed template (see files.cipher_for)."""
+        if conn is not None:
+            sealed = False  # migrating to version 3: nothing sealed yet
+        else:
+            with self._engine.connect() as c:
+                sealed = bool(c.exec_driver_sql("SELECT count(*) FROM face_templates").scalar())
+        return cipher_for(self.key_file, sealed)
+
+    @property
+    def cipher(self) -> TemplateCipher:
+        assert self._cipher is not None  # set by __init__
+        return self._cipher
+
+    def _seal_rows(
+        self, s: Session, rows: list[FaceTemplateRow], blobs: list[bytes], photos: list[bytes | None]
+    ) -> None:
+        """Give new template rows their sealed embedding (and photo): the row id is part of the associated
+        data, so the rows are flushed first with a placeholder of the sealed size."""
+        s.flush()
+        for row, blob, photo in zip(rows, blobs, photos, strict=True):
+            row.embedding = self.cipher.seal(blob, row.senior_id, row.id)
+            row.photo = None if photo is None else self.cipher.seal(photo, row.senior_id, row.id, kind="photo")
 
     def close(self) -> None:
         self._engine.dispose()
@@ -377,7 +436,7 @@ class Store:
             ).all()
             return [(_to_senior(r), int(n)) for r, n in rows]
 
-    def set_status(self, senior_id: str, status: str) -> None:
+    def set_status(self, senior_id: str, status: str, audit: AuditEntry | None = None) -> None:
         _check_status(status)
         with self._write(f"could not set the status of senior {senior_id!r}") as s:
             row = s.get(SeniorRow, senior_id)
@@ -385,8 +444,9 @@ class Store:
                 raise StoreError(f"no senior with id {senior_id!r}")
             row.status = status
             row.updated_at = _utcnow()
+            add_audit(s, audit)
 
-    def remove_senior(self, senior_id: str) -> RemovalReport:
+    def remove_senior(self, senior_id: str, audit: AuditEntry | None = None) -> RemovalReport:
         """Erase a senior and every template (and photo) for good. Meal events stay for audit."""
         with self._write(f"could not remove senior {senior_id!r}") as s:
             row = s.get(SeniorRow, senior_id)
@@ -400,6 +460,7 @@ class Store:
             ).one()
             s.execute(delete(FaceTemplateRow).where(FaceTemplateRow.senior_id == senior_id))
             s.delete(row)
+            add_audit(s, audit)
         truncated = self._checkpoint_truncate()
         if not truncated:
             log.warning(
@@ -428,7 +489,7 @@ class Store:
 
     # -- templates ---------------------------------------------------------------------------------
 
-    def add_templates(self, senior_id: str, templates: list[TemplateIn]) -> int:
+    def add_templates(self, senior_id: str, templates: list[TemplateIn], audit: AuditEntry | None = None) -> int:
         blobs = [_embedding_bytes(t.embedding, senior_id, t.source) for t in templates]
         with self._write(f"could not store templates of senior {senior_id!r}") as s:
             senior = s.get(SeniorRow, senior_id)
@@ -436,32 +497,43 @@ class Store:
                 raise StoreError(f"no senior with id {senior_id!r}")
             now = _utcnow()
             senior.updated_at = now  # so signature() sees the change even if template ids are reused
-            for t, blob in zip(templates, blobs, strict=True):
-                s.add(
-                    FaceTemplateRow(
-                        senior_id=senior_id,
-                        embedding=blob,
-                        model_id=t.model_id,
-                        quality=float(t.quality),
-                        source=t.source,
-                        photo=t.photo if self.keep_photos else None,
-                        created_at=now,
-                    )
+            rows = [
+                FaceTemplateRow(
+                    senior_id=senior_id,
+                    embedding=_PLACEHOLDER,
+                    model_id=t.model_id,
+                    quality=float(t.quality),
+                    source=t.source,
+                    photo=None,
+                    created_at=now,
                 )
+                for t in templates
+            ]
+            s.add_all(rows)
+            self._seal_rows(s, rows, blobs, [t.photo if self.keep_photos else None for t in templates])
+            add_audit(s, audit)
         return len(templates)
 
     def templates(self, model_id: str | None = None) -> list[tuple[str, np.ndarray]]:
         """(senior_id, float32[128]) for every template, of active and inactive seniors alike (the
         matcher must still recognise a suspended senior to tell them to see staff)."""
-        q = select(FaceTemplateRow.senior_id, FaceTemplateRow.embedding).order_by(
+        q = select(FaceTemplateRow.senior_id, FaceTemplateRow.id, FaceTemplateRow.embedding).order_by(
             FaceTemplateRow.senior_id, FaceTemplateRow.id
         )
         if model_id is not None:
             q = q.where(FaceTemplateRow.model_id == model_id)
         with self._read("could not read face templates") as s:
-            return [
-                (sid, np.frombuffer(blob, dtype=_EMB_DTYPE).astype(np.float32)) for sid, blob in s.execute(q)
-            ]
+            rows = s.execute(q).all()
+        out = []
+        for sid, tid, blob in rows:
+            try:
+                plain = self.cipher.open(blob, sid, tid)
+            except AtRestError as e:
+                # altered, moved to another row or senior, or sealed under another key: never matched
+                _BAD_TEMPLATE_LOG.log(log, logging.ERROR, f"bad-template:{sid}", "store %s: %s; skipped", self.path, e)
+                continue
+            out.append((sid, np.frombuffer(plain, dtype=_EMB_DTYPE).astype(np.float32)))
+        return out
 
     def seniors_only_in_other_models(self, model_id: str) -> dict[str, int]:
         """other model_id -> seniors with templates of that model and none of `model_id`: the daemon cannot
@@ -522,17 +594,17 @@ class Store:
             senior.updated_at = now  # signature() changes: the daemon reloads its gallery
             if at is not None and (at.tzinfo is None or at.utcoffset() is None):
                 raise StoreError(f"naive datetime {at!r}: the store keeps only timezone-aware times")
-            s.add(
-                FaceTemplateRow(
-                    senior_id=senior_id,
-                    embedding=blob,
-                    model_id=template.model_id,
-                    quality=float(template.quality),
-                    source=template.source,
-                    photo=None,  # never a face photo from the kiosk camera
-                    created_at=now if at is None else at,
-                )
+            row = FaceTemplateRow(
+                senior_id=senior_id,
+                embedding=_PLACEHOLDER,
+                model_id=template.model_id,
+                quality=float(template.quality),
+                source=template.source,
+                photo=None,  # never a face photo from the kiosk camera
+                created_at=now if at is None else at,
             )
+            s.add(row)
+            self._seal_rows(s, [row], [blob], [None])
             s.flush()
             ids = s.scalars(
                 select(FaceTemplateRow.id)
@@ -788,14 +860,23 @@ class Store:
             return None if row is None else _to_confirmation(row)
 
     def resolve_confirmation(
-        self, confirmation_id: int, state: str, by: str, event_id: str | None = None
+        self,
+        confirmation_id: int,
+        state: str,
+        by: str,
+        event_id: str | None = None,
+        audit: AuditEntry | None = None,
     ) -> Confirmation:
         """Mark a pending confirmation `confirmed` or `rejected` by `by`. A confirmation is resolved once:
         a second resolution is refused with a StoreError naming it and who resolved it."""
         with self._write(f"could not resolve confirmation {confirmation_id}") as s:
-            return self._resolve_in(s, confirmation_id, state, by, event_id)
+            done = self._resolve_in(s, confirmation_id, state, by, event_id)
+            add_audit(s, audit)
+            return done
 
-    def record_confirmed_meal(self, confirmation_id: int, by: str, event: MealEvent, topic: str) -> StoredEvent:
+    def record_confirmed_meal(
+        self, confirmation_id: int, by: str, event: MealEvent, topic: str, audit: AuditEntry | None = None
+    ) -> StoredEvent:
         """Record the meal of a confirmation and resolve it as confirmed, in ONE transaction: two staff
         confirming the same one at once get one meal event, and the second a StoreError."""
         with self._write(f"could not record the confirmed meal of confirmation {confirmation_id}") as s:
@@ -803,6 +884,7 @@ class Store:
             stored = self._insert_meal(s, event, topic)
             s.flush()
             self._resolve_in(s, confirmation_id, "confirmed", by, event.event_id)
+            add_audit(s, audit)
             return stored
 
     @staticmethod
