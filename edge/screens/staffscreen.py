@@ -6,9 +6,12 @@ and "Not this person", and resolves them with the same `edge.meals.confirm.confi
 subsidy rules are applied as of the kiosk's decision, and the store records at most one meal per senior, meal
 and day. Standard library only (http.server); no external assets, so it works without internet.
 
-Security: it can pay subsidies, so it listens on loopback by default; every POST must carry a random token
-minted when the process starts (a stray page or link cannot trigger a payment); requests naming another host
-are refused while bound to loopback (DNS rebinding); the page may not be framed (clickjacking).
+Security: it can pay subsidies, so nothing is shown or done without a staff login (edge/screens/stafflogin.py:
+a staff account's id and PIN, a session cookie that is HttpOnly and SameSite=Strict, idle and absolute
+expiry, lockout after wrong PINs, every action in the audit log under that staff id). It listens on loopback
+by default; every POST must also carry a random form token minted when the process starts (another page
+cannot post with the staff member's cookie); requests naming another host are refused while bound to
+loopback (DNS rebinding); the page may not be framed (clickjacking).
 
 Each card shows the kiosk's own snapshot of that presence when one was kept (`[evidence]`, edge/store/evidence.py:
 on this kiosk only, deleted after `retention_days`), since the candidate's name alone does not tell staff
@@ -16,8 +19,9 @@ confirming a few minutes later who actually stood at the kiosk. `GET /snapshot/<
 the same Host check, only while that confirmation is on the list; never an enrolment photo or a template.
 
 A confirmation whose liveness was not confirmed (`edge.meals.confirm.needs_named_staff`: maybe a photo or a phone
-screen held up to the camera) is not confirmed by whoever stands at the kiosk: its card has its own required
-staff-name field, never filled in by the page, and "Confirm" without a name is refused and changes nothing.
+screen held up to the camera) is not confirmed by whoever stands at the screen while it is logged in: its card
+asks for the logged-in staff member's PIN again, and "Confirm" without the right one is refused (the wrong PIN
+counts towards the lockout) and changes nothing.
 
 `GET /api/pending` is the same list as JSON, for a future native kiosk UI (fields: docs/staff-screen.md).
 """
@@ -49,9 +53,11 @@ from edge import config
 from edge.config import Config, need_config
 from edge.meals.confirm import ConfirmResult, confirm, needs_named_staff, open_store
 from edge.meals.feedback import Language
-from edge.screens import localweb
+from edge.screens import localweb, stafflogin
 from edge.screens.localweb import LocalServer, csp_hash, is_loopback
+from edge.security.staffauth import STAFF_ID, AuthError, AuthPolicy, Session, StaffAuth
 from edge.store import Confirmation, Store, StoreError
+from edge.store.auditlog import AuditEntry
 from edge.store.evidence import EvidenceKeeper, confirmation_name
 
 log = logging.getLogger(__name__)
@@ -62,10 +68,7 @@ DEFAULT_LISTEN = "127.0.0.1:8080"
 REFRESH_S, RESULT_REFRESH_S = 5, 12
 #: without JavaScript, the reload when a card needs a typed staff name (the script holds it while typing)
 NEED_NAME_NOSCRIPT_REFRESH_S = 30
-#: recorded as who resolved it when nobody typed a name (the store needs someone)
-SCREEN_BY = "staff screen"
-MAX_NAME = 60
-#: a form post is a token, an action and a name: anything much bigger is not from our page
+#: a form post is a token, an action and a PIN: anything much bigger is not from our page
 MAX_BODY = 4096
 #: results waiting to be shown after the redirect; only the newest few matter (one screen)
 MAX_FLASHES = 32
@@ -84,17 +87,20 @@ _T: dict[str, dict[Language, str]] = {
     "empty": {"zh": "目前没有需要确认的签到。", "en": "Nothing to confirm right now."},
     "yes": {"zh": "确认：是 {name} 本人", "en": "Confirm: this is {name}"},
     "no": {"zh": "不是本人", "en": "Not this person"},
-    "staff": {"zh": "工作人员姓名（可不填）", "en": "Staff name (optional)"},
     "check": {
         "zh": "摄像头无法确认这是真人，可能是举在镜头前的照片或手机画面。"
-        "请工作人员当面核实，并填写自己的姓名后再确认。",
+        "请工作人员当面核实，并再次输入自己的密码后再确认。",
         "en": "The camera could not tell a real face from a photo or a phone screen held up to it. A staff "
-        "member must look at the person and type their own name before confirming.",
+        "member must look at the person and enter their own PIN again before confirming.",
     },
-    "staff_required": {"zh": "工作人员姓名（必填）", "en": "Staff name (required)"},
+    "staff_required": {"zh": "您的密码（必填）", "en": "Your PIN (required)"},
     "needs_name": {
-        "zh": "这一条需要工作人员核实：请填写您的姓名。",
-        "en": "A staff member must check this one: type your name.",
+        "zh": "这一条需要工作人员核实：请输入您的密码。",
+        "en": "A staff member must check this one: enter your PIN.",
+    },
+    "wrong_pin": {
+        "zh": "密码不对，没有做任何操作。",
+        "en": "Wrong PIN: nothing was done.",
     },
     "id": {"zh": "编号", "en": "ID"},
     "seen": {"zh": "{time} 签到", "en": "Seen at {time}"},
@@ -114,7 +120,6 @@ _T: dict[str, dict[Language, str]] = {
         "zh": "这一条已由 {by} 在 {time} 取消，没有任何更改。",
         "en": "This was already cancelled by {by} at {time}. Nothing changed.",
     },
-    "this_screen": {"zh": "本屏幕", "en": "this screen"},
     "not_today": {
         "zh": "这是往日的记录，现在不能补贴。请按“不是本人”清除它。",
         "en": "This request is from an earlier day and cannot be paid now. "
@@ -138,6 +143,7 @@ _T: dict[str, dict[Language, str]] = {
         "en": "This page was out of date, so nothing was done. Go back to the list and press again.",
     },
     "e400": {"zh": "请求不完整，没有做任何操作。", "en": "Incomplete request: nothing was done."},
+    "e401": {"zh": "请先登录。", "en": "Log in first."},
     "e_host": {
         "zh": "请在本机用 http://127.0.0.1 打开本页面。",
         "en": "Open this page on this machine, as http://127.0.0.1.",
@@ -196,7 +202,7 @@ class PendingItem:
     decided_at: datetime
     local_date: date
     reasons: tuple[str, ...]
-    #: "Confirm" needs a typed staff name (edge.meals.confirm.needs_named_staff); "Not this person" never does
+    #: "Confirm" needs the staff member's PIN again (edge.meals.confirm.needs_named_staff); "No" never does
     needs_name: bool = False
     #: the URL path of the kiosk's snapshot of this presence; None when none was kept (or it expired)
     snapshot: str | None = None
@@ -240,8 +246,11 @@ class Outcome:
 class StaffScreen:
     """The list and the two buttons, over one Store, without HTTP (the handler below is a thin shell)."""
 
-    def __init__(self, cfg: Config, *, clock: Callable[[], datetime] | None = None) -> None:
+    def __init__(
+        self, cfg: Config, *, clock: Callable[[], datetime] | None = None, auth_policy: AuthPolicy | None = None
+    ) -> None:
         self.cfg = cfg
+        self.auth_policy = auth_policy or AuthPolicy()
         self.lang: Language = cfg.centre.language
         self.tz = cfg.centre.tz
         self.kiosk_id = cfg.centre.kiosk_id
@@ -249,6 +258,7 @@ class StaffScreen:
         #: per process: a page served by an earlier run (or any other page) cannot post
         self.token = secrets.token_urlsafe(32)
         self._store: Store | None = None
+        self._auth: StaffAuth | None = None
         self._open_lock = threading.Lock()
         # Two taps on the same card arrive on two threads: one at a time, the second sees "already
         # resolved" (the store would refuse it anyway, but as a less helpful store error).
@@ -271,11 +281,47 @@ class StaffScreen:
                 self._store = open_store(self.cfg)
             return self._store
 
+    def auth(self) -> StaffAuth:
+        """Staff logins over the store's accounts; sessions live as long as this process."""
+        store = self.store()
+        with self._open_lock:
+            if self._auth is None:
+                self._auth = StaffAuth(store, self.auth_policy, clock=self.clock)
+            return self._auth
+
     def close(self) -> None:
         with self._open_lock:
             if self._store is not None:
                 self._store.close()
                 self._store = None
+            self._auth = None
+
+    # -- logins -----------------------------------------------------------------------------------------
+
+    def login(self, staff_id: str, pin: str) -> tuple[str, Session] | str:
+        """(cookie token, session), or the text to show on the login page. Both outcomes are audited."""
+        staff_id = staff_id.strip()
+        try:
+            token, session = self.auth().login(staff_id, pin)
+        except AuthError as e:
+            who = staff_id if STAFF_ID.match(staff_id) else "?"
+            self.store().audit(AuditEntry(who, "login_failed", "staff-screen", {"why": e.kind}))
+            log.warning("staff screen: login of %r refused (%s)", who, e.kind)
+            return stafflogin.t("locked" if e.kind == "locked" else "bad", self.lang)
+        self.store().audit(AuditEntry(session.staff_id, "login", "staff-screen"))
+        log.info("staff screen: %s logged in", session.staff_id)
+        return token, session
+
+    def session(self, token: str | None, *, touch: bool) -> Session | None:
+        """The logged-in staff member of this cookie. `touch` (a person's action, a POST) restarts the idle
+        time; the page's own reloads do not, so a screen left alone logs out."""
+        return self.auth().session(token, touch=touch)
+
+    def logout(self, token: str | None) -> None:
+        s = self.session(token, touch=False)
+        self.auth().logout(token)
+        if s is not None:
+            self.store().audit(AuditEntry(s.staff_id, "logout", "staff-screen"))
 
     # -- list -------------------------------------------------------------------------------------------
 
@@ -337,14 +383,24 @@ class StaffScreen:
 
     # -- the buttons ------------------------------------------------------------------------------------
 
-    def decide(self, confirmation_id: int, accept: bool, by: str) -> Outcome:
+    def decide(self, confirmation_id: int, accept: bool, session: Session, pin: str = "") -> Outcome:
+        """Resolve as the logged-in `session`. Accepting a suspected photo also needs `pin`, that staff
+        member's PIN given again on the card (a wrong one counts towards the lockout)."""
         store = self.store()
         c = store.get_confirmation(confirmation_id)
         if c is None or c.kiosk_id != self.kiosk_id:
             return Outcome(HTTPStatus.NOT_FOUND)
-        # a blank name is recorded as SCREEN_BY, except where confirm() needs a named staff member
+        checked = False
+        if accept and needs_named_staff(c) and c.state == "pending" and pin:
+            try:
+                checked = self.auth().authenticate(session.staff_id, pin).staff_id == session.staff_id
+            except AuthError as e:
+                store.audit(AuditEntry(session.staff_id, "login_failed", f"confirmation:{c.id}", {"why": e.kind}))
+                return Outcome(HTTPStatus.SEE_OTHER, Flash("warn", _t("wrong_pin", self.lang)))
         with self._decide_lock:
-            r = confirm(store, self.cfg, confirmation_id, accept, by, now=self.clock(), anonymous_as=SCREEN_BY)
+            r = confirm(
+                store, self.cfg, confirmation_id, accept, session.staff_id, now=self.clock(), staff_checked=checked
+            )
         if r.kind == "store_failed":
             # Resolved meanwhile by another process (`meal-edge confirm`)? Then it is "already resolved";
             # otherwise the store really failed and nothing was recorded.
@@ -354,7 +410,11 @@ class StaffScreen:
             c, r = again, ConfirmResult(False, confirmation_id, "already_resolved", r.message)
         if r.kind == "not_found":  # removed between the two reads
             return Outcome(HTTPStatus.NOT_FOUND)
-        log.info("staff screen: %s -> %s: %s", "accept" if accept else "reject", r.kind, r.message)
+        # ids only: the message names the senior, and this goes to the journal
+        log.info(
+            "staff screen: %s %s confirmation %d (senior %s) -> %s",
+            session.staff_id, "accepted" if accept else "rejected", confirmation_id, c.senior_id, r.kind,
+        )
         return Outcome(HTTPStatus.SEE_OTHER, self._flash_for(r, c), r)
 
     def _flash_for(self, r: ConfirmResult, c: Confirmation) -> Flash:
@@ -369,8 +429,7 @@ class StaffScreen:
             return Flash("info", _t("rejected", lang, name=name))
         if r.kind == "already_resolved":
             now = self.store().get_confirmation(c.id) or c
-            by = now.resolved_by or "?"
-            who = _t("this_screen", lang) if by == SCREEN_BY else by
+            who = now.resolved_by or "?"
             at = f"{now.resolved_at.astimezone(self.tz):%H:%M}" if now.resolved_at else "?"
             key = "already_rejected" if now.state == "rejected" else "already_confirmed"
             return Flash("info", _t(key, lang, by=who, time=at))
@@ -413,7 +472,12 @@ h1{font-size:2rem;margin:.2rem 0 .4rem}
 .flash{font-size:1.3rem;padding:.8rem 1rem;border-radius:.4rem;margin:0 0 1rem;border:3px solid}
 .flash.ok{background:#e3f4e1;border-color:#1f7a1f}.flash.info{background:#e8eef7;border-color:#3b5b8c}
 .flash.warn{background:#fdf0d5;border-color:#a66300}
-.staff{display:block;margin:0 0 1rem}.staff input{font-size:1.1rem;padding:.4rem;width:14em;margin-left:.5rem}
+form.login{display:flex;flex-direction:column;gap:1rem;max-width:24rem}
+form.login label{display:flex;flex-direction:column;font-size:1.2rem}
+form.login input{font-size:1.4rem;padding:.5rem;margin-top:.2rem}
+form.who{display:flex;justify-content:space-between;align-items:center;gap:1rem;font-size:1rem;color:#333;
+margin:0 0 .4rem}
+form.who button{font-size:1rem;min-height:2.4rem;flex:0 0 auto;background:#fff;border-color:#3b5b8c;color:#3b5b8c}
 ul{list-style:none;margin:0;padding:0}
 .card{background:#fff;border:2px solid #bbb;border-radius:.5rem;padding:1rem;margin:0 0 1rem}
 .name{font-size:2.2rem;font-weight:bold}.sid{font-size:1rem;color:#444;margin-left:.6rem}
@@ -437,29 +501,21 @@ color:#3b5b8c;text-decoration:none;margin-top:1rem}
 white-space:pre-wrap;word-break:break-word}
 """.strip()
 
-# The staff name survives the automatic reloads for a while (sessionStorage, 10 minutes since last used) so
-# staff need not retype it, but is not kept all day on a shared screen. Reloads wait while someone types.
-# A card that needs a named staff member has its own name field (input.need), posted as it is: it is never
-# filled in from the remembered name (else whoever stands at the kiosk could confirm with it), and a name
-# typed there and left alone is cleared by the next reload (30 s after the last keystroke or focus).
+# After a tap the buttons are disabled (one post per tap). A card that needs the staff member's PIN again has
+# its own field (input.need), never filled in by the page; the reload waits while someone types in it, and a
+# PIN typed there and left alone is cleared by the next reload (30 s after the last keystroke or focus). The
+# login page does not reload itself (data-refresh 0).
 _JS = """
 (function(){
-var s=document.getElementById('staff'),K='meal-edge-staff',TTL=600000;
-function load(){try{var v=JSON.parse(sessionStorage.getItem(K)||'null');
-if(v&&Date.now()-v.t<TTL){return v.n;}}catch(e){}return '';}
-function save(n){try{sessionStorage.setItem(K,JSON.stringify({n:n,t:Date.now()}));}catch(e){}}
-if(s){s.value=load();s.addEventListener('input',function(){save(s.value);});}
 var sent=false;
 document.querySelectorAll('form.decide').forEach(function(f){f.addEventListener('submit',function(e){
 if(sent){e.preventDefault();return;}sent=true;
-var h=f.querySelector('input[type=hidden][name=by]');
-if(s&&h){h.value=s.value;if(s.value){save(s.value);}}
 setTimeout(function(){document.querySelectorAll('button').forEach(function(b){b.disabled=true;});},0);});});
 var busy=0,HOLD=30000;
 document.querySelectorAll('input.need').forEach(function(i){['focus','input'].forEach(function(t){
 i.addEventListener(t,function(){busy=Date.now();});});});
 var wait=parseInt(document.body.getAttribute('data-refresh'),10)*1000;
-function tick(){if(sent||document.activeElement===s||Date.now()-busy<HOLD){setTimeout(tick,wait);return;}
+function tick(){if(sent||Date.now()-busy<HOLD){setTimeout(tick,wait);return;}
 location.replace('/');}
 if(wait>0){setTimeout(tick,wait);}
 })();
@@ -486,18 +542,21 @@ def _page(lang: Language, title: str, body: str, *, refresh: int = 0, noscript_r
     )
 
 
-def render_list(screen: StaffScreen, items: list[PendingItem], older: int, flash: Flash | None) -> str:
+def render_login(screen: StaffScreen, message: str | None = None, staff_id: str = "") -> str:
+    lang = screen.lang
+    return _page(lang, stafflogin.t("title", lang), stafflogin.login_body(lang, screen.token, message, staff_id))
+
+
+def render_list(
+    screen: StaffScreen, items: list[PendingItem], older: int, flash: Flash | None, session: Session
+) -> str:
     lang = screen.lang
     e = html.escape
-    parts = [f"<h1>{e(_t('title', lang))}</h1>"]
+    parts = [stafflogin.who_bar(lang, screen.token, session.staff_id, session.name), f"<h1>{e(_t('title', lang))}</h1>"]
     if flash is not None:
         parts.append(f'<div class="flash {flash.tone}" role="status">{e(flash.text)}</div>')
     if items:
         parts.append(f'<p class="intro">{e(_t("intro", lang))}</p>')
-        parts.append(
-            f'<label class="staff">{e(_t("staff", lang))}'
-            f'<input id="staff" type="text" maxlength="{MAX_NAME}" autocomplete="off"></label>'
-        )
         parts.append("<ul>")
         for it in items:
             shown = it.name if it.name is not None else _t("gone", lang)
@@ -506,14 +565,14 @@ def render_list(screen: StaffScreen, items: list[PendingItem], older: int, flash
                 yes = f'<button class="yes" name="action" value="yes">{e(_t("yes", lang, name=it.name))}</button>'
             need = it.needs_name and it.name is not None
             if need:
-                # its own required field; "Not this person" skips the browser's check (formnovalidate)
+                # the PIN again; "Not this person" skips the browser's check (formnovalidate)
                 by_field = (
                     f'<p class="check">{e(_t("check", lang))}</p>'
-                    f'<label class="need">{e(_t("staff_required", lang))}<input class="need" type="text" '
-                    f'name="by" required maxlength="{MAX_NAME}" autocomplete="off"></label>'
+                    f'<label class="need">{e(_t("staff_required", lang))}<input class="need" type="password" '
+                    f'name="pin" required maxlength="{stafflogin.MAX_PIN}" autocomplete="off"></label>'
                 )
             else:
-                by_field = '<input type="hidden" name="by" value="">'
+                by_field = ""
             no_attrs = " formnovalidate" if need else ""
             snap = _snapshot_html(it, lang) if screen.evidence else ""  # turned off: no note on every card
             parts.append(
@@ -606,12 +665,42 @@ class _Handler(BaseHTTPRequestHandler):
             return
         try:
             work()
+        except localweb.ABORTED as e:
+            # the browser went away mid-answer (a reload, a closed tab): nothing to answer, nothing to trace
+            self.close_connection = True
+            self.server.note_abort(e)
         except StoreError as e:
             log.error("staff screen: store unavailable: %s", e)
             self._error(HTTPStatus.SERVICE_UNAVAILABLE, "e503_do", str(e), as_json=as_json)
         except Exception:
             log.exception("staff screen: %s %s failed", self.command, self.path)
             self._error(HTTPStatus.INTERNAL_SERVER_ERROR, "e500", as_json=as_json)
+
+    def _cookie_token(self) -> str | None:
+        return stafflogin.token_from(self.headers.get("Cookie"))
+
+    def _session(self, *, touch: bool) -> Session | None:
+        return self.screen.session(self._cookie_token(), touch=touch)
+
+    def _login_page(self, status: HTTPStatus, message: str | None = None, staff_id: str = "") -> None:
+        self._send(status, render_login(self.screen, message, staff_id), "text/html")
+
+    def _form(self) -> dict[str, list[str]] | None:
+        """The posted form, if it is small and carries this process's form token; else answered here."""
+        try:
+            length = int(self.headers.get("Content-Length") or 0)
+        except ValueError:
+            length = -1
+        if not 0 <= length <= MAX_BODY:
+            self.close_connection = True  # the unread body must not be parsed as the next request
+            self._error(HTTPStatus.BAD_REQUEST, "e400", "missing or oversized form")
+            return None
+        form = parse_qs(self.rfile.read(length).decode("utf-8", "replace"))
+        if not self.screen.token_ok(form.get("token", [""])[0]):
+            log.warning("staff screen: POST %s without a valid token refused", self.path)
+            self._error(HTTPStatus.FORBIDDEN, "e403")
+            return None
+        return form
 
     # -- routes -----------------------------------------------------------------------------------------
 
@@ -631,50 +720,75 @@ class _Handler(BaseHTTPRequestHandler):
     do_HEAD = do_GET
 
     def do_POST(self) -> None:
-        m = _CONFIRM_PATH.fullmatch(urlsplit(self.path).path)
-        if m is None:
+        path = urlsplit(self.path).path
+        m = _CONFIRM_PATH.fullmatch(path)
+        if path == "/login":
+            self._guarded(False, self._post_login)
+        elif path == "/logout":
+            self._guarded(False, self._post_logout)
+        elif m is not None:
+            self._guarded(False, lambda: self._post_confirm(int(m.group(1))))
+        else:
             self._guarded(False, lambda: self._error(HTTPStatus.NOT_FOUND, "e404"))
-            return
-        self._guarded(False, lambda: self._post_confirm(int(m.group(1))))
 
     def _list(self, flash_key: str) -> None:
+        session = self._session(touch=False)
+        if session is None:  # nothing, not even names, before a login
+            self._login_page(HTTPStatus.OK)
+            return
         items, older = self.screen.pending()
         flash = self.screen.get_flash(flash_key) if flash_key else None
-        self._send(HTTPStatus.OK, render_list(self.screen, items, older, flash), "text/html")
+        self._send(HTTPStatus.OK, render_list(self.screen, items, older, flash, session), "text/html")
 
     def _api_pending(self) -> None:
+        if self._session(touch=False) is None:
+            self._error(HTTPStatus.UNAUTHORIZED, "e401", as_json=True)
+            return
         items, _older = self.screen.pending()
         body = json.dumps([it.to_json(self.screen.lang) for it in items], ensure_ascii=False, indent=1)
         self._send(HTTPStatus.OK, body, "application/json")
 
     def _snapshot(self, confirmation_id: int) -> None:
-        data = self.screen.snapshot(confirmation_id)
+        data = self.screen.snapshot(confirmation_id) if self._session(touch=False) is not None else None
         if data is None:
             self._error(HTTPStatus.NOT_FOUND, "e404")
             return
         localweb.send(self, HTTPStatus.OK, data, "image/jpeg", _CSP)
 
-    def _post_confirm(self, confirmation_id: int) -> None:
-        try:
-            length = int(self.headers.get("Content-Length") or 0)
-        except ValueError:
-            length = -1
-        if not 0 <= length <= MAX_BODY:
-            self.close_connection = True  # the unread body must not be parsed as the next request
-            self._error(HTTPStatus.BAD_REQUEST, "e400", "missing or oversized form")
+    def _post_login(self) -> None:
+        form = self._form()
+        if form is None:
             return
-        form = parse_qs(self.rfile.read(length).decode("utf-8", "replace"))
-        token = form.get("token", [""])[0]
-        if not self.screen.token_ok(token):
-            log.warning("staff screen: POST %s without a valid token refused", self.path)
-            self._error(HTTPStatus.FORBIDDEN, "e403")
+        staff_id = form.get("staff_id", [""])[0][: stafflogin.MAX_ID]
+        got = self.screen.login(staff_id, form.get("pin", [""])[0][: stafflogin.MAX_PIN])
+        if isinstance(got, str):
+            self._login_page(HTTPStatus.UNAUTHORIZED, got, staff_id)
+            return
+        token, _session = got
+        max_age = int(self.screen.auth_policy.max_age.total_seconds())
+        cookie = stafflogin.set_cookie(token, max_age)
+        self._send(HTTPStatus.SEE_OTHER, "", "text/plain", {"Location": "/", "Set-Cookie": cookie})
+
+    def _post_logout(self) -> None:
+        if self._form() is None:
+            return
+        self.screen.logout(self._cookie_token())
+        self._send(HTTPStatus.SEE_OTHER, "", "text/plain", {"Location": "/", "Set-Cookie": stafflogin.clear_cookie()})
+
+    def _post_confirm(self, confirmation_id: int) -> None:
+        form = self._form()
+        if form is None:
+            return
+        session = self._session(touch=True)
+        if session is None:  # logged out or expired: the form token alone pays nothing
+            self._login_page(HTTPStatus.UNAUTHORIZED, stafflogin.t("expired", self.screen.lang))
             return
         action = form.get("action", [""])[0]
         if action not in ("yes", "no"):
             self._error(HTTPStatus.BAD_REQUEST, "e400", "action must be yes or no")
             return
-        by = "".join(ch for ch in form.get("by", [""])[0] if ch.isprintable())[:MAX_NAME]
-        out = self.screen.decide(confirmation_id, action == "yes", by)
+        pin = form.get("pin", [""])[0][: stafflogin.MAX_PIN]
+        out = self.screen.decide(confirmation_id, action == "yes", session, pin)
         if out.flash is None:
             self._error(out.status, "e404")
             return

@@ -151,12 +151,15 @@ class Throttle:
         self.clock = clock
         self._last: dict[str, float] = {}
         self._held: dict[str, int] = {}
+        #: every call per key, logged or not (for status pages and tests)
+        self.seen: dict[str, int] = {}
         self._lock = threading.Lock()
 
     def allow(self, key: str) -> tuple[bool, int]:
         """(log it now?, how many were held back since the last one logged)."""
         now = self.clock()
         with self._lock:
+            self.seen[key] = self.seen.get(key, 0) + 1
             last = self._last.get(key)
             if last is not None and now - last < self.interval:
                 self._held[key] = self._held.get(key, 0) + 1

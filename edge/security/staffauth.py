@@ -210,8 +210,9 @@ class StaffAuth:
             self._sessions[_token_key(token)] = s
         return token, s
 
-    def session(self, token: str | None) -> Session | None:
-        """The live session of `token` (its idle time restarts), or None: unknown, expired, account gone."""
+    def session(self, token: str | None, *, touch: bool = True) -> Session | None:
+        """The live session of `token`, or None: unknown, expired, account gone or locked. `touch` restarts
+        its idle time: a person's action does, a page reloading itself must not (else it never expires)."""
         if not token:
             return None
         now = self.clock()
@@ -226,7 +227,7 @@ class StaffAuth:
         if acct is None or (acct.locked_until is not None and acct.locked_until > now):
             self.logout(token)
             return None
-        fresh = replace(s, last_seen=now, name=acct.name, role=acct.role)
+        fresh = replace(s, last_seen=now if touch else s.last_seen, name=acct.name, role=acct.role)
         with self._lock:
             if key in self._sessions:
                 self._sessions[key] = fresh
