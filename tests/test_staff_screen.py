@@ -22,8 +22,8 @@ from urllib.parse import urlencode
 
 import numpy as np
 import pytest
-from argon2 import PasswordHasher
 import test_confirm as confirm_tests
+from argon2 import PasswordHasher
 from conftest import free_port
 from test_confirm import DAY, NOT_LIVE, at, pending, write_config
 
