@@ -45,6 +45,11 @@ class UsageError(Exception):
 
 
 class _Parser(argparse.ArgumentParser):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        # no abbreviations: `--pin 1234` must be an error, not the file name of --pin-file
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
+
     def error(self, message: str) -> None:  # type: ignore[override]
         # argparse exits the process; we raise so main() can return 2 (and tests can call main()).
         raise UsageError(f"{self.prog}: {message} (see `{self.prog} --help`)")

@@ -75,6 +75,11 @@ def test_a_decompression_bomb_is_one_rejected_row_and_the_import_goes_on(tmp_pat
     assert rss_kb < 700_000, rss_kb
     with Store(tmp_path / "state" / "meal.sqlite") as st:
         assert {s.senior_id for s, _ in st.list_seniors()} == {"S1", "S3"}
+        # each enrolment is audited, as the operating-system user who ran the import, without names
+        lines = [(a.action, a.target, a.details["templates"]) for a in st.audit_log()]
+        assert lines == [("enrol", "senior:S1", 1), ("enrol", "senior:S3", 1)]
+        assert all(a.staff_id.startswith("os:") for a in st.audit_log())
+        assert "吴仪" not in str([a.to_json() for a in st.audit_log()])
 
 
 @pytest.mark.slow

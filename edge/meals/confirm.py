@@ -301,6 +301,8 @@ def list_pending(store: Store, cfg: Config, out: TextIO, *, now: datetime | None
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "confirm",
+        # no abbreviations: `--pin 1234` must be an error, not the file name of --pin-file
+        allow_abbrev=False,
         help="list pending staff confirmations, or accept (--yes) / reject (--no) one",
         description="Without ID: list pending confirmations. With ID: accept it (--yes: the meal is recorded "
         "as the kiosk would have recorded it then) or reject it (--no). Exit 0 done, 1 refused.",
