@@ -475,6 +475,7 @@ h1{font-size:2rem;margin:.2rem 0 .4rem}
 form.login{display:flex;flex-direction:column;gap:1rem;max-width:24rem}
 form.login label{display:flex;flex-direction:column;font-size:1.2rem}
 form.login input{font-size:1.4rem;padding:.5rem;margin-top:.2rem}
+form.login button{flex:0 0 auto}
 form.who{display:flex;justify-content:space-between;align-items:center;gap:1rem;font-size:1rem;color:#333;
 margin:0 0 .4rem}
 form.who button{font-size:1rem;min-height:2.4rem;flex:0 0 auto;background:#fff;border-color:#3b5b8c;color:#3b5b8c}
