@@ -11,9 +11,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edge.lab.evaluate import best_thresholds, build_trial, evaluate, oracle_report, sweep
+from edge.lab.evaluate import evaluate
 from edge.lab.faceset import FaceSet, in_holdout, split_identities
 from edge.lab.features import FeatureTable, Probe, feature_table, rate, tally, wilson
+from edge.lab.oracle import best_thresholds, oracle_report
+from edge.lab.trial import build_trial, sweep
 from edge.recognition.decide import Verdict, default_policy, features
 from edge.recognition.match import Gallery
 

@@ -12,18 +12,11 @@ import numpy as np
 import pytest
 
 from edge.config import RecognitionConfig
-from edge.lab.evaluate import (
-    Trial,
-    build_trial,
-    daemon_refresh_rule,
-    enrolment_pair_margins,
-    evaluate,
-    format_report,
-    refresh_report,
-    simulate_refresh,
-)
+from edge.lab.evaluate import evaluate, format_report
 from edge.lab.faceset import FaceSet, in_holdout
 from edge.lab.features import Probe
+from edge.lab.refresh_sim import daemon_refresh_rule, refresh_report, simulate_refresh
+from edge.lab.trial import Trial, build_trial, enrolment_pair_margins
 from edge.recognition import refresh as rf
 from edge.recognition.decide import Policy, default_policy, fuse, lookalike_pairs
 from edge.recognition.match import Gallery
@@ -303,7 +296,7 @@ def test_real_faces_small(tmp_path: Path) -> None:
     Uses the warm embedding cache when it holds these photos (read only), else embeds them into tmp_path."""
     if not LFW.is_dir():
         pytest.skip(f"../shared/data/faces/lfw_deepfunneled not found: {LFW}")
-    from edge.lab.faceset import DEFAULT_CACHE_DIR, EmbeddingCache, _cache_path, list_photos, load_faceset
+    from edge.lab.faceset import DEFAULT_CACHE_DIR, EmbeddingCache, cache_path, list_photos, load_faceset
     from edge.modelbuild.modelfiles import model_id_for
     from edge.recognition.decide import CalibrationError, load_policy
     from edge.recognition.embed.mirror import mirrored_model_id
@@ -314,7 +307,7 @@ def test_real_faces_small(tmp_path: Path) -> None:
     strangers = [n for n in held if len(photos[n]) == 3][:3]
     names = enrol + strangers
     model_id = mirrored_model_id(model_id_for())
-    cache = EmbeddingCache(_cache_path(DEFAULT_CACHE_DIR, model_id, 640, 1), model_id)
+    cache = EmbeddingCache(cache_path(DEFAULT_CACHE_DIR, model_id, 640, 1), model_id)
     warm = all(cache.get(EmbeddingCache.key(p))[0] for n in names for p in photos[n])
     fs = load_faceset(LFW, identities=names, cache_dir=DEFAULT_CACHE_DIR if warm else tmp_path)
     try:

@@ -95,7 +95,7 @@ def split_identities(names: list[str] | tuple[str, ...]) -> tuple[list[str], lis
     return calib, held
 
 
-def _cache_path(cache_dir: Path, model_id: str, detect_width: int, upsample: int) -> Path:
+def cache_path(cache_dir: Path, model_id: str, detect_width: int, upsample: int) -> Path:
     safe = re.sub(r"[^A-Za-z0-9_.-]+", "_", model_id)
     return cache_dir / f"embeddings-{safe}-w{detect_width}-u{upsample}.npz"
 
@@ -202,7 +202,7 @@ def load_faceset(
     else:
         model_id = reference_model_id(mirror)
     cache = (
-        EmbeddingCache(_cache_path(cache_dir, model_id, detect_width, upsample), model_id)
+        EmbeddingCache(cache_path(cache_dir, model_id, detect_width, upsample), model_id)
         if cache_dir is not None
         else None
     )

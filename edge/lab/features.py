@@ -10,11 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from edge.recognition.decide import (
-    Verdict,
-    fuse,
-    senior_distances,
-)
+from edge.recognition.decide import Verdict, fuse, senior_distances
 from edge.recognition.match import Gallery, normalise
 
 
@@ -187,3 +183,7 @@ def feature_table(
         out_g[s : s + chunk] = genuine
         out_c[s : s + chunk] = genuine & (best == own)
     return FeatureTable(out_d, out_m, out_a, out_k, out_c, out_g)
+
+
+def pct(x: float) -> str:
+    return f"{100 * x:.2f}%"
