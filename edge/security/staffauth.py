@@ -155,6 +155,8 @@ class StaffAuth:
         if role not in ROLES:
             raise AccountError(f"role {role!r}: use one of {', '.join(ROLES)}")
         check_secret(secret)
+        if self.storage.get_staff(staff_id) is not None:
+            raise AccountError(f"staff id {staff_id!r} is already taken: choose another")
         acct = StaffAccount(staff_id, name.strip(), role, self.hasher.hash(secret), created_at=self.clock())
         self.storage.add_staff(acct)
         return acct

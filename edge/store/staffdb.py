@@ -61,11 +61,8 @@ class StaffMixin:
             return [_to_account(r) for r in s.scalars(select(StaffRow).order_by(StaffRow.staff_id))]
 
     def add_staff(self, account: StaffAccount) -> None:
-        from edge.store.db import StoreError
-
+        """A taken id fails on the primary key (a StoreError from `_write`); StaffAuth.add says it first."""
         with self._write(f"could not add staff account {account.staff_id!r}") as s:
-            if s.get(StaffRow, account.staff_id) is not None:
-                raise StoreError(f"staff id {account.staff_id!r} is already taken: choose another")
             s.add(
                 StaffRow(
                     staff_id=account.staff_id,
