@@ -22,7 +22,6 @@ import binascii
 import contextlib
 import logging
 import os
-import stat
 from pathlib import Path
 
 from cryptography.exceptions import InvalidTag
@@ -169,8 +168,3 @@ def _fsync_dir(folder: Path) -> None:
             os.fsync(fd)
         finally:
             os.close(fd)
-
-
-def is_private(path: Path) -> bool:
-    """No permission bits for group or others."""
-    return stat.S_IMODE(path.stat().st_mode) & 0o077 == 0
