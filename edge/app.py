@@ -1,6 +1,7 @@
 """The one place that wires the pipeline.
 
-capture -> detect -> track -> embed -> match/decide -> rules -> store (+outbox) -> publish -> feedback.
+capture -> detect -> track -> embed -> match/decide -> meal desk (rules -> store + outbox) -> feedback; the
+publisher delivers from the outbox.
 
 `Pipeline` takes every part as an argument, so `run` (live camera, wall clock), `replay` (file,
 pinned clock), the demo, the tests and the benchmarks all drive the same code.
@@ -20,20 +21,17 @@ from typing import Any
 import numpy as np
 
 from edge.config import Config
-from edge.delivery.events import MealEvent, event_topic, new_event_id
-from edge.meals import feedback
+from edge.meals.desk import MealDesk
 from edge.meals.feedback import Decision
-from edge.meals.rules import ALREADY_SERVED, Senior, decide_meal
 from edge.recognition.capture import Frame
 from edge.recognition.decide import Policy, Verdict, decide, fuse, lookalike_pairs
 from edge.recognition.detect import Detector, Face
 from edge.recognition.embed.base import Embedder
 from edge.recognition.liveness import LivenessChecker, LivenessVerdict
 from edge.recognition.match import Gallery, normalise
-from edge.recognition.refresh import CheckIn, RefreshRule, checkin_source, is_checkin_source, refresh_reasons
 from edge.recognition.track import Observation, Snapshot, Track, Tracker
-from edge.store import AlreadyServed, Store, StoreError, TemplateIn
-from edge.store.evidence import EvidenceKeeper, confirmation_name
+from edge.store import Store
+from edge.store.evidence import EvidenceKeeper
 
 log = logging.getLogger(__name__)
 
@@ -159,20 +157,18 @@ class Pipeline:
         self.clock = clock
         self.holder = gallery or GalleryHolder(store, policy)
         self.on_decision = on_decision
-        self.on_event = on_event
         self.liveness = liveness
         self.evidence = evidence
         t = cfg.track
         self.tracker = Tracker(iou_match=t.iou_match, max_missing=t.max_missing_frames)
         self.stats = Stats()
-        self.topic = event_topic(cfg.mqtt.topic_prefix, cfg.centre.district, cfg.centre.id, cfg.centre.kiosk_id)
-        r = cfg.recognition
-        self.refresh_rule = RefreshRule(
-            enabled=r.refresh_templates,
-            max_templates=r.refresh_max,
-            max_distance=r.refresh_distance,
-            min_margin=r.refresh_min_margin,
-            every_days=r.refresh_every_days,
+        self.desk = MealDesk(
+            cfg,
+            store=store,
+            embedder=embedder,
+            on_event=on_event,
+            evidence=evidence,
+            liveness_enabled=liveness is not None,
         )
 
     @property
@@ -215,7 +211,7 @@ class Pipeline:
             if track.decided:
                 self._recheck(track, obs)
             else:
-                d = self._maybe_decide(track, frame, final=False)
+                d = self.decide_track(track, frame, final=False)
                 if d is not None:
                     decisions.append(d)
         for track, _ in assigned:
@@ -259,7 +255,7 @@ class Pipeline:
             track.first_ts = obs.source_ts
             track.frames.clear()
 
-    def _maybe_decide(self, track: Track, frame: Frame, final: bool) -> Decision | None:
+    def decide_track(self, track: Track, frame: Frame, final: bool) -> Decision | None:
         embs = track.embeddings
         t = self.cfg.track
         if len(embs) < t.min_frames:
@@ -289,9 +285,9 @@ class Pipeline:
         snapshot, track.snapshot = track.snapshot, None  # the frame is not held while the senior stays in view
         ts = track.observations[-1].source_ts
         probe = None
-        if self.refresh_rule.enabled and verdict.outcome == "accept":
+        if self.desk.refresh_rule.enabled and verdict.outcome == "accept":
             probe = fuse(np.stack(embs[-t.max_frames :][-verdict.frames :]))  # the frames decide() fused
-        return self._finalise(
+        return self.finalise(
             track.id, verdict, self.clock(frame), ts, ts - track.first_ts, probe=probe, live=live,
             snapshot=snapshot,
         )
@@ -307,15 +303,12 @@ class Pipeline:
         for track in ended:
             if track.decided or frame is None:
                 continue
-            d = self._maybe_decide(track, frame, final=True)
+            d = self.decide_track(track, frame, final=True)
             if d is not None:
                 out.append(d)
         return out
 
-    def _say(self, kind: str, reasons: tuple[str, ...] = (), **kw: Any) -> str:
-        return feedback.message(kind, reasons, lang=self.cfg.centre.language, **kw)
-
-    def _finalise(
+    def finalise(
         self,
         track_id: int,
         verdict: Verdict,
@@ -327,33 +320,12 @@ class Pipeline:
         live: bool | None = None,
         snapshot: Snapshot | None = None,
     ) -> Decision:
-        """probe (the fused descriptor) and live (the liveness verdict) serve only the template refresh;
-        snapshot (a frame and the face box) is kept as audit evidence of a meal or a pending confirmation."""
+        """One presence's decision from its verdict (edge/meals/desk.py applies the meal rules and records the
+        meal), counted, logged and shown. probe (the fused descriptor) and live (the liveness verdict) serve
+        only the template refresh; snapshot (a frame and the face box) is kept as audit evidence of a meal or
+        a pending confirmation."""
         t0 = time.perf_counter()
-        common: dict[str, Any] = dict(
-            track_id=track_id,
-            decided_at=now.astimezone(self.cfg.centre.tz),
-            source_ts=source_ts,
-            distance=verdict.distance,
-            margin=verdict.margin,
-            frames=verdict.frames,
-            in_view_s=in_view_s,
-        )
-        senior = self.store.get_senior(verdict.senior_id) if verdict.senior_id else None
-        if verdict.outcome == "unknown" or senior is None:
-            d = Decision("unknown", message=self._say("unknown"), reasons=verdict.reasons, **common)
-        elif verdict.outcome == "confirm":
-            d = Decision(
-                "confirm",
-                message=self._say("confirm"),
-                senior_id=senior.senior_id,
-                name=senior.name,
-                reasons=verdict.reasons,
-                confirmation_id=self._pending_confirmation(senior, verdict, common["decided_at"]),
-                **common,
-            )
-        else:
-            d = self._apply_rules(senior, verdict, now, common, probe=probe, live=live)
+        d = self.desk.decide(track_id, verdict, now, source_ts, in_view_s, probe=probe, live=live)
         self.stats.t_rules += time.perf_counter() - t0
         self.stats.decisions += 1
         self.stats.by_kind[d.kind] = self.stats.by_kind.get(d.kind, 0) + 1
@@ -364,155 +336,8 @@ class Pipeline:
         if self.on_decision is not None:
             self.on_decision(d)
         if snapshot is not None:  # after the senior has been told: the write may wait on a slow disk
-            self._keep_evidence(d, *snapshot)
+            self.desk.keep_evidence(d, *snapshot)
         return d
-
-    def _keep_evidence(self, d: Decision, image: np.ndarray, box: tuple[int, int, int, int]) -> None:
-        """Only what can cost or pay public money: a recorded meal, or a confirmation staff will be asked about.
-        Unknown faces are not kept (they are nobody's meal)."""
-        if self.evidence is None:
-            return
-        if d.kind == "meal" and d.event_id:
-            self.evidence.save(d.event_id, image, box, d.decided_at)
-        elif d.kind == "confirm" and d.confirmation_id is not None:
-            self.evidence.save(confirmation_name(d.confirmation_id), image, box, d.decided_at)
-
-    def _pending_confirmation(self, senior: Senior, verdict: Verdict, decided_at: datetime) -> int | None:
-        """Keep the `confirm` decision for staff (`meal-edge confirm`); the rules are applied when staff
-        accept it, as of `decided_at`. A store failure is logged; the kiosk still asks staff."""
-        try:
-            return self.store.add_confirmation(
-                kiosk_id=self.cfg.centre.kiosk_id,
-                senior_id=senior.senior_id,
-                decided_at=decided_at,
-                local_date=decided_at.date(),
-                distance=verdict.distance,
-                margin=verdict.margin,
-                frames=verdict.frames,
-                reasons=verdict.reasons,
-            )
-        except StoreError as e:
-            log.error("could not record the confirmation for %s: %s", senior.senior_id, e)
-            return None
-
-    def _apply_rules(
-        self,
-        senior: Senior,
-        verdict: Verdict,
-        now: datetime,
-        common: dict[str, Any],
-        *,
-        probe: np.ndarray | None = None,
-        live: bool | None = None,
-    ) -> Decision:
-        c = self.cfg.centre
-        tz = c.tz
-        local_date = now.astimezone(tz).date()
-        prior = self.store.meals_on(senior.senior_id, local_date)
-        r = decide_meal(senior, now, prior, self.cfg.rules, c.district, tz)
-        base = dict(
-            senior_id=senior.senior_id,
-            name=senior.name,
-            meal=r.meal,
-            reasons=r.reasons,
-            message=self._say(r.kind, r.reasons),
-            **common,
-        )
-        if r.kind != "meal":
-            return Decision(r.kind, **base)
-        event = MealEvent(
-            event_id=new_event_id(),
-            kind="meal",
-            centre_id=c.id,
-            district=c.district,
-            kiosk_id=c.kiosk_id,
-            senior_id=senior.senior_id,
-            meal=r.meal or "",
-            local_date=local_date,
-            decided_at=now.astimezone(tz),
-            price_fen=r.price_fen,
-            subsidy_fen=r.subsidy_fen,
-            payable_fen=r.payable_fen,
-            reasons=r.reasons,
-            match={
-                "distance": round(verdict.distance, 4),
-                "margin": round(verdict.margin, 4),
-                "frames": verdict.frames,
-                "model_id": self.embedder.model_id,
-                "backend": self.embedder.name,
-            },
-            source_ts=common["source_ts"],
-        )
-        try:
-            stored = self.store.record_meal(event, self.topic)
-        except AlreadyServed as e:
-            # recorded meanwhile by someone else (a staff confirmation): the rules' answer is a repeat
-            log.info("%s", e)
-            return Decision("repeat", **{**base, "message": self._say("repeat", (ALREADY_SERVED,)),
-                                         "reasons": (ALREADY_SERVED,)})
-        except StoreError as e:
-            # Nothing half-written (one transaction); the senior is told and staff can re-run it.
-            log.error("could not record meal for %s: %s", senior.senior_id, e)
-            return Decision("error", **{**base, "message": self._say("error"), "reasons": ("store_failed",)})
-        if self.on_event is not None:
-            self.on_event()
-        # only here: an automatic accept that became a recorded meal (never confirm, repeat, unknown)
-        self._maybe_refresh(senior.senior_id, verdict, stored.event_id, now, probe, live)
-        base["message"] = self._say(
-            "meal", r.reasons, name=senior.name, meal=r.meal, payable_fen=r.payable_fen, subsidy_fen=r.subsidy_fen
-        )
-        return Decision(
-            "meal",
-            price_fen=r.price_fen,
-            subsidy_fen=r.subsidy_fen,
-            payable_fen=r.payable_fen,
-            event_id=stored.event_id,
-            seq=stored.seq,
-            **base,
-        )
-
-    def _maybe_refresh(
-        self, senior_id: str, verdict: Verdict, event_id: str, now: datetime, probe: np.ndarray | None,
-        live: bool | None,
-    ) -> None:
-        """Template refresh (edge/recognition/refresh.py) after an automatic meal. Never affects the meal: a store
-        failure is logged and the check-in goes on."""
-        rule = self.refresh_rule
-        if not rule.enabled:
-            return
-        try:
-            check = CheckIn(
-                kind="meal",
-                automatic=True,  # staff-confirmed meals are recorded by `meal-edge confirm`, not here
-                liveness_enabled=self.liveness is not None,
-                live=live,
-                distance=verdict.distance,
-                margin=verdict.margin,
-                now=now,
-                last_refresh=self.store.last_checkin_template_at(senior_id),
-                has_probe=probe is not None,
-            )
-            why = refresh_reasons(rule, check)
-            if why:
-                log.debug("template refresh: senior=%s event=%s not refreshed: %s", senior_id, event_id, ",".join(why))
-                return
-            assert probe is not None
-            erased = self.store.add_checkin_template(
-                senior_id,
-                # quality is a photo-quality score; a check-in has none (`meal-enroll show` prints none)
-                TemplateIn(probe, self.embedder.model_id, quality=0.0, source=checkin_source(event_id)),
-                keep=rule.max_templates,
-                at=now,
-            )
-            n = sum(is_checkin_source(src) for _, _, _, src, _ in self.store.template_info(senior_id))
-        except StoreError as e:
-            log.error("template refresh for %s (event %s) failed; the meal stands: %s", senior_id, event_id, e)
-            return
-        log.info(
-            "template refresh: senior=%s event=%s distance=%.3f margin=%.3f check-in templates now %d%s",
-            senior_id, event_id, verdict.distance, verdict.margin, n,
-            f" (replaced template {', '.join(map(str, erased))})" if erased else "",
-        )
 
 
 # -- wiring from the config -----------------------------------------------------------------------

@@ -296,7 +296,7 @@ def test_the_pipeline_keeps_a_suspected_photo_for_a_named_staff_member(store: St
     pipe = light_pipeline(cfg, store, liveness=checker)
     face = Face((10, 110, 110, 10), np.zeros((5, 2), np.float32), 1.0)
     track = Track(1, 0, 4, observations=[Observation(i, i / 10, face, emb.copy()) for i in range(5)])
-    d = pipe._maybe_decide(track, None, final=True)  # type: ignore[arg-type]
+    d = pipe.decide_track(track, None, final=True)  # type: ignore[arg-type]
     assert d is not None and d.kind == "confirm" and checker.calls == 1, d
     c = store.get_confirmation(d.confirmation_id or -1)
     assert c is not None and LIVENESS_NOT_CONFIRMED in c.reasons and "planar_motion" in c.reasons
@@ -379,7 +379,7 @@ def test_a_v1_store_is_migrated_and_keeps_its_data(tmp_path: Path, monkeypatch: 
 
 @dataclass
 class _NoEmbedder:
-    """_finalise never embeds; the pipeline only needs the model's identity."""
+    """finalise never embeds; the pipeline only needs the model's identity."""
 
     model_id: str = "test-model"
     name: str = "none"
@@ -413,7 +413,7 @@ def test_confirm_decision_is_kept_for_staff(store: Store, cfg: Config) -> None:
     seen: list[Decision] = []
     pipe = light_pipeline(cfg, store, on_decision=seen.append)
     v = Verdict("confirm", "S0001", 0.41, 0.03, 5, ("liveness_not_confirmed",), best_id="S0001")
-    d = pipe._finalise(7, v, at("11:45"), 1.5)
+    d = pipe.finalise(7, v, at("11:45"), 1.5)
     assert d.kind == "confirm" and d.confirmation_id is not None and seen == [d]
     j = d.to_json()
     assert j["confirmation_id"] == d.confirmation_id and j["name"] == "Wang Fang"
@@ -424,9 +424,9 @@ def test_confirm_decision_is_kept_for_staff(store: Store, cfg: Config) -> None:
     assert n_events(store) == 0
 
     # other decisions keep none
-    unknown = pipe._finalise(8, Verdict("unknown", None, 0.7, 0.0, 5, ("too_far",)), at("11:46"), 2.0)
+    unknown = pipe.finalise(8, Verdict("unknown", None, 0.7, 0.0, 5, ("too_far",)), at("11:46"), 2.0)
     assert unknown.to_json()["confirmation_id"] is None
-    accepted = pipe._finalise(9, Verdict("accept", "S0001", 0.2, 0.2, 5), at("11:47"), 3.0)
+    accepted = pipe.finalise(9, Verdict("accept", "S0001", 0.2, 0.2, 5), at("11:47"), 3.0)
     assert accepted.kind == "meal" and accepted.confirmation_id is None
     assert len(store.pending_confirmations()) == 1
 

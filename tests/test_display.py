@@ -111,7 +111,7 @@ def test_run_feedback_prints_and_shows_each_pipeline_decision(
 ) -> None:
     """`meal-edge run`'s callback, fed by the real Pipeline: stdout as before, and the screen."""
     pipe = light_pipeline(cfg, store, on_decision=run_feedback(display))
-    d = pipe._finalise(1, ACCEPT, at("11:45"), 1.0)
+    d = pipe.finalise(1, ACCEPT, at("11:45"), 1.0)
     assert d.kind == "meal" and d.payable_fen == 700
     # stdout goes to the journal: the senior id, never the name (issue 12)
     assert capsys.readouterr().out == f"[11:45:00] MEAL     {d.senior_id} lunch ({', '.join(d.reasons)})\n"
@@ -125,18 +125,18 @@ def test_run_feedback_prints_and_shows_each_pipeline_decision(
     assert set(j) == {"seq", "kind", "message", "name", "payable_fen", "decided_at", "show_seconds", "age_s"}
 
     # the same senior again: a repeat replaces it (no amount to pay)
-    again = pipe._finalise(2, ACCEPT, at("11:46"), 2.0)
+    again = pipe.finalise(2, ACCEPT, at("11:46"), 2.0)
     assert again.kind == "repeat"
     j = latest(display)
     assert (j["seq"], j["kind"], j["name"], j["payable_fen"]) == (2, "repeat", "Wang Fang", 0)
     assert j["message"] == "You are already checked in for this meal"
 
     # a stranger: no name; a confirm: the candidate's name as the decision gives it
-    pipe._finalise(3, Verdict("unknown", None, 0.7, 0.0, 5, ("too_far",)), at("11:47"), 3.0)
+    pipe.finalise(3, Verdict("unknown", None, 0.7, 0.0, 5, ("too_far",)), at("11:47"), 3.0)
     j = latest(display)
     assert (j["seq"], j["kind"], j["name"]) == (3, "unknown", None)
     assert j["message"] == "Not recognised: please see staff to check in"
-    pipe._finalise(4, Verdict("confirm", "S0001", 0.41, 0.03, 5, ("ambiguous_margin",)), at("11:48"), 4.0)
+    pipe.finalise(4, Verdict("confirm", "S0001", 0.41, 0.03, 5, ("ambiguous_margin",)), at("11:48"), 4.0)
     j = latest(display)
     assert (j["seq"], j["kind"], j["name"], j["message"]) == (
         4, "confirm", "Wang Fang", "Please wait: staff will confirm your check-in"
@@ -149,14 +149,14 @@ def test_a_refusal_is_shown_without_the_name_and_closed_outside_meal_times(
 ) -> None:
     store.add_senior(Senior("S0002", "Li Wei", date(1948, 5, 1), "xuhui", status="suspended"))
     pipe = light_pipeline(cfg, store, on_decision=display.publish)
-    d = pipe._finalise(1, replace(ACCEPT, senior_id="S0002"), at("11:45"), 1.0)
+    d = pipe.finalise(1, replace(ACCEPT, senior_id="S0002"), at("11:45"), 1.0)
     assert d.kind == "refused" and d.name == "Li Wei"
     j = latest(display)
     assert (j["kind"], j["name"], j["payable_fen"]) == ("refused", None, 0)
     assert j["message"] == "Please see staff: your meal card is suspended"
 
     pipe.clock = lambda _f: at("15:00")
-    d = pipe._finalise(2, ACCEPT, at("15:00"), 2.0)
+    d = pipe.finalise(2, ACCEPT, at("15:00"), 2.0)
     assert d.kind == "closed"
     j = latest(display)
     assert (j["seq"], j["kind"], j["message"]) == (2, "closed", "The centre is not serving meals now")

@@ -25,7 +25,7 @@ from edge.recognition.match import normalise
 from edge.store import Store
 from enroll import capture as capture_mod
 from enroll.capture import DONE, CaptureSource, capture, open_capture_source
-from enroll.cli import _models, main
+from enroll.cli import load_models, main
 from enroll.quality import QualityPolicy
 from enroll.service import EnrolPolicy, check_image
 
@@ -121,7 +121,7 @@ def test_capture_from_the_clip_enrols_three_distinct_frames(lmm_enrolled: tuple[
         info = st.template_info("LMM")
         embs = np.stack([e for sid, e in st.templates() if sid == "LMM"])
     # stored with the embedder's model id, as `add` stores them (mirrored descriptors by default)
-    assert {model for _, model, _, _, _ in info} == {_models("auto", 0, True)[1].model_id}
+    assert {model for _, model, _, _, _ in info} == {load_models("auto", 0, True)[1].model_id}
     assert not any(has_photo for *_, has_photo in info)  # keep_photos = false
     times = kept_times(cfg, "LMM")
     assert len(times) == 3 and all(2.7 <= t <= 7.1 for t in times), times
@@ -267,7 +267,7 @@ def test_ctrl_c_enrols_nothing_unless_partial(
 
 def test_the_clip_as_a_live_camera() -> None:
     need_clip()
-    detector, _ = _models("auto", 0, True)
+    detector, _ = load_models("auto", 0, True)
     said: list[tuple[str, bool]] = []
     src = open_capture_source(str(CLIP), realtime=True)
     assert src.live

@@ -20,7 +20,7 @@ from edge.recognition.decide import default_policy
 from edge.recognition.detect import Detector
 from edge.recognition.embed.dlib_backend import DlibEmbedder
 from edge.store import Store
-from enroll.cli import _width, main
+from enroll.cli import display_width, main
 from enroll.service import CAPACITY, DISAGREES, DUPLICATE, SAME_PHOTO, Enroller, EnrolPolicy
 
 SHARED = Path(os.environ.get("MEAL_EDGE_SHARED", Path(__file__).resolve().parents[1].parent / "shared"))
@@ -90,7 +90,7 @@ def test_add_list_show_remove_with_chinese_names(
     assert lines[0].split() == ["id", "name", "birth", "date", "hukou", "status", "templates"]
     assert lines[1].split() == ["S001", "王芳", "1938-11-17", "徐汇", "active", "2"]
     # columns line up in a terminal even with double-width characters
-    assert lines[0].index("birth date") == _width(lines[1][: lines[1].index("1938-11-17")])
+    assert lines[0].index("birth date") == display_width(lines[1][: lines[1].index("1938-11-17")])
 
     rc, out, _ = run(capsys, "show", "S001", "--config", cfg)  # --config after the command works too
     assert rc == 0

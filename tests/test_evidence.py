@@ -82,10 +82,10 @@ def test_a_meal_and_a_confirmation_are_kept_an_unknown_face_is_not(store: Store,
     snap = (img, face_of(img))
     keeper = EvidenceKeeper(cfg.evidence_dir, cfg.evidence.retention_days)
     pipe = light_pipeline(cfg, store, evidence=keeper)
-    meal = pipe._finalise(1, Verdict("accept", "S0001", 0.2, 0.2, 5), at("11:45"), 1.0, snapshot=snap)
-    conf = pipe._finalise(2, Verdict("confirm", "S0001", 0.41, 0.03, 5, ("ambiguous_margin",)), at("11:46"), 2.0,
+    meal = pipe.finalise(1, Verdict("accept", "S0001", 0.2, 0.2, 5), at("11:45"), 1.0, snapshot=snap)
+    conf = pipe.finalise(2, Verdict("confirm", "S0001", 0.41, 0.03, 5, ("ambiguous_margin",)), at("11:46"), 2.0,
                           snapshot=snap)
-    unknown = pipe._finalise(3, Verdict("unknown", None, 0.7, 0.0, 5, ("no_close_match",)), at("11:47"), 3.0,
+    unknown = pipe.finalise(3, Verdict("unknown", None, 0.7, 0.0, 5, ("no_close_match",)), at("11:47"), 3.0,
                              snapshot=snap)
     assert (meal.kind, conf.kind, unknown.kind) == ("meal", "confirm", "unknown")
     assert meal.event_id is not None and conf.confirmation_id is not None
@@ -105,15 +105,15 @@ def test_a_snapshot_that_cannot_be_written_never_costs_the_meal(
     blocked.write_text("a file where the folder should be")  # like a full disk: every write fails
     pipe = light_pipeline(cfg, store, evidence=EvidenceKeeper(blocked, 30))
     caplog.set_level(logging.WARNING, logger="edge.store.evidence")
-    d1 = pipe._finalise(1, Verdict("accept", "S0001", 0.2, 0.2, 5), at("11:45"), 1.0, snapshot=snap)
+    d1 = pipe.finalise(1, Verdict("accept", "S0001", 0.2, 0.2, 5), at("11:45"), 1.0, snapshot=snap)
     store.add_senior(Senior("S0002", "Li Lei", date(1950, 1, 1), "xuhui"))
-    d2 = pipe._finalise(2, Verdict("accept", "S0002", 0.2, 0.2, 5), at("11:46"), 2.0, snapshot=snap)
+    d2 = pipe.finalise(2, Verdict("accept", "S0002", 0.2, 0.2, 5), at("11:46"), 2.0, snapshot=snap)
     assert (d1.kind, d2.kind) == ("meal", "meal") and n_events(store) == 2
     errors = [r for r in caplog.records if r.levelno == logging.ERROR]
     assert len(errors) == 1 and "free disk space" in errors[0].getMessage()  # once, not once per meal
     blocked.unlink()
     store.add_senior(Senior("S0003", "Han Mei", date(1950, 1, 1), "xuhui"))
-    d3 = pipe._finalise(3, Verdict("accept", "S0003", 0.2, 0.2, 5), at("11:47"), 3.0, snapshot=snap)
+    d3 = pipe.finalise(3, Verdict("accept", "S0003", 0.2, 0.2, 5), at("11:47"), 3.0, snapshot=snap)
     assert (blocked / "2026-11-30" / f"{d3.event_id}.jpg").is_file()
     assert any("kept again" in r.getMessage() for r in caplog.records if r.levelno == logging.WARNING)
 
@@ -139,8 +139,8 @@ def test_meal_edge_evidence_finds_a_meal_a_confirmation_and_a_staff_confirmed_me
     snap = (img, face_of(img))
     pipe = light_pipeline(cfg, store, evidence=EvidenceKeeper(cfg.evidence_dir, cfg.evidence.retention_days))
     store.add_senior(Senior("S0002", "Li Lei", date(1950, 1, 1), "xuhui"))
-    meal = pipe._finalise(1, Verdict("accept", "S0001", 0.2, 0.2, 5), at("11:45"), 1.0, snapshot=snap)
-    conf = pipe._finalise(2, Verdict("confirm", "S0002", 0.41, 0.03, 5, ("ambiguous_margin",)), at("11:46"), 2.0,
+    meal = pipe.finalise(1, Verdict("accept", "S0001", 0.2, 0.2, 5), at("11:45"), 1.0, snapshot=snap)
+    conf = pipe.finalise(2, Verdict("confirm", "S0002", 0.41, 0.03, 5, ("ambiguous_margin",)), at("11:46"), 2.0,
                           snapshot=snap)
     assert conf.confirmation_id is not None
     r = confirm(store, cfg, conf.confirmation_id, True, "Zhang", now=at("11:50"))

@@ -14,8 +14,8 @@ from test_decide import at as near
 from test_decide import crowd, gallery_of, random_unit
 
 from edge.config import Config
-from edge.lab.calibrate import kiosk_round, measure_kiosk_rule
 from edge.lab.faceset import FaceSet
+from edge.lab.kiosk_rule import kiosk_round, measure_kiosk_rule
 from edge.meals.rules import Senior
 from edge.recognition.decide import FrameThresholds, Policy, decide, decide_sequential
 from edge.recognition.detect import Face
@@ -86,7 +86,7 @@ def test_the_pipeline_decides_exactly_as_decide_sequential(store: Store, cfg: Co
     decision = None
     for i, e in enumerate(frames):
         track.observations.append(Observation(i, i / 10, face, e))
-        decision = pipe._maybe_decide(track, None, final=i == len(frames) - 1)  # type: ignore[arg-type]
+        decision = pipe.decide_track(track, None, final=i == len(frames) - 1)  # type: ignore[arg-type]
         if decision is not None:
             break
     want = decide_sequential(pipe.holder.current.gallery, frames, POLICY)

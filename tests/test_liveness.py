@@ -9,7 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edge.lab.liveness_eval import CLIP_REL, FACES_REL, decode, read_clip, render_attack, track_of
+from edge.lab.attack_render import decode
+from edge.lab.liveness_set import CLIP_REL, FACES_REL, read_clip, render_attack, track_of
 from edge.recognition.detect import Detector, Face, load_image
 from edge.recognition.liveness import LivenessChecker, LivenessParams
 

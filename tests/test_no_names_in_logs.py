@@ -26,9 +26,9 @@ def test_the_daemon_names_seniors_by_id_only(
 ) -> None:
     pipe = light_pipeline(cfg, store, on_decision=run_feedback(None))
     with caplog.at_level(logging.INFO):
-        meal = pipe._finalise(1, Verdict("accept", "S0001", 0.2, 0.2, 5), at("11:45"), 1.0)
-        again = pipe._finalise(2, Verdict("accept", "S0001", 0.2, 0.2, 5), at("11:46"), 2.0)
-        ask = pipe._finalise(3, Verdict("confirm", "S0001", 0.41, 0.03, 5, ("ambiguous_margin",)), at("11:47"), 3.0)
+        meal = pipe.finalise(1, Verdict("accept", "S0001", 0.2, 0.2, 5), at("11:45"), 1.0)
+        again = pipe.finalise(2, Verdict("accept", "S0001", 0.2, 0.2, 5), at("11:46"), 2.0)
+        ask = pipe.finalise(3, Verdict("confirm", "S0001", 0.41, 0.03, 5, ("ambiguous_margin",)), at("11:47"), 3.0)
     assert (meal.kind, again.kind, ask.kind) == ("meal", "repeat", "confirm")
     assert NAME in meal.message  # the senior is greeted by name at the kiosk: the test can fail
     out = capsys.readouterr().out

@@ -191,7 +191,7 @@ def test_pipeline_refreshes_from_an_automatic_meal(tmp_path: Path, caplog: pytes
     store = parts.store
     assert isinstance(store, Store)
     tz = cfg.centre.tz
-    with caplog.at_level(logging.INFO, logger="edge.app"):
+    with caplog.at_level(logging.INFO, logger="edge"):
         out = _visit(tmp_path, cfg, parts, "lunch", datetime(2026, 11, 30, 11, 45, tzinfo=tz))
     assert [d.kind for d in out if isinstance(d, Decision)] == ["meal"]
     meal = out[0]
@@ -283,8 +283,8 @@ def test_a_failed_refresh_never_affects_the_meal(tmp_path: Path, caplog: pytest.
     pipe = Pipeline(cfg, detector=None, embedder=NoEmbedder(), store=store, policy=default_policy("m1"),  # type: ignore[arg-type]
                     clock=lambda f: NOW, liveness=None)
     at = datetime(2026, 11, 30, 11, 45, tzinfo=cfg.centre.tz)
-    with caplog.at_level(logging.INFO, logger="edge.app"):
-        d = pipe._finalise(1, Verdict("accept", "S0001", 0.1, 2.0, 5), at, 1.0, probe=_emb(2) / 10, live=None)
+    with caplog.at_level(logging.INFO, logger="edge"):
+        d = pipe.finalise(1, Verdict("accept", "S0001", 0.1, 2.0, 5), at, 1.0, probe=_emb(2) / 10, live=None)
     assert d.kind == "meal" and d.event_id
     assert [e.event_id for e in store.list_events()] == [d.event_id]
     assert any("template refresh for S0001" in r.getMessage() and "meal stands" in r.getMessage()

@@ -13,7 +13,8 @@ import pytest
 import test_confirm as confirm_tests
 
 from edge.config import Config
-from edge.screens.staffscreen import StaffScreen, serve
+from edge.screens.staffscreen import StaffScreen
+from edge.screens.staffserver import serve
 from edge.store import Store
 
 cfg = confirm_tests.cfg

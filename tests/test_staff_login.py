@@ -15,7 +15,8 @@ from test_confirm import at, pending
 from test_staff_screen import COOKIES, PIN, STAFF_ID, add_staff, fetch, flash, login, token_of
 
 from edge.config import Config
-from edge.screens.staffscreen import StaffScreen, serve
+from edge.screens.staffscreen import StaffScreen
+from edge.screens.staffserver import serve
 from edge.security.staffauth import AuthPolicy
 from edge.store import Store
 

@@ -4,6 +4,7 @@ SQLite store, driven with real HTTP requests, resolving confirmations with the r
 from __future__ import annotations
 
 import argparse
+import html
 import json
 import re
 import signal
@@ -32,7 +33,8 @@ from edge.cli.main import main as edge_main
 from edge.config import Config, load_config
 from edge.meals.rules import Senior
 from edge.recognition.detect import Detector
-from edge.screens.staffscreen import StaffScreen, parse_listen, serve
+from edge.screens.staffscreen import StaffScreen
+from edge.screens.staffserver import parse_listen, serve
 from edge.security.staffauth import StaffAuth
 from edge.store import Store
 from edge.store.evidence import EvidenceKeeper, confirmation_name
@@ -192,7 +194,7 @@ def test_the_list_shows_todays_candidates_oldest_first(url: str, store: Store) -
     assert "Confirm: this is Wang Fang" in page and "Confirm: this is Zhang Wei" in page
     assert page.count("Not this person") == 2
     assert "1 older request(s) from earlier days" in page
-    assert "frames_disagree" not in page and "The camera&#x27;s pictures" not in page
+    assert "frames_disagree" not in page and "The camera's pictures" not in html.unescape(page)
 
 
 def test_nothing_pending_says_so(url: str) -> None:

@@ -15,7 +15,7 @@ from zoneinfo import ZoneInfo
 import numpy as np
 import pytest
 from conftest import meal_event
-from sqlalchemy import event, inspect, text
+from sqlalchemy import Engine, create_engine, event, inspect
 
 from edge.delivery.events import MealEvent, new_event_id
 from edge.meals.rules import PriorMeal, Senior
@@ -96,7 +96,9 @@ def test_new_store_is_at_the_latest_version_and_reopens_without_migrating(tmp_pa
 
 
 def test_migrated_schema_matches_the_models(store: Store) -> None:
-    insp = inspect(store._engine)
+    # the file as any other SQLite client sees it
+    engine = create_engine(f"sqlite:///{store.path}")
+    insp = inspect(engine)
     for table in Base.metadata.sorted_tables:
         db_cols = {c["name"]: c for c in insp.get_columns(table.name)}
         assert set(db_cols) == {c.name for c in table.columns}, table.name
@@ -109,6 +111,7 @@ def test_migrated_schema_matches_the_models(store: Store) -> None:
     assert insp.get_foreign_keys("meal_events") == []  # events outlive a removed senior
     # a confirmation names its candidate without a foreign key, and points at the meal event it produced
     assert [fk["referred_table"] for fk in insp.get_foreign_keys("confirmations")] == ["meal_events"]
+    engine.dispose()
 
 
 def test_migrations_run_in_order_in_one_transaction(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -312,29 +315,34 @@ def test_full_disk_raises_store_error_and_leaves_no_half_event(store: Store) -> 
         store.record_meal(meal(), TOPIC)
     pages = store.pragma("page_count")
     limit = {"pages": pages}
+    store.close()
 
     # Simulate a full disk: SQLite refuses to grow the file beyond max_page_count ("database or disk
-    # is full", the same SQLITE_FULL a real full disk gives).
+    # is full", the same SQLITE_FULL a real full disk gives), on every connection a store opens from now on.
     def cap(dbapi_conn, _rec) -> None:
         dbapi_conn.execute(f"PRAGMA max_page_count = {limit['pages']}")
 
-    event.listen(store._engine, "connect", cap)
-    store._engine.dispose()
-    big = {"note": "x" * 3000}  # a few events fill the last free page space quickly
-    recorded = 3
-    with pytest.raises(StoreError, match="could not record meal event .*full") as exc:
-        for _ in range(200):
-            store.record_meal(meal(match=big), TOPIC)
-            recorded += 1
-    assert "nothing was half-written" in str(exc.value)
-    c = counts(store.path)
-    assert c["meal_events"] == c["outbox"] == c["last_seq"] == c["max_seq"] == recorded
-    assert c["orphans"] == 0
-    # the store still reads fine, and once there is space again the sequence continues without a gap
-    assert len(store.pending()) == recorded
-    limit["pages"] = 1_000_000
-    store._engine.dispose()
-    assert store.record_meal(meal(), TOPIC).seq == recorded + 1
+    event.listen(Engine, "connect", cap)
+    try:
+        full = Store(store.path)
+        big = {"note": "x" * 3000}  # a few events fill the last free page space quickly
+        recorded = 3
+        with pytest.raises(StoreError, match="could not record meal event .*full") as exc:
+            for _ in range(200):
+                full.record_meal(meal(match=big), TOPIC)
+                recorded += 1
+        assert "nothing was half-written" in str(exc.value)
+        c = counts(full.path)
+        assert c["meal_events"] == c["outbox"] == c["last_seq"] == c["max_seq"] == recorded
+        assert c["orphans"] == 0
+        # the store still reads fine, and once there is space again the sequence continues without a gap
+        assert len(full.pending()) == recorded
+        full.close()
+        limit["pages"] = 1_000_000
+        with Store(store.path) as again:
+            assert again.record_meal(meal(), TOPIC).seq == recorded + 1
+    finally:
+        event.remove(Engine, "connect", cap)
 
 
 def test_outbox_pending_attempts_delivery(store: Store) -> None:
@@ -436,8 +444,10 @@ def test_removal_erases_templates_from_the_file(tmp_path: Path) -> None:
 def test_foreign_key_cascade_also_removes_templates(store: Store) -> None:
     store.add_senior(senior())
     store.add_templates("S0001", [TemplateIn(emb(1), "m1", 0.9, "a.jpg")])
-    with store._engine.begin() as conn:
-        conn.execute(text("DELETE FROM seniors WHERE senior_id = 'S0001'"))
+    # as any SQLite client that enforces foreign keys would delete it
+    with sqlite3.connect(store.path) as con:
+        con.execute("PRAGMA foreign_keys = ON")
+        con.execute("DELETE FROM seniors WHERE senior_id = 'S0001'")
     assert store.template_count("S0001") == 0
 
 

@@ -372,9 +372,9 @@ def build_parser() -> argparse.ArgumentParser:
     from edge.cli import models as models_cli
     from edge.lab import calibrate, evaluate, liveness_eval
     from edge.meals import confirm
-    from edge.screens import staffscreen
+    from edge.screens import staffserver
 
-    for tool in (confirm, staffscreen, audit_cli, evaluate, calibrate, models_cli, liveness_eval):
+    for tool in (confirm, staffserver, audit_cli, evaluate, calibrate, models_cli, liveness_eval):
         tool.add_parser(sub)
     return p
 

@@ -10,7 +10,12 @@ from typing import Any
 
 import numpy as np
 
-from edge.recognition.decide import Verdict, fuse, senior_distances
+from edge.lab.faceset import FaceSet
+from edge.recognition.decide import (
+    Verdict,
+    fuse,
+    senior_distances,
+)
 from edge.recognition.match import Gallery, normalise
 
 
@@ -187,3 +192,32 @@ def feature_table(
 
 def pct(x: float) -> str:
     return f"{100 * x:.2f}%"
+
+
+def calibration_tables(
+    fs: FaceSet, photos_per_person: int, max_frames: int, rounds: int, seed: int, template_weight: float
+) -> dict[int, tuple[FeatureTable, FeatureTable]]:
+    """k -> (enrolled trials, never-enrolled trials)."""
+    gen: dict[int, list[FeatureTable]] = {k: [] for k in range(1, max_frames + 1)}
+    imp: dict[int, list[FeatureTable]] = {k: [] for k in range(1, max_frames + 1)}
+    for r in range(rounds):
+        rng = np.random.default_rng([seed, r])
+        pairs: list[tuple[str, np.ndarray]] = []
+        shuffled: dict[str, np.ndarray] = {}
+        for n in fs.identities:
+            e = fs.embeddings[n][rng.permutation(len(fs.embeddings[n]))]
+            shuffled[n] = e
+            pairs.extend((n, x) for x in e[:photos_per_person])
+        gallery = Gallery.from_pairs(pairs, model_id=fs.model_id)
+        for k in range(1, max_frames + 1):
+            g_probes: list[Probe] = []
+            i_probes: list[Probe] = []
+            for n, e in shuffled.items():
+                rest = e[photos_per_person:]
+                g_probes.extend(Probe(n, rest[j : j + k]) for j in range(0, len(rest) - k + 1, k))
+                i_probes.extend(Probe(n, e[j : j + k]) for j in range(0, len(e) - k + 1, k))
+            if g_probes:
+                gen[k].append(feature_table(gallery, g_probes, template_weight))
+            if i_probes:
+                imp[k].append(feature_table(gallery, i_probes, template_weight, exclude_own=True))
+    return {k: (FeatureTable.concat(gen[k]), FeatureTable.concat(imp[k])) for k in gen if gen[k] and imp[k]}

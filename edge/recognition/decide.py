@@ -297,7 +297,7 @@ def decide_sequential(
     min_frames: int = 3,
     max_frames: int = 5,
 ) -> Verdict | None:
-    """The kiosk's decision as a track's frames arrive (Pipeline._maybe_decide): decide on the first
+    """The kiosk's decision as a track's frames arrive (Pipeline.decide_track): decide on the first
     `min_frames`, and while that is not an accept, again with each further frame up to `max_frames`; the
     first accept stands, else the last verdict. None when there are fewer than `min_frames` frames (the
     kiosk does not decide on so little).

@@ -22,7 +22,6 @@ that cannot listen (port in use) is logged and check-in goes on without it.
 from __future__ import annotations
 
 import errno
-import html
 import json
 import logging
 import threading
@@ -35,10 +34,12 @@ from http.server import BaseHTTPRequestHandler
 from typing import Any
 from urllib.parse import urlsplit
 
+from markupsafe import Markup
+
 from edge.config import Config, DisplayConfig
 from edge.meals.feedback import Decision, Language
 from edge.screens import localweb
-from edge.screens.localweb import LocalServer, csp_hash, is_loopback
+from edge.screens.localweb import LocalServer, csp_hash, is_loopback, static_text
 
 log = logging.getLogger(__name__)
 
@@ -191,114 +192,31 @@ class Display:
 
     def page(self) -> str:
         lang = self.lang
-        e = html.escape
         s = self.settings
-        attrs = {
-            "data-show": f"{s.show_seconds:g}",
-            "data-speak": "1" if s.speak else "0",
-            "data-voice": _VOICE[lang],
-            "data-pay": _T["pay"][lang],
-            "data-idle": _T["idle"][lang],
-            "data-offline": _T["see_staff"][lang],
-            "data-poll": str(POLL_MS),
-            "data-lost": str(LOST_MS),
-        }
-        body_attrs = " ".join(f'{k}="{e(v, quote=True)}"' for k, v in attrs.items())
-        return (
-            f'<!doctype html>\n<html lang="{_VOICE[lang]}"><head><meta charset="utf-8">'
-            '<meta name="viewport" content="width=device-width,initial-scale=1">'
-            f"<title>{e(_T['title'][lang])}</title><style>{_CSS}</style></head>"
-            f'<body class="idle" {body_attrs}><main>'
-            '<div class="sym" aria-hidden="true"></div>'
-            '<p id="name" class="name"></p><p id="pay" class="pay"></p>'
-            f'<p id="msg" class="msg" role="status" aria-live="assertive">{e(_T["idle"][lang])}</p>'
-            f"</main><script>{_JS}</script></body></html>\n"
+        return localweb.render(
+            "display/page.html",
+            voice=_VOICE[lang],
+            title=_T["title"][lang],
+            css=Markup(CSS),
+            js=Markup(JS),
+            show=f"{s.show_seconds:g}",
+            speak="1" if s.speak else "0",
+            pay=_T["pay"][lang],
+            idle=_T["idle"][lang],
+            offline=_T["see_staff"][lang],
+            poll=POLL_MS,
+            lost=LOST_MS,
         )
 
 
-# -- HTML -------------------------------------------------------------------------------------------------
-# Colours: white on deep green / blue / slate, near-black on amber (contrast 7.8:1 to 16:1). Never red: an
-# elderly person who is not recognised or not served must not feel alarmed. The tick is drawn with CSS; "…"
-# and "i" are in every font, so the symbols do not depend on the kiosk's fonts.
+# -- HTML: edge/screens/templates/display/page.html with edge/screens/static/display.{css,js} -------------
 
-_CSS = """
-*{box-sizing:border-box}
-html,body{height:100%;margin:0}
-body{font-family:"Noto Sans CJK SC","Source Han Sans SC","WenQuanYi Micro Hei","Microsoft YaHei","PingFang SC",
-sans-serif;background:#14213d;color:#fff;cursor:none;user-select:none;-webkit-user-select:none;overflow:hidden}
-main{height:100%;display:flex;flex-direction:column;align-items:center;justify-content:center;text-align:center;
-padding:3vh 4vw;gap:3vh}
-p{margin:0;line-height:1.2;max-width:94vw;overflow-wrap:anywhere}
-p:empty{display:none}
-.sym{display:none;position:relative;flex:none;width:26vmin;height:26vmin;border-radius:50%;
-border:1.8vmin solid currentColor}
-.name{font-size:11vmin;font-weight:700}
-.pay{font-size:15vmin;font-weight:800;letter-spacing:.02em}
-.msg{font-size:9vmin;font-weight:700}
-body.idle .msg{font-size:13vmin}
-body.meal .msg{font-size:6vmin;font-weight:600}
-body.meal{background:#085f28}
-body.repeat{background:#16437a}
-body.confirm{background:#f2b705;color:#111}
-body.calm,body.offline{background:#34495e}
-body.meal .sym,body.repeat .sym,body.confirm .sym,body.calm .sym{display:block}
-body.meal .sym::after,body.repeat .sym::after{content:"";position:absolute;left:36%;top:14%;width:26%;height:52%;
-border:solid currentColor;border-width:0 2.6vmin 2.6vmin 0;transform:rotate(45deg)}
-body.confirm .sym::after,body.calm .sym::after{position:absolute;left:0;right:0;top:0;bottom:0;display:flex;
-align-items:center;justify-content:center;font-weight:800;line-height:1}
-body.confirm .sym::after{content:"\\2026";font-size:16vmin;padding-bottom:4vmin}
-body.calm .sym::after{content:"i";font-family:Georgia,"DejaVu Serif",serif;font-size:18vmin}
-""".strip()
-
-# One poll at a time, every data-poll ms. A result is shown for show_seconds from when the daemon published
-# it (age_s), so a reload never brings back an old one. Each new sequence number is spoken once; a result
-# already there when the page loads is not (the page spoke it before the reload). seq 0 means the daemon
-# (re)started: its first decision is seq 1 again. A new result cuts the previous speech short (Chrome drops
-# a speak() right after cancel(), hence the short wait); the rate is a little slower than normal.
-_JS = """
-(function(){
-var b=document.body,nameEl=document.getElementById('name'),payEl=document.getElementById('pay'),
-msgEl=document.getElementById('msg');
-function attr(k){return b.getAttribute('data-'+k);}
-var SHOW=parseFloat(attr('show'))*1000,SPEAK=attr('speak')==='1',VOICE=attr('voice'),PAY=attr('pay'),
-IDLE=attr('idle'),OFF=attr('offline'),POLL=parseInt(attr('poll'),10),LOST=parseInt(attr('lost'),10);
-var TONE={meal:'meal',repeat:'repeat',confirm:'confirm'};
-var shown=-1,spoken=-1,timer=0,lastOk=Date.now(),first=true;
-function set(tone,name,pay,msg){b.className=tone;nameEl.textContent=name||'';payEl.textContent=pay||'';
-msgEl.textContent=msg||'';}
-function idle(){clearTimeout(timer);set('idle','','',IDLE);}
-function say(text){
-var s=window.speechSynthesis;
-if(!SPEAK||!text||!s||!window.SpeechSynthesisUtterance){return;}
-try{var busy=s.speaking||s.pending;if(busy){s.cancel();}
-setTimeout(function(){try{var u=new SpeechSynthesisUtterance(text);u.lang=VOICE;u.rate=0.9;
-var vs=s.getVoices()||[];
-for(var i=0;i<vs.length;i++){if((vs[i].lang||'').replace('_','-')===VOICE){u.voice=vs[i];break;}}
-s.speak(u);}catch(e){}},busy?100:0);}catch(e){}}
-function show(d){
-var left=SHOW-(d.age_s||0)*1000;
-if(d.kind==='idle'||left<=0){idle();return false;}
-clearTimeout(timer);
-var pay=d.kind==='meal'?PAY.replace('{yuan}',(d.payable_fen/100).toFixed(2)):'';
-set(TONE[d.kind]||'calm',d.name,pay,d.message);
-timer=setTimeout(idle,left);
-return true;}
-function got(d){
-lastOk=Date.now();
-if(d.seq===0){spoken=0;}
-if(first){spoken=d.seq;first=false;}
-if(d.seq!==shown){shown=d.seq;if(show(d)&&d.seq!==spoken){spoken=d.seq;say(d.message);}}}
-function lost(){if(Date.now()-lastOk>LOST&&shown!==-2){clearTimeout(timer);shown=-2;set('offline','','',OFF);}}
-function poll(){
-fetch('/api/latest',{cache:'no-store'}).then(function(r){if(!r.ok){throw new Error(r.status);}return r.json();})
-.then(got,lost).then(function(){setTimeout(poll,POLL);},function(){setTimeout(poll,POLL);});}
-poll();
-})();
-""".strip()
+CSS = static_text("display.css")
+JS = static_text("display.js")
 
 # Only our own inline style and script (by hash); the script may fetch only from us; nothing else at all.
-_CSP = (
-    f"default-src 'none'; style-src {csp_hash(_CSS)}; script-src {csp_hash(_JS)}; connect-src 'self'; "
+CSP = (
+    f"default-src 'none'; style-src {csp_hash(CSS)}; script-src {csp_hash(JS)}; connect-src 'self'; "
     "form-action 'none'; frame-ancestors 'none'; base-uri 'none'"
 )
 
@@ -319,7 +237,7 @@ class _Handler(BaseHTTPRequestHandler):
         log.debug("kiosk display: %s %s", self.address_string(), format % args)
 
     def _send(self, status: HTTPStatus, body: str, ctype: str) -> None:
-        localweb.send(self, status, body, ctype, _CSP)
+        localweb.send(self, status, body, ctype, CSP)
 
     def do_GET(self) -> None:
         if not self.server.host_allowed(self.headers.get("Host", "")):

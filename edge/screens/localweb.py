@@ -1,6 +1,8 @@
 """What the two local pages (the staff screen and the senior display) share: a threaded HTTP server that,
 when bound to loopback, answers only requests naming this machine (a DNS-rebinding page would send its
-own host name), and responses that are never cached, sniffed, framed or given a referrer."""
+own host name), and responses that are never cached, sniffed, framed or given a referrer; and their page
+templates (edge/screens/templates/*.html, Jinja2) and the style sheets and scripts they inline
+(edge/screens/static/), read as package data."""
 
 from __future__ import annotations
 
@@ -10,9 +12,13 @@ import ipaddress
 import logging
 import socket
 import sys
+from functools import cache
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from importlib import resources
 from typing import Any
+
+import jinja2
 
 from edge.security.guards import Throttle
 
@@ -21,6 +27,39 @@ log = logging.getLogger(__name__)
 LOOPBACK_NAMES = frozenset({"localhost", "127.0.0.1", "::1"})
 #: a client that went away mid-request (closed tab, reload, reset, timeout): not a fault of ours
 ABORTED: tuple[type[BaseException], ...] = (ConnectionError, TimeoutError)
+
+
+def _package_file(*parts: str) -> str:
+    return resources.files(__package__).joinpath(*parts).read_text(encoding="utf-8")
+
+
+@cache
+def static_text(name: str) -> str:
+    """A style sheet or script from edge/screens/static/, as the page inlines it (so its CSP hash holds)."""
+    return _package_file("static", name).strip()
+
+
+def _load_template(name: str) -> str:
+    """Templates are written one tag a line, indented, for reading; the page is sent without that
+    indentation and those line breaks, as if written on one line. So a line break inside running text
+    would join two words: break lines only between tags."""
+    return "".join(line.strip() for line in _package_file("templates", name).splitlines())
+
+
+@cache
+def _templates() -> jinja2.Environment:
+    # autoescape everywhere: every value on these pages is text (names come from the roster)
+    return jinja2.Environment(
+        loader=jinja2.FunctionLoader(_load_template),
+        autoescape=True,
+        undefined=jinja2.StrictUndefined,
+        auto_reload=False,
+    )
+
+
+def render(template: str, **values: Any) -> str:
+    """One page from edge/screens/templates/; a missing value is an error, never an empty string."""
+    return _templates().get_template(template).render(**values)
 
 
 def csp_hash(text: str) -> str:

@@ -1,12 +1,12 @@
 """The local store: seniors, face templates, meal events and the outbox in one SQLite file."""
 
-from edge.store.db import (
+from edge.store.db import Store
+from edge.store.records import (
     EMBEDDING_DIM,
     AlreadyServed,
     Confirmation,
     EventRow,
     RemovalReport,
-    Store,
     StoredEvent,
     StoreError,
     TemplateIn,

@@ -1,0 +1,174 @@
+"""Meal events and their outbox rows, written together in one transaction with the kiosk's next sequence
+number; what the publisher reads and marks delivered."""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+
+from sqlalchemy import func, select, update
+from sqlalchemy.orm import Session
+
+from edge.delivery.events import MealEvent, build_payload, dumps
+from edge.meals.rules import PriorMeal
+from edge.store.base import StoreBase
+from edge.store.models import KioskSeqRow, MealEventRow, OutboxRow
+from edge.store.records import AlreadyServed, EventRow, StoredEvent, StoreError, utcnow
+
+
+class MealStore(StoreBase):
+    """Meal events and the outbox."""
+
+    def meals_on(self, senior_id: str, local_date: date) -> list[PriorMeal]:
+        with self._read(f"could not read meals of {senior_id!r}") as s:
+            rows = s.execute(
+                select(MealEventRow.meal, MealEventRow.subsidy_fen)
+                .where(
+                    MealEventRow.senior_id == senior_id,
+                    MealEventRow.local_date == local_date,
+                    MealEventRow.kind == "meal",
+                )
+                .order_by(MealEventRow.seq)
+            ).all()
+            return [PriorMeal(m, int(f)) for m, f in rows]
+
+    def record_meal(self, event: MealEvent, topic: str) -> StoredEvent:
+        """Allocate the kiosk's next seq and write the event and its outbox row in ONE transaction.
+
+        Either both rows and the new seq are committed (fsync'd: synchronous=FULL) or nothing is.
+        Raises StoreError (disk full, I/O error, duplicate event_id) or ValueError (invalid event).
+        """
+        with self._write(f"could not record meal event {event.event_id}") as s:
+            return self._insert_meal(s, event, topic)
+
+    @staticmethod
+    def _insert_meal(s: Session, event: MealEvent, topic: str) -> StoredEvent:
+        """The body of record_meal, inside the caller's write transaction."""
+        seq_row = s.get(KioskSeqRow, event.kiosk_id)
+        if seq_row is None:
+            seq_row = KioskSeqRow(kiosk_id=event.kiosk_id, last_seq=0)
+            s.add(seq_row)
+        seq = seq_row.last_seq + 1
+        seq_row.last_seq = seq
+        payload_obj = build_payload(event, seq)
+        text = dumps(payload_obj)
+        now = utcnow()
+        if s.get(MealEventRow, event.event_id) is not None:
+            raise StoreError(f"meal event {event.event_id} is already recorded")
+        # Checked inside the IMMEDIATE write transaction (and backed by a unique index), so two writers
+        # (the kiosk and a staff confirmation) can never record the same meal twice.
+        earlier = s.scalar(
+            select(MealEventRow.event_id).where(
+                MealEventRow.senior_id == event.senior_id,
+                MealEventRow.local_date == event.local_date,
+                MealEventRow.meal == event.meal,
+            )
+        )
+        if earlier is not None:
+            raise AlreadyServed(
+                f"senior {event.senior_id} already has {event.meal} on {event.local_date} "
+                f"(event {earlier}): not recorded twice"
+            )
+        s.add(
+            MealEventRow(
+                event_id=event.event_id,
+                seq=seq,
+                kiosk_id=event.kiosk_id,
+                centre_id=event.centre_id,
+                district=event.district,
+                kind=event.kind,
+                senior_id=event.senior_id,
+                meal=event.meal,
+                local_date=event.local_date,
+                decided_at=event.decided_at,
+                price_fen=event.price_fen,
+                subsidy_fen=event.subsidy_fen,
+                payable_fen=event.payable_fen,
+                reasons=list(event.reasons),
+                confirmed_by=event.confirmed_by,
+                match=payload_obj["match"],
+                source_ts=payload_obj["source_ts"],
+                payload=text,
+                recorded_at=now,
+            )
+        )
+        s.flush()  # the event row first: the outbox row references it
+        s.add(
+            OutboxRow(
+                event_id=event.event_id, seq=seq, topic=topic, payload=text, created_at=now, attempts=0
+            )
+        )
+        return StoredEvent(event.event_id, seq, topic, text.encode("utf-8"))
+
+    def pending(self, limit: int = 100) -> list[StoredEvent]:
+        with self._read("could not read the outbox") as s:
+            rows = s.execute(
+                select(
+                    OutboxRow.event_id, OutboxRow.seq, OutboxRow.topic, OutboxRow.payload, OutboxRow.attempts
+                )
+                .where(OutboxRow.delivered_at.is_(None))
+                .order_by(OutboxRow.seq, OutboxRow.event_id)
+                .limit(limit)
+            ).all()
+            return [StoredEvent(e, int(q), t, p.encode("utf-8"), int(a)) for e, q, t, p, a in rows]
+
+    def pending_count(self) -> int:
+        with self._read("could not read the outbox") as s:
+            return int(s.scalar(select(func.count()).where(OutboxRow.delivered_at.is_(None))) or 0)
+
+    def mark_delivered(self, event_id: str, at: datetime) -> None:
+        """Called on the broker's PUBACK only. The first acknowledgement's time is kept."""
+        if at.tzinfo is None or at.utcoffset() is None:
+            raise ValueError(f"naive datetime {at!r}: delivery times must be timezone-aware")
+        with self._write(f"could not mark event {event_id} delivered") as s:
+            res = s.execute(
+                update(OutboxRow)
+                .where(OutboxRow.event_id == event_id, OutboxRow.delivered_at.is_(None))
+                .values(delivered_at=at, last_error=None)
+            )
+            if res.rowcount == 0 and s.get(OutboxRow, event_id) is None:  # type: ignore[attr-defined]
+                raise StoreError(f"no outbox entry for event {event_id}")
+
+    def note_attempt(self, event_id: str, error: str | None) -> None:
+        with self._write(f"could not note a delivery attempt of {event_id}") as s:
+            s.execute(
+                update(OutboxRow)
+                .where(OutboxRow.event_id == event_id)
+                .values(attempts=OutboxRow.attempts + 1, last_attempt_at=utcnow(), last_error=error)
+            )
+
+    def list_events(self, pending_only: bool = False, limit: int | None = None) -> list[EventRow]:
+        """Events in seq order; with `limit`, the newest `limit` of them."""
+        q = select(MealEventRow, OutboxRow).join(OutboxRow, OutboxRow.event_id == MealEventRow.event_id)
+        if pending_only:
+            q = q.where(OutboxRow.delivered_at.is_(None))
+        q = q.order_by(MealEventRow.seq.desc(), MealEventRow.kiosk_id.desc())
+        if limit is not None:
+            q = q.limit(limit)
+        with self._read("could not list events") as s:
+            out = [
+                EventRow(
+                    event_id=e.event_id,
+                    seq=e.seq,
+                    kiosk_id=e.kiosk_id,
+                    kind=e.kind,
+                    senior_id=e.senior_id,
+                    meal=e.meal,
+                    local_date=e.local_date,
+                    decided_at=e.decided_at,
+                    price_fen=e.price_fen,
+                    subsidy_fen=e.subsidy_fen,
+                    payable_fen=e.payable_fen,
+                    confirmed_by=e.confirmed_by,
+                    delivered_at=o.delivered_at,
+                    attempts=o.attempts,
+                    last_error=o.last_error,
+                )
+                for e, o in s.execute(q)
+            ]
+        out.reverse()
+        return out
+
+    def last_seq(self, kiosk_id: str) -> int:
+        with self._read("could not read the sequence") as s:
+            row = s.get(KioskSeqRow, kiosk_id)
+            return 0 if row is None else row.last_seq
