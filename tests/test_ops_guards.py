@@ -62,7 +62,9 @@ def test_a_second_run_on_the_same_store_exits_at_once_naming_the_first(tmp_path:
         assert second.returncode == 1, second.stderr
         assert f"already in use by another `meal-edge run` (pid {first.pid})" in second.stderr
         assert "Traceback" not in second.stderr
-        assert took < 20  # at once: it did not open the camera, the models or the broker first
+        # at once: before the camera, the models or the broker (the bound only allows for a busy machine's
+        # Python start-up and imports; the second run never reached the camera)
+        assert took < 60 and "camera" not in second.stderr
         assert first.poll() is None  # the first one runs on
     finally:
         first.send_signal(signal.SIGTERM)

@@ -10,6 +10,7 @@ import signal
 import sqlite3
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable
 from datetime import datetime
@@ -62,6 +63,15 @@ def run_feedback(display: Display | None) -> Callable[[Decision], None]:
 
 def cmd_run(args: argparse.Namespace) -> int:
     cfg = need_config(args.config)
+    # a stop asked for while the models load (systemctl stop during start) ends the run cleanly, lock released
+    stop = threading.Event()
+
+    def _early_stop(signum: int, _frame: FrameType | None) -> None:
+        log.warning("signal %d while starting: stopping", signum)
+        stop.set()
+
+    signal.signal(signal.SIGTERM, _early_stop)
+    signal.signal(signal.SIGINT, _early_stop)
     # one daemon per store, before the camera or the broker is touched: a second `run` would fight the first
     # over the MQTT client id, the camera and the sequence numbers
     try:
@@ -70,12 +80,12 @@ def cmd_run(args: argparse.Namespace) -> int:
         print(f"error: {e}", file=sys.stderr)
         return EXIT_FAIL
     try:
-        return _run_locked(cfg)
+        return _run_locked(cfg, stop)
     finally:
         lock.release()
 
 
-def _run_locked(cfg: Config) -> int:
+def _run_locked(cfg: Config, stop: threading.Event) -> int:
     from edge.cli.sdnotify import notify, watchdog_interval
     from edge.delivery.publish import Publisher
     from edge.recognition.capture import open_camera
@@ -100,12 +110,10 @@ def _run_locked(cfg: Config) -> int:
         return EXIT_FAIL
     tz = cfg.centre.tz
     publisher = Publisher(parts.store, cfg.mqtt, cfg.centre) if cfg.mqtt.enabled else None
-    stopping = False
 
     def _stop(signum: int, _frame: FrameType | None) -> None:
-        nonlocal stopping
         log.warning("signal %d: stopping", signum)
-        stopping = True
+        stop.set()
         source.request_stop()
 
     signal.signal(signal.SIGTERM, _stop)
@@ -132,7 +140,7 @@ def _run_locked(cfg: Config) -> int:
     log.info("meal-edge running: centre %s kiosk %s", cfg.centre.id, cfg.centre.kiosk_id)
     try:
         last_looked = 0.0
-        while not stopping:
+        while not stop.is_set():
             frame = source.next_frame(timeout=0.5)
             if frame is not None and should_look(pipeline.idle, time.monotonic(), last_looked, cfg.camera.idle_fps):
                 last_looked = time.monotonic()
