@@ -461,46 +461,6 @@ def cmd_remove(args: argparse.Namespace, cfg: Config, out: IO[str]) -> int:
     return EXIT_OK
 
 
-def cmd_staff(args: argparse.Namespace, cfg: Config, out: IO[str]) -> int:
-    from edge.security.staffauth import AccountError, StaffAuth, read_secret
-    from edge.store import StoreError
-
-    store = _open_store(cfg)
-    try:
-        if args.staff_command == "list":
-            accounts = store.list_staff()
-            if not accounts:
-                print("no staff accounts: add one with `meal-enroll staff add STAFF_ID --name NAME`", file=out)
-                return EXIT_OK
-            rows = [["id", "name", "role", "state"]]
-            now = datetime.now(cfg.centre.tz)
-            for acct in accounts:
-                until = acct.locked_until
-                state = f"locked until {until.astimezone(cfg.centre.tz):%H:%M}" if until and until > now else "ok"
-                rows.append([acct.staff_id, acct.name, acct.role, state])
-            _table(rows, out)
-            return EXIT_OK
-        auth = StaffAuth(store)
-        if args.staff_command == "remove":
-            if not auth.remove(args.staff_id):
-                print(f"no staff account {args.staff_id}: nothing removed", file=out)
-                return EXIT_REJECTED
-            store.audit(AuditEntry(os_user(), "staff_remove", f"staff:{args.staff_id}"))
-            print(f"removed staff account {args.staff_id}", file=out)
-            return EXIT_OK
-        try:
-            secret = read_secret(args.pin_file, f"PIN or password for {args.staff_id}: ", confirm=True)
-            acct = auth.add(args.staff_id, args.name, args.role, secret)
-        except (AccountError, StoreError) as e:
-            print(f"not added: {e}", file=out)
-            return EXIT_REJECTED
-        store.audit(AuditEntry(os_user(), "staff_add", f"staff:{acct.staff_id}", {"role": acct.role}))
-        print(f"added staff account {acct.staff_id} ({acct.role})", file=out)
-        return EXIT_OK
-    finally:
-        store.close()
-
-
 def run(args: argparse.Namespace, out: IO[str] | None = None, err: IO[str] | None = None) -> int:
     """Run a parsed command (from `build_parser` or `add_parser`); returns the exit code."""
     out = out or sys.stdout
@@ -523,7 +483,9 @@ def run(args: argparse.Namespace, out: IO[str] | None = None, err: IO[str] | Non
         if command == "remove":
             return cmd_remove(args, cfg, out)
         if command == "staff":
-            return cmd_staff(args, cfg, out)
+            from enroll.staff import cmd_staff
+
+            return cmd_staff(args, cfg, out, _open_store(cfg), _table)
         raise UsageError(f"unknown command {command!r}")
     except UsageError as e:
         print(f"error: {e}", file=err)
