@@ -94,25 +94,37 @@ def presences(per_frame: list[list[tuple[tuple[int, int, int, int], str]]], min_
     return sorted(out, key=lambda p: p["first"])
 
 
-def ours(frames: list[Frame], samples: Path, backend: str, policy_name: str) -> dict[str, Any]:
+#: OpenCV Zoo's SFace demo calls a pair the same person at cosine >= 0.363: 1.129 on the unit sphere
+SFACE_TOLERANCE = 1.129
+
+
+def ours(frames: list[Frame], samples: Path, backend: str, policy_name: str, model: str = "sface") -> dict[str, Any]:
     from edge.app import Parts, make_pipeline
     from edge.meals.rules import Senior
-    from edge.recognition.decide import load_policy, tolerance_policy
-    from edge.recognition.detect import Detector
+    from edge.recognition.decide import REFERENCE_TOLERANCE, load_policy, tolerance_policy
+    from edge.recognition.detectors import make_detector
     from edge.recognition.embed.factory import make_embedder
     from edge.store import Store
     from enroll.service import ENROL_DETECT_WIDTH, ENROL_UPSAMPLE, Enroller
 
     tmp = Path(tempfile.mkdtemp(prefix="bench-"))
-    cfg = parse_config(DEFAULT_CONFIG.replace("/var/lib/meal-edge/meal-edge.sqlite", str(tmp / "s.sqlite")))
+    text = DEFAULT_CONFIG.replace('[store]\npath = ""', f'[store]\npath = "{tmp / "s.sqlite"}"')
+    if model == "dlib":  # the earlier kiosk: dlib's model on HOG + shape_predictor_5
+        text = text.replace('model = "sface"', 'model = "dlib"').replace('detector = "yunet"', 'detector = "hog"')
+    cfg = parse_config(text)
     store = Store(cfg.store_path)
-    embedder = make_embedder(backend, cfg.recognition.threads, mirror=cfg.recognition.mirror)
-    enroller = Enroller(store, Detector(ENROL_DETECT_WIDTH, ENROL_UPSAMPLE), embedder)
+    r, d = cfg.recognition, cfg.detect
+    embedder = make_embedder(backend, r.threads, mirror=r.mirror, model=r.model)
+    enroller = Enroller(store, make_detector(d.detector, ENROL_DETECT_WIDTH, ENROL_UPSAMPLE), embedder)
     for sid, photo in KNOWN.items():
         r = enroller.enrol(Senior(sid, sid, datetime(1950, 1, 1).date(), cfg.centre.district), [samples / photo])
         assert r.enrolled, r
-    policy = load_policy(embedder.model_id) if policy_name == "calibrated" else tolerance_policy(embedder.model_id)
-    detector = Detector(cfg.detect.detect_width, cfg.detect.upsample)
+    tolerance = SFACE_TOLERANCE if r.model == "sface" else REFERENCE_TOLERANCE
+    if policy_name == "calibrated":
+        policy = load_policy(embedder.model_id)
+    else:
+        policy = tolerance_policy(embedder.model_id, tolerance)
+    detector = make_detector(d.detector, d.detect_width, d.upsample)
     noon = datetime(2026, 11, 30, 11, 0, tzinfo=cfg.centre.tz)
     parts = Parts(store, embedder, policy, detector)
     p = make_pipeline(cfg, parts, lambda f: noon)
@@ -127,6 +139,7 @@ def ours(frames: list[Frame], samples: Path, backend: str, policy_name: str) -> 
         "match": st.t_match,
         "embedded": st.embedded,
         "backend": embedder.name,
+        "model": embedder.model_id,
         "policy": policy.source,
         "decisions": [
             {"name": d.senior_id or d.kind, "kind": d.kind, "ts": round(d.source_ts, 2), "frames": d.frames}
@@ -140,6 +153,7 @@ def main() -> int:
     ap.add_argument("--clip", type=Path, default=SHARED / "data/video/short_hamilton_clip.mp4")
     ap.add_argument("--samples", type=Path, default=SHARED / "data/samples")
     ap.add_argument("--backend", default="auto", choices=["auto", "onnx", "dlib"])
+    ap.add_argument("--model", default="sface", choices=["sface", "dlib"], help="sface + YuNet (default) or dlib + HOG")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
     need(args.clip, "sample clip")
@@ -152,8 +166,8 @@ def main() -> int:
 
     frames, t_decode = decode_all(args.clip)
     n = len(frames)
-    mine = ours(frames, args.samples, args.backend, "calibrated")
-    same_rule = ours(frames, args.samples, args.backend, "tolerance")
+    mine = ours(frames, args.samples, args.backend, "calibrated", args.model)
+    same_rule = ours(frames, args.samples, args.backend, "tolerance", args.model)
     ref = reference(frames, args.samples)
     ref_presences = presences(ref["per_frame"], min_frames=3)
 

@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -25,13 +25,17 @@ from edge.meals.desk import MealDesk
 from edge.meals.feedback import Decision
 from edge.recognition.capture import Frame
 from edge.recognition.decide import Policy, Verdict, decide, fuse, lookalike_pairs
-from edge.recognition.detect import Detector, Face
+from edge.recognition.detect import Face, FaceDetector
 from edge.recognition.embed.base import Embedder
 from edge.recognition.liveness import LivenessChecker, LivenessVerdict
 from edge.recognition.match import Gallery, normalise
 from edge.recognition.track import Observation, Snapshot, Track, Tracker
+from edge.security.clockguard import ClockGuard, ClockState
 from edge.store import Store
 from edge.store.evidence import EvidenceKeeper
+
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +49,14 @@ def replay_clock(start: datetime) -> Clock:
 # A decided track is re-embedded now and then; a descriptor this far from the track's own fused
 # descriptor means another person stepped into the same place, which is a new presence.
 IDENTITY_SWITCH_DISTANCE = 0.62
+# SFace spreads one person's photos wider on the unit sphere than dlib: on the LFW calibration half, 98% of
+# same-person pairs of different photos are closer than 1.1 (cosine 0.40), 0.03% of different people
+# (provisional, issue 10; frames of one presence are much closer than different photos)
+IDENTITY_SWITCH_DISTANCE_SFACE = 1.1
+
+
+def identity_switch_distance(model_id: str) -> float:
+    return IDENTITY_SWITCH_DISTANCE_SFACE if model_id.startswith("face_recognition_sface") else IDENTITY_SWITCH_DISTANCE
 RECHECK_EVERY = 15
 MAX_OBSERVATIONS = 64
 
@@ -80,7 +92,7 @@ def unrecognisable(n: int, other_model: str, model_id: str) -> str:
     return (
         f"{n} seniors have face templates only for model {other_model}, not for this kiosk's model {model_id}: "
         "they cannot be recognised. Re-enrol their photos (meal-enroll add/import/capture), or set "
-        "[recognition] mirror to match how they were enrolled"
+        "[recognition] model and mirror to match how they were enrolled"
     )
 
 
@@ -138,7 +150,7 @@ class Pipeline:
         self,
         cfg: Config,
         *,
-        detector: Detector,
+        detector: FaceDetector,
         embedder: Embedder,
         store: Store,
         policy: Policy,
@@ -148,6 +160,7 @@ class Pipeline:
         on_event: Callable[[], None] | None = None,
         liveness: LivenessChecker | None = None,
         evidence: EvidenceKeeper | None = None,
+        clock_guard: ClockGuard | None = None,
     ) -> None:
         self.cfg = cfg
         self.detector = detector
@@ -159,6 +172,8 @@ class Pipeline:
         self.on_decision = on_decision
         self.liveness = liveness
         self.evidence = evidence
+        #: no decision on a clock earlier than the newest event (or far beyond it at start)
+        self.clock_guard = clock_guard
         t = cfg.track
         self.tracker = Tracker(iou_match=t.iou_match, max_missing=t.max_missing_frames)
         self.stats = Stats()
@@ -169,6 +184,7 @@ class Pipeline:
             on_event=on_event,
             evidence=evidence,
             liveness_enabled=liveness is not None,
+            clock_guard=clock_guard,
         )
 
     @property
@@ -199,7 +215,7 @@ class Pipeline:
                 want.append((track, obs))
         if want:
             t0 = time.perf_counter()
-            chips = self.detector.chips(frame.image, [o.face for _, o in want])
+            chips = self.embedder.chips(frame.image, [o.face for _, o in want])
             embs = self.embedder.embed(chips)
             st.t_embed += time.perf_counter() - t0
             st.embedded += len(want)
@@ -248,7 +264,7 @@ class Pipeline:
             return
         ref = normalise(np.mean(normalise(np.stack(earlier)), axis=0))
         d = float(np.linalg.norm(normalise(obs.embedding) - ref))
-        if d > IDENTITY_SWITCH_DISTANCE:
+        if d > identity_switch_distance(self.embedder.model_id):
             log.info("track %d: a different face (%.2f) took its place; new presence", track.id, d)
             track.decided = False
             track.observations[:] = [obs]
@@ -349,26 +365,42 @@ class Parts:
     store: Store
     embedder: Embedder
     policy: Policy
-    detector: Detector
+    detector: FaceDetector
 
 
-def build_parts(cfg: Config, *, store_path: Path | None = None) -> Parts:
-    """Open the store and build detector, embedder and decision policy from the config."""
+def build_parts(
+    cfg: Config, *, store_path: Path | None = None, signing_key: Ed25519PrivateKey | None = None
+) -> Parts:
+    """Open the store and build detector, embedder and decision policy from the config. `signing_key`: what
+    meal events are signed with (None: the key beside the store, see edge/store/signer.py)."""
     from edge.recognition.decide import load_policy
+    from edge.recognition.detectors import make_detector
     from edge.recognition.embed.factory import make_embedder
 
-    store = Store(store_path or cfg.store_path, key_file=cfg.template_key_path)
-    embedder = make_embedder(cfg.recognition.backend, cfg.recognition.threads, mirror=cfg.recognition.mirror)
+    store = Store(store_path or cfg.store_path, signing_key=signing_key, key_file=cfg.template_key_path)
+    r, d = cfg.recognition, cfg.detect
+    embedder = make_embedder(r.backend, r.threads, mirror=r.mirror, model=r.model, onnx_dir=cfg.model_dir)
     policy = load_policy(embedder.model_id, cfg.calibration_path)
-    detector = Detector(detect_width=cfg.detect.detect_width, upsample=cfg.detect.upsample)
+    detector = make_detector(d.detector, d.detect_width, d.upsample, onnx_dir=cfg.model_dir)
     return Parts(store, embedder, policy, detector)
 
 
+def make_clock_guard(
+    cfg: Config, store: Store, *, start_check: bool = True, on_change: Callable[[ClockState], None] | None = None
+) -> ClockGuard:
+    """The clock guard over this store's newest event; `start_check` False skips the "too far ahead at start"
+    check (a replay's pinned clock may be any time after the store's events)."""
+    skew = timedelta(days=cfg.clock.max_start_skew_days) if start_check else None
+    return ClockGuard(store.newest_event_time(), skew, on_change=on_change)
+
+
 def make_pipeline(
-    cfg: Config, parts: Parts, clock: Clock, *, evidence_dir: Path | None = None, **kw: Any
+    cfg: Config, parts: Parts, clock: Clock, *, evidence_dir: Path | None = None,
+    clock_guard: ClockGuard | None = None, **kw: Any
 ) -> Pipeline:
     """The pipeline `run`, `replay` and the demo use. Audit snapshots go to evidence_dir (a replay passes its
-    scratch folder) or else to [evidence] dir, when [evidence] enabled."""
+    scratch folder) or else to [evidence] dir, when [evidence] enabled. The clock guard is `clock_guard`, or
+    one over the store (make_clock_guard)."""
     evidence = None
     if cfg.evidence.enabled:
         evidence = EvidenceKeeper(evidence_dir or cfg.evidence_dir, cfg.evidence.retention_days)
@@ -391,5 +423,6 @@ def make_pipeline(
         clock=clock,
         liveness=liveness,
         evidence=evidence,
+        clock_guard=clock_guard or make_clock_guard(cfg, parts.store),
         **kw,
     )

@@ -15,6 +15,8 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from edge.paths import built_models_dir, default_config_text, default_state_dir
+
 
 class ConfigError(ValueError):
     """A config problem, already phrased for the operator (file, line, key, what is wrong)."""
@@ -76,12 +78,19 @@ class CameraConfig(_Section):
 
 
 class DetectConfig(_Section):
-    detect_width: int = Field(640, ge=160, description="frames are downscaled to this width for HOG")
+    #: yunet: OpenCV Zoo's YuNet (boxes + the 5 points SFace aligns on, ~8 ms at 640x360 on 2 threads);
+    #: hog: dlib's HOG + shape_predictor_5 (docs/models.md compares them)
+    detector: Literal["yunet", "hog"] = "yunet"
+    detect_width: int = Field(640, ge=160, description="frames are downscaled to this width for detection")
     upsample: int = Field(0, ge=0, le=2)
     min_face_px: int = Field(60, ge=20, description="faces narrower than this (full-frame pixels) are ignored")
 
 
 class RecognitionConfig(_Section):
+    #: the face model: sface (OpenCV Zoo SFace, ArcFace-aligned 112x112 chips) or dlib (dlib's ResNet);
+    #: each has its own model_id, so its own templates and calibration (docs/models.md)
+    model: Literal["sface", "dlib"] = "sface"
+    #: dlib only: auto (ONNX if the model verifies, else dlib's own code), onnx, dlib
     backend: Literal["auto", "onnx", "dlib"] = "auto"
     threads: int = Field(0, ge=0, description="0: as many as the machine has cores")
     #: calibration file with the decision thresholds; empty: the one stored with the model in models/
@@ -91,7 +100,7 @@ class RecognitionConfig(_Section):
     #: templates enrolled with the other setting are not used (the daemon says so at start)
     mirror: bool = True
     #: template refresh from confident automatic check-ins (edge/recognition/refresh.py, docs/accuracy.md);
-    #: off by default
+    #: off by default. Its distances are on dlib's scale: not yet calibrated for SFace (issue 10)
     refresh_templates: bool = False
     refresh_max: int = Field(2, ge=1, le=10, description="check-in templates kept per senior; the oldest is replaced")
     refresh_distance: float = Field(0.20, ge=0, le=2, description="fused distance at most this to refresh")
@@ -129,8 +138,14 @@ class LivenessConfig(_Section):
         return self
 
 
+class PathsConfig(_Section):
+    #: what meal-edge makes (store, audit snapshots, converted model); empty: edge.paths.default_state_dir()
+    state_dir: str = ""
+
+
 class StoreConfig(_Section):
-    path: str = "/var/lib/meal-edge/meal-edge.sqlite"
+    #: empty: meal-edge.sqlite in the state folder
+    path: str = ""
     keep_photos: bool = False
     #: the AES key sealing face templates (edge.security.atrest); empty: "template.key" beside the store. A
     #: systemd credential "meal-edge-template-key" ($CREDENTIALS_DIRECTORY) is used instead when present.
@@ -146,6 +161,41 @@ class EvidenceConfig(_Section):
     retention_days: int = Field(30, ge=1, le=3650, description="snapshots older than this many days are deleted")
 
 
+def _credential_name(v: str) -> str:
+    if v and (v in (".", "..") or "/" in v):
+        raise ValueError(f"{v!r} is a systemd credential name (as in LoadCredential=NAME:/path), not a path")
+    return v
+
+
+class MqttTlsConfig(_Section):
+    """TLS to the broker, and the kiosk's client certificate (docs/deployment.md)."""
+
+    enabled: bool = False
+    #: the CA that signed the broker's certificate; empty: the system's CAs
+    ca_file: str = ""
+    #: this kiosk's certificate (its CN is the kiosk's identity); empty: log in with username instead
+    cert_file: str = ""
+    #: its private key: a file (0600) or a systemd credential name (LoadCredential=), never both
+    key_file: str = ""
+    key_credential: str = ""
+
+    @field_validator("key_credential")
+    @classmethod
+    def _cred(cls, v: str) -> str:
+        return _credential_name(v)
+
+    @model_validator(mode="after")
+    def _pairs(self) -> MqttTlsConfig:
+        if self.key_file and self.key_credential:
+            raise ValueError("give the client key as key_file or key_credential, not both")
+        has_key = bool(self.key_file or self.key_credential)
+        if bool(self.cert_file) != has_key:
+            raise ValueError("cert_file and its key (key_file or key_credential) go together")
+        if (self.cert_file or self.ca_file) and not self.enabled:
+            raise ValueError("certificate files are set but enabled = false: set enabled = true")
+        return self
+
+
 class MqttConfig(_Section):
     host: str = "127.0.0.1"
     port: int = Field(1883, ge=1, le=65535)
@@ -153,6 +203,32 @@ class MqttConfig(_Section):
     client_id: str = ""
     keepalive: int = Field(30, ge=5)
     enabled: bool = True
+    #: MQTT 5 session expiry: how long the broker keeps this kiosk's session (and queue) while it is away
+    session_expiry: int = Field(7 * 24 * 3600, ge=0, le=0xFFFFFFFE)
+    #: a login instead of a client certificate; the password only from a file or a systemd credential
+    username: str = ""
+    password_file: str = ""
+    password_credential: str = ""
+    tls: MqttTlsConfig = MqttTlsConfig()
+
+    @field_validator("password_credential")
+    @classmethod
+    def _cred(cls, v: str) -> str:
+        return _credential_name(v)
+
+    @model_validator(mode="after")
+    def _login(self) -> MqttConfig:
+        has_password = bool(self.password_file or self.password_credential)
+        if self.password_file and self.password_credential:
+            raise ValueError("give the password as password_file or password_credential, not both")
+        if bool(self.username) != has_password:
+            raise ValueError("username and its password (password_file or password_credential) go together")
+        return self
+
+    @property
+    def authenticated(self) -> bool:
+        """TLS with a kiosk identity (certificate or login): what a centre must run (docs/deployment.md)."""
+        return self.tls.enabled and bool(self.tls.cert_file or self.username)
 
     @field_validator("topic_prefix")
     @classmethod
@@ -160,6 +236,13 @@ class MqttConfig(_Section):
         if not v or v.startswith("/") or v.endswith("/") or any(c in v for c in "+#"):
             raise ValueError("topic_prefix must be like 'meal/v1' (no leading/trailing '/', no wildcards)")
         return v
+
+
+class ClockConfig(_Section):
+    """Clock guard (edge/security/clockguard.py): no meal is decided on a clock earlier than the newest meal
+    event in the store, nor, at start, on one more than max_start_skew_days beyond it."""
+
+    max_start_skew_days: float = Field(30.0, ge=0, description="0: no check at start")
 
 
 _HHMM = re.compile(r"^([01]\d|2[0-3]):[0-5]\d$")
@@ -249,9 +332,11 @@ class Config(_Section):
     recognition: RecognitionConfig = RecognitionConfig()
     track: TrackConfig = TrackConfig()
     liveness: LivenessConfig = LivenessConfig()
+    paths: PathsConfig = PathsConfig()
     store: StoreConfig = StoreConfig()
     evidence: EvidenceConfig = EvidenceConfig()
     mqtt: MqttConfig = MqttConfig()
+    clock: ClockConfig = ClockConfig()
     rules: RulesConfig = RulesConfig()
     display: DisplayConfig = DisplayConfig()
 
@@ -265,8 +350,18 @@ class Config(_Section):
         return path
 
     @property
+    def state_dir(self) -> Path:
+        """Where meal-edge keeps what it makes: `[paths] state_dir`, else the default (edge/paths.py)."""
+        return self.resolve(self.paths.state_dir) if self.paths.state_dir else default_state_dir()
+
+    @property
     def store_path(self) -> Path:
-        return self.resolve(self.store.path)
+        return self.resolve(self.store.path) if self.store.path else self.state_dir / "meal-edge.sqlite"
+
+    @property
+    def model_dir(self) -> Path:
+        """Where the converted model (.onnx) is built and read."""
+        return built_models_dir(self.state_dir)
 
     @property
     def template_key_path(self) -> Path:
@@ -277,8 +372,21 @@ class Config(_Section):
         return self.resolve(self.evidence.dir) if self.evidence.dir else self.store_path.parent / "evidence"
 
     @property
+    def mqtt_link(self) -> MqttConfig:
+        """[mqtt] with its file paths resolved against the config's folder (credential names stay names)."""
+        m, t = self.mqtt, self.mqtt.tls
+
+        def res(p: str) -> str:
+            return str(self.resolve(p)) if p else ""
+
+        tls = t.model_copy(
+            update={"ca_file": res(t.ca_file), "cert_file": res(t.cert_file), "key_file": res(t.key_file)}
+        )
+        return m.model_copy(update={"password_file": res(m.password_file), "tls": tls})
+
+    @property
     def calibration_path(self) -> Path | None:
-        """`[recognition] calibration`, resolved; None: the file stored with the model in models/."""
+        """`[recognition] calibration`, resolved; None: the file shipped with meal-edge for the model."""
         return self.resolve(self.recognition.calibration) if self.recognition.calibration else None
 
 
@@ -363,95 +471,5 @@ def load_config(path: str | Path) -> Config:
     return parse_config(text, p)
 
 
-DEFAULT_CONFIG = '''\
-# meal-edge configuration. Every key is shown with its default; unknown keys are errors.
-# Validate with: meal-edge check-config FILE
-
-[centre]
-id = "centre-001"            # centre id as the district knows it (no '/', '+', '#')
-district = "xuhui"           # hukou district whose residents get the meal subsidy
-kiosk_id = "kiosk-1"         # this kiosk; event sequence numbers are per kiosk
-timezone = "Asia/Shanghai"   # meal windows and "today" are in this time zone
-name = ""                    # display name
-language = "zh"              # kiosk messages: zh or en
-
-[camera]
-source = "0"                 # device index ("0"), RTSP/HTTP URL, video file or folder of images
-width = 0                    # requested capture size; 0 keeps the camera default
-height = 0
-reconnect_seconds = 5.0      # wait between attempts when the camera goes away
-queue_size = 4               # frames buffered between capture and recognition (oldest dropped)
-idle_fps = 5.0               # while nobody is in view, look at this many frames a second (0: every frame)
-
-[detect]
-detect_width = 640           # frames are downscaled to this width for face detection
-upsample = 0                 # 1 finds smaller faces at ~4x the cost
-min_face_px = 60             # faces narrower than this are ignored (too far away)
-
-[recognition]
-backend = "auto"             # auto (ONNX if the model verifies, else dlib), onnx, dlib
-threads = 0                  # 0: one per core
-calibration = ""             # decision thresholds; empty: the file stored with the model in models/
-mirror = true                # average each face with its mirror image: more seniors served, 2x embedding cost
-refresh_templates = false    # add a senior's confident automatic check-ins as templates (docs/accuracy.md)
-refresh_max = 2              # check-in templates kept per senior; the oldest is replaced (photos never are)
-refresh_distance = 0.20      # refresh only when the fused distance is at most this (stricter than accept)
-refresh_min_margin = 0.20    # ... and the margin to the second-best senior at least this
-refresh_every_days = 30      # at most one refresh per senior per this many days
-
-[track]
-iou_match = 0.3              # box overlap that continues a presence
-max_missing_frames = 8       # a presence ends after this many frames without the face
-min_frames = 3               # frames that must agree before a decision
-max_frames = 5               # frames fused at most for one decision
-reembed_every = 3            # embed a tracked face every N frames until it is decided
-
-[liveness]
-enabled = true               # a presence that moves like a flat photo or screen goes to staff confirmation
-min_frames = 8               # frames of a presence needed for a verdict
-max_frames = 24              # frames kept per presence; a still face waits at most this long, then staff
-pair_gap = 2                 # compare frame i with i+pair_gap: 2 at 25-30 fps, 1 at 10-15 fps
-threshold = -0.13            # from `meal-edge liveness-eval --seed 0` (docs/liveness.md)
-
-[store]
-path = "/var/lib/meal-edge/meal-edge.sqlite"   # relative paths resolve against this file's folder
-keep_photos = false          # store enrolment photos too (off: embeddings only)
-key_file = ""                # AES key sealing the face templates (0600); "": template.key beside the store.
-                             # The systemd credential meal-edge-template-key wins when present. Back it up.
-
-[evidence]
-enabled = true               # keep a snapshot (face and surroundings, JPEG) of each meal and pending confirmation
-dir = ""                     # empty: "evidence" beside the store; on this kiosk only, one folder per local date
-retention_days = 30          # older snapshots are deleted (at start and once a day)
-
-[mqtt]
-enabled = true
-host = "127.0.0.1"
-port = 1883
-topic_prefix = "meal/v1"     # events go to <prefix>/<district>/<centre>/<kiosk>/events
-client_id = ""               # empty: meal-edge-<centre>-<kiosk>
-keepalive = 30
-
-[display]
-enabled = true               # serve the senior-facing check-in screen from `meal-edge run` (docs/display.md)
-listen = "127.0.0.1:8081"    # HOST:PORT; loopback: only this machine's browser (chromium --kiosk URL)
-show_seconds = 8             # a result stays on screen this long, then the "please look at the camera" prompt
-speak = true                 # the page also says each result aloud (browser speech synthesis, zh-CN / en-US)
-
-[rules]
-min_age = 70                 # age on the meal's local date
-subsidy_fen = 300            # 3 yuan, in fen
-subsidised_meals_per_day = 1
-
-[[rules.meals]]
-name = "lunch"
-start = "10:30"              # local time HH:MM
-end = "13:30"
-price_fen = 1000
-
-[[rules.meals]]
-name = "dinner"
-start = "16:30"
-end = "18:30"
-price_fen = 1000
-'''
+#: `meal-edge default-config`: every key with its default and a comment (edge/default-config.toml)
+DEFAULT_CONFIG = default_config_text()

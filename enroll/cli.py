@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-import unicodedata
 from collections.abc import Sequence
 from datetime import datetime
 from functools import lru_cache
@@ -24,16 +23,17 @@ from edge.config import Config, ConfigError, load_config
 from edge.meals.rules import Senior, age_on, ineligibility
 from edge.recognition.refresh import CHECKIN_SOURCE_PREFIX, is_checkin_source
 from edge.store.auditlog import AuditEntry, os_user
+from enroll.output import Progress, print_result, print_table
 from enroll.parser import (
     UsageError,
     build_parser,
 )
 
 if TYPE_CHECKING:
-    from edge.recognition.detect import Detector
+    from edge.recognition.detect import FaceDetector
     from edge.recognition.embed.base import Embedder
     from edge.store import Store
-    from enroll.service import Enroller, EnrolResult
+    from enroll.service import Enroller
 
 log = logging.getLogger(__name__)
 
@@ -66,26 +66,32 @@ def _open_store(cfg: Config) -> Store:
         raise UsageError(f"{e}: check [store] path in {cfg.source_path}") from None
 
 
-@lru_cache(maxsize=2)
-def load_models(backend: str, threads: int, mirror: bool) -> tuple[Detector, Embedder]:
-    # Cached: loading the dlib models takes about a second, and tests call main() many times.
-    from edge.recognition.detect import Detector
+@lru_cache(maxsize=4)
+def load_models(
+    backend: str,
+    threads: int,
+    mirror: bool,
+    model_dir: Path | None = None,
+    model: str = "sface",
+    detector: str = "yunet",
+) -> tuple[FaceDetector, Embedder]:
+    """The kiosk's detector and face model, so templates are aligned as the kiosk's probes are. model_dir: where
+    the converted models are built and read (the config's state folder; default: the user's)."""
+    # Cached: loading the models takes about a second, and tests call main() many times.
+    from edge.recognition.detectors import make_detector
+    from edge.recognition.embed.factory import make_embedder
     from enroll.service import ENROL_DETECT_WIDTH, ENROL_UPSAMPLE
 
-    return Detector(detect_width=ENROL_DETECT_WIDTH, upsample=ENROL_UPSAMPLE), make_embedder(backend, threads, mirror)
-
-
-def make_embedder(backend: str, threads: int, mirror: bool) -> Embedder:
-    from edge.recognition.embed.factory import make_embedder as factory
-
-    return factory(backend, threads, mirror=mirror)
+    det = make_detector(detector, ENROL_DETECT_WIDTH, ENROL_UPSAMPLE, onnx_dir=model_dir)
+    return det, make_embedder(backend, threads, mirror=mirror, model=model, onnx_dir=model_dir)
 
 
 def _enroller(cfg: Config, store: Store) -> Enroller:
     from edge.recognition.decide import CalibrationError, load_policy
     from enroll.service import Enroller
 
-    detector, embedder = load_models(cfg.recognition.backend, cfg.recognition.threads, cfg.recognition.mirror)
+    r = cfg.recognition
+    detector, embedder = load_models(r.backend, r.threads, r.mirror, cfg.model_dir, r.model, cfg.detect.detector)
     try:
         policy = load_policy(embedder.model_id, cfg.calibration_path)
     except CalibrationError as e:
@@ -95,78 +101,6 @@ def _enroller(cfg: Config, store: Store) -> Enroller:
     return Enroller(
         store, detector, embedder, keep_photos=cfg.store.keep_photos, decision_policy=policy, actor=os_user()
     )
-
-
-# -- output helpers --------------------------------------------------------------------------------
-
-
-def display_width(s: str) -> int:
-    """Terminal columns: Chinese characters take two."""
-    return sum(2 if unicodedata.east_asian_width(c) in "WF" else 1 for c in s)
-
-
-def _pad(s: str, n: int) -> str:
-    return s + " " * max(0, n - display_width(s))
-
-
-def _table(rows: list[list[str]], out: IO[str]) -> None:
-    widths = [max(display_width(r[i]) for r in rows) for i in range(len(rows[0]))]
-    for r in rows:
-        print("  ".join(_pad(c, w) for c, w in zip(r, widths, strict=True)).rstrip(), file=out)
-
-
-def _print_result(res: EnrolResult, out: IO[str], indent: str = "") -> None:
-    s = res.senior
-    if res.enrolled:
-        head = f"{s.senior_id} {s.name}: enrolled, {res.templates_added} template(s) added"
-        head += f" ({res.templates_total} in all)" if res.templates_total != res.templates_added else ""
-    elif res.rejected:
-        head = f"{s.senior_id} {s.name}: NOT enrolled"
-    else:
-        head = f"{s.senior_id} {s.name}: unchanged ({res.templates_total} template(s))"
-    print(indent + head, file=out)
-    for prob in res.problems:
-        print(f"{indent}  rejected: {prob}", file=out)
-    for ph in res.photos:
-        if ph.accepted:
-            state = "ok"
-        elif ph.skipped:
-            state = f"skipped: {ph.reason}"
-        else:
-            state = f"rejected: {ph.reason}"
-        print(f"{indent}  {ph.label}: {state}", file=out)
-    for w in res.all_warnings:
-        print(f"{indent}  warning: {w}", file=out)
-
-
-class Progress:
-    """Per-row progress on stderr: one plain line per row, or one rewritten bar on a terminal."""
-
-    def __init__(self, total: int, stream: IO[str]) -> None:
-        self.total = max(total, 0)
-        self.done = 0
-        self.stream = stream
-        self.tty = bool(getattr(stream, "isatty", lambda: False)())
-
-    def step(self, label: str, state: str) -> None:
-        self.done += 1
-        n = len(str(self.total))
-        pct = 100 * self.done // self.total if self.total else 100
-        head = f"[{self.done:>{n}}/{self.total}] {pct:3d}%"
-        if self.tty:
-            filled = 20 * self.done // self.total if self.total else 20
-            bar = "#" * filled + "-" * (20 - filled)
-            print(f"\r\x1b[K{head} [{bar}] {label} {state}", end="", file=self.stream, flush=True)
-            if self.done >= self.total:
-                print(file=self.stream)
-        else:
-            print(f"{head} {label} {state}", file=self.stream, flush=True)
-
-    def note(self, text: str) -> None:
-        if self.tty:
-            print("\r\x1b[K" + text, file=self.stream, flush=True)
-        else:
-            print(text, file=self.stream, flush=True)
 
 
 # -- commands -------------------------------------------------------------------------------------
@@ -183,7 +117,7 @@ def cmd_add(args: argparse.Namespace, cfg: Config, out: IO[str]) -> int:
         res = _enroller(cfg, store).enrol(senior, [Path(p) for p in args.photos], force=args.force)
     finally:
         store.close()
-    _print_result(res, out)
+    print_result(res, out)
     return EXIT_REJECTED if res.rejected else EXIT_OK
 
 
@@ -302,7 +236,7 @@ def cmd_capture(args: argparse.Namespace, cfg: Config, out: IO[str], err: IO[str
         # Refuse before the camera is opened what enrolment would refuse anyway (bad details, id taken).
         problems = enroller.check_senior(senior)
         if problems:
-            _print_result(EnrolResult(senior, problems=problems), out)
+            print_result(EnrolResult(senior, problems=problems), out)
             return EXIT_REJECTED
         src = args.source if args.source is not None else cfg.camera.source
         cam = cfg.camera
@@ -340,7 +274,7 @@ def cmd_capture(args: argparse.Namespace, cfg: Config, out: IO[str], err: IO[str
             return EXIT_REJECTED
         if not n:
             why = f"no usable picture in {result.elapsed_s:.0f} s: {result.reason()}"
-            _print_result(EnrolResult(senior, problems=[why]), out)
+            print_result(EnrolResult(senior, problems=[why]), out)
             return EXIT_REJECTED
         if result.stopped != DONE:
             ended = {TIMEOUT: f"in {args.seconds:g} s", INTERRUPTED: "before Ctrl-C"}.get(
@@ -354,7 +288,7 @@ def cmd_capture(args: argparse.Namespace, cfg: Config, out: IO[str], err: IO[str
         res = enroller.enrol(senior, [k.photo() for k in result.kept], force=args.force)
     finally:
         store.close()
-    _print_result(res, out)
+    print_result(res, out)
     return EXIT_REJECTED if res.rejected else EXIT_OK
 
 
@@ -371,7 +305,7 @@ def cmd_list(args: argparse.Namespace, cfg: Config, out: IO[str]) -> int:
         return EXIT_OK
     rows = [["id", "name", "birth date", "hukou", "status", "templates"]]
     rows += [[s.senior_id, s.name, s.birth_date.isoformat(), s.hukou, s.status, str(n)] for s, n in seniors]
-    _table(rows, out)
+    print_table(rows, out)
     print(f"{len(seniors)} senior(s)", file=out)
     return EXIT_OK
 
@@ -397,7 +331,7 @@ def cmd_show(args: argparse.Namespace, cfg: Config, out: IO[str]) -> int:
     why = ineligibility(s, today, cfg.rules, cfg.centre.district)
     if s.status != "active":
         why.insert(0, f"status {s.status}")
-    _table(
+    print_table(
         [
             ["id", s.senior_id],
             ["name", s.name],
@@ -485,7 +419,7 @@ def run(args: argparse.Namespace, out: IO[str] | None = None, err: IO[str] | Non
         if command == "staff":
             from enroll.staff import cmd_staff
 
-            return cmd_staff(args, cfg, out, _open_store(cfg), _table)
+            return cmd_staff(args, cfg, out, _open_store(cfg))
         raise UsageError(f"unknown command {command!r}")
     except UsageError as e:
         print(f"error: {e}", file=err)

@@ -6,7 +6,6 @@ user who ran the command."""
 from __future__ import annotations
 
 import argparse
-from collections.abc import Callable
 from datetime import datetime
 from typing import IO
 
@@ -14,6 +13,7 @@ from edge.config import Config
 from edge.security.staffauth import AccountError, StaffAuth, read_secret
 from edge.store import Store, StoreError
 from edge.store.auditlog import AuditEntry, os_user
+from enroll.output import print_table
 
 EXIT_OK, EXIT_REJECTED = 0, 1  # as meal-enroll's
 
@@ -23,9 +23,8 @@ def cmd_staff(
     cfg: Config,
     out: IO[str],
     store: Store,
-    table: Callable[[list[list[str]], IO[str]], None],
 ) -> int:
-    """Runs one staff sub-command on `store` (closed here); `table` prints rows as meal-enroll's tables."""
+    """Runs one staff sub-command on `store` (closed here)."""
     try:
         if args.staff_command == "list":
             accounts = store.list_staff()
@@ -38,7 +37,7 @@ def cmd_staff(
                 until = acct.locked_until
                 state = f"locked until {until.astimezone(cfg.centre.tz):%H:%M}" if until and until > now else "ok"
                 rows.append([acct.staff_id, acct.name, acct.role, state])
-            table(rows, out)
+            print_table(rows, out)
             return EXIT_OK
         auth = StaffAuth(store)
         if args.staff_command == "remove":

@@ -47,7 +47,7 @@ LAYERS: dict[str, int] = {
     "enroll": 9,  # meal-enroll: beside the wiring; `meal-edge demo` enrols through it
     "edge": 11,  # only the package itself (edge/__init__.py): a new edge/ package needs its own entry
     "edge.__main__": 11,
-    "district": 11,
+    "district": 9,  # the district server: beside the wiring; `meal-edge demo` settles its day through it
 }
 
 #: module prefix -> the only project modules (prefixes) it may import besides its own package

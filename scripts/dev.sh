@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # One entry point for the README's quick start and CI:
 #   bash scripts/dev.sh demo   - set up and run the end-to-end demo (no camera, no ../shared needed)
-#   bash scripts/dev.sh test   - set up and run the test suite (installs Mosquitto if missing)
+#   bash scripts/dev.sh test   - set up and run the test suite (installs Mosquitto, PostgreSQL and Chromium if
+#                                missing; a throwaway PostgreSQL cluster when none answers on 127.0.0.1:5432)
 #   bash scripts/dev.sh setup  - only create .venv and install the project
 # Works on a fresh Debian/Ubuntu machine with Python 3.11+; system packages are installed with
 # apt-get only when missing (as root, or through sudo).
@@ -35,16 +36,41 @@ setup() {
             "$PY" -m venv "$VENV"
         }
     fi
-    # Reinstall only when pyproject.toml changed: a second run starts at once.
+    # Reinstall only when pyproject.toml or setup.py changed: a second run starts at once.
     local stamp="$VENV/.meal-edge-installed"
     local want
-    want=$(sha256sum pyproject.toml | cut -d' ' -f1)
+    want=$(cat pyproject.toml setup.py | sha256sum | cut -d' ' -f1)
     if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
         say "installing meal-edge and its dependencies into $VENV"
         "$VENV/bin/python" -m pip install -q --upgrade pip
         "$VENV/bin/python" -m pip install -q -e ".[test]"
         echo "$want" >"$stamp"
     fi
+}
+
+# PostgreSQL for the district tests: $MEAL_DISTRICT_TEST_PG, else the local server, else a throwaway cluster in a
+# temporary folder on a free port (stopped and removed when the tests end).
+postgres_for_tests() {
+    local url=${MEAL_DISTRICT_TEST_PG:-postgresql+psycopg://postgres@127.0.0.1:5432/postgres}
+    local probe='import sys, psycopg; psycopg.connect(sys.argv[1].replace("+psycopg", ""), connect_timeout=2).close()'
+    if "$VENV/bin/python" -c "$probe" "$url" 2>/dev/null; then
+        export MEAL_DISTRICT_TEST_PG=$url
+        return
+    fi
+    ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || apt_install postgresql
+    local bin port as=""
+    bin=$(dirname "$(ls /usr/lib/postgresql/*/bin/initdb | sort -V | tail -1)")
+    port=$("$VENV/bin/python" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+    PG_TMP=$(mktemp -d /tmp/meal-district-pg.XXXXXX)
+    # initdb refuses to run as root
+    if [ "$(id -u)" = 0 ]; then chown postgres:postgres "$PG_TMP"; as="runuser -u postgres --"; fi
+    say "starting a throwaway PostgreSQL on 127.0.0.1:$port"
+    $as "$bin/initdb" -D "$PG_TMP/data" -A trust -U postgres --no-sync >/dev/null
+    $as "$bin/pg_ctl" -D "$PG_TMP/data" -l "$PG_TMP/log" -w start \
+        -o "-p $port -k $PG_TMP -c listen_addresses=127.0.0.1 -c fsync=off" >/dev/null
+    PG_STOP="$as $bin/pg_ctl -D $PG_TMP/data -m immediate stop"
+    trap '$PG_STOP >/dev/null 2>&1; rm -rf "$PG_TMP"' EXIT
+    export MEAL_DISTRICT_TEST_PG=postgresql+psycopg://postgres@127.0.0.1:$port/postgres
 }
 
 case "${1:-}" in
@@ -60,12 +86,15 @@ test)
     setup
     shift
     command -v mosquitto >/dev/null || [ -x /usr/sbin/mosquitto ] || apt_install mosquitto
+    command -v chromedriver >/dev/null || apt_install chromium chromium-driver
+    postgres_for_tests
     say "ruff"
-    "$VENV/bin/ruff" check edge enroll tests bench
+    "$VENV/bin/ruff" check edge enroll district tests bench scripts
     say "mypy"
-    "$VENV/bin/mypy" edge enroll
+    "$VENV/bin/mypy" edge enroll district
     say "pytest"
-    exec "$VENV/bin/python" -m pytest "$@"
+    # not exec: the EXIT trap stops a throwaway PostgreSQL afterwards
+    "$VENV/bin/python" -m pytest "$@"
     ;;
 *)
     echo "usage: bash scripts/dev.sh demo|test|setup [args]" >&2

@@ -134,6 +134,22 @@ class MosquittoBroker:
             return "(no log)"
 
 
+@pytest.fixture(scope="session", autouse=True)
+def state_folder(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """The default state folder (edge/paths.py) of this test session, also for the commands tests start: a
+    test never writes into the user's ~/.local/state. The converted model is built there once per session."""
+    folder = tmp_path_factory.mktemp("xdg-state")
+    saved = {k: os.environ.get(k) for k in ("XDG_STATE_HOME", "STATE_DIRECTORY")}
+    os.environ["XDG_STATE_HOME"] = str(folder)
+    os.environ.pop("STATE_DIRECTORY", None)
+    yield folder / "meal-edge"
+    for k, v in saved.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
+
+
 @pytest.fixture
 def mosquitto_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MosquittoBroker]:
     exe = _find_mosquitto()

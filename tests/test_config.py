@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from pydantic import BaseModel
 
 from edge.cli.main import main
 from edge.config import DEFAULT_CONFIG, ConfigError, load_config, parse_config
@@ -19,10 +20,13 @@ def test_default_config_is_valid_and_complete() -> None:
     ]
     assert (cfg.rules.min_age, cfg.rules.subsidy_fen, cfg.rules.subsidised_meals_per_day) == (70, 300, 1)
     # Every field of every section is spelled out in the default file, so operators see all keys.
-    for name, section in cfg:
-        if name == "source_path" or name == "rules":
-            continue
-        for key in type(section).model_fields:
+    sections = [(name, section) for name, section in cfg if name not in ("source_path", "rules")]
+    sections.append(("mqtt.tls", cfg.mqtt.tls))
+    for name, section in sections:
+        assert f"\n[{name}]\n" in DEFAULT_CONFIG, f"[{name}] missing from the default config"
+        for key, value in section:
+            if isinstance(value, BaseModel):
+                continue  # a sub-table, checked as its own section
             assert f"\n{key} = " in DEFAULT_CONFIG, f"[{name}] {key} missing from the default config"
 
 
@@ -69,6 +73,8 @@ def test_check_config_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) ->
     good = tmp_path / "good.toml"
     good.write_text(DEFAULT_CONFIG)
     assert main(["check-config", str(good)]) == 0
+    # SFace (mirrored) is the default model, with its own committed thresholds
+    assert "model face_recognition_sface_2021dec:fb143eea07838aa5+flip, thresholds" in capsys.readouterr().out
     bad = tmp_path / "bad.toml"
     bad.write_text(DEFAULT_CONFIG.replace("keepalive = 30", "keepalive = 30\nqos = 2"))
     assert main(["check-config", str(bad)]) == 2
@@ -92,7 +98,8 @@ def test_check_config_checks_the_thresholds_and_the_stores_model(
     from edge.store import Store, TemplateIn
 
     cfg = tmp_path / "c.toml"
-    cfg.write_text(DEFAULT_CONFIG.replace('"/var/lib/meal-edge/meal-edge.sqlite"', '"state/s.sqlite"'))
+    text = DEFAULT_CONFIG.replace('[store]\npath = ""', '[store]\npath = "state/s.sqlite"')
+    cfg.write_text(text.replace('model = "sface"', 'model = "dlib"'))
     assert main(["check-config", str(cfg)]) == 0
     assert "+flip, thresholds" in capsys.readouterr().out  # mirrored by default, the committed thresholds
 
@@ -114,6 +121,14 @@ def test_check_config_checks_the_thresholds_and_the_stores_model(
     assert main(["check-config", str(cfg)]) == 1
     assert "other.toml: thresholds were calibrated for model" in capsys.readouterr().err
 
+    # the same dlib store under the default model (SFace): those seniors cannot be recognised, and it says so
+    sface = tmp_path / "sface.toml"
+    sface.write_text(text)
+    assert main(["check-config", str(sface)]) == 1
+    err = capsys.readouterr().err
+    assert "1 seniors have face templates only for model dlib_face_recognition_resnet_model_v1" in err
+    assert "face_recognition_sface_2021dec" in err
+
 
 def test_default_config_cli_round_trips(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["default-config"]) == 0
@@ -122,9 +137,36 @@ def test_default_config_cli_round_trips(tmp_path: Path, capsys: pytest.CaptureFi
     p.write_text(out)
     cfg = load_config(p)
     # relative paths resolve next to the config file
-    cfg2 = parse_config(out.replace("/var/lib/meal-edge/meal-edge.sqlite", "state/db.sqlite"), p)
+    cfg2 = parse_config(out.replace('[store]\npath = ""', '[store]\npath = "state/db.sqlite"'), p)
     assert cfg2.store_path == tmp_path / "state" / "db.sqlite"
+    assert cfg.store_path == cfg.state_dir / "meal-edge.sqlite"
+
+
+def test_the_state_folder_defaults_to_systemd_then_xdg_then_home(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    p = tmp_path / "c.toml"
+    p.write_text(DEFAULT_CONFIG)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.delenv("XDG_STATE_HOME", raising=False)
+    monkeypatch.delenv("STATE_DIRECTORY", raising=False)
+    user = tmp_path / "home" / ".local" / "state" / "meal-edge"
+    cfg = load_config(p)
+    assert (cfg.state_dir, cfg.store_path, cfg.model_dir) == (user, user / "meal-edge.sqlite", user / "models")
+    assert cfg.evidence_dir == user / "evidence"
+    monkeypatch.setenv("XDG_STATE_HOME", "relative/is/ignored")
+    assert load_config(p).state_dir == user
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "xdg"))
+    assert load_config(p).state_dir == tmp_path / "xdg" / "meal-edge"
+    # the service: systemd's StateDirectory=meal-edge sets $STATE_DIRECTORY
+    monkeypatch.setenv("STATE_DIRECTORY", "/var/lib/meal-edge")
+    cfg = load_config(p)
     assert cfg.store_path == Path("/var/lib/meal-edge/meal-edge.sqlite")
+    assert cfg.model_dir == Path("/var/lib/meal-edge/models")
+    # the config names it: relative to the config file's folder
+    p.write_text(DEFAULT_CONFIG.replace('state_dir = ""', 'state_dir = "st"'))
+    cfg = load_config(p)
+    assert (cfg.store_path, cfg.model_dir) == (tmp_path / "st" / "meal-edge.sqlite", tmp_path / "st" / "models")
 
 
 def test_idle_throttle() -> None:

@@ -48,7 +48,7 @@ def at(hhmm: str, day: date = DAY) -> datetime:
 
 
 def write_config(tmp: Path, *, all_day: bool = False) -> Path:
-    text = DEFAULT_CONFIG.replace('"/var/lib/meal-edge/meal-edge.sqlite"', '"state/meal-edge.sqlite"').replace(
+    text = DEFAULT_CONFIG.replace('[store]\npath = ""', '[store]\npath = "state/meal-edge.sqlite"').replace(
         'language = "zh"', 'language = "en"'
     )
     if all_day:  # one window over the whole day, for the CLI test that runs on the wall clock

@@ -11,11 +11,13 @@ from zoneinfo import ZoneInfo
 import numpy as np
 import pytest
 from conftest import meal_event
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import ValidationError
 
 from edge.delivery.events import (
     SCHEMA,
+    SCHEMA_V1,
     MealEvent,
     build_payload,
     dumps,
@@ -23,10 +25,12 @@ from edge.delivery.events import (
     status_payload,
     status_topic,
 )
+from edge.security.signing import sign_event
 from edge.store import Store
 
 DOCS = Path(__file__).resolve().parents[1] / "docs"
 SH = ZoneInfo("Asia/Shanghai")
+KEY = Ed25519PrivateKey.generate()
 
 
 def validator(name: str) -> Draft202012Validator:
@@ -60,7 +64,7 @@ def meal(**kw: object) -> MealEvent:
     ],
 )
 def test_payload_validates_and_round_trips(event: MealEvent) -> None:
-    payload = build_payload(event, 7)
+    payload = sign_event(build_payload(event, 7, "ab" * 32), KEY)
     EVENTS.validate(payload)
     text = dumps(payload)
     again = json.loads(text)
@@ -72,10 +76,44 @@ def test_payload_validates_and_round_trips(event: MealEvent) -> None:
     assert again["currency"] == "CNY"
 
 
+def version_fields(version: str) -> tuple[set[str], set[str]]:
+    """(every property, the required ones) of version "v1" or "v2" of docs/events.schema.json."""
+    defs = json.loads((DOCS / "events.schema.json").read_text())["$defs"]
+    props = set(defs["common"]["properties"]) | set(defs[version]["properties"])
+    return props, set(defs[version]["required"])
+
+
 def test_payload_keys_are_exactly_the_schema_properties() -> None:
-    schema = json.loads((DOCS / "events.schema.json").read_text())
-    payload = build_payload(meal(), 1)
-    assert set(payload) == set(schema["properties"]) == set(schema["required"])
+    payload = sign_event(build_payload(meal(), 1), KEY)
+    props, required = version_fields("v2")
+    assert set(payload) == required == props - {"voids", "void_reason"}  # those two only for kind void (later)
+    v1_props, v1_required = version_fields("v1")
+    assert v1_props == v1_required == required - {"check_in", "staff_id", "prev_hash", "sig"}
+
+
+def test_version_1_events_are_still_accepted() -> None:
+    v1 = {k: v for k, v in build_payload(meal(confirmed_by="staff"), 4).items()
+          if k not in ("check_in", "staff_id", "prev_hash")}
+    EVENTS.validate({**v1, "schema": SCHEMA_V1})
+    with pytest.raises(ValidationError):  # a v1 event with v2 fields, or a v2 event without its signature
+        EVENTS.validate({**v1, "schema": SCHEMA_V1, "sig": sign_event(v1, KEY)["sig"]})
+    with pytest.raises(ValidationError):
+        EVENTS.validate(build_payload(meal(), 4))
+
+
+def test_check_in_and_staff_id() -> None:
+    assert build_payload(meal(), 1)["check_in"] == "face"
+    confirmed = build_payload(meal(confirmed_by="staff"), 1)
+    assert (confirmed["check_in"], confirmed["staff_id"]) == ("face_confirmed", None)
+    by = sign_event(build_payload(meal(confirmed_by="staff", staff_id="w01"), 1), KEY)
+    EVENTS.validate(by)
+    assert by["staff_id"] == "w01"
+    with pytest.raises(ValueError, match="check_in"):
+        build_payload(meal(check_in="by_magic"), 1)
+    with pytest.raises(ValueError, match="staff_id"):
+        build_payload(meal(staff_id=""), 1)
+    with pytest.raises(ValueError, match="prev_hash"):
+        build_payload(meal(), 2, "abc")
 
 
 def test_dumps_is_canonical() -> None:
@@ -115,14 +153,21 @@ def test_invalid_events_are_refused(event: MealEvent, seq: int, match: str) -> N
         ({"decided_at": "2026-11-30T11:45:00"}, "offset"),
         ({"seq": 0}, "minimum"),
         ({"event_id": "123"}, "uuid"),
-        ({"kind": "repeat"}, "const"),
+        ({"kind": "repeat"}, "enum"),
+        ({"kind": "void"}, "voids"),
+        ({"voids": "6f1c2f4e-8d0b-4a4e-9d4b-0f7f3f0a9a51"}, "only for void"),
+        ({"sig": "abc"}, "sig"),
+        ({"prev_hash": "ABC"}, "prev_hash"),
+        ({"check_in": "magic"}, "enum"),
         ({"currency": "USD"}, "const"),
         ({"kiosk_id": "a/b"}, "topic level"),
         ({"local_date": "2026-13-01"}, "date"),
     ],
 )
 def test_schema_rejects_bad_payloads(change: dict[str, object], why: str) -> None:
-    bad = {**build_payload(meal(), 1), **change}
+    good = sign_event(build_payload(meal(), 1), KEY)
+    EVENTS.validate(good)
+    bad = {**good, **change}
     with pytest.raises(ValidationError):
         EVENTS.validate(bad)
 
@@ -154,14 +199,15 @@ def test_stored_payload_is_the_built_payload(tmp_path: Path) -> None:
     assert pending.payload == stored.payload
     obj = json.loads(stored.payload)
     EVENTS.validate(obj)
-    assert obj == build_payload(ev, stored.seq)
+    assert {k: v for k, v in obj.items() if k != "sig"} == build_payload(ev, stored.seq)
 
 
 def test_docs_describe_every_field() -> None:
     text = (DOCS / "events.md").read_text(encoding="utf-8")
-    for name in ("events.schema.json", "status.schema.json"):
-        schema = json.loads((DOCS / name).read_text())
-        for field in schema["properties"]:
+    fields = {"events.schema.json": version_fields("v2")[0],
+              "status.schema.json": set(json.loads((DOCS / "status.schema.json").read_text())["properties"])}
+    for name, names in fields.items():
+        for field in names:
             assert re.search(rf"`{field}`", text), f"docs/events.md does not describe `{field}` of {name}"
     for word in ("QoS 1", "retain", "last will", "event_id", "seq", "gap"):
         assert word in text

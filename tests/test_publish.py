@@ -36,7 +36,7 @@ def make_config(broker: MosquittoBroker, tmp_path: Path) -> tuple[Config, Path]:
     """A config file (for child processes) and the parsed Config pointing at the test broker."""
     text = (
         DEFAULT_CONFIG.replace("port = 1883", f"port = {broker.port}")
-        .replace('path = "/var/lib/meal-edge/meal-edge.sqlite"', 'path = "store.sqlite"')
+        .replace('[store]\npath = ""', '[store]\npath = "store.sqlite"')
         .replace("keepalive = 30", "keepalive = 5")
     )
     path = tmp_path / "meal-edge.toml"

@@ -149,9 +149,16 @@ def _setup(tmp_path: Path, refresh: bool | None) -> tuple[Config, dict[str, Any]
     from enroll.service import ENROL_DETECT_WIDTH, ENROL_UPSAMPLE, Enroller
 
     text = (
-        DEFAULT_CONFIG.replace('"/var/lib/meal-edge/meal-edge.sqlite"', '"meal-edge.sqlite"')
+        DEFAULT_CONFIG.replace('[store]\npath = ""', '[store]\npath = "meal-edge.sqlite"')
         .replace("[mqtt]\nenabled = true", "[mqtt]\nenabled = false")
         .replace("[liveness]\nenabled = true", "[liveness]\nenabled = false")  # the frames are stills
+        # refresh_distance and refresh_min_margin are on dlib's scale (docs/accuracy.md); SFace's are not
+        # calibrated yet (issue 10), so the refresh rule is tested with dlib's model and detector
+        .replace('model = "sface"', 'model = "dlib"')
+        .replace('detector = "yunet"', 'detector = "hog"')
+        # each visit is a new pipeline (a kiosk start); a visit 31 days on is more than the clock guard's
+        # start skew of 30 days
+        .replace("max_start_skew_days = 30", "max_start_skew_days = 60")
     )
     if refresh is not None:
         text = text.replace("refresh_templates = false", f"refresh_templates = {str(refresh).lower()}")
@@ -262,7 +269,7 @@ def test_a_failed_refresh_never_affects_the_meal(tmp_path: Path, caplog: pytest.
     from edge.app import Pipeline
     from edge.recognition.decide import Verdict, default_policy
 
-    text = DEFAULT_CONFIG.replace('"/var/lib/meal-edge/meal-edge.sqlite"', '"s.sqlite"').replace(
+    text = DEFAULT_CONFIG.replace('[store]\npath = ""', '[store]\npath = "s.sqlite"').replace(
         "refresh_templates = false", "refresh_templates = true"
     )
     (tmp_path / "c.toml").write_text(text, encoding="utf-8")

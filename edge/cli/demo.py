@@ -114,7 +114,7 @@ HOPPER = ("S0001", "Grace Hopper", date(1946, 12, 9))
 
 
 def _config_text(store: str, broker: str | None) -> str:
-    text = DEFAULT_CONFIG.replace('"/var/lib/meal-edge/meal-edge.sqlite"', f'"{store}"')
+    text = DEFAULT_CONFIG.replace('[store]\npath = ""', f'[store]\npath = "{store}"')
     if broker:
         host, _, port = broker.rpartition(":")
         text = text.replace('host = "127.0.0.1"', f'host = "{host or "127.0.0.1"}"').replace(
@@ -145,7 +145,7 @@ def run_demo(keep: Path | None = None, broker: str | None = None) -> int:
     from edge.app import build_parts, make_pipeline, replay_clock
     from edge.meals.rules import Senior
     from edge.recognition.capture import ImageFolderSource
-    from edge.recognition.detect import Detector
+    from edge.recognition.detectors import make_detector
     from enroll.service import ENROL_DETECT_WIDTH, ENROL_UPSAMPLE, Enroller
 
     logging.basicConfig(level=logging.WARNING)
@@ -169,7 +169,7 @@ def run_demo(keep: Path | None = None, broker: str | None = None) -> int:
         p = photos / f"hopper_{k + 1}.jpg"
         cv2.imwrite(str(p), variant(hopper(), angle, gain, scale)[:, :, ::-1])
         paths.append(p)
-    enroller = Enroller(store, Detector(ENROL_DETECT_WIDTH, ENROL_UPSAMPLE), embedder)
+    enroller = Enroller(store, make_detector(cfg.detect.detector, ENROL_DETECT_WIDTH, ENROL_UPSAMPLE), embedder)
     sid, name, born = HOPPER
     res = enroller.enrol(Senior(sid, name, born, cfg.centre.district), paths)
     for ph in res.photos:
@@ -207,7 +207,7 @@ def run_demo(keep: Path | None = None, broker: str | None = None) -> int:
     if broker:
         from edge.delivery.publish import Publisher
 
-        pub = Publisher(store, cfg.mqtt, cfg.centre)
+        pub = Publisher(store, cfg.mqtt_link, cfg.centre)
         pub.start()
         deadline = time.monotonic() + 15
         while store.pending() and time.monotonic() < deadline:

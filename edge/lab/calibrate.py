@@ -1,4 +1,5 @@
-"""`meal-edge calibrate`: decision thresholds from labelled faces, written to models/calibration.toml.
+"""`meal-edge calibrate`: decision thresholds from labelled faces, written to models/calibration.toml (in a
+checkout).
 
 Only the calibration half of the identities is used by default (a fixed hash of the name decides;
 see edge.lab.faceset.in_holdout), so `meal-edge eval --split holdout` measures people the thresholds
@@ -38,6 +39,7 @@ from edge.lab.faceset import SPLIT_SALT, FaceSet, add_common, faceset_from_args
 from edge.lab.features import FeatureTable, calibration_tables
 from edge.lab.kiosk_rule import measure_kiosk_rule, measure_policy
 from edge.modelbuild.tomlout import toml_value
+from edge.paths import checkout_models_dir
 from edge.recognition.decide import (
     AGREEMENT_TOLERANCE,
     CALIBRATION_FORMAT,
@@ -285,7 +287,12 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--target-wrong", type=float, default=Targets.wrong, help="wrong-senior accepts per probe")
     p.add_argument("--target-impostor", type=float, default=Targets.impostor, help="never-enrolled accepts")
     p.add_argument("--max-confirm", type=float, default=Targets.confirm, help="enrolled probes sent to staff")
-    p.add_argument("--out", type=Path, default=None, help="default: models/calibration.toml")
+    p.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="default, in a checkout: models/calibration.toml (an installed meal-edge needs --out)",
+    )
     p.add_argument(
         "--measure",
         type=Path,
@@ -373,7 +380,15 @@ def run(args: argparse.Namespace) -> int:
     }
     text = render_toml(policy, meta, figures)
     policy_from_dict(tomllib.loads(text), "<generated>")  # what we write must load
-    out = Path(args.out) if args.out is not None else default_calibration_path(fs.model_id)
+    if args.out is not None:
+        out = Path(args.out)
+    elif checkout_models_dir() is not None:  # a checkout: models/ is the source of truth of the shipped files
+        out = default_calibration_path(fs.model_id)
+    else:
+        raise CalibrationError(
+            "this meal-edge is installed, and its calibration files are part of the package: name a file with "
+            "--out FILE and point [recognition] calibration at it"
+        )
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(out.name + ".tmp")
     tmp.write_text(text, encoding="utf-8")

@@ -24,7 +24,8 @@ from pathlib import Path
 
 import numpy as np
 
-from edge.recognition.detect import Detector, Face, ImageError, load_image
+from edge.recognition.detect import Face, FaceDetector, ImageError, load_image
+from edge.recognition.detectors import make_detector
 from edge.recognition.embed.base import EMBEDDING_DIM, Embedder
 from edge.recognition.embed.mirror import reference_model_id
 
@@ -170,11 +171,11 @@ def _nearest_centre(faces: list[Face], shape: tuple[int, ...]) -> int:
     return min(range(len(faces)), key=lambda i: dist(faces[i]))
 
 
-def default_embedder(mirror: bool = True) -> Embedder:
-    """The fastest verified back-end (ONNX, else dlib: same function, same model_id)."""
+def default_embedder(mirror: bool = True, model: str = "dlib") -> Embedder:
+    """dlib: the fastest verified back-end (ONNX, else dlib: same function, same model_id); or SFace."""
     from edge.recognition.embed.factory import make_embedder
 
-    return make_embedder("auto", mirror=mirror)
+    return make_embedder("auto", mirror=mirror, model=model)
 
 
 def load_faceset(
@@ -188,6 +189,8 @@ def load_faceset(
     batch: int = 32,
     mirror: bool = True,
     progress: Callable[[int, int], None] | None = None,
+    model: str = "dlib",
+    detector_kind: str = "hog",
 ) -> FaceSet:
     """Embed every photo under root (or only `identities`), reusing and extending the cache."""
     photos = list_photos(root)
@@ -200,13 +203,15 @@ def load_faceset(
     if embedder is not None:
         model_id = embedder.model_id
     else:
-        model_id = reference_model_id(mirror)
+        model_id = reference_model_id(mirror, model)
+    # the cache key names the detector too when it is not dlib's HOG (older caches keep their names)
+    tag = "" if detector_kind == "hog" else f"-{detector_kind}"
     cache = (
-        EmbeddingCache(cache_path(cache_dir, model_id, detect_width, upsample), model_id)
+        EmbeddingCache(cache_path(cache_dir, model_id + tag, detect_width, upsample), model_id)
         if cache_dir is not None
         else None
     )
-    detector: Detector | None = None
+    detector: FaceDetector | None = None
     results: dict[tuple[str, int, int], np.ndarray | None] = {}
     todo: list[tuple[tuple[str, int, int], Path]] = []
     for plist in photos.values():
@@ -225,13 +230,17 @@ def load_faceset(
 
     net: list[Embedder] = [embedder] if embedder is not None else []
 
+    def embedder_() -> Embedder:
+        if not net:
+            net.append(default_embedder(mirror, model))
+            if net[0].model_id != model_id:
+                raise ValueError(f"embedder model {net[0].model_id!r} is not the reference {model_id!r}")
+        return net[0]
+
     def flush() -> None:
         if not pending_chips:
             return
-        if not net:
-            net.append(default_embedder(mirror))
-            if net[0].model_id != model_id:
-                raise ValueError(f"embedder model {net[0].model_id!r} is not the reference {model_id!r}")
+        embedder_()
         embs = net[0].embed(np.stack(pending_chips))
         for k, e in zip(pending_keys, embs, strict=True):
             results[k] = e
@@ -242,7 +251,7 @@ def load_faceset(
 
     for i, (k, p) in enumerate(todo):
         if detector is None:
-            detector = Detector(detect_width=detect_width, upsample=upsample)
+            detector = make_detector(detector_kind, detect_width, upsample)
         try:
             rgb = load_image(p)
         except ImageError as e:
@@ -257,7 +266,7 @@ def load_faceset(
         else:
             f = faces[_nearest_centre(faces, rgb.shape)]
             pending_keys.append(k)
-            pending_chips.append(detector.chips(rgb, [f])[0])
+            pending_chips.append(embedder_().chips(rgb, [f])[0])
         if len(pending_chips) >= batch:
             flush()
         if (i + 1) % 256 == 0:
@@ -309,7 +318,13 @@ def restrict(fs: FaceSet, split: str) -> FaceSet:
 
 def faceset_from_args(args: argparse.Namespace) -> FaceSet:
     """The face set named by add_common's arguments, embedded as the kiosk would (mirror or not)."""
-    fs = load_faceset(args.faces_dir, cache_dir=None if args.no_cache else args.cache, mirror=args.mirror)
+    fs = load_faceset(
+        args.faces_dir,
+        cache_dir=None if args.no_cache else args.cache,
+        mirror=args.mirror,
+        model=args.model,
+        detector_kind=args.detector or ("yunet" if args.model == "sface" else "hog"),
+    )
     return restrict(fs, args.split)
 
 
@@ -324,6 +339,18 @@ def add_common(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--cache", type=Path, default=DEFAULT_CACHE_DIR, help="embedding cache folder")
     p.add_argument("--no-cache", action="store_true", help="do not read or write the embedding cache")
+    p.add_argument(
+        "--model",
+        choices=("dlib", "sface"),
+        default="dlib",
+        help="face model: dlib (default here, as the earlier figures) or sface ([recognition] model)",
+    )
+    p.add_argument(
+        "--detector",
+        choices=("hog", "yunet"),
+        default=None,
+        help="face detector ([detect] detector); default: yunet for sface, hog for dlib",
+    )
     p.add_argument(
         "--no-mirror",
         dest="mirror",

@@ -24,6 +24,7 @@ from edge.meals.rules import ALREADY_SERVED, Senior, decide_meal
 from edge.recognition.decide import Verdict
 from edge.recognition.embed.base import Embedder
 from edge.recognition.refresh import CheckIn, RefreshRule, checkin_source, is_checkin_source, refresh_reasons
+from edge.security.clockguard import ClockGuard
 from edge.store import AlreadyServed, Store, StoreError, TemplateIn
 from edge.store.evidence import EvidenceKeeper, confirmation_name
 
@@ -40,6 +41,7 @@ class MealDesk:
         on_event: Callable[[], None] | None = None,
         evidence: EvidenceKeeper | None = None,
         liveness_enabled: bool = False,
+        clock_guard: ClockGuard | None = None,
     ) -> None:
         self.cfg = cfg
         self.store = store
@@ -48,6 +50,8 @@ class MealDesk:
         self.on_event = on_event
         self.evidence = evidence
         self.liveness_enabled = liveness_enabled
+        #: no decision on a clock earlier than the newest event (or far beyond it at start)
+        self.clock_guard = clock_guard
         self.topic = event_topic(cfg.mqtt.topic_prefix, cfg.centre.district, cfg.centre.id, cfg.centre.kiosk_id)
         r = cfg.recognition
         self.refresh_rule = RefreshRule(
@@ -84,8 +88,12 @@ class MealDesk:
             frames=verdict.frames,
             in_view_s=in_view_s,
         )
+        clock = self.clock_guard.check(now) if self.clock_guard is not None else None
         senior = self.store.get_senior(verdict.senior_id) if verdict.senior_id else None
-        if verdict.outcome == "unknown" or senior is None:
+        if clock is not None and not clock.ok:
+            # nothing is decided, recorded or kept: the senior is sent to staff, who fix the clock
+            d = Decision("clock", message=self._say("clock"), reasons=(f"clock_{clock.state}",), **common)
+        elif verdict.outcome == "unknown" or senior is None:
             d = Decision("unknown", message=self._say("unknown"), reasons=verdict.reasons, **common)
         elif verdict.outcome == "confirm":
             d = Decision(
@@ -188,6 +196,8 @@ class MealDesk:
             # Nothing half-written (one transaction); the senior is told and staff can re-run it.
             log.error("could not record meal for %s: %s", senior.senior_id, e)
             return Decision("error", **{**base, "message": self._say("error"), "reasons": ("store_failed",)})
+        if self.clock_guard is not None:
+            self.clock_guard.recorded(event.decided_at)
         if self.on_event is not None:
             self.on_event()
         # only here: an automatic accept that became a recorded meal (never confirm, repeat, unknown)

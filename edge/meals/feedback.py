@@ -33,6 +33,8 @@ _KIND: dict[str, dict[Language, str]] = {
     "unknown": {"zh": "未能识别，请找工作人员签到", "en": "Not recognised: please see staff to check in"},
     "confirm": {"zh": "请稍候，工作人员将为您确认", "en": "Please wait: staff will confirm your check-in"},
     "error": {"zh": "签到未能保存，请找工作人员", "en": "Check-in could not be saved: please see staff"},
+    # the clock guard refused to decide (edge/security/clockguard.py): staff must fix the date and time
+    "clock": {"zh": "时钟错误，请找工作人员", "en": "Clock error: please ask a staff member"},
 }
 
 _MEALS: dict[str, str] = {"breakfast": "早餐", "lunch": "午餐", "dinner": "晚餐"}
@@ -72,7 +74,7 @@ def message(
 class Decision:
     """What happened for one presence; printed by `replay`, shown at the kiosk, logged."""
 
-    kind: str  # meal | repeat | unknown | confirm | refused | closed | error
+    kind: str  # meal | repeat | unknown | confirm | refused | closed | error | clock
     track_id: int
     decided_at: datetime
     source_ts: float

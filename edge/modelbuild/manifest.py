@@ -1,9 +1,11 @@
 """models/manifest.toml: what the ONNX model is, where it came from, and its checksums.
 
-The manifest is committed; the .onnx beside it is git-ignored and rebuilt from the installed dlib .dat
-(`meal-edge models build`, or automatically the first time it is needed). Every load checks the
-sha256 of the source .dat and of the .onnx against the manifest, so a truncated download, a changed
-package or a tampered file gives a ModelError naming the file instead of a model that is subtly wrong.
+The manifest is committed and ships with meal-edge (package data `edge.models`); the .onnx it names is built
+from the installed dlib .dat (`meal-edge models build`, or automatically the first time it is needed) into the
+state folder (edge/paths.py), never into the installed package. A models folder named explicitly
+(`--models-dir`, tests) holds both. Every load checks the sha256 of the source .dat and of the .onnx against
+the manifest, so a truncated download, a changed package or a tampered file gives a ModelError naming the file
+instead of a model that is subtly wrong.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from typing import Any
 from edge.modelbuild import ModelError
 from edge.modelbuild.modelfiles import sha256_file
 from edge.modelbuild.tomlout import toml_value
+from edge.paths import PROJECT_MODELS_DIR, built_models_dir
 
 log = logging.getLogger(__name__)
 
@@ -114,10 +117,33 @@ def _atomic_write(path: Path, data: bytes) -> None:
         raise
 
 
-def write_manifest(models_dir: Path, m: Manifest) -> Path:
+def write_tables(models_dir: Path, tables: set[str], text: str, *, first: bool = False) -> Path:
+    """Replace the named top-level tables (with their sub-tables) of manifest.toml by `text` and keep every
+    other table as it is: the dlib [model] and the OpenCV Zoo models (edge.modelbuild.sface) are built by
+    separate steps into one file. `first`: `text` goes before the kept tables (it carries the header)."""
     path = Path(models_dir) / MANIFEST_NAME
-    _atomic_write(path, manifest_text(m).encode("utf-8"))
+    try:
+        old = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        old = ""
+    keep: list[str] = []
+    skipping = False
+    for line in old.splitlines():
+        s = line.strip()
+        if s.startswith("[") and s.endswith("]"):
+            skipping = s.strip("[]").split(".")[0] in tables
+        elif first and s.startswith("#") and not keep and not skipping:
+            continue  # the old header: `text` or the first writer brings its own
+        if not skipping:
+            keep.append(line)
+    kept = "\n".join(keep).strip("\n")
+    parts = [text.rstrip("\n"), kept] if first else [kept, text.strip("\n")]
+    _atomic_write(path, ("\n\n".join(p for p in parts if p) + "\n").encode("utf-8"))
     return path
+
+
+def write_manifest(models_dir: Path, m: Manifest) -> Path:
+    return write_tables(models_dir, {"model"}, manifest_text(m), first=True)
 
 
 @dataclass(frozen=True)
@@ -179,6 +205,41 @@ def build(models_dir: Path, dat: Path) -> BuildResult:
     return BuildResult(out, m, data)
 
 
+def model_folders(models_dir: Path | None = None, onnx_dir: Path | None = None) -> tuple[Path, Path]:
+    """(the manifest's folder, the .onnx's folder). By default the manifest is the shipped one (read-only) and
+    the .onnx lives in the state folder; a models folder named explicitly holds both unless onnx_dir is given."""
+    if models_dir is None:
+        return PROJECT_MODELS_DIR, Path(onnx_dir) if onnx_dir is not None else built_models_dir()
+    return Path(models_dir), Path(onnx_dir) if onnx_dir is not None else Path(models_dir)
+
+
+def _convert_pinned(m: Manifest, dat: Path, path: Path) -> bytes:
+    """Convert the .dat and check the result is byte for byte the model the manifest pins."""
+    data, built = convert_dat(dat)
+    if built.onnx_sha256 != m.onnx_sha256:
+        raise ModelError(
+            f"{path}: the model built from {dat} has sha256 {built.onnx_sha256[:16]}..., the manifest "
+            f"expects {m.onnx_sha256[:16]}... (converter or onnx package changed?); "
+            "developers: re-pin with `meal-edge models build --models-dir models` after checking parity"
+        )
+    return data
+
+
+def build_pinned(dat: Path, *, models_dir: Path | None = None, onnx_dir: Path | None = None) -> BuildResult:
+    """`meal-edge models build` of an installed meal-edge: the .onnx the shipped manifest pins, written into
+    the state folder (or onnx_dir); the manifest is only read."""
+    manifest_dir, onnx_dir = model_folders(models_dir, onnx_dir)
+    m = check_source(manifest_dir, dat)
+    out = onnx_dir / m.file
+    data = _convert_pinned(m, Path(dat), out)
+    try:
+        _atomic_write(out, data)
+    except OSError as e:
+        raise ModelError(f"{out}: cannot write the built model: {e.strerror or e}") from e
+    log.info("built %s (%d bytes, sha256 %s) from %s", out, len(data), m.onnx_sha256[:16], dat)
+    return BuildResult(out, m, data)
+
+
 def check_source(models_dir: Path, dat: Path, m: Manifest | None = None) -> Manifest:
     m = m or read_manifest(models_dir)
     dat = Path(dat)
@@ -194,25 +255,22 @@ def check_source(models_dir: Path, dat: Path, m: Manifest | None = None) -> Mani
     return m
 
 
-def load_verified(models_dir: Path, dat: Path, *, build_missing: bool = True) -> tuple[bytes, Manifest]:
+def load_verified(
+    models_dir: Path, dat: Path, *, build_missing: bool = True, onnx_dir: Path | None = None
+) -> tuple[bytes, Manifest]:
     """The .onnx bytes after checking source and model checksums; builds the .onnx if it is missing.
+    The manifest is read from models_dir, the .onnx from onnx_dir (default: models_dir).
 
     Returns the very bytes that were hashed, so what is checked is what gets loaded.
     """
     models_dir = Path(models_dir)
     m = check_source(models_dir, dat)
-    path = models_dir / m.file
+    path = Path(onnx_dir if onnx_dir is not None else models_dir) / m.file
     if not path.exists():
         if not build_missing:
             raise ModelError(f"{path}: model not built; run `meal-edge models build`")
         log.info("%s not built yet: converting %s (a few seconds, once)", path, dat)
-        data, built = convert_dat(dat)
-        if built.onnx_sha256 != m.onnx_sha256:
-            raise ModelError(
-                f"{path}: the model built from {dat} has sha256 {built.onnx_sha256[:16]}..., the manifest "
-                f"expects {m.onnx_sha256[:16]}... (converter or onnx package changed?); "
-                "run `meal-edge models build` to re-pin after checking parity"
-            )
+        data = _convert_pinned(m, Path(dat), path)
         try:
             _atomic_write(path, data)
         except OSError as e:  # read-only install: use it from memory this time

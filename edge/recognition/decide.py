@@ -44,6 +44,8 @@ Outcome = Literal["accept", "confirm", "unknown"]
 #: thresholds for the default model (mirrored descriptors) and for plain descriptors (`mirror = false`)
 CALIBRATION_FILE = "calibration.toml"
 CALIBRATION_FILE_NO_MIRROR = "calibration-nomirror.toml"
+#: SFace's thresholds live beside dlib's: calibration-sface.toml / calibration-sface-nomirror.toml
+SFACE_MODEL_PREFIX = "face_recognition_sface"
 #: a calibration file this program cannot read is an error, not a guess
 CALIBRATION_FORMAT = 1
 #: agreement is a fraction j/k stored rounded (0.6667 for 2 of 3): compare with this slack
@@ -400,6 +402,8 @@ def default_calibration_path(model_id: str) -> Path:
     from edge.recognition.embed.mirror import MIRROR_SUFFIX
 
     name = CALIBRATION_FILE if model_id.endswith(MIRROR_SUFFIX) else CALIBRATION_FILE_NO_MIRROR
+    if model_id.startswith(SFACE_MODEL_PREFIX):
+        name = name.replace("calibration", "calibration-sface", 1)
     return PROJECT_MODELS_DIR / name
 
 

@@ -4,6 +4,11 @@ Boxes are in full-frame pixel coordinates in face_recognition's order: (top, rig
 Detection runs dlib's HOG detector on a frame downscaled to at most `detect_width` pixels wide
 (HOG time grows with the pixel count: about 10 ms at 427x240, 40 ms at 853x480 on our 2 cores);
 landmarks and chips are taken from the full-resolution frame so the descriptor sees every pixel.
+
+Any detector with `detect(rgb) -> list[Face]` fits the pipeline (`FaceDetector`); YuNet
+(edge.recognition.yunet) is the other one. A Face names its landmark scheme, because each embedder
+makes its own chips from them (edge.recognition.embed.base.Embedder.chips): dlib's chip needs dlib's
+5 points, which `dlib_chips` computes in the box of a face another detector found.
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ import io
 import logging
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 import cv2
 import dlib
@@ -35,8 +41,11 @@ class Face:
     box: tuple[int, int, int, int]
     #: float32 [5, 2] (x, y): dlib's 5-point model: right eye outer/inner, left eye outer/inner, nose base
     landmarks: np.ndarray
-    #: HOG detector confidence (higher is more face-like)
+    #: detector confidence (higher is more face-like): HOG's margin, or YuNet's score in 0..1
     score: float
+    #: which 5 points `landmarks` holds: "dlib5" (above) or "yunet5" (right eye, left eye, nose tip, right
+    #: and left mouth corner, image-left first: the ArcFace template's points)
+    scheme: str = "dlib5"
 
     @property
     def width(self) -> int:
@@ -129,6 +138,12 @@ def _shape_to_array(shape: dlib.full_object_detection) -> np.ndarray:
     return np.array([(shape.part(i).x, shape.part(i).y) for i in range(shape.num_parts)], dtype=np.float32)
 
 
+class FaceDetector(Protocol):
+    def detect(self, rgb: np.ndarray) -> list[Face]:
+        """Faces in full-frame pixels, largest first."""
+        ...
+
+
 class Detector:
     """HOG face detector on a downscaled frame + dlib's 5-point shape predictor on the full frame."""
 
@@ -162,10 +177,33 @@ class Detector:
 
     def chips(self, rgb: np.ndarray, faces: list[Face]) -> np.ndarray:
         """Aligned uint8 [n,150,150,3] chips, exactly as dlib's compute_face_descriptor aligns them."""
-        out = np.empty((len(faces), CHIP_SIZE, CHIP_SIZE, 3), np.uint8)
-        for i, f in enumerate(faces):
-            out[i] = face_chip(rgb, f)
-        return out
+        return dlib_chips(rgb, faces, self._sp)
+
+
+_SP5: list[dlib.shape_predictor] = []
+
+
+def _shape_predictor() -> dlib.shape_predictor:
+    if not _SP5:
+        _SP5.append(dlib.shape_predictor(str(SHAPE_PREDICTOR_5_DAT)))
+    return _SP5[0]
+
+
+def with_dlib5(rgb: np.ndarray, face: Face, sp: dlib.shape_predictor | None = None) -> Face:
+    """The face with dlib's 5 points, found by shape_predictor_5 in its box if another detector found it."""
+    if face.scheme == "dlib5":
+        return face
+    top, right, bottom, left = face.box
+    shape = (sp or _shape_predictor())(np.ascontiguousarray(rgb), dlib.rectangle(left, top, right, bottom))
+    return Face(face.box, _shape_to_array(shape), face.score, "dlib5")
+
+
+def dlib_chips(rgb: np.ndarray, faces: list[Face], sp: dlib.shape_predictor | None = None) -> np.ndarray:
+    """Aligned uint8 [n,150,150,3] chips as dlib's compute_face_descriptor aligns them, from any detector's faces."""
+    out = np.empty((len(faces), CHIP_SIZE, CHIP_SIZE, 3), np.uint8)
+    for i, f in enumerate(faces):
+        out[i] = face_chip(rgb, with_dlib5(rgb, f, sp))
+    return out
 
 
 def _full_object_detection(face: Face) -> dlib.full_object_detection:

@@ -1,3 +1,6 @@
-"""Security building blocks (issue 12): staff accounts, templates at rest, input and operation guards.
+"""Security parts shared by the kiosk and the district (issue 12): signing and secrets (links and events),
+staffauth (argon2 staff accounts, lockout, sessions), atrest (AES-GCM templates), guards (input and
+operation guards).
 
-Modules here import nothing from the rest of edge (the district server imports them too)."""
+Imports nothing from the rest of `edge`: the district server imports these modules alone.
+"""

@@ -9,7 +9,7 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Self
+from typing import TYPE_CHECKING, Any, Self
 
 from sqlalchemy import create_engine, event, select
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
@@ -20,6 +20,10 @@ from edge.store import migrations
 from edge.store.files import DamagedStore, cipher_for, make_private, quick_check
 from edge.store.models import SchemaVersion
 from edge.store.records import StoreError, describe_error, utcnow
+from edge.store.signer import EventSigner, key_path_for
+
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 log = logging.getLogger(__name__)
 
@@ -27,9 +31,18 @@ log = logging.getLogger(__name__)
 class StoreBase:
     """Opening, migrating and closing the file, and the transactions the rest of the store runs in."""
 
-    def __init__(self, path: Path | str, keep_photos: bool = False, *, key_file: Path | str | None = None) -> None:
+    def __init__(
+        self,
+        path: Path | str,
+        keep_photos: bool = False,
+        signing_key: Ed25519PrivateKey | None = None,
+        *,
+        key_file: Path | str | None = None,
+    ) -> None:
         """Open (create or migrate) the store. `keep_photos=False` drops any photo bytes handed to
         add_templates, so a caller that forgets the config can never keep a face photo by accident.
+        `signing_key`: the key meal events are signed with; None: the kiosk's key beside the store
+        (edge/store/signer.py).
 
         Face templates (and kept photos) are sealed with AES-GCM under the key in `key_file` (default:
         "template.key" beside the store; a systemd credential wins, edge.security.atrest), made on first use.
@@ -38,6 +51,7 @@ class StoreBase:
         self.path = Path(path).expanduser()
         self.keep_photos = keep_photos
         self.key_file = Path(key_file) if key_file is not None else self.path.parent / "template.key"
+        self.signer = EventSigner(key_path_for(self.path), signing_key)
         self._lock = threading.Lock()
         self._cipher: TemplateCipher | None = None
         try:

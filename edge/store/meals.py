@@ -13,6 +13,7 @@ from edge.meals.rules import PriorMeal
 from edge.store.base import StoreBase
 from edge.store.models import KioskSeqRow, MealEventRow, OutboxRow
 from edge.store.records import AlreadyServed, EventRow, StoredEvent, StoreError, utcnow
+from edge.store.signer import SigningError
 
 
 class MealStore(StoreBase):
@@ -40,16 +41,22 @@ class MealStore(StoreBase):
         with self._write(f"could not record meal event {event.event_id}") as s:
             return self._insert_meal(s, event, topic)
 
-    @staticmethod
-    def _insert_meal(s: Session, event: MealEvent, topic: str) -> StoredEvent:
-        """The body of record_meal, inside the caller's write transaction."""
+    def _insert_meal(self, s: Session, event: MealEvent, topic: str) -> StoredEvent:
+        """The body of record_meal, inside the caller's write transaction: seq, chain link and signature
+        are committed together with the event or not at all."""
         seq_row = s.get(KioskSeqRow, event.kiosk_id)
         if seq_row is None:
             seq_row = KioskSeqRow(kiosk_id=event.kiosk_id, last_seq=0)
             s.add(seq_row)
         seq = seq_row.last_seq + 1
         seq_row.last_seq = seq
-        payload_obj = build_payload(event, seq)
+        previous = s.scalar(
+            select(MealEventRow.payload).where(MealEventRow.kiosk_id == event.kiosk_id, MealEventRow.seq == seq - 1)
+        )
+        try:
+            payload_obj = self.signer.sign(build_payload(event, seq, self.signer.prev_hash(previous, seq)))
+        except SigningError as e:
+            raise StoreError(f"meal event {event.event_id} not recorded: {e}") from e
         text = dumps(payload_obj)
         now = utcnow()
         if s.get(MealEventRow, event.event_id) is not None:
@@ -167,6 +174,14 @@ class MealStore(StoreBase):
             ]
         out.reverse()
         return out
+
+    def newest_event_time(self) -> datetime | None:
+        """The latest `decided_at` of any meal event in the store (compared as instants, whatever their
+        offsets): the clock guard's reference. None for a store without events."""
+        with self._read("could not read the newest meal event") as s:
+            return s.scalar(
+                select(MealEventRow.decided_at).order_by(func.julianday(MealEventRow.decided_at).desc()).limit(1)
+            )
 
     def last_seq(self, kiosk_id: str) -> int:
         with self._read("could not read the sequence") as s:

@@ -3,19 +3,26 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from pathlib import Path
 
 import dlib
 import numpy as np
 
 from edge.modelbuild.modelfiles import FACE_RECOGNITION_DAT, model_id_for
-from edge.recognition.embed.base import EMBEDDING_DIM, check_chips
+from edge.recognition.embed.base import CHIP_SIZE, EMBEDDING_DIM, FaceLike, check_chips
 
 log = logging.getLogger(__name__)
 
 
 class DlibEmbedder:
     name = "dlib"
+    chip_size = CHIP_SIZE
+
+    def chips(self, rgb: np.ndarray, faces: Sequence[FaceLike]) -> np.ndarray:
+        from edge.recognition.detect import Face, dlib_chips
+
+        return dlib_chips(rgb, [Face(f.box, f.landmarks, 0.0, f.scheme) for f in faces])
 
     def __init__(self, model_path: Path = FACE_RECOGNITION_DAT) -> None:
         self._net = dlib.face_recognition_model_v1(str(model_path))

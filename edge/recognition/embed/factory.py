@@ -7,12 +7,13 @@ from pathlib import Path
 
 from edge.modelbuild import ModelError
 from edge.modelbuild.modelfiles import FACE_RECOGNITION_DAT
-from edge.paths import PROJECT_MODELS_DIR
 from edge.recognition.embed.base import Embedder
 
 log = logging.getLogger(__name__)
 
 BACKENDS = ("auto", "onnx", "dlib")
+#: the face models ([recognition] model); each has its own model_id, templates and calibration
+MODELS = ("sface", "dlib")
 
 
 def _dlib(dat: Path) -> Embedder:
@@ -32,18 +33,37 @@ def make_embedder(
     threads: int = 0,
     *,
     mirror: bool = True,
-    models_dir: Path = PROJECT_MODELS_DIR,
+    model: str = "dlib",
+    models_dir: Path | None = None,
+    onnx_dir: Path | None = None,
     dat: Path = FACE_RECOGNITION_DAT,
 ) -> Embedder:
-    """The embedding back-end named by the config's `recognition.backend`.
+    """The embedder of the config's `recognition.model`, on the back-end named by `recognition.backend`.
+
+    model "sface": OpenCV Zoo's SFace on onnxruntime (edge.recognition.embed.sface); `backend` does not
+    apply. A folded model that does not verify is a ModelError: falling back to dlib would silently
+    change the model, so every template and threshold.
+    model "dlib" (this function's default, for the tools that measure dlib):
 
     auto: ONNX if the model is present (or can be built from the installed .dat) and verifies, else
     dlib with a logged WARNING giving the reason; onnx: ONNX or a ModelError naming the file; dlib: dlib.
 
     A model that does not verify is never used: better the slow right model than a fast wrong one.
     mirror: average each chip's descriptor with its mirror's (edge.recognition.embed.mirror; model_id gets "+flip").
+    models_dir / onnx_dir: by default the shipped manifest, and the .onnx in the state folder (onnx_dir: the
+    config's `model_dir`); a models_dir named holds both (edge.modelbuild.manifest.model_folders).
     """
-    inner = _backend(backend, threads, models_dir=models_dir, dat=dat)
+    if model not in MODELS:
+        raise ValueError(f"unknown face model {model!r}; choose one of {', '.join(MODELS)}")
+    if model == "sface":
+        if backend not in BACKENDS:
+            raise ValueError(f"unknown embedding backend {backend!r}; choose one of {', '.join(BACKENDS)}")
+        from edge.recognition.embed.sface import SFaceEmbedder
+
+        inner: Embedder = SFaceEmbedder(threads=threads, models_dir=models_dir, onnx_dir=onnx_dir)
+        log.info("embedding model: sface (%s, %d threads)", inner.model_id, threads)
+    else:
+        inner = _backend(backend, threads, models_dir=models_dir, onnx_dir=onnx_dir, dat=dat)
     if not mirror:
         return inner
     from edge.recognition.embed.mirror import Mirrored
@@ -51,16 +71,16 @@ def make_embedder(
     return Mirrored(inner)
 
 
-def _backend(backend: str, threads: int, *, models_dir: Path, dat: Path) -> Embedder:
+def _backend(backend: str, threads: int, *, models_dir: Path | None, onnx_dir: Path | None, dat: Path) -> Embedder:
     if backend not in BACKENDS:
         raise ValueError(f"unknown embedding backend {backend!r}; choose one of {', '.join(BACKENDS)}")
-    dat, models_dir = Path(dat), Path(models_dir)
+    dat = Path(dat)
     if backend == "dlib":
         return _dlib(dat)
     try:
         from edge.recognition.embed.onnx_backend import OnnxEmbedder
 
-        emb = OnnxEmbedder(threads=threads, models_dir=models_dir, dat=dat)
+        emb = OnnxEmbedder(threads=threads, models_dir=models_dir, onnx_dir=onnx_dir, dat=dat)
         log.info("embedding back-end: onnx (%s, %d threads)", emb.model_id, emb.threads)
         return emb
     except ImportError as e:

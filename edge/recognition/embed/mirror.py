@@ -12,9 +12,11 @@ templates and thresholds are never mixed with plain descriptors.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 
-from edge.recognition.embed.base import EMBEDDING_DIM, Embedder, check_chips
+from edge.recognition.embed.base import EMBEDDING_DIM, Embedder, FaceLike, check_chips
 
 MIRROR_SUFFIX = "+flip"
 
@@ -23,12 +25,18 @@ def mirrored_model_id(model_id: str) -> str:
     return model_id + MIRROR_SUFFIX
 
 
-def reference_model_id(mirror: bool) -> str:
-    """The model id an embedder of the installed dlib model has, with or without mirroring, without loading
-    a network (both back-ends share it): what `check-config` and cached face sets key on."""
-    from edge.modelbuild.modelfiles import model_id_for
+def reference_model_id(mirror: bool, model: str = "dlib") -> str:
+    """The model id an embedder of the installed `model` ("dlib" or "sface") has, with or without mirroring,
+    without loading a network (both dlib back-ends share it): what `check-config` and cached face sets key on."""
+    if model == "sface":
+        from edge.modelbuild.sface import SFACE
 
-    return mirrored_model_id(model_id_for()) if mirror else model_id_for()
+        plain = SFACE.model_id
+    else:
+        from edge.modelbuild.modelfiles import model_id_for
+
+        plain = model_id_for()
+    return mirrored_model_id(plain) if mirror else plain
 
 
 class Mirrored:
@@ -40,9 +48,13 @@ class Mirrored:
         self.inner = inner
         self.name = inner.name
         self.model_id = mirrored_model_id(inner.model_id)
+        self.chip_size = inner.chip_size
+
+    def chips(self, rgb: np.ndarray, faces: Sequence[FaceLike]) -> np.ndarray:
+        return self.inner.chips(rgb, faces)
 
     def embed(self, chips: np.ndarray) -> np.ndarray:
-        chips = check_chips(chips)
+        chips = check_chips(chips, self.chip_size)
         n = len(chips)
         if n == 0:
             return np.zeros((0, EMBEDDING_DIM), np.float32)

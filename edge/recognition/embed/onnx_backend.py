@@ -9,16 +9,16 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
 
 from edge.modelbuild import ModelError
-from edge.modelbuild.manifest import load_verified
+from edge.modelbuild.manifest import load_verified, model_folders
 from edge.modelbuild.modelfiles import FACE_RECOGNITION_DAT, model_id_for
-from edge.paths import PROJECT_MODELS_DIR
-from edge.recognition.embed.base import EMBEDDING_DIM, check_chips
+from edge.recognition.embed.base import CHIP_SIZE, EMBEDDING_DIM, FaceLike, check_chips
 
 log = logging.getLogger(__name__)
 
@@ -43,22 +43,31 @@ def session_options(threads: int = 0, *, spin: bool = False) -> ort.SessionOptio
 
 class OnnxEmbedder:
     name = "onnx"
+    chip_size = CHIP_SIZE
+
+    def chips(self, rgb: np.ndarray, faces: Sequence[FaceLike]) -> np.ndarray:
+        from edge.recognition.detect import Face, dlib_chips
+
+        return dlib_chips(rgb, [Face(f.box, f.landmarks, 0.0, f.scheme) for f in faces])
 
     def __init__(
         self,
         *,
         threads: int = 0,
-        models_dir: Path = PROJECT_MODELS_DIR,
+        models_dir: Path | None = None,
+        onnx_dir: Path | None = None,
         dat: Path = FACE_RECOGNITION_DAT,
         build_missing: bool = True,
         warmup: bool = True,
         spin: bool = False,
     ) -> None:
-        data, manifest = load_verified(Path(models_dir), Path(dat), build_missing=build_missing)
+        # the shipped manifest and the .onnx in the state folder, unless a models folder is named (holding both)
+        manifest_dir, onnx_dir = model_folders(models_dir, onnx_dir)
+        data, manifest = load_verified(manifest_dir, Path(dat), build_missing=build_missing, onnx_dir=onnx_dir)
         try:
             self._session = ort.InferenceSession(data, session_options(threads, spin=spin), ["CPUExecutionProvider"])
         except Exception as e:  # onnxruntime raises its own exception types from C++
-            raise ModelError(f"{Path(models_dir) / manifest.file}: onnxruntime cannot load it: {e}") from e
+            raise ModelError(f"{onnx_dir / manifest.file}: onnxruntime cannot load it: {e}") from e
         self._input = self._session.get_inputs()[0].name
         self.threads = threads or (os.cpu_count() or 1)
         self.model_id = model_id_for(Path(dat))

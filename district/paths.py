@@ -1,0 +1,40 @@
+"""Where the district server keeps its state, and the files it ships inside the package."""
+
+from __future__ import annotations
+
+import json
+import os
+from functools import cache
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+
+def state_dir() -> Path:
+    """$STATE_DIRECTORY (systemd StateDirectory=), else $XDG_STATE_HOME/meal-district, else
+    ~/.local/state/meal-district."""
+    if sd := os.environ.get("STATE_DIRECTORY"):
+        return Path(sd.split(":")[0])
+    base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(base) / "meal-district"
+
+
+def default_database_url() -> str:
+    return f"sqlite:///{state_dir() / 'meal-district.sqlite'}"
+
+
+@cache
+def _schema_text(name: str) -> str:
+    return resources.files("district").joinpath("schemas", name).read_text(encoding="utf-8")
+
+
+def schema(name: str) -> dict[str, Any]:
+    """A JSON schema shipped in district/schemas (the v1 ones are docs/*.schema.json, linked at build time).
+    A fresh object each call: fastjsonschema.compile adds keys to the dict it is given."""
+    obj: dict[str, Any] = json.loads(_schema_text(name))
+    return obj
+
+
+def package_dir(*parts: str) -> Path:
+    """A folder inside the installed package (templates, migrations): real files, also from a wheel."""
+    return Path(str(resources.files("district").joinpath(*parts)))
