@@ -22,7 +22,7 @@ from edge.store import Store, StoreError
 def _config(tmp_path: Path) -> Path:
     """The default config with the store under tmp_path, no broker, no screen, and a camera that is not there
     (the daemon keeps retrying it, as it does when a camera is unplugged)."""
-    text = DEFAULT_CONFIG.replace('"/var/lib/meal-edge/meal-edge.sqlite"', '"state/meal-edge.sqlite"')
+    text = DEFAULT_CONFIG.replace('[store]\npath = ""', '[store]\npath = "state/meal-edge.sqlite"')
     text = text.replace("[mqtt]\nenabled = true", "[mqtt]\nenabled = false")
     text = text.replace('source = "0"', 'source = "/dev/video-none"')
     out, section = [], ""
@@ -34,6 +34,7 @@ def _config(tmp_path: Path) -> Path:
         out.append(line)
     text = "\n".join(out) + "\n"
     assert "[mqtt]\nenabled = false" in text and 'source = "/dev/video-none"' in text
+    assert 'path = "state/meal-edge.sqlite"' in text
     p = tmp_path / "meal-edge.toml"
     p.write_text(text, encoding="utf-8")
     return p
@@ -46,6 +47,7 @@ def _meal_edge(*argv: str) -> list[str]:
 @pytest.mark.slow
 def test_a_second_run_on_the_same_store_exits_at_once_naming_the_first(tmp_path: Path) -> None:
     cfg = _config(tmp_path)
+    assert subprocess.run(_meal_edge("--config", str(cfg), "keys", "init"), capture_output=True).returncode == 0
     lock = tmp_path / "state" / "meal-edge.sqlite.lock"
     first = subprocess.Popen(
         _meal_edge("--config", str(cfg), "run"), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
