@@ -44,7 +44,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import ROOT, machine  # noqa: E402
 
 from district.config import DEFAULT_CONFIG  # noqa: E402
-from edge.delivery.events import MealEvent, build_payload, dumps  # noqa: E402
+from edge.delivery.events import MealEvent, dumps, v1_payload  # noqa: E402
 
 SH = ZoneInfo("Asia/Shanghai")
 DISTRICT = "erqi"
@@ -107,7 +107,7 @@ def generate(n_events: int, centres: int = 30, kiosks: int = 2, seniors: int = 3
                        None if rng.random() < 0.97 else "staff",
                        {"distance": round(rng.uniform(0.2, 0.45), 4), "frames": 3, "model_id": "sface-int8",
                         "backend": "onnx"})
-        body = dumps(build_payload(ev, seq[(centre, kiosk)])).encode()
+        body = dumps(v1_payload(ev, seq[(centre, kiosk)])).encode()
         msgs.append((f"{PREFIX}/{DISTRICT}/{centre}/{kiosk}/events", body, ev.event_id))
         subsidised += sub > 0
         subsidy += sub
@@ -125,8 +125,9 @@ class Broker:
         self.port = free_port()
         (work / "mq").mkdir()
         conf = work / "mosquitto.conf"
+        # max_queued_messages 0 ("no limit") has had bugs in Mosquitto 2.0 (upstream issues 1956, 2879, 3088)
         conf.write_text(f"listener {self.port} 127.0.0.1\nallow_anonymous true\npersistence false\n"
-                        f"user {getpass.getuser()}\nmax_queued_messages 0\nmax_inflight_messages 0\n"
+                        f"user {getpass.getuser()}\nmax_queued_messages 1000000\nmax_inflight_messages 1000\n"
                         "log_type error\nlog_type warning\nlog_type notice\n"
                         f"log_dest file {work}/mosquitto.log\n")
         self.proc = subprocess.Popen([exe, "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -160,9 +161,12 @@ def drop_db(admin: str, name: str) -> None:
     eng.dispose()
 
 
-def config(work: Path, port: int, db: str) -> Path:
+def config(work: Path, port: int, db: str, group: str) -> Path:
     p = work / f"district-{uuid.uuid4().hex[:6]}.toml"
-    p.write_text(DEFAULT_CONFIG.replace('id = "xuhui"', f'id = "{DISTRICT}"').replace("port = 1883", f"port = {port}")
+    # a shared-subscription group per run: the persistent sessions of an earlier run's (stopped) processes
+    # would otherwise still be given their share of the stream, held for them until they come back
+    p.write_text(DEFAULT_CONFIG.replace('group = "meal-district"', f'group = "{group}"')
+                 .replace('id = "xuhui"', f'id = "{DISTRICT}"').replace("port = 1883", f"port = {port}")
                  .replace('url = ""                      # empty', f'url = "{db}"  # empty')
                  .replace("accept_unsigned = false", "accept_unsigned = true")
                  .replace('[metrics]\nlisten = "127.0.0.1:9464"', '[metrics]\nlisten = ""'))
@@ -215,7 +219,7 @@ def cpu_seconds(pid: int) -> float:
 def run(work: Path, admin: str, port: int, gen: Generated, procs: int, rate: float | None,
         report: bool, broker_pid: int) -> dict[str, object]:
     url, name = new_db(admin)
-    cfg = config(work, port, url)
+    cfg = config(work, port, url, name)
     eng = create_engine(url)
     servers = []
     try:

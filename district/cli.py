@@ -44,6 +44,8 @@ def _parser() -> argparse.ArgumentParser:
     s = sub.add_parser("serve", help="receive events over MQTT until SIGTERM")
     s.add_argument("--instance", type=int, default=1, help="number of this process on this machine (client id)")
     s.add_argument("--client-id", help="MQTT client id (default: from the config and --instance)")
+    s.add_argument("--retire", action="store_true",
+                   help="take this instance out for good: store what the broker kept for it, end its session")
     st = sub.add_parser("status", help="kiosks, open gaps and counts")
     st.add_argument("--json", action="store_true")
     r = sub.add_parser("report", help="the month's settlement")
@@ -97,6 +99,14 @@ def _engine(cfg: Config) -> Engine:
 
 def _run(args: argparse.Namespace, cfg: Config) -> int:
     if args.cmd == "serve":
+        if args.retire:
+            from district.serve import Server
+
+            engine = _engine(cfg)
+            t = Server(cfg, engine, instance=args.instance, client_id=args.client_id).retire()
+            engine.dispose()
+            print(f"retired: {t.stored} events stored from its queue, {t.duplicates} duplicates; session ended")
+            return 0
         return serve(cfg, args.instance, args.client_id)
     if args.cmd == "web":
         from district.web.app import run_web

@@ -29,10 +29,17 @@ def _schema_text(name: str) -> str:
 
 
 def schema(name: str) -> dict[str, Any]:
-    """A JSON schema shipped in district/schemas (the v1 ones are docs/*.schema.json, linked at build time).
+    """A JSON schema shipped in district/schemas (docs/*.schema.json, linked at build time); "FILE#DEF" is the
+    definition DEF of that file (docs/events.schema.json holds v1 and v2 under $defs) as a schema of its own,
+    so that a payload is checked against its own version and the error names the field.
     A fresh object each call: fastjsonschema.compile adds keys to the dict it is given."""
-    obj: dict[str, Any] = json.loads(_schema_text(name))
-    return obj
+    file, _, part = name.partition("#")
+    obj: dict[str, Any] = json.loads(_schema_text(file))
+    if not part:
+        return obj
+    defs = obj.get("$defs", {})
+    sub: dict[str, Any] = {"$schema": obj.get("$schema"), **defs[part], "$defs": defs}
+    return sub
 
 
 def package_dir(*parts: str) -> Path:

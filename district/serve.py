@@ -78,6 +78,7 @@ class Server:
         self._pending_keys: set[tuple[str, date]] = set()
         self._pending_voids: set[str] = set()
         self.totals = BatchResult()
+        self._retiring = False
         self._client = self._make_client()
 
     # -- MQTT ------------------------------------------------------------------------------------------
@@ -117,6 +118,12 @@ class Server:
             return
         self._conn += 1
         events, status = topics(self.cfg)
+        if self._retiring:
+            # take no new share of the stream; what the broker queued for this session still comes
+            client.unsubscribe([events, status])
+            log.info("retiring %s: unsubscribed; storing what the broker kept for this session", self.client_id)
+            self.connected.set()
+            return
         client.subscribe([(events, SubscribeOptions(qos=1)), (status, SubscribeOptions(qos=1))])
         log.info("connected to %s:%d as %s (session %s)", self.cfg.broker.host, self.cfg.broker.port, self.client_id,
                  "resumed" if flags.session_present else "new")
@@ -152,9 +159,37 @@ class Server:
     def stop(self) -> None:
         self._stop.set()
 
-    def close(self) -> None:
-        self._client.disconnect()
+    def close(self, end_session: bool = False) -> None:
+        props = None
+        if end_session:
+            props = Properties(PacketTypes.DISCONNECT)
+            props.SessionExpiryInterval = 0
+        self._client.disconnect(properties=props)
         self._client.loop_stop()
+
+    def retire(self, idle: float = 5.0, timeout: float = 3600.0) -> BatchResult:
+        """Hand this process's share of the stream back for good: a stopped process's persistent session keeps
+        being given its share of the shared subscription (held until it returns). Resume the session without
+        subscribing, store everything the broker kept for it until nothing came for `idle` seconds, then end
+        the session, so the group's other processes get the whole stream."""
+        self._retiring = True
+        self.start()
+        last = time.monotonic()
+        deadline = last + timeout
+        try:
+            while time.monotonic() < deadline and not self._stop.is_set():
+                batch = self._take()
+                if batch:
+                    self._commit_and_ack(batch)
+                    last = time.monotonic()
+                elif self.connected.is_set() and time.monotonic() - last > idle:
+                    break
+            self.watch()
+        finally:
+            self.close(end_session=True)
+        log.info("retired %s: %d events stored from its queue; its session is ended", self.client_id,
+                 self.totals.stored)
+        return self.totals
 
     def run(self) -> None:
         """Until stop(): take batches off the queue, commit, acknowledge, and look for gaps and doubles."""

@@ -22,7 +22,7 @@ from jsonschema import Draft202012Validator, FormatChecker
 
 from district.paths import schema
 
-EVENT_SCHEMAS = {"meal-edge/meal-event/1": "events.schema.json", "meal-edge/meal-event/2": "meal-event-2.schema.json"}
+EVENT_SCHEMAS = {"meal-edge/meal-event/1": "events.schema.json#v1", "meal-edge/meal-event/2": "events.schema.json#v2"}
 STATUS_SCHEMAS = {"meal-edge/status/1": "status.schema.json", "meal-edge/status/2": "status-2.schema.json"}
 
 

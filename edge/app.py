@@ -21,11 +21,13 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from edge.config import Config
+from edge.meals import feedback
+from edge.meals.awaiting import Outcome
 from edge.meals.desk import MealDesk
 from edge.meals.feedback import Decision
 from edge.recognition.capture import Frame
 from edge.recognition.decide import Policy, Verdict, decide, fuse, lookalike_pairs
-from edge.recognition.detect import Face, FaceDetector
+from edge.recognition.detect import TURNED_YAW, Face, FaceDetector
 from edge.recognition.embed.base import Embedder
 from edge.recognition.liveness import LivenessChecker, LivenessVerdict
 from edge.recognition.match import Gallery, normalise
@@ -158,6 +160,7 @@ class Pipeline:
         gallery: GalleryHolder | None = None,
         on_decision: Callable[[Decision], None] | None = None,
         on_event: Callable[[], None] | None = None,
+        on_hint: Callable[[str | None], None] | None = None,
         liveness: LivenessChecker | None = None,
         evidence: EvidenceKeeper | None = None,
         clock_guard: ClockGuard | None = None,
@@ -170,6 +173,8 @@ class Pipeline:
         self.clock = clock
         self.holder = gallery or GalleryHolder(store, policy)
         self.on_decision = on_decision
+        #: called with every looked-at frame: "closer", "turn" or None (edge.meals.feedback says the words)
+        self.on_hint = on_hint
         self.liveness = liveness
         self.evidence = evidence
         #: no decision on a clock earlier than the newest event (or far beyond it at start)
@@ -198,7 +203,8 @@ class Pipeline:
         st = self.stats
         st.frames += 1
         t0 = time.perf_counter()
-        faces = [f for f in self.detector.detect(frame.image) if f.width >= self.cfg.detect.min_face_px]
+        seen = self.detector.detect(frame.image)
+        faces = [f for f in seen if f.width >= self.cfg.detect.min_face_px]
         st.t_detect += time.perf_counter() - t0
         st.faces += len(faces)
         assigned, ended = self.tracker.update(faces, frame.index, frame.source_ts)
@@ -233,7 +239,21 @@ class Pipeline:
         for track, _ in assigned:
             del track.observations[:-MAX_OBSERVATIONS]
         decisions.extend(self._end(ended, frame))
+        if self.on_hint is not None:
+            self.on_hint(self._hint(len(seen) > len(faces), assigned))
         return decisions
+
+    @staticmethod
+    def _hint(too_small: bool, assigned: list[tuple[Track, Observation]]) -> str | None:
+        """What would help the kiosk see the person in front of it: a face seen but too small to use
+        ("closer"), or an undecided presence turned away ("turn"); None when nothing would. The person at the
+        kiosk is the largest face in view; smaller ones are the queue behind."""
+        if too_small and not assigned:
+            return "closer"
+        if not assigned:
+            return None
+        track, obs = max(assigned, key=lambda a: a[1].face.width)
+        return "turn" if not track.decided and obs.face.yaw > TURNED_YAW else None
 
     def finish(self, frame: Frame | None = None) -> list[Decision]:
         """End of the source: every open presence gets its decision now."""
@@ -354,6 +374,32 @@ class Pipeline:
         if snapshot is not None:  # after the senior has been told: the write may wait on a slow disk
             self.desk.keep_evidence(d, *snapshot)
         return d
+
+
+# -- after a confirmation --------------------------------------------------------------------------
+def answered(cfg: Config, store: Store, o: Outcome, now: datetime) -> Decision:
+    """What the kiosk shows and says once staff answered a confirmation (edge.meals.awaiting), or did not in
+    time: the meal and the amount to pay, "not confirmed", or "please see staff"."""
+    lang = cfg.centre.language
+    senior = store.get_senior(o.senior_id)
+    name = senior.name if senior is not None else None
+    common: dict[str, Any] = dict(
+        track_id=0, decided_at=now.astimezone(cfg.centre.tz), source_ts=0.0, senior_id=o.senior_id,
+        confirmation_id=o.confirmation_id,
+    )
+    ev = store.event(o.event_id) if o.kind == "paid" and o.event_id else None
+    if ev is not None:
+        w = feedback.words(
+            "meal", lang=lang, name=name, meal=ev.meal, payable_fen=ev.payable_fen, subsidy_fen=ev.subsidy_fen
+        )
+        return Decision(
+            "meal", message=w.screen, speech=w.speech, name=name, meal=ev.meal, price_fen=ev.price_fen,
+            subsidy_fen=ev.subsidy_fen, payable_fen=ev.payable_fen, event_id=ev.event_id, seq=ev.seq, **common,
+        )
+    # confirmed without a meal (served meanwhile, suspended, outside the windows): staff say why, not the screen
+    kind = o.kind if o.kind in ("rejected", "timeout") else "refused"
+    w = feedback.words(kind, lang=lang)
+    return Decision(kind, message=w.screen, speech=w.speech, **common)
 
 
 # -- wiring from the config -----------------------------------------------------------------------

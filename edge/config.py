@@ -80,7 +80,7 @@ class CameraConfig(_Section):
 class DetectConfig(_Section):
     #: yunet: OpenCV Zoo's YuNet (boxes + the 5 points SFace aligns on, ~8 ms at 640x360 on 2 threads);
     #: hog: dlib's HOG + shape_predictor_5 (docs/models.md compares them)
-    detector: Literal["yunet", "hog"] = "yunet"
+    detector: Literal["yunet", "hog"] = "hog"
     detect_width: int = Field(640, ge=160, description="frames are downscaled to this width for detection")
     upsample: int = Field(0, ge=0, le=2)
     min_face_px: int = Field(60, ge=20, description="faces narrower than this (full-frame pixels) are ignored")
@@ -89,7 +89,7 @@ class DetectConfig(_Section):
 class RecognitionConfig(_Section):
     #: the face model: sface (OpenCV Zoo SFace, ArcFace-aligned 112x112 chips) or dlib (dlib's ResNet);
     #: each has its own model_id, so its own templates and calibration (docs/models.md)
-    model: Literal["sface", "dlib"] = "sface"
+    model: Literal["sface", "dlib"] = "dlib"
     #: dlib only: auto (ONNX if the model verifies, else dlib's own code), onnx, dlib
     backend: Literal["auto", "onnx", "dlib"] = "auto"
     threads: int = Field(0, ge=0, description="0: as many as the machine has cores")
@@ -310,6 +310,8 @@ class DisplayConfig(_Section):
     show_seconds: float = Field(8.0, ge=1, le=600, description="a result stays on screen this long, then the prompt")
     #: the page says each result aloud with the browser's speech synthesis (zh-CN or en-US)
     speak: bool = True
+    #: "please wait" stays up this long for staff to answer a confirmation, then the senior is sent to staff
+    confirm_wait_seconds: float = Field(90.0, ge=5, le=900)
 
     @field_validator("listen")
     @classmethod

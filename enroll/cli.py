@@ -72,8 +72,8 @@ def load_models(
     threads: int,
     mirror: bool,
     model_dir: Path | None = None,
-    model: str = "sface",
-    detector: str = "yunet",
+    model: str = "dlib",
+    detector: str = "hog",
 ) -> tuple[FaceDetector, Embedder]:
     """The kiosk's detector and face model, so templates are aligned as the kiosk's probes are. model_dir: where
     the converted models are built and read (the config's state folder; default: the user's)."""
@@ -122,6 +122,7 @@ def cmd_add(args: argparse.Namespace, cfg: Config, out: IO[str]) -> int:
 
 
 def cmd_import(args: argparse.Namespace, cfg: Config, out: IO[str], err: IO[str]) -> int:
+    from edge.store import StoreError
     from enroll.roster import RosterError, read_roster
 
     if args.photos is not None and not Path(args.photos).is_dir():
@@ -144,6 +145,11 @@ def cmd_import(args: argparse.Namespace, cfg: Config, out: IO[str], err: IO[str]
             assert enroller is not None
             res = enroller.enrol(row.senior, list(row.photos), force=args.force)
             label = f"row {row.row} {row.senior.senior_id} {row.senior.name}"
+            if row.card_no is not None and res.enrolled:
+                try:
+                    store.set_card_no(row.senior.senior_id, row.card_no)
+                except StoreError as e:  # the senior is enrolled; only the card number is not kept
+                    rejected.append(f"{label}: meal card not recorded: {e}")
             warnings += len(res.all_warnings)
             templates += res.templates_added
             if res.enrolled and not res.rejected:

@@ -1,4 +1,4 @@
-"""Roster CSV for bulk enrolment: `senior_id,name,birth_date,hukou,photos`.
+"""Roster CSV for bulk enrolment: `senior_id,name,birth_date,hukou,photos`, and optionally `card_no`.
 
 One senior a row; `photos` lists 1 to 5 files separated by ';', relative to the CSV's folder (or to the
 folder given with --photos). A photo must lie inside one of those two folders, links resolved: a roster from
@@ -24,6 +24,8 @@ from edge.security.guards import PathOutside, confine
 log = logging.getLogger(__name__)
 
 COLUMNS = ("senior_id", "name", "birth_date", "hukou", "photos")
+#: columns a roster may have: the number on the senior's meal card (餐卡), for finding them on the staff screen
+OPTIONAL = ("card_no",)
 MAX_PHOTOS = 5
 PHOTO_SEPARATOR = ";"
 _OLDEST_BIRTH_YEAR = 1890
@@ -38,6 +40,8 @@ class RosterRow:
     row: int
     senior: Senior
     photos: tuple[Path, ...]
+    #: the meal card's number; None when the roster has no card_no column or the cell is empty
+    card_no: str | None = None
 
 
 @dataclass(frozen=True)
@@ -96,7 +100,7 @@ def read_roster(
 def _header(cells: list[str], name: str) -> dict[str, int]:
     found = [c.strip().lower() for c in cells]
     missing = [c for c in COLUMNS if c not in found]
-    unknown = [c for c in found if c not in COLUMNS]
+    unknown = [c for c in found if c not in COLUMNS + OPTIONAL]
     dupes = sorted({c for c in found if found.count(c) > 1})
     if missing or unknown or dupes:
         parts = []
@@ -107,9 +111,10 @@ def _header(cells: list[str], name: str) -> dict[str, int]:
         if dupes:
             parts.append(f"repeated column(s) {', '.join(dupes)}")
         raise RosterError(
-            f"{name}: row 1 (header): {'; '.join(parts)}: the first row must be exactly {','.join(COLUMNS)}"
+            f"{name}: row 1 (header): {'; '.join(parts)}: the first row must be exactly {','.join(COLUMNS)} "
+            f"(and optionally {','.join(OPTIONAL)})"
         )
-    return {c: found.index(c) for c in COLUMNS}
+    return {c: found.index(c) for c in COLUMNS + OPTIONAL if c in found}
 
 
 def parse_roster(
@@ -123,6 +128,7 @@ def parse_roster(
     errors: list[RowError] = []
     header: dict[str, int] | None = None
     seen: dict[str, int] = {}
+    cards: dict[str, int] = {}
     # Count spreadsheet rows ourselves: csv's line_num counts physical lines, which differs
     # from the row number when a quoted cell holds a line break.
     row_no = 0
@@ -139,6 +145,10 @@ def parse_roster(
                 errors.append(parsed)
                 continue
             sid = parsed.senior.senior_id
+            card = parsed.card_no
+            if card is not None and card in cards:
+                errors.append(RowError(row_no, f"meal card {card} already used in row {cards[card]}", sid))
+                continue
             if sid in seen:
                 errors.append(
                     RowError(
@@ -149,6 +159,8 @@ def parse_roster(
                 )
                 continue
             seen[sid] = row_no
+            if card is not None:
+                cards[card] = row_no
             rows.append(parsed)
     except csv.Error as e:
         errors.append(RowError(row_no + 1, f"unreadable CSV ({e}): check the quotes on this row"))
@@ -202,4 +214,7 @@ def _parse_row(
             confine(photo, roots, n)
         except PathOutside as e:
             return RowError(row_no, str(e), sid)
-    return RosterRow(row_no, Senior(sid, v["name"], birth, v["hukou"]), photos)
+    card = v.get("card_no") or None
+    if card is not None and (len(card) > 32 or any(ch.isspace() for ch in card)):
+        return RowError(row_no, f"meal card number {card!r}: write it as printed on the card, without spaces", sid)
+    return RosterRow(row_no, Senior(sid, v["name"], birth, v["hukou"]), photos, card)

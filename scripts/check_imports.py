@@ -35,6 +35,7 @@ LAYERS: dict[str, int] = {
     # pure meal rules and the kiosk's sentences: only the config below them
     "edge.meals.rules": 2,
     "edge.meals.feedback": 2,
+    "edge.meals.speech": 2,  # how amounts and times are said: pure, imports nothing
     "edge.modelbuild": 3,
     "edge.recognition": 4,
     "edge.store": 5,

@@ -28,7 +28,7 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
 from district.config import DEFAULT_CONFIG, Config, parse_config
-from edge.delivery.events import build_payload, dumps
+from edge.delivery.events import dumps, v1_payload
 
 ROOT = Path(__file__).resolve().parents[1]
 SH = ZoneInfo("Asia/Shanghai")
@@ -183,7 +183,7 @@ def payload(seq: int, senior: str = "S0001", centre: str = "centre-001", kiosk: 
                     reasons=("subsidised",) if subsidy else ("daily_subsidy_used",))
     if over:
         ev = replace(ev, **over)
-    return dumps(build_payload(ev, seq)).encode("utf-8")
+    return dumps(v1_payload(ev, seq)).encode("utf-8")
 
 
 def topic(centre: str = "centre-001", kiosk: str = "kiosk-1", leaf: str = "events") -> str:

@@ -73,7 +73,11 @@ def test_check_config_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) ->
     good = tmp_path / "good.toml"
     good.write_text(DEFAULT_CONFIG)
     assert main(["check-config", str(good)]) == 0
-    # SFace (mirrored) is the default model, with its own committed thresholds
+    # SFace (mirrored) has its own committed thresholds
+    sface = tmp_path / "sface.toml"
+    sface.write_text(DEFAULT_CONFIG.replace('model = "dlib"', 'model = "sface"'))
+    capsys.readouterr()
+    assert main(["check-config", str(sface)]) == 0
     assert "model face_recognition_sface_2021dec:fb143eea07838aa5+flip, thresholds" in capsys.readouterr().out
     bad = tmp_path / "bad.toml"
     bad.write_text(DEFAULT_CONFIG.replace("keepalive = 30", "keepalive = 30\nqos = 2"))
@@ -99,7 +103,7 @@ def test_check_config_checks_the_thresholds_and_the_stores_model(
 
     cfg = tmp_path / "c.toml"
     text = DEFAULT_CONFIG.replace('[store]\npath = ""', '[store]\npath = "state/s.sqlite"')
-    cfg.write_text(text.replace('model = "sface"', 'model = "dlib"'))
+    cfg.write_text(text)
     assert main(["check-config", str(cfg)]) == 0
     assert "+flip, thresholds" in capsys.readouterr().out  # mirrored by default, the committed thresholds
 
@@ -121,9 +125,9 @@ def test_check_config_checks_the_thresholds_and_the_stores_model(
     assert main(["check-config", str(cfg)]) == 1
     assert "other.toml: thresholds were calibrated for model" in capsys.readouterr().err
 
-    # the same dlib store under the default model (SFace): those seniors cannot be recognised, and it says so
+    # the same dlib store under SFace: those seniors cannot be recognised, and it says so
     sface = tmp_path / "sface.toml"
-    sface.write_text(text)
+    sface.write_text(text.replace('model = "dlib"', 'model = "sface"'))
     assert main(["check-config", str(sface)]) == 1
     err = capsys.readouterr().err
     assert "1 seniors have face templates only for model dlib_face_recognition_resnet_model_v1" in err

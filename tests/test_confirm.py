@@ -73,8 +73,14 @@ def store(cfg: Config) -> Iterator[Store]:
 
 
 def pending(
-    store: Store, when: datetime, senior_id: str = "S0001", reasons: tuple[str, ...] = ("ambiguous_margin",)
+    store: Store,
+    when: datetime,
+    senior_id: str = "S0001",
+    reasons: tuple[str, ...] = ("ambiguous_margin",),
+    join_within: timedelta | None = None,
 ) -> int:
+    """A pending card; by default a card of its own (the tests below that want a second attempt to join the
+    first pass `join_within`)."""
     return store.add_confirmation(
         kiosk_id="kiosk-1",
         senior_id=senior_id,
@@ -84,6 +90,7 @@ def pending(
         margin=0.031,
         frames=5,
         reasons=reasons,
+        join_within=join_within,
     )
 
 
@@ -355,23 +362,28 @@ def test_a_v1_store_is_migrated_and_keeps_its_data(tmp_path: Path, monkeypatch: 
         m.setattr(migrations, "MIGRATIONS", migrations.MIGRATIONS[:1])
         with Store(path) as s:
             assert s.schema_version == 1
-            s.add_senior(Senior("S0001", "Wang Fang", date(1950, 2, 28), "xuhui"))
             stored = s.record_meal(lunch_event(), TOPIC)
     con = sqlite3.connect(path)
     tables = {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+    with con:  # a senior as the v1 schema had them (today's model has a meal-card column)
+        con.execute(
+            "INSERT INTO seniors (senior_id, name, birth_date, hukou, status, created_at, updated_at) "
+            "VALUES ('S0001', 'Wang Fang', '1950-02-28', 'xuhui', 'active', '2026-11-30T00:00:00+00:00', "
+            "'2026-11-30T00:00:00+00:00')"
+        )
     con.close()
     assert "confirmations" not in tables
 
     with Store(path) as s:
-        assert s.schema_version == 3
-        assert [v for v, _ in s.versions()] == [1, 2, 3]
+        assert s.schema_version == len(migrations.MIGRATIONS)
+        assert [v for v, _ in s.versions()] == [1, 2, 3, 4]
         assert s.get_senior("S0001") is not None
         assert [e.event_id for e in s.list_events()] == [stored.event_id]
         assert [e.payload for e in s.pending()] == [stored.payload]
         cid = pending(s, at("17:00"))
         assert [c.id for c in s.pending_confirmations()] == [cid]
     with Store(path) as s:  # reopening does not migrate again
-        assert [v for v, _ in s.versions()] == [1, 2, 3]
+        assert [v for v, _ in s.versions()] == [1, 2, 3, 4]
 
 
 # -- the pipeline keeps confirm decisions ------------------------------------------------------------------
@@ -554,3 +566,28 @@ def test_confirm_command_without_the_store(tmp_path: Path, capsys: pytest.Captur
         err = capsys.readouterr().err
         assert err == f"error: store {store_path} not found (is this the daemon's config?)\n"
     assert not store_path.exists()  # never created
+
+
+def test_a_second_attempt_joins_the_pending_card(store: Store) -> None:
+    """One card per senior for staff: the same senior again within the window joins it (with any new
+    reason, so a later liveness doubt still needs a named staff member); later, or once answered, a new one."""
+    first = pending(store, at("11:10"), join_within=timedelta(minutes=10))
+    again = pending(store, at("11:15"), reasons=NOT_LIVE, join_within=timedelta(minutes=10))
+    assert again == first and len(store.pending_confirmations()) == 1
+    c = store.get_confirmation(first)
+    assert c is not None and c.reasons == ("ambiguous_margin", *NOT_LIVE) and needs_named_staff(c)
+    assert c.decided_at == at("11:10")  # the rules stay as of the first attempt
+    late = pending(store, at("11:26"), join_within=timedelta(minutes=10))
+    assert late != first
+    store.resolve_confirmation(late, "rejected", "Li")
+    after = pending(store, at("11:27"), join_within=timedelta(minutes=10))
+    assert after not in (first, late)  # the pending 11:10 card is 17 min earlier: too long ago to join
+    store.add_senior(Senior("S0002", "Li Wei", date(1948, 5, 1), "xuhui"))
+    assert pending(store, at("11:27"), senior_id="S0002", join_within=timedelta(minutes=10)) != after
+
+
+def test_the_pipeline_makes_one_card_for_repeated_attempts(store: Store, cfg: Config) -> None:
+    pipe = light_pipeline(cfg, store)
+    verdict = Verdict("confirm", "S0001", 0.45, 0.02, 5, ("ambiguous_margin",))
+    ids = {pipe.finalise(track, verdict, at("11:45"), 1.0).confirmation_id for track in (1, 2, 3)}
+    assert len(ids) == 1 and len(store.pending_confirmations()) == 1

@@ -27,6 +27,7 @@ from edge.cli.main import run_feedback
 from edge.config import DEFAULT_CONFIG, Config, ConfigError, DisplayConfig, parse_config
 from edge.meals.feedback import Decision
 from edge.meals.rules import Senior
+from edge.meals.speech import speech_seconds
 from edge.recognition.decide import Verdict
 from edge.screens.display import Display
 from edge.store import Store
@@ -103,6 +104,9 @@ def test_idle_before_any_decision(display: Display) -> None:
         "decided_at": None,
         "show_seconds": 8.0,
         "age_s": None,
+        "speech": "",
+        "hold_s": 0.0,
+        "speak": True,
     }
 
 
@@ -122,7 +126,10 @@ def test_run_feedback_prints_and_shows_each_pipeline_decision(
     assert j["decided_at"] == "2026-11-30T11:45:00+08:00" and j["show_seconds"] == 8.0
     assert isinstance(j["age_s"], float) and 0 <= j["age_s"] < 5
     # nothing for the screen beyond what the senior may see
-    assert set(j) == {"seq", "kind", "message", "name", "payable_fen", "decided_at", "show_seconds", "age_s"}
+    assert set(j) == {"seq", "kind", "message", "name", "payable_fen", "decided_at", "show_seconds", "age_s",
+                      "speech", "hold_s", "speak"}
+    assert j["speech"] == d.speech == "Wang Fang, lunch checked in. Please pay seven yuan."
+    assert j["hold_s"] == 8.0  # the sentence takes less than show_seconds
 
     # the same senior again: a repeat replaces it (no amount to pay)
     again = pipe.finalise(2, ACCEPT, at("11:46"), 2.0)
@@ -153,13 +160,15 @@ def test_a_refusal_is_shown_without_the_name_and_closed_outside_meal_times(
     assert d.kind == "refused" and d.name == "Li Wei"
     j = latest(display)
     assert (j["kind"], j["name"], j["payable_fen"]) == ("refused", None, 0)
-    assert j["message"] == "Please see staff: your meal card is suspended"
+    assert j["message"] == "Please see staff"  # why (a suspended card) is for staff, not for the queue
 
     pipe.clock = lambda _f: at("15:00")
     d = pipe.finalise(2, ACCEPT, at("15:00"), 2.0)
     assert d.kind == "closed"
     j = latest(display)
-    assert (j["seq"], j["kind"], j["message"]) == (2, "closed", "The centre is not serving meals now")
+    assert (j["seq"], j["kind"]) == (2, "closed")
+    assert j["message"] == "The centre is not serving meals now. Next: dinner at 16:30"
+    assert d.speech == "The centre is not serving meals now. Next: dinner at half past four in the afternoon"
 
 
 def test_time_is_the_centres_and_an_empty_message_still_says_something(display: Display) -> None:
@@ -272,8 +281,13 @@ def test_page_in_the_centres_language(cfg: Config, lang: str, prompt: str, pay: 
         assert attrs == {
             "show": "5", "speak": "0", "voice": voice, "pay": pay, "idle": prompt,
             "offline": "请找工作人员" if lang == "zh" else "Please see staff", "poll": "300", "lost": "5000",
+            "rate": "0.9",
         }
         assert latest(d)["message"] == prompt
+        # the idle screen names the centre's serving hours (the centre's name when the config has one)
+        hours = "供餐时间　午餐 10:30–13:30　晚餐 16:30–18:30" if lang == "zh" else (
+            "Meal times: lunch 10:30–13:30, dinner 16:30–18:30")
+        assert f'<p class="hours">{hours}</p>' in page
     finally:
         d.stop()
 
@@ -352,6 +366,14 @@ function snap(label) { out.push({label, cls: body.className, name: els.name.text
   await advance(300); snap('restarted');
   publish({kind: 'repeat', message: 'AGAIN', name: 'Wang Fang'});
   await advance(300); snap('repeat');
+  publish({kind: 'meal', message: 'LONG', speech: 'SAY', name: 'Wang Fang', payable_fen: 750, hold_s: 12});
+  await advance(300); snap('long');
+  await advance(10000); snap('long later');
+  await advance(2000); snap('long over');
+  publish({kind: 'turn', message: 'TURN', speech: 'TURN', hold_s: 4, speak: false});
+  await advance(300); snap('quiet hint');
+  publish({kind: 'fault', message: 'BROKEN', speech: 'BROKEN', hold_s: 86400});
+  await advance(60000); snap('fault');
   console.log(JSON.stringify({out, spoken, cancels}));
 })();
 """
@@ -389,8 +411,13 @@ def test_the_page_script_shows_speaks_once_and_returns_to_the_prompt(display: Di
     assert snaps["back"]["cls"] == "calm" and snaps["back"]["spoken"] == snaps["unknown"]["spoken"] == 3
     assert snaps["restarted"]["cls"] == "idle"
     assert snaps["repeat"]["cls"] == "repeat" and snaps["repeat"]["name"] == "Wang Fang"
-    assert res["spoken"] == [["MEAL", "en-US"], ["WAIT", "en-US"], ["STAFF", "en-US"], ["AGAIN", "en-US"]]
-    assert res["cancels"] == 3
+    # the voice says the speech (amounts in words) and the screen waits for a long one (hold_s)
+    assert (snaps["long"]["cls"], snaps["long"]["msg"], snaps["long"]["pay"]) == ("meal", "LONG", "Please pay ¥7.50")
+    assert snaps["long later"]["cls"] == "meal" and snaps["long over"]["cls"] == "idle"
+    assert (snaps["quiet hint"]["cls"], snaps["quiet hint"]["msg"]) == ("hint", "TURN")  # shown, not said again
+    assert (snaps["fault"]["cls"], snaps["fault"]["msg"]) == ("fault", "BROKEN")  # stays while the camera is away
+    assert res["spoken"] == [["MEAL", "en-US"], ["WAIT", "en-US"], ["STAFF", "en-US"], ["AGAIN", "en-US"],
+                             ["SAY", "en-US"], ["BROKEN", "en-US"]]
 
 
 # -- config -------------------------------------------------------------------------------------------------
@@ -413,3 +440,75 @@ def test_the_page_itself_carries_no_decision() -> None:
     before = d.page()
     d.publish(Decision("meal", 1, at("11:45"), 0.0, message="王芳，您好！", name="王芳", payable_fen=700))
     assert d.page() == before and "王芳" not in before
+
+
+# -- waiting for staff, long sentences, hints and the camera --------------------------------------------------
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.t = 1000.0
+
+    def __call__(self) -> float:
+        return self.t
+
+
+def test_please_wait_stays_until_staff_answer_and_names_nobody_on_a_liveness_doubt() -> None:
+    d = Display(settings(0, confirm_wait_seconds=90), lang="zh")
+    wait = Decision("confirm", 1, at("11:45"), 0.0, message="请稍候", name="王芳", reasons=("ambiguous_margin",),
+                    confirmation_id=7)
+    d.publish(wait)
+    assert (d.latest()["name"], d.latest()["hold_s"]) == ("王芳", 90)
+    d.publish(replace(wait, reasons=("liveness_not_confirmed", "planar_motion")))
+    assert (d.latest()["name"], d.latest()["hold_s"]) == (None, 90)  # maybe a photo of her: not her name
+    d.publish(replace(wait, confirmation_id=None))  # not kept (a store failure): no answer will come
+    assert d.latest()["hold_s"] == 8
+
+
+def test_a_long_sentence_holds_the_screen_while_it_is_said() -> None:
+    d = Display(settings(0, show_seconds=3), lang="zh")
+    d.publish(Decision("meal", 1, at("11:45"), 0.0, message="王芳", name="王芳", payable_fen=1205,
+                       speech="王芳，午餐签到成功，按原价，请付十二元零五分。"))
+    j = d.latest()
+    assert j["hold_s"] >= speech_seconds(str(j["speech"]), "zh") + 1.0 > 3
+
+
+def test_a_hint_shows_once_needed_and_never_over_a_result() -> None:
+    clock = Clock()
+    d = Display(settings(0), lang="zh", clock=clock)
+    d.hint("closer")
+    assert d.latest()["kind"] == "idle"  # a face only passing by
+    clock.t += 1.2
+    d.hint("closer")
+    j = d.latest()
+    assert (j["kind"], j["message"], j["speech"], j["speak"], j["hold_s"]) == ("closer", "请走近一点", "请走近一点",
+                                                                               True, 4.0)
+    clock.t += 4.0
+    d.hint("closer")  # still needed after it went: shown again, but not said again so soon
+    assert (d.latest()["seq"], d.latest()["speak"]) == (2, False)
+    d.hint("turn")
+    clock.t += 1.1
+    d.hint("turn")
+    assert (d.latest()["kind"], d.latest()["message"], d.latest()["speak"]) == ("turn", "请正对屏幕", True)
+    d.publish(Decision("unknown", 1, at("11:45"), 0.0, message="未能识别，请找工作人员签到"))
+    seq = d.latest()["seq"]
+    clock.t += 2
+    d.hint("turn")
+    assert d.latest()["seq"] == seq  # the senior is reading a result
+
+
+def test_a_camera_that_is_gone_says_the_kiosk_is_out_of_order() -> None:
+    clock = Clock()
+    d = Display(settings(0), lang="zh", clock=clock)
+    d.camera(True)
+    assert d.latest()["seq"] == 0
+    d.camera(False)
+    j = d.latest()
+    assert (j["kind"], j["message"], j["speech"]) == ("fault", "设备故障，请找工作人员", "设备故障，请找工作人员")
+    assert j["hold_s"] >= 3600
+    clock.t += 5
+    d.hint("closer")
+    d.camera(False)
+    assert d.latest()["seq"] == 1  # nothing else while it lasts
+    d.camera(True)
+    assert (d.latest()["kind"], d.latest()["message"]) == ("idle", "请看摄像头")

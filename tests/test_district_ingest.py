@@ -96,7 +96,7 @@ MALFORMED: list[tuple[str, str, bytes, str]] = [
     ("oversized", topic(), payload(1)[:-1] + b',"x":"' + b"a" * 20000 + b'"}', "oversized: "),
     ("unknown schema", topic(), _mutated(schema="meal-edge/meal-event/9"), "unknown event schema"),
     ("missing field", topic(), _mutated(senior_id=_DROP), "'senior_id' is a required property"),
-    ("extra field", topic(), _mutated(photo="base64..."), "Additional properties are not allowed"),
+    ("extra field", topic(), _mutated(photo="base64..."), "properties are not allowed ('photo' was unexpected)"),
     ("money as float", topic(), _mutated(subsidy_fen=300.0), "subsidy_fen must be written as an integer, not 300.0"),
     ("money as a string", topic(), _mutated(subsidy_fen="300"), "subsidy_fen: '300' is not of type 'integer'"),
     ("negative price", topic(), _mutated(price_fen=-1), "price_fen: -1 is less than the minimum of 0"),

@@ -211,3 +211,38 @@ def test_metrics_endpoint(mosquitto_broker: MosquittoBroker, tmp_path: Path) -> 
     finally:
         pub.close()
         stop_process(proc)
+
+
+@pytest.mark.slow
+def test_a_stopped_process_keeps_its_share_until_it_returns_or_retires(
+        mosquitto_broker: MosquittoBroker, tmp_path: Path) -> None:
+    """The broker gives a stopped process's persistent session its share of the shared subscription and holds
+    it: nothing is lost, but it waits. `serve --retire` stores that share and ends the session."""
+    import subprocess
+    import sys
+
+    from district_support import ROOT
+
+    db = f"sqlite:///{tmp_path / 'd.sqlite'}"
+    _, cfg_path = make_config(mosquitto_broker, db, tmp_path)
+    a = serve_process(cfg_path, tmp_path / "a.log", "district-a")
+    b = serve_process(cfg_path, tmp_path / "b.log", "district-b")
+    pub = RawPublisher(mosquitto_broker)
+    try:
+        wait_until(lambda: subscribed(tmp_path / "a.log") and subscribed(tmp_path / "b.log"), 30, "both subscribed")
+        stop_process(b)
+        pub.send([(topic(), payload(s, f"S{s:04d}")) for s in range(1, 101)])
+        wait_until(lambda: count(db, Event) > 0, 20, "process a storing")
+        time.sleep(2.0)
+        held = 100 - count(db, Event)
+        assert held > 0, "the stopped session got no share (the broker changed behaviour?)"
+        r = subprocess.run([sys.executable, "-m", "district", "--config", str(cfg_path), "serve", "--client-id",
+                            "district-b", "--retire"], capture_output=True, text=True, cwd=ROOT, timeout=120)
+        assert r.returncode == 0 and f"retired: {held} events stored" in r.stdout, r.stdout + r.stderr
+        assert count(db, Event) == 100
+        pub.send([(topic(), payload(s, f"S{s:04d}")) for s in range(101, 201)])
+        wait_until(lambda: count(db, Event) == 200, 30, "the whole stream to process a")
+    finally:
+        pub.close()
+        stop_process(a)
+        stop_process(b)

@@ -207,14 +207,14 @@ def test_import_roster_reports_rows_and_enrols_the_rest(
     roster.write_bytes(
         b"\xef\xbb\xbf"
         + (
-            "senior_id,name,birth_date,hukou,photos\n"
-            "S1,吴仪,1938-11-17,徐汇,Wu_Yi/Wu_Yi_0001.jpg;Wu_Yi/Wu_Yi_0002.jpg\n"  # 2 ok
-            "S2,李明,1948-02-30,徐汇,Zhu_Rongji/Zhu_Rongji_0004.jpg\n"  # 3 bad date
-            "S3,朱明,1940-01-01,徐汇,Zhu_Rongji/Zhu_Rongji_0002.jpg;nobody.jpg\n"  # 4 one photo missing
-            ",无名,1940-01-01,徐汇,x.jpg\n"  # 5 empty id
-            "S1,吴仪,1938-11-17,徐汇,Wu_Yi/Wu_Yi_0003.jpg\n"  # 6 duplicate id in the file
-            "S4,凯莉,1941-04-24,徐汇,Kelly_Clarkson/Kelly_Clarkson_0001.jpg\n"  # 7 ok
-            "S5,吴丽,1939-01-01,徐汇,Wu_Yi/Wu_Yi_0003.jpg\n"  # 8 the face of S1 again
+            "senior_id,name,birth_date,hukou,photos,card_no\n"  # card_no: the optional meal-card column
+            "S1,吴仪,1938-11-17,徐汇,Wu_Yi/Wu_Yi_0001.jpg;Wu_Yi/Wu_Yi_0002.jpg,C1\n"  # 2 ok
+            "S2,李明,1948-02-30,徐汇,Zhu_Rongji/Zhu_Rongji_0004.jpg,\n"  # 3 bad date
+            "S3,朱明,1940-01-01,徐汇,Zhu_Rongji/Zhu_Rongji_0002.jpg;nobody.jpg,\n"  # 4 one photo missing
+            ",无名,1940-01-01,徐汇,x.jpg,\n"  # 5 empty id
+            "S1,吴仪,1938-11-17,徐汇,Wu_Yi/Wu_Yi_0003.jpg,\n"  # 6 duplicate id in the file
+            "S4,凯莉,1941-04-24,徐汇,Kelly_Clarkson/Kelly_Clarkson_0001.jpg,C4\n"  # 7 ok
+            "S5,吴丽,1939-01-01,徐汇,Wu_Yi/Wu_Yi_0003.jpg,C5\n"  # 8 the face of S1 again
         ).encode()
     )
     rc, out, err = run(capsys, "--config", cfg, "import", str(roster), "--photos", str(LFW))
@@ -236,6 +236,7 @@ def test_import_roster_reports_rows_and_enrols_the_rest(
     )
     with Store(db(tmp_path)) as st:
         assert {s.senior_id: n for s, n in st.list_seniors()} == {"S1": 2, "S3": 1, "S4": 1}
+        assert {sid: card for sid, _name, card in st.roster()} == {"S1": "C1", "S3": None, "S4": "C4"}
 
     # running the same file again stores nothing twice
     rc, out, _ = run(capsys, "--config", cfg, "import", str(roster), "--photos", str(LFW))

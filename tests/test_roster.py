@@ -144,3 +144,20 @@ def test_birth_date_bounds() -> None:
     assert parse_birth_date(" 1948-03-15 ", TODAY) == date(1948, 3, 15)
     with pytest.raises(ValueError, match="implausibly early"):
         parse_birth_date("1850-01-01", TODAY)
+
+
+def test_an_optional_meal_card_column(tmp_path: Path) -> None:
+    text = (
+        "senior_id,name,birth_date,hukou,photos,card_no\n"
+        "S01,王芳,1948-03-15,xuhui,a.jpg,C-1001\n"
+        "S02,汪峰,1949-03-15,xuhui,b.jpg,\n"
+        "S03,李明,1947-03-15,xuhui,c.jpg,C-1001\n"
+        "S04,赵雷,1947-03-15,xuhui,d.jpg,C 1004\n"
+    )
+    rows, bad = read_roster(write(tmp_path, text), today=TODAY)
+    assert [(r.senior.senior_id, r.card_no) for r in rows] == [("S01", "C-1001"), ("S02", None)]
+    assert [(b.row, b.senior_id) for b in bad] == [(4, "S03"), (5, "S04")]
+    assert "meal card C-1001 already used in row 2" in bad[0].reason and "without spaces" in bad[1].reason
+    # without the column, as before
+    rows, bad = read_roster(write(tmp_path, HEADER + "S01,王芳,1948-03-15,xuhui,a.jpg\n", name="b.csv"), today=TODAY)
+    assert rows[0].card_no is None and not bad

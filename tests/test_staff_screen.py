@@ -627,7 +627,7 @@ def test_the_page_speaks_the_centres_language(zh_cfg: Config, store: Store) -> N
         assert "11:45 签到" in page and "与另一位登记老人长得很像" in page
         assert json.loads(fetch(base + "/api/pending").body)[0]["reason_text"] == ["与另一位登记老人长得很像"]
         _, body = press(base, cid, "yes")
-        assert flash(body) == "Wang Fang，您好！午餐签到成功，请付 7.00 元（已补贴 3.00 元）"
+        assert flash(body) == "Wang Fang，您好！午餐签到成功，请付 ¥7.00（已补贴 ¥3.00）"
         assert "目前没有需要确认的签到。" in body
         again = fetch(f"{base}/confirm/{cid}", {"token": screen.token, "action": "no"})
         assert flash(again.body).startswith(f"这一条已由 {STAFF_ID} 在 ")

@@ -88,10 +88,10 @@ def test_pragmas_are_set_on_every_connection(store: Store) -> None:
 def test_new_store_is_at_the_latest_version_and_reopens_without_migrating(tmp_path: Path) -> None:
     path = tmp_path / "deep" / "folder" / "s.sqlite"
     with Store(path) as s:
-        assert s.schema_version == len(migrations.MIGRATIONS) == 3
+        assert s.schema_version == len(migrations.MIGRATIONS) == 4
         s.add_senior(senior())
     with Store(path) as s:
-        assert [v for v, _ in s.versions()] == [1, 2, 3]
+        assert [v for v, _ in s.versions()] == [1, 2, 3, 4]
         assert s.get_senior("S0001") == senior()
 
 
@@ -161,7 +161,8 @@ def test_a_newer_database_is_refused_and_left_alone(tmp_path: Path) -> None:
     con.close()
     before = hashlib.sha256(path.read_bytes()).hexdigest()
     with pytest.raises(
-        StoreError, match=r"schema version 7, newer than this meal-edge understands \(up to 3\)"
+        StoreError,
+        match=rf"schema version 7, newer than this meal-edge understands \(up to {len(migrations.MIGRATIONS)}\)",
     ):
         Store(path)
     assert hashlib.sha256(path.read_bytes()).hexdigest() == before

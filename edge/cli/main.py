@@ -20,8 +20,9 @@ from typing import TYPE_CHECKING
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from edge.app import build_parts, make_clock_guard, make_pipeline, replay_clock, unrecognisable
+from edge.app import answered, build_parts, make_clock_guard, make_pipeline, replay_clock, unrecognisable
 from edge.config import DEFAULT_CONFIG, Config, ConfigError, load_config, need_config
+from edge.meals.awaiting import ConfirmWait
 from edge.meals.feedback import Decision
 from edge.modelbuild import ModelError
 from edge.recognition.capture import SourceError
@@ -29,6 +30,7 @@ from edge.recognition.decide import CalibrationError
 from edge.security.guards import StoreInUse, StoreLock
 from edge.security.signing import KeyFileError
 from edge.store import Store, StoreError
+from edge.store.kioskstate import KioskStateWriter, state_path
 
 if TYPE_CHECKING:
     from edge.screens.display import Display
@@ -50,13 +52,24 @@ def should_look(idle: bool, now: float, last_looked: float, idle_fps: float) -> 
     return not idle or idle_fps <= 0 or now - last_looked >= 1.0 / idle_fps
 
 
-def run_feedback(display: Display | None) -> Callable[[Decision], None]:
+#: no frame from the camera for this long: the kiosk screen says it is out of order
+CAMERA_LOST_S = 5.0
+
+
+def run_feedback(
+    display: Display | None, waiter: ConfirmWait | None = None, state: KioskStateWriter | None = None
+) -> Callable[[Decision], None]:
     """What `run` does with each decision: the log line and stdout, and the senior screen when it is on
-    (edge/screens/display.py; its publish() never raises into the pipeline)."""
+    (edge/screens/display.py; its publish() never raises into the pipeline); a confirmation is waited on
+    (`waiter`), so staff's answer comes back to the senior."""
 
     def show(d: Decision) -> None:
         if display is not None:  # first: the senior is waiting for it
             display.publish(d)
+        if waiter is not None and d.kind == "confirm" and d.confirmation_id is not None and d.senior_id:
+            waiter.watch(d.confirmation_id, d.senior_id)
+        if state is not None:  # today's unknown faces and refusals, for the staff screen
+            state.seen(d.kind, d.decided_at.date(), d.decided_at)
         # stdout goes to the journal: senior ids only, never a name (the message names the senior too)
         why = f" ({', '.join(d.reasons)})" if d.reasons else ""
         print(f"[{d.decided_at:%H:%M:%S}] {d.kind.upper():8} {d.senior_id or '-'} {d.meal or ''}{why}", flush=True)
@@ -126,13 +139,17 @@ def _run_locked(cfg: Config, stop: threading.Event) -> int:
 
     # the senior screen (and its voice); a port in use is logged and check-in goes on without it
     display = Display.from_config(cfg) if cfg.display.enabled else None
+    waiter = ConfirmWait(parts.store, cfg.display.confirm_wait_seconds)
+    kiosk_state = KioskStateWriter(state_path(cfg.store_path))
+    show = run_feedback(display, waiter, kiosk_state)
     pipeline = make_pipeline(
         cfg,
         parts,
         lambda _f: datetime.now(tz),
-        on_decision=run_feedback(display),
+        on_decision=show,
         on_event=publisher.wake if publisher else None,
         clock_guard=make_clock_guard(cfg, parts.store, on_change=publisher.set_clock if publisher else None),
+        on_hint=display.hint if display else None,
     )
     assert pipeline.clock_guard is not None
     # checked (and logged, and put in the retained status) now, not only when the first senior arrives
@@ -151,11 +168,20 @@ def _run_locked(cfg: Config, stop: threading.Event) -> int:
     log.info("meal-edge running: centre %s kiosk %s", cfg.centre.id, cfg.centre.kiosk_id)
     try:
         last_looked = 0.0
+        last_frame = time.monotonic()
         while not stop.is_set():
             frame = source.next_frame(timeout=0.5)
+            if frame is not None:
+                last_frame = time.monotonic()
             if frame is not None and should_look(pipeline.idle, time.monotonic(), last_looked, cfg.camera.idle_fps):
                 last_looked = time.monotonic()
                 pipeline.process(frame)
+            camera_ok = time.monotonic() - last_frame < CAMERA_LOST_S
+            if display:
+                display.camera(camera_ok)
+            kiosk_state.camera(camera_ok, datetime.now(tz), publisher.connected if publisher else None)
+            for answer in waiter.poll():  # staff answered a confirmation on the staff screen (or did not in time)
+                show(answered(cfg, parts.store, answer, datetime.now(tz)))
             # pinged from the main loop, camera or not: the watchdog guards against a hung loop,
             # while a missing camera is logged and retried without restarting the service
             if ping is not None and time.monotonic() - last_ping >= ping:
@@ -408,13 +434,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     # the tools register their own sub-commands (their heavy imports are deferred to when they run)
     from edge.cli import audit as audit_cli
-    from edge.cli import keys
+    from edge.cli import checkin, keys
     from edge.cli import models as models_cli
     from edge.lab import calibrate, evaluate, liveness_eval
     from edge.meals import confirm
     from edge.screens import staffserver
 
-    for tool in (keys, confirm, staffserver, audit_cli, evaluate, calibrate, models_cli, liveness_eval):
+    for tool in (keys, confirm, checkin, staffserver, audit_cli, evaluate, calibrate, models_cli, liveness_eval):
         tool.add_parser(sub)
     return p
 

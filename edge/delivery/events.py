@@ -147,6 +147,20 @@ def build_payload(event: MealEvent, seq: int, prev_hash: str = "") -> dict[str, 
     }
 
 
+#: fields schema 2 added; a schema-1 payload has none of them
+V2_FIELDS = ("check_in", "staff_id", "prev_hash", "sig")
+
+
+def v1_payload(event: MealEvent, seq: int) -> dict[str, Any]:
+    """The same meal as a kiosk before schema 2 sent it (unsigned, unchained). The district still accepts these
+    while `[ingest] accept_unsigned` is on (a migration period); its tests and benchmark use them."""
+    payload = build_payload(event, seq)
+    payload["schema"] = SCHEMA_V1
+    for key in V2_FIELDS:
+        payload.pop(key, None)
+    return payload
+
+
 def dumps(payload: dict[str, Any]) -> str:
     """Canonical text: sorted keys, no spaces, UTF-8 as is. Stored once and published byte for byte."""
     return json.dumps(payload, ensure_ascii=False, sort_keys=True, separators=(",", ":"), allow_nan=False)

@@ -322,6 +322,22 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run, parser=p)
 
 
+def staff_by_pin(store: Store, by: str, pin_file: str | None, target: str, via: str) -> str | None:
+    """The staff id `by` once its PIN is given (a prompt, or the first line of `pin_file`), for a command
+    that acts as a staff member; None when refused: said on stderr, and a wrong PIN is audited (and counts
+    towards the lockout)."""
+    staff_id = by.strip()
+    try:
+        secret = read_secret(pin_file, f"PIN of {staff_id}: ")
+        return StaffAuth(store).authenticate(staff_id, secret).staff_id
+    except (AuthError, AccountError) as e:
+        if isinstance(e, AuthError):
+            who = staff_id if STAFF_ID.match(staff_id) else "?"
+            store.audit(AuditEntry(who, "login_failed", target, {"via": via}))
+        print(f"refused: {e}; nothing changed", file=sys.stderr)
+        return None
+
+
 def run(args: argparse.Namespace, out: TextIO | None = None) -> int:
     out = out or sys.stdout
     if args.id is None and (args.accept is not None or args.by):
@@ -337,18 +353,11 @@ def run(args: argparse.Namespace, out: TextIO | None = None) -> int:
     try:
         if args.id is None:
             return list_pending(store, cfg, out)
-        staff_id = args.by.strip()
-        try:
-            secret = read_secret(args.pin_file, f"PIN of {staff_id}: ")
-            acct = StaffAuth(store).authenticate(staff_id, secret)
-        except (AuthError, AccountError) as e:
-            if isinstance(e, AuthError):
-                who = staff_id if STAFF_ID.match(staff_id) else "?"
-                store.audit(AuditEntry(who, "login_failed", f"confirmation:{args.id}", {"via": "confirm"}))
-            print(f"refused: {e}; nothing changed", file=sys.stderr)
+        staff_id = staff_by_pin(store, args.by, args.pin_file, f"confirmation:{args.id}", "confirm")
+        if staff_id is None:
             return EXIT_REFUSED
         # the PIN was given for this confirmation: enough for a suspected photo too (staff_checked)
-        result = confirm(store, cfg, args.id, bool(args.accept), acct.staff_id, staff_checked=True)
+        result = confirm(store, cfg, args.id, bool(args.accept), staff_id, staff_checked=True)
     finally:
         store.close()
     if not result.ok:

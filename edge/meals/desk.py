@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from datetime import datetime
-from typing import Any
+from typing import Any, TypedDict
 
 import numpy as np
 
@@ -29,6 +29,11 @@ from edge.store import AlreadyServed, Store, StoreError, TemplateIn
 from edge.store.evidence import EvidenceKeeper, confirmation_name
 
 log = logging.getLogger(__name__)
+
+
+class _Said(TypedDict):
+    message: str
+    speech: str
 
 
 class MealDesk:
@@ -62,8 +67,12 @@ class MealDesk:
             every_days=r.refresh_every_days,
         )
 
-    def _say(self, kind: str, reasons: tuple[str, ...] = (), **kw: Any) -> str:
-        return feedback.message(kind, reasons, lang=self.cfg.centre.language, **kw)
+    def _say(self, kind: str, now: datetime | None = None, **kw: Any) -> _Said:
+        """The Decision's message (screen) and speech (voice); "closed" also says when the next meal starts."""
+        if kind == "closed" and now is not None:
+            kw["next_meal"] = feedback.next_meal(self.cfg.rules.meals, now.astimezone(self.cfg.centre.tz))
+        w = feedback.words(kind, lang=self.cfg.centre.language, **kw)
+        return {"message": w.screen, "speech": w.speech}
 
     def decide(
         self,
@@ -92,13 +101,13 @@ class MealDesk:
         senior = self.store.get_senior(verdict.senior_id) if verdict.senior_id else None
         if clock is not None and not clock.ok:
             # nothing is decided, recorded or kept: the senior is sent to staff, who fix the clock
-            d = Decision("clock", message=self._say("clock"), reasons=(f"clock_{clock.state}",), **common)
+            d = Decision("clock", **self._say("clock"), reasons=(f"clock_{clock.state}",), **common)
         elif verdict.outcome == "unknown" or senior is None:
-            d = Decision("unknown", message=self._say("unknown"), reasons=verdict.reasons, **common)
+            d = Decision("unknown", **self._say("unknown"), reasons=verdict.reasons, **common)
         elif verdict.outcome == "confirm":
             d = Decision(
                 "confirm",
-                message=self._say("confirm"),
+                **self._say("confirm"),
                 senior_id=senior.senior_id,
                 name=senior.name,
                 reasons=verdict.reasons,
@@ -157,7 +166,7 @@ class MealDesk:
             name=senior.name,
             meal=r.meal,
             reasons=r.reasons,
-            message=self._say(r.kind, r.reasons),
+            **self._say(r.kind, now),
             **common,
         )
         if r.kind != "meal":
@@ -190,20 +199,19 @@ class MealDesk:
         except AlreadyServed as e:
             # recorded meanwhile by someone else (a staff confirmation): the rules' answer is a repeat
             log.info("%s", e)
-            return Decision("repeat", **{**base, "message": self._say("repeat", (ALREADY_SERVED,)),
-                                         "reasons": (ALREADY_SERVED,)})
+            return Decision("repeat", **{**base, **self._say("repeat"), "reasons": (ALREADY_SERVED,)})
         except StoreError as e:
             # Nothing half-written (one transaction); the senior is told and staff can re-run it.
             log.error("could not record meal for %s: %s", senior.senior_id, e)
-            return Decision("error", **{**base, "message": self._say("error"), "reasons": ("store_failed",)})
+            return Decision("error", **{**base, **self._say("error"), "reasons": ("store_failed",)})
         if self.clock_guard is not None:
             self.clock_guard.recorded(event.decided_at)
         if self.on_event is not None:
             self.on_event()
         # only here: an automatic accept that became a recorded meal (never confirm, repeat, unknown)
         self._maybe_refresh(senior.senior_id, verdict, stored.event_id, now, probe, live)
-        base["message"] = self._say(
-            "meal", r.reasons, name=senior.name, meal=r.meal, payable_fen=r.payable_fen, subsidy_fen=r.subsidy_fen
+        base.update(
+            self._say("meal", name=senior.name, meal=r.meal, payable_fen=r.payable_fen, subsidy_fen=r.subsidy_fen)
         )
         return Decision(
             "meal",

@@ -123,3 +123,15 @@ def decide_meal(
         payable_fen=max(0, price - subsidy),
         reasons=tuple(reasons) if reasons else (SUBSIDISED,),
     )
+
+
+def next_meal(meals: list[MealWindow], local_now: datetime) -> tuple[MealWindow, bool] | None:
+    """The next window to start after this local time, and whether it is tomorrow's (the earliest window of
+    the day, once today's have all started); None without any windows."""
+    if not meals:
+        return None
+    t = local_now.time().replace(tzinfo=None)
+    later = [m for m in meals if m.start_time > t]
+    if later:
+        return min(later, key=lambda m: m.start_time), False
+    return min(meals, key=lambda m: m.start_time), True

@@ -55,6 +55,23 @@ class Face:
     def height(self) -> int:
         return self.box[2] - self.box[0]
 
+    @property
+    def yaw(self) -> float:
+        """How far the face is turned sideways: the nose's offset from the eyes' midpoint, in eye spans
+        (0 facing the camera; 0.05 for the median LFW photo, 0.24 at their 99th percentile). dlib's 5-point
+        shape pulls towards a frontal face, so it under-reads a turn: a clear three-quarter view reads 0.3-0.4."""
+        lm = self.landmarks
+        span = abs(float(lm[0, 0]) - float(lm[2, 0]))
+        if span < 1e-6:
+            return 1.0
+        return abs(float(lm[4, 0]) - float(lm[:4, 0].mean())) / span
+
+
+#: a face turned further than this (Face.yaw) is asked to face the screen. Faces of 2,000 random LFW photos
+#: (whole faces wider than 70 px, detect_width 640): median 0.05, 99th percentile 0.24, 99.5th 0.28; those
+#: above 0.3 were clear three-quarter views. Chosen so that a senior who does face the camera is not nagged.
+TURNED_YAW = 0.3
+
 
 def _is_truncated(data: bytes) -> bool:
     """Tell an incomplete file (interrupted copy) from a corrupt one, so staff know to copy it again.

@@ -36,8 +36,11 @@ from urllib.parse import urlsplit
 
 from markupsafe import Markup
 
-from edge.config import Config, DisplayConfig
+from edge.config import Config, DisplayConfig, MealWindow
+from edge.meals import feedback
+from edge.meals.confirm import LIVENESS_NOT_CONFIRMED
 from edge.meals.feedback import Decision, Language
+from edge.meals.speech import RATE, hold_seconds
 from edge.screens import localweb
 from edge.screens.localweb import LocalServer, csp_hash, is_loopback, static_text
 
@@ -50,6 +53,13 @@ LOST_MS = 5000
 #: the name is shown only where it helps the senior; never with a refusal (a suspended or deceased senior's
 #: name is not for the queue to read) nor with "not recognised"
 NAME_SHOWN = frozenset({"meal", "repeat", "confirm"})
+#: a hint ("come closer", "face the screen") is shown once the person has needed it this long (s): not for a
+#: face that only passes by
+HINT_AFTER_S = 1.0
+#: how long a hint stays up, and how often at most it is said again while it is still needed (s)
+HINT_HOLD_S, HINT_SAY_EVERY_S = 4.0, 15.0
+#: what the screen shows while the camera is away: until it is back
+FAULT_HOLD_S = 24 * 3600.0
 
 # Words of the screen itself; everything about a decision is Decision.message (edge.meals.feedback).
 _T: dict[str, dict[Language, str]] = {
@@ -57,7 +67,17 @@ _T: dict[str, dict[Language, str]] = {
     "idle": {"zh": "请看摄像头", "en": "Please look at the camera"},
     "pay": {"zh": "请付 ¥{yuan}", "en": "Please pay ¥{yuan}"},
     "see_staff": {"zh": "请找工作人员", "en": "Please see staff"},
+    "hours": {"zh": "供餐时间　{hours}", "en": "Meal times: {hours}"},
 }
+
+
+def hours_text(meals: list[MealWindow], lang: Language) -> str:
+    """The serving hours for the idle screen: 午餐 10:30–13:30　晚餐 16:30–18:30."""
+    sep = "　" if lang == "zh" else ", "
+    spans = sep.join(
+        f"{feedback.meal_name(m.name, lang)} {m.start}–{m.end}" for m in sorted(meals, key=lambda m: m.start_time)
+    )
+    return _T["hours"][lang].format(hours=spans) if spans else ""
 _VOICE: dict[Language, str] = {"zh": "zh-CN", "en": "en-US"}
 
 
@@ -73,6 +93,12 @@ class Shown:
     decided_at: str | None
     #: time.monotonic() when it was published (how long it has been on screen)
     published: float
+    #: what the voice says (amounts and times in words)
+    speech: str = ""
+    #: how long it stays on screen: show_seconds, longer for a long sentence, until staff answer a confirmation
+    hold_s: float = 0.0
+    #: False: shown without being said (a hint repeated within HINT_SAY_EVERY_S)
+    speak: bool = True
 
 
 class Display:
@@ -85,19 +111,29 @@ class Display:
         lang: Language = "zh",
         tz: tzinfo | None = None,
         clock: Callable[[], float] = time.monotonic,
+        centre_name: str = "",
+        hours: str = "",
     ) -> None:
         self.settings = settings
         self.lang: Language = lang
         self.tz = tz
         self.clock = clock
+        self.centre_name = centre_name
+        self.hours = hours
         self._lock = threading.Lock()
         self._shown = Shown(0, "idle", _T["idle"][lang], None, 0, None, clock())
+        #: the hint the pipeline last reported, and since when; when a hint was last said
+        self._hint: tuple[str | None, float] = (None, clock())
+        self._hint_said = -HINT_SAY_EVERY_S
+        self._camera_ok = True
         self._server: DisplayServer | None = None
         self._thread: threading.Thread | None = None
 
     @classmethod
     def from_config(cls, cfg: Config) -> Display:
-        return cls(cfg.display, lang=cfg.centre.language, tz=cfg.centre.tz)
+        lang = cfg.centre.language
+        return cls(cfg.display, lang=lang, tz=cfg.centre.tz, centre_name=cfg.centre.name,
+                   hours=hours_text(cfg.rules.meals, lang))
 
     # -- the pipeline's side --------------------------------------------------------------------------
 
@@ -109,14 +145,58 @@ class Display:
                 at = at.replace(tzinfo=self.tz) if at.tzinfo is None else at.astimezone(self.tz)
             payable = d.payable_fen if d.kind == "meal" else 0
             message = d.message or _T["see_staff"][self.lang]  # a reason without words must not blank the screen
+            speech = d.speech or message
             name = d.name if d.kind in NAME_SHOWN else None
+            if d.kind == "confirm" and LIVENESS_NOT_CONFIRMED in d.reasons:
+                name = None  # maybe a photo held up of someone else: the queue must not learn whose
+            if d.kind == "confirm" and d.confirmation_id is not None:
+                # "please wait" stays until staff answer (a new decision), or the wait ends
+                hold = self.settings.confirm_wait_seconds
+            else:
+                hold = hold_seconds(speech, self.lang, self.settings.show_seconds)
             with self._lock:
                 self._shown = Shown(
-                    self._shown.seq + 1, d.kind, message, name, payable, at.isoformat(timespec="seconds"), self.clock()
+                    self._shown.seq + 1, d.kind, message, name, payable, at.isoformat(timespec="seconds"), self.clock(),
+                    speech, hold,
                 )
         except Exception:
             log.exception("kiosk display: could not show a %s decision; check-in goes on",
                           getattr(d, "kind", "?"))
+
+    def _say(self, kind: str, hold: float, speak: bool = True) -> None:
+        """Show one of the kiosk's own states (a hint, the camera fault, back to the prompt); under the lock."""
+        w = feedback.words(kind, lang=self.lang) if kind != "idle" else feedback.Words(_T["idle"][self.lang], "")
+        self._shown = Shown(self._shown.seq + 1, kind, w.screen, None, 0, None, self.clock(), w.speech, hold, speak)
+
+    def hint(self, kind: str | None) -> None:
+        """What the pipeline saw in this frame: "closer", "turn" or None (from its thread; never raises). A hint
+        shows once it has been needed for HINT_AFTER_S, only over the prompt or an earlier hint (never over a
+        result the senior is reading), and is said at most every HINT_SAY_EVERY_S."""
+        now = self.clock()
+        with self._lock:
+            if kind != self._hint[0]:
+                self._hint = (kind, now)
+            s = self._shown
+            free = s.kind in ("idle", "closer", "turn") or now - s.published >= s.hold_s
+            if kind is None or not free or not self._camera_ok or now - self._hint[1] < HINT_AFTER_S:
+                return
+            if s.kind == kind and now - s.published < HINT_HOLD_S - 0.5:
+                return  # still on screen
+            speak = now - self._hint_said >= HINT_SAY_EVERY_S or s.kind not in (kind, "idle")
+            if speak:
+                self._hint_said = now
+            self._say(kind, HINT_HOLD_S, speak)
+
+    def camera(self, ok: bool) -> None:
+        """The camera delivers frames (True) or has been silent too long (False): the screen says the kiosk is
+        out of order until it is back, then shows the prompt."""
+        with self._lock:
+            if ok == self._camera_ok:
+                return
+            self._camera_ok = ok
+            if not ok:
+                log.error("kiosk display: the camera delivers no frames; the screen says the kiosk is out of order")
+            self._say("idle" if ok else "fault", 0.0 if ok else FAULT_HOLD_S)
 
     def current(self) -> Shown:
         with self._lock:
@@ -133,6 +213,9 @@ class Display:
             "payable_fen": s.payable_fen,
             "decided_at": s.decided_at,
             "show_seconds": self.settings.show_seconds,
+            "speech": s.speech,
+            "hold_s": s.hold_s,
+            "speak": s.speak,
             # seconds since it was published, by the daemon's clock: a page (re)loaded later than
             # show_seconds after a decision shows the prompt, not a stale result
             "age_s": round(max(0.0, self.clock() - s.published), 3) if s.seq else None,
@@ -206,6 +289,9 @@ class Display:
             offline=_T["see_staff"][lang],
             poll=POLL_MS,
             lost=LOST_MS,
+            rate=f"{RATE:g}",
+            centre=self.centre_name,
+            hours=self.hours,
         )
 
 

@@ -85,6 +85,11 @@ def render_list(
     )
 
 
+def render_body(lang: Language, title: str, body: str, *, refresh: int = 0) -> str:
+    """A page around HTML made by edge/screens/checkin_page.py or today_page.py (escaped there)."""
+    return _page("fragment.html", lang, title=title, refresh=refresh, noscript_refresh=None, body=Markup(body))
+
+
 def render_error(lang: Language, status: HTTPStatus, message: str, detail: str | None = None) -> str:
     unavailable = status == HTTPStatus.SERVICE_UNAVAILABLE
     return _page(

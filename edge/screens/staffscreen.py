@@ -45,8 +45,12 @@ from pathlib import Path
 from typing import Any, Literal
 
 from edge.config import Config
+from edge.meals.checkin import manual_checkin
 from edge.meals.confirm import ConfirmResult, confirm, needs_named_staff, open_store
-from edge.meals.feedback import Language
+from edge.meals.feedback import Language, reasons_text
+from edge.meals.search import Entry, Found, search
+from edge.screens.checkin_page import MAX_FOUND
+from edge.screens.checkin_page import word as checkin_word
 from edge.screens.staffwords import phrase, why_text
 from edge.security.staffauth import STAFF_ID, AuthError, AuthPolicy, Session, StaffAuth
 from edge.store import Confirmation, Store, StoreError
@@ -234,6 +238,31 @@ class StaffScreen:
             )
         return items, older
 
+    def find(self, query: str) -> tuple[list[Found], bool]:
+        """Seniors matching `query` (name, pinyin initials, id, meal card) for a manual check-in, and whether
+        there are more than the page lists."""
+        if not query.strip():
+            return [], False
+        found = search([Entry(*r) for r in self.store().roster()], query, limit=MAX_FOUND + 1)
+        return found[:MAX_FOUND], len(found) > MAX_FOUND
+
+    def checkin(self, senior_id: str, session: Session) -> Flash:
+        """Check a senior in by hand (edge.meals.checkin) as the logged-in `session` (the event's staff_id and
+        the audit line's), and what the screen says about it."""
+        lang = self.lang
+        with self._decide_lock:
+            r = manual_checkin(self.store(), self.cfg, senior_id, session.staff_id, now=self.clock())
+        # ids only: the message names the senior, and this goes to the journal
+        log.info("staff screen: manual check-in of %s by %s -> %s", r.senior_id, session.staff_id, r.kind)
+        if r.kind == "meal":
+            return Flash("ok", r.says)
+        if r.kind == "store_failed":
+            raise StoreError(r.message)
+        if r.kind in ("no_name", "not_found"):
+            return Flash("warn", checkin_word(r.kind, lang, senior_id=senior_id))
+        why = reasons_text(r.reasons, lang) or r.says or r.kind
+        return Flash("warn", checkin_word("no_meal", lang, name=r.name or senior_id, why=why))
+
     def _listed(self, c: Confirmation, today: date) -> bool:
         """On the list: pending, this kiosk's, of today."""
         return c.state == "pending" and c.kiosk_id == self.kiosk_id and c.local_date == today
@@ -303,7 +332,9 @@ class StaffScreen:
         if r.kind == "meal":
             return Flash("ok", r.says)
         if r.kind in ("repeat", "refused", "closed"):
-            return Flash("warn", phrase("no_meal", lang, name=name, why=r.says or r.kind))
+            # staff are told why in words (the kiosk says only "see staff")
+            why = reasons_text(r.reasons, lang) or r.says or r.kind
+            return Flash("warn", phrase("no_meal", lang, name=name, why=why))
         if r.kind == "rejected":
             return Flash("info", phrase("rejected", lang, name=name))
         if r.kind == "already_resolved":

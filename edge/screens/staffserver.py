@@ -5,6 +5,7 @@ checks, and the command that serves it. Nothing but the login page is shown befo
 from __future__ import annotations
 
 import argparse
+import html
 import json
 import logging
 import re
@@ -16,16 +17,17 @@ from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler
 from types import FrameType
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, urlencode, urlsplit
 
 from edge import config
 from edge.config import need_config
-from edge.screens import localweb, stafflogin, staffpages
+from edge.screens import checkin_page, localweb, stafflogin, staffpages, today_page
 from edge.screens.localweb import LocalServer, is_loopback
 from edge.screens.staffscreen import DEFAULT_LISTEN, EXIT_FAIL, EXIT_OK, MAX_BODY, StaffScreen
 from edge.screens.staffwords import phrase
 from edge.security.staffauth import Session
 from edge.store import StoreError
+from edge.store.kioskstate import read_state, state_path
 
 log = logging.getLogger(__name__)
 
@@ -120,6 +122,11 @@ class _Handler(BaseHTTPRequestHandler):
         elif url.path == "/":
             key = parse_qs(url.query).get("flash", [""])[0]
             self._guarded(False, lambda: self._list(key))
+        elif url.path in ("/today", "/today.csv"):
+            self._guarded(False, lambda: self._today(url.path.endswith(".csv")))
+        elif url.path == "/checkin":
+            q = parse_qs(url.query)
+            self._guarded(False, lambda: self._checkin_page(q.get("q", [""])[0], q.get("flash", [""])[0]))
         else:
             self._guarded(False, lambda: self._error(HTTPStatus.NOT_FOUND, "e404"))
 
@@ -132,6 +139,8 @@ class _Handler(BaseHTTPRequestHandler):
             self._guarded(False, self._post_login)
         elif path == "/logout":
             self._guarded(False, self._post_logout)
+        elif path == "/checkin":
+            self._guarded(False, self._post_checkin)
         elif m is not None:
             self._guarded(False, lambda: self._post_confirm(int(m.group(1))))
         else:
@@ -180,6 +189,48 @@ class _Handler(BaseHTTPRequestHandler):
             return
         self.screen.logout(self._cookie_token())
         self._send(HTTPStatus.SEE_OTHER, "", "text/plain", {"Location": "/", "Set-Cookie": stafflogin.clear_cookie()})
+
+    def _today(self, as_csv: bool) -> None:
+        if self._session(touch=False) is None:  # the day's meals name seniors: nothing before a login
+            self._login_page(HTTPStatus.UNAUTHORIZED)
+            return
+        screen = self.screen
+        kiosk = read_state(state_path(screen.cfg.store_path))
+        t = today_page.summary(screen.store(), screen.today(), screen.kiosk_id, kiosk)
+        if as_csv:
+            name = f"meals-{t.day.isoformat()}.csv"
+            self._send(HTTPStatus.OK, today_page.csv_text(t, screen.tz), "text/csv",
+                       {"Content-Disposition": f'attachment; filename="{name}"'})
+            return
+        body = today_page.render(screen.lang, t, screen.tz)
+        page = staffpages.render_body(screen.lang, today_page.word("open", screen.lang), body, refresh=30)
+        self._send(HTTPStatus.OK, page, "text/html")
+
+    def _checkin_page(self, query: str, flash_key: str) -> None:
+        if self._session(touch=False) is None:  # the roster search names seniors: nothing before a login
+            self._login_page(HTTPStatus.UNAUTHORIZED)
+            return
+        lang = self.screen.lang
+        found, more = self.screen.find(query)
+        flash = self.screen.get_flash(flash_key) if flash_key else None
+        body = checkin_page.render(lang, self.screen.token, query, found, more)
+        if flash is not None:
+            body = f'<div class="flash {flash.tone}" role="status">{html.escape(flash.text)}</div>' + body
+        self._send(HTTPStatus.OK, staffpages.render_body(lang, checkin_page.word("title", lang), body), "text/html")
+
+    def _post_checkin(self) -> None:
+        form = self._form()
+        if form is None:
+            return
+        session = self._session(touch=True)
+        if session is None:  # logged out or expired: the form token alone records no meal
+            self._login_page(HTTPStatus.UNAUTHORIZED, phrase("login_expired", self.screen.lang))
+            return
+        # who checked the senior in is the logged-in staff member, never a typed name
+        flash = self.screen.checkin(form.get("senior", [""])[0], session)
+        key = self.screen.keep_flash(flash)
+        q = urlencode({"q": form.get("q", [""])[0], "flash": key})
+        self._send(HTTPStatus.SEE_OTHER, "", "text/plain", {"Location": f"/checkin?{q}"})
 
     def _post_confirm(self, confirmation_id: int) -> None:
         form = self._form()

@@ -7,6 +7,8 @@ from edge.meals.feedback import Language
 
 _T: dict[str, dict[Language, str]] = {
     "title": {"zh": "请确认签到", "en": "Please confirm check-in"},
+    "open_checkin": {"zh": "手工签到", "en": "Check in by hand"},
+    "open_today": {"zh": "今日用餐", "en": "Today"},
     "intro": {
         "zh": "摄像头不能完全确定以下人员。请看清楚是否为本人，再按按钮。",
         "en": "The camera was not sure about these people. Check who it is, then press a button.",

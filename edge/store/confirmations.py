@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -12,7 +12,7 @@ from edge.delivery.events import MealEvent
 from edge.store.auditlog import AuditEntry
 from edge.store.meals import MealStore
 from edge.store.models import ConfirmationRow
-from edge.store.records import Confirmation, StoredEvent, StoreError, to_confirmation, utcnow
+from edge.store.records import JOIN_WITHIN, Confirmation, StoredEvent, StoreError, to_confirmation, utcnow
 from edge.store.staffdb import add_audit
 
 
@@ -29,14 +29,37 @@ class ConfirmationStore(MealStore):
         margin: float,
         frames: int,
         reasons: tuple[str, ...] | list[str],
+        *,
+        join_within: timedelta | None = JOIN_WITHIN,
     ) -> int:
-        """Record a pending `confirm` decision (the candidate shown at the kiosk); returns its id."""
+        """Record a pending `confirm` decision (the candidate shown at the kiosk); returns its id.
+
+        A second attempt for the same senior at the same kiosk on the same day, within `join_within` of a
+        card that is still pending, joins that card instead of making another (one card per senior for
+        staff, and one answer): its id is returned and the new reasons are added to it, so a later doubt
+        about liveness still asks for a named staff member."""
         if decided_at.tzinfo is None or decided_at.utcoffset() is None:
             raise ValueError(f"naive datetime {decided_at!r}: decision times must be timezone-aware")
         what = f"could not record a confirmation for {senior_id!r}"
         if not (math.isfinite(distance) and math.isfinite(margin)):
             raise StoreError(f"{what}: distance {distance!r} and margin {margin!r} must be finite")
         with self._write(what) as s:
+            if join_within is not None:
+                earlier = s.scalars(
+                    select(ConfirmationRow)
+                    .where(
+                        ConfirmationRow.state == "pending",
+                        ConfirmationRow.kiosk_id == kiosk_id,
+                        ConfirmationRow.senior_id == senior_id,
+                        ConfirmationRow.local_date == local_date,
+                    )
+                    .order_by(ConfirmationRow.id.desc())
+                ).first()
+                if earlier is not None and abs(decided_at - earlier.decided_at) <= join_within:
+                    joined = list(earlier.reasons) + [str(r) for r in reasons if str(r) not in earlier.reasons]
+                    if joined != list(earlier.reasons):
+                        earlier.reasons = joined
+                    return int(earlier.id)
             row = ConfirmationRow(
                 kiosk_id=kiosk_id,
                 senior_id=senior_id,

@@ -3,17 +3,30 @@ number; what the publisher reads and marks delivered."""
 
 from __future__ import annotations
 
+import json
 from datetime import date, datetime
+from typing import Any
 
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from edge.delivery.events import MealEvent, build_payload, dumps
 from edge.meals.rules import PriorMeal
+from edge.store.auditlog import AuditEntry
 from edge.store.base import StoreBase
 from edge.store.models import KioskSeqRow, MealEventRow, OutboxRow
 from edge.store.records import AlreadyServed, EventRow, StoredEvent, StoreError, utcnow
 from edge.store.signer import SigningError
+from edge.store.staffdb import add_audit
+
+
+def _check_in(payload: str, confirmed_by: str | None) -> str:
+    """How a stored event says the senior was checked in (events before check_in existed: from confirmed_by)."""
+    try:
+        value = json.loads(payload).get("check_in")
+    except (ValueError, AttributeError):
+        value = None
+    return str(value) if value else ("face_confirmed" if confirmed_by else "face")
 
 
 class MealStore(StoreBase):
@@ -32,14 +45,17 @@ class MealStore(StoreBase):
             ).all()
             return [PriorMeal(m, int(f)) for m, f in rows]
 
-    def record_meal(self, event: MealEvent, topic: str) -> StoredEvent:
+    def record_meal(self, event: MealEvent, topic: str, audit: AuditEntry | None = None) -> StoredEvent:
         """Allocate the kiosk's next seq and write the event and its outbox row in ONE transaction.
 
-        Either both rows and the new seq are committed (fsync'd: synchronous=FULL) or nothing is.
+        Either both rows and the new seq are committed (fsync'd: synchronous=FULL) or nothing is; so is
+        `audit` (a staff member's manual check-in: no such meal without its audit line).
         Raises StoreError (disk full, I/O error, duplicate event_id) or ValueError (invalid event).
         """
         with self._write(f"could not record meal event {event.event_id}") as s:
-            return self._insert_meal(s, event, topic)
+            stored = self._insert_meal(s, event, topic)
+            add_audit(s, audit)
+            return stored
 
     def _insert_meal(self, s: Session, event: MealEvent, topic: str) -> StoredEvent:
         """The body of record_meal, inside the caller's write transaction: seq, chain link and signature
@@ -145,14 +161,33 @@ class MealStore(StoreBase):
 
     def list_events(self, pending_only: bool = False, limit: int | None = None) -> list[EventRow]:
         """Events in seq order; with `limit`, the newest `limit` of them."""
+        out = self._events(OutboxRow.delivered_at.is_(None) if pending_only else None, limit)
+        out.reverse()
+        return out
+
+    def event(self, event_id: str) -> EventRow | None:
+        """One meal event with its delivery state, by id."""
+        return next(iter(self._events(MealEventRow.event_id == event_id)), None)
+
+    def meals_of_day(self, local_date: date) -> list[EventRow]:
+        """The meal events of one local date (every kiosk sharing this store), newest first."""
+        return self._events(MealEventRow.local_date == local_date)
+
+    def last_delivery(self) -> datetime | None:
+        """When the broker last acknowledged an event (UTC), None if never."""
+        with self._read("could not read the outbox") as s:
+            return s.scalar(select(func.max(OutboxRow.delivered_at)))
+
+    def _events(self, where: Any = None, limit: int | None = None) -> list[EventRow]:
+        """Events (newest first) with their outbox rows."""
         q = select(MealEventRow, OutboxRow).join(OutboxRow, OutboxRow.event_id == MealEventRow.event_id)
-        if pending_only:
-            q = q.where(OutboxRow.delivered_at.is_(None))
+        if where is not None:
+            q = q.where(where)
         q = q.order_by(MealEventRow.seq.desc(), MealEventRow.kiosk_id.desc())
         if limit is not None:
             q = q.limit(limit)
         with self._read("could not list events") as s:
-            out = [
+            return [
                 EventRow(
                     event_id=e.event_id,
                     seq=e.seq,
@@ -169,11 +204,10 @@ class MealStore(StoreBase):
                     delivered_at=o.delivered_at,
                     attempts=o.attempts,
                     last_error=o.last_error,
+                    check_in=_check_in(e.payload, e.confirmed_by),
                 )
                 for e, o in s.execute(q)
             ]
-        out.reverse()
-        return out
 
     def newest_event_time(self) -> datetime | None:
         """The latest `decided_at` of any meal event in the store (compared as instants, whatever their

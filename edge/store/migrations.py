@@ -214,6 +214,18 @@ def _v3(conn: Connection, cipher: TemplateCipher) -> None:
     conn.exec_driver_sql("CREATE INDEX ix_face_templates_senior ON face_templates (senior_id)")
 
 
+_V4 = [
+    # the number on the senior's meal card (餐卡), from the roster's optional card_no column; one senior a card
+    "ALTER TABLE seniors ADD COLUMN card_no VARCHAR",
+    "CREATE UNIQUE INDEX uq_seniors_card_no ON seniors (card_no)",
+]
+
+
+def _v4(conn: Connection) -> None:
+    for stmt in _V4:
+        conn.exec_driver_sql(stmt)
+
+
 MIGRATIONS: list[Migration] = [
     Migration("initial schema: seniors, face templates, meal events, outbox, per-kiosk sequence", _v1),
     Migration("staff confirmations of uncertain matches; one meal per senior, window and day", _v2),
@@ -222,4 +234,5 @@ MIGRATIONS: list[Migration] = [
         _v3_ddl,
         seal=_v3,
     ),
+    Migration("meal-card numbers of seniors (roster column card_no)", _v4),
 ]

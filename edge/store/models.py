@@ -72,7 +72,10 @@ class SchemaVersion(Base):
 
 class SeniorRow(Base):
     __tablename__ = "seniors"
-    __table_args__ = (CheckConstraint("status IN ('active', 'suspended', 'deceased')", name="ck_status"),)
+    __table_args__ = (
+        CheckConstraint("status IN ('active', 'suspended', 'deceased')", name="ck_status"),
+        Index("uq_seniors_card_no", "card_no", unique=True),
+    )
 
     senior_id: Mapped[str] = mapped_column(String, primary_key=True)
     name: Mapped[str] = mapped_column(String)
@@ -81,6 +84,8 @@ class SeniorRow(Base):
     status: Mapped[str] = mapped_column(String)
     created_at: Mapped[datetime] = mapped_column(AwareDateTime())
     updated_at: Mapped[datetime] = mapped_column(AwareDateTime())
+    #: the meal card's number (schema version 3), None when the roster gives none
+    card_no: Mapped[str | None] = mapped_column(String, nullable=True)
 
 
 class FaceTemplateRow(Base):

@@ -4,7 +4,7 @@ conversions every part of the store shares."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 
 import numpy as np
 from sqlalchemy import func
@@ -77,6 +77,8 @@ class EventRow:
     delivered_at: datetime | None
     attempts: int
     last_error: str | None
+    #: face | face_confirmed | manual (from the published payload)
+    check_in: str = "face"
 
     @property
     def state(self) -> str:
@@ -84,6 +86,8 @@ class EventRow:
 
 
 CONFIRMATION_STATES = ("pending", "confirmed", "rejected")
+#: a second attempt by the same senior within this long of a pending card joins it (Store.add_confirmation)
+JOIN_WITHIN = timedelta(minutes=10)
 
 
 @dataclass(frozen=True)

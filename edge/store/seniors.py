@@ -90,6 +90,30 @@ class SeniorStore(StoreBase):
             ).all()
             return [(to_senior(r), int(n)) for r, n in rows]
 
+    def set_card_no(self, senior_id: str, card_no: str | None) -> None:
+        """The number on the senior's meal card (None: none). A number already on another senior's card is
+        refused (StoreError naming them): two seniors cannot share a card."""
+        card = (card_no or "").strip() or None
+        with self._write(f"could not set the meal card of senior {senior_id!r}") as s:
+            row = s.get(SeniorRow, senior_id)
+            if row is None:
+                raise StoreError(f"no senior with id {senior_id!r}")
+            if card is not None:
+                other = s.scalar(
+                    select(SeniorRow.senior_id).where(SeniorRow.card_no == card, SeniorRow.senior_id != senior_id)
+                )
+                if other is not None:
+                    raise StoreError(f"meal card {card} is already senior {other}'s: check the card number")
+            row.card_no = card
+            row.updated_at = utcnow()
+
+    def roster(self) -> list[tuple[str, str, str | None]]:
+        """(senior_id, name, card_no) of every senior, for finding one (edge.meals.search)."""
+        with self._read("could not list seniors") as s:
+            q = select(SeniorRow.senior_id, SeniorRow.name, SeniorRow.card_no).order_by(SeniorRow.senior_id)
+            rows = s.execute(q)
+            return [(sid, name, card) for sid, name, card in rows]
+
     def set_status(self, senior_id: str, status: str, audit: AuditEntry | None = None) -> None:
         check_status(status)
         with self._write(f"could not set the status of senior {senior_id!r}") as s:
