@@ -425,7 +425,7 @@ def build_parts(
     from edge.recognition.detectors import make_detector
     from edge.recognition.embed.factory import make_embedder
 
-    store = Store(store_path or cfg.store_path, signing_key=signing_key)
+    store = Store(store_path or cfg.store_path, signing_key=signing_key, key_file=cfg.template_key_path)
     r, d = cfg.recognition, cfg.detect
     embedder = make_embedder(r.backend, r.threads, mirror=r.mirror, model=r.model, onnx_dir=cfg.model_dir)
     policy = load_policy(embedder.model_id, cfg.calibration_path)

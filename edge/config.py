@@ -158,6 +158,9 @@ class StoreConfig(_Section):
     #: empty: meal-edge.sqlite in the state folder
     path: str = ""
     keep_photos: bool = False
+    #: the AES key sealing face templates (edge.security.atrest); empty: "template.key" beside the store. A
+    #: systemd credential "meal-edge-template-key" ($CREDENTIALS_DIRECTORY) is used instead when present.
+    key_file: str = ""
 
 
 class EvidenceConfig(_Section):
@@ -372,6 +375,10 @@ class Config(_Section):
     def model_dir(self) -> Path:
         """Where the converted model (.onnx) is built and read."""
         return built_models_dir(self.state_dir)
+
+    @property
+    def template_key_path(self) -> Path:
+        return self.resolve(self.store.key_file) if self.store.key_file else self.store_path.parent / "template.key"
 
     @property
     def evidence_dir(self) -> Path:

@@ -1,4 +1,8 @@
-"""`meal-enroll`: staff enrolment of seniors (add, import, capture, list, show, set-status, remove).
+"""`meal-enroll`: staff enrolment of seniors (add, import, capture, list, show, set-status, remove) and the
+staff accounts that log in to the staff screen and `meal-edge confirm` (staff add, list, remove).
+
+Every change is written to the store's audit log as done by the operating-system user who ran the command
+(`os:<user>`): whoever can run meal-enroll can already read and write the store file.
 
 Exit codes: 0 everything done, 1 something was rejected or not found, 2 usage or config error.
 Staff never see a Python traceback for bad input: every message names the problem and the fix.
@@ -18,6 +22,7 @@ from typing import IO, TYPE_CHECKING
 from edge.config import Config, ConfigError, load_config
 from edge.meals.rules import Senior, age_on, ineligibility
 from edge.recognition.refresh import CHECKIN_SOURCE_PREFIX, is_checkin_source
+from edge.store.auditlog import AuditEntry, os_user
 from enroll.output import print_result, print_table
 from enroll.parser import (
     UsageError,
@@ -56,7 +61,7 @@ def _open_store(cfg: Config) -> Store:
 
     path = cfg.store_path
     try:
-        return Store(path, keep_photos=cfg.store.keep_photos)
+        return Store(path, keep_photos=cfg.store.keep_photos, key_file=cfg.template_key_path)
     except StoreError as e:
         raise UsageError(f"{e}: check [store] path in {cfg.source_path}") from None
 
@@ -93,7 +98,9 @@ def _enroller(cfg: Config, store: Store) -> Enroller:
         # Enrolment still works; only the lookalike warning falls back to hand-set thresholds.
         log.warning("%s; lookalike warnings use default thresholds", e)
         policy = None
-    return Enroller(store, detector, embedder, keep_photos=cfg.store.keep_photos, decision_policy=policy)
+    return Enroller(
+        store, detector, embedder, keep_photos=cfg.store.keep_photos, decision_policy=policy, actor=os_user()
+    )
 
 
 # -- commands -------------------------------------------------------------------------------------
@@ -322,7 +329,10 @@ def cmd_set_status(args: argparse.Namespace, cfg: Config, out: IO[str]) -> int:
 
     store = _open_store(cfg)
     try:
-        store.set_status(args.senior_id, args.status)
+        store.set_status(
+            args.senior_id, args.status,
+            audit=AuditEntry(os_user(), "status", f"senior:{args.senior_id}", {"status": args.status}),
+        )
     except StoreError as e:
         print(f"not changed: {e}: check the id (`meal-enroll list` shows everyone)", file=out)
         return EXIT_REJECTED
@@ -360,7 +370,7 @@ def cmd_remove(args: argparse.Namespace, cfg: Config, out: IO[str]) -> int:
         if not args.yes and not _confirm_removal(senior, store.template_count(senior.senior_id), out):
             print(f"{senior.senior_id}: not removed", file=out)
             return EXIT_REJECTED
-        rep = store.remove_senior(args.senior_id)
+        rep = store.remove_senior(args.senior_id, audit=AuditEntry(os_user(), "remove", f"senior:{args.senior_id}"))
     except StoreError as e:
         print(f"not removed: {e}", file=out)
         return EXIT_REJECTED
@@ -394,6 +404,10 @@ def run(args: argparse.Namespace, out: IO[str] | None = None, err: IO[str] | Non
             return cmd_set_status(args, cfg, out)
         if command == "remove":
             return cmd_remove(args, cfg, out)
+        if command == "staff":
+            from enroll.staff import cmd_staff
+
+            return cmd_staff(args, cfg, out, _open_store(cfg))
         raise UsageError(f"unknown command {command!r}")
     except UsageError as e:
         print(f"error: {e}", file=err)

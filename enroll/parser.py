@@ -15,6 +15,11 @@ class UsageError(Exception):
 
 
 class _Parser(argparse.ArgumentParser):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        # no abbreviations: `--pin 1234` must be an error, not the file name of --pin-file
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
+
     def error(self, message: str) -> None:  # type: ignore[override]
         # argparse exits the process; we raise so main() can return 2 (and tests can call main()).
         raise UsageError(f"{self.prog}: {message} (see `{self.prog} --help`)")
@@ -89,6 +94,31 @@ def _add_commands(sub: argparse._SubParsersAction[Any]) -> None:
     _config_arg(rm, False)
     rm.add_argument("senior_id", metavar="ID")
     rm.add_argument("--yes", "-y", action="store_true", help="do not ask (needed when not run on a terminal)")
+
+    _add_staff(sub)
+
+
+def _add_staff(sub: argparse._SubParsersAction[Any]) -> None:
+    sf = sub.add_parser(
+        "staff",
+        help="staff accounts: who may log in to the staff screen and confirm with `meal-edge confirm`",
+        description="Manage staff accounts. The PIN or password (6 to 128 characters) is asked for twice on the "
+        "terminal, or read from the first line of --pin-file (`-`: standard input); never give it as an argument.",
+    )
+    _config_arg(sf, False)
+    ssub = sf.add_subparsers(dest="staff_command", metavar="ACTION", parser_class=_Parser)
+    ssub.required = True
+    a = ssub.add_parser("add", help="add a staff account")
+    _config_arg(a, False)
+    a.add_argument("staff_id", metavar="STAFF_ID", help="letters, digits, '.', '_' or '-' (e.g. w01)")
+    a.add_argument("--name", required=True, help="the staff member's name, as shown on the screen")
+    a.add_argument("--role", choices=("staff", "manager"), default="staff")
+    a.add_argument("--pin-file", metavar="FILE", help="read the PIN from the first line of FILE ('-': stdin)")
+    ls = ssub.add_parser("list", help="list staff accounts (never their PINs)")
+    _config_arg(ls, False)
+    rm = ssub.add_parser("remove", help="remove a staff account (their audit lines stay)")
+    _config_arg(rm, False)
+    rm.add_argument("staff_id", metavar="STAFF_ID")
 
 
 CAPTURE_EPILOG = """\

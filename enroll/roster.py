@@ -1,7 +1,9 @@
 """Roster CSV for bulk enrolment: `senior_id,name,birth_date,hukou,photos`, and optionally `card_no`.
 
 One senior a row; `photos` lists 1 to 5 files separated by ';', relative to the CSV's folder (or to the
-folder given with --photos). UTF-8 with or without a byte-order mark (what Excel's "CSV UTF-8" writes).
+folder given with --photos). A photo must lie inside one of those two folders, links resolved: a roster from
+elsewhere cannot make the kiosk read (and enrol) any file the enrolling user can read.
+UTF-8 with or without a byte-order mark (what Excel's "CSV UTF-8" writes).
 
 Row numbers are the row numbers a spreadsheet shows: the header is row 1, the first senior row 2.
 A bad row is returned as a `RowError` and never stops the rows after it.
@@ -17,6 +19,7 @@ from datetime import date
 from pathlib import Path
 
 from edge.meals.rules import Senior
+from edge.security.guards import PathOutside, confine
 
 log = logging.getLogger(__name__)
 
@@ -90,7 +93,8 @@ def read_roster(
     except OSError as e:
         raise RosterError(f"{p}: cannot read the roster ({e.strerror})") from None
     base = Path(photos_dir) if photos_dir is not None else p.parent
-    return parse_roster(_decode(data, p), base, today=today, name=str(p))
+    roots = [p.parent] if photos_dir is None else [p.parent, Path(photos_dir)]
+    return parse_roster(_decode(data, p), base, today=today, name=str(p), roots=roots)
 
 
 def _header(cells: list[str], name: str) -> dict[str, int]:
@@ -114,8 +118,10 @@ def _header(cells: list[str], name: str) -> dict[str, int]:
 
 
 def parse_roster(
-    text: str, base: Path, today: date | None = None, name: str = "<roster>"
+    text: str, base: Path, today: date | None = None, name: str = "<roster>", roots: list[Path] | None = None
 ) -> tuple[list[RosterRow], list[RowError]]:
+    """`roots`: the folders photos must lie in (default: `base`)."""
+    roots = roots if roots is not None else [base]
     text = text.removeprefix("\ufeff")
     reader = csv.reader(io.StringIO(text, newline=""))
     rows: list[RosterRow] = []
@@ -134,7 +140,7 @@ def parse_roster(
             if header is None:
                 header = _header(cells, name)
                 continue
-            parsed = _parse_row(row_no, cells, header, base, today)
+            parsed = _parse_row(row_no, cells, header, base, roots, today)
             if isinstance(parsed, RowError):
                 errors.append(parsed)
                 continue
@@ -164,7 +170,7 @@ def parse_roster(
 
 
 def _parse_row(
-    row_no: int, cells: list[str], header: dict[str, int], base: Path, today: date | None
+    row_no: int, cells: list[str], header: dict[str, int], base: Path, roots: list[Path], today: date | None
 ) -> RosterRow | RowError:
     width = len(header)
     sid_guess = cells[header["senior_id"]].strip() if header["senior_id"] < len(cells) else ""
@@ -203,6 +209,11 @@ def _parse_row(
     if len(names) > MAX_PHOTOS:
         return RowError(row_no, f"{len(names)} photos, at most {MAX_PHOTOS}: keep the best {MAX_PHOTOS}", sid)
     photos = tuple(Path(n) if Path(n).is_absolute() else base / n for n in names)
+    for n, photo in zip(names, photos, strict=True):
+        try:
+            confine(photo, roots, n)
+        except PathOutside as e:
+            return RowError(row_no, str(e), sid)
     card = v.get("card_no") or None
     if card is not None and (len(card) > 32 or any(ch.isspace() for ch in card)):
         return RowError(row_no, f"meal card number {card!r}: write it as printed on the card, without spaces", sid)

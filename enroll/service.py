@@ -27,6 +27,7 @@ from edge.recognition.detect import Face, FaceDetector, ImageError, dlib_chips, 
 from edge.recognition.embed.base import Embedder
 from edge.recognition.match import Gallery, match, normalise
 from edge.store import Store, StoreError, TemplateIn
+from edge.store.auditlog import AuditEntry
 from enroll.quality import UNREADABLE, Assessment, QualityPolicy, assess
 
 log = logging.getLogger(__name__)
@@ -249,8 +250,11 @@ class Enroller:
         policy: EnrolPolicy | None = None,
         keep_photos: bool = False,
         decision_policy: DecisionPolicy | None = None,
+        actor: str | None = None,
     ) -> None:
         self.store = store
+        #: who enrols, for the audit log (meal-enroll: the operating-system user); None writes no audit line
+        self.actor = actor
         self.detector = detector
         self.embedder = embedder
         self.quality = quality or QualityPolicy()
@@ -319,6 +323,15 @@ class Enroller:
                     )
                     for c in cands
                 ],
+                audit=None
+                if self.actor is None
+                else AuditEntry(
+                    self.actor,
+                    "enrol",
+                    f"senior:{senior.senior_id}",
+                    # counts and the model only: a photo's file name may be the senior's name
+                    {"templates": len(cands), "new_senior": existing is None, "model_id": self.embedder.model_id},
+                ),
             )
         except StoreError as e:
             res.problems.append(f"not saved: {e}")

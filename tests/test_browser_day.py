@@ -17,11 +17,12 @@ import pytest
 import test_confirm as confirm_tests
 from conftest import MosquittoBroker, free_port
 from test_confirm import at, light_pipeline
-from test_staff_screen import running
+from test_staff_screen import PIN, STAFF_ID, add_staff, running
 
 from edge.app import answered
+from edge.cli.main import main as edge_main
 from edge.cli.main import run_feedback
-from edge.config import Config, DisplayConfig
+from edge.config import Config, DisplayConfig, load_config
 from edge.meals.awaiting import ConfirmWait
 from edge.recognition.decide import Verdict
 from edge.screens.display import Display
@@ -48,6 +49,17 @@ def browser(w: int, h: int) -> Any:
     iw, ih = d.execute_script("return [window.innerWidth, window.innerHeight]")
     d.set_window_size(2 * w - iw, 2 * h - ih)  # the page's viewport is exactly w x h
     return d
+
+
+def log_in(driver: Any, base: str) -> None:
+    """What staff do at the screen: the login page first (nothing else is shown before), their id and PIN."""
+    from selenium.webdriver.common.by import By
+
+    driver.get(base + "/")
+    driver.find_element(By.NAME, "staff_id").send_keys(STAFF_ID)
+    driver.find_element(By.NAME, "pin").send_keys(PIN)
+    driver.find_element(By.CSS_SELECTOR, "form.login button").click()
+    until(lambda: bool(driver.find_elements(By.CSS_SELECTOR, "form.who")), "the staff member is logged in")
 
 
 def until(check: Callable[[], bool], what: str, timeout: float = 10.0, tick: Callable[[], None] = lambda: None) -> None:
@@ -104,7 +116,7 @@ def test_staff_confirm_comes_back_to_the_kiosk(zh: Config, store: Store, kiosk: 
         assert "请稍候" in body()[1] and "Wang Fang" in body()[1]  # no liveness doubt: the candidate's name
 
         with running(zh) as (_screen, base):
-            staff.get(base + "/")
+            log_in(staff, base)
             cards = staff.find_elements(By.CSS_SELECTOR, "li.card")
             assert len(cards) == 1 and "new" in cards[0].get_attribute("class")
             assert staff.execute_script("return window.mealEdgeBeeps") == 1  # the sound of a new card
@@ -145,7 +157,7 @@ def test_not_this_person_comes_back_as_see_staff(zh: Config, store: Store, kiosk
         assert kiosk.url
         senior_screen.get(kiosk.url)
         with running(zh) as (_screen, base):
-            staff.get(base + "/")
+            log_in(staff, base)
             no = staff.find_element(By.CSS_SELECTOR, "button.no")
             assert staff.execute_script("return arguments[0].getBoundingClientRect().bottom", no) <= 480
             no.click()
@@ -168,7 +180,8 @@ def test_unknown_then_manual_check_in_then_the_event_is_published(
     mosquitto_broker: MosquittoBroker, tmp_path: Path
 ) -> None:
     """The kiosk does not know the face; staff find 王芳 by her pinyin initials on the staff screen and check
-    her in; the daemon's publisher sends the event (check_in manual, staff_id the typed name) to the broker."""
+    her in (logged in); the daemon's publisher sends the event (check_in manual, staff_id the logged-in staff id) to
+    the broker."""
     from selenium.webdriver.common.by import By
     from test_publish import EVENTS, Collector, make_config
 
@@ -197,14 +210,14 @@ def test_unknown_then_manual_check_in_then_the_event_is_published(
               "the kiosk sends the senior to staff")
 
         with running(zh_cfg) as (_screen, base):
-            staff.get(base + "/")
+            log_in(staff, base)
             staff.find_element(By.CSS_SELECTOR, "a.open-checkin").click()
             box = staff.find_element(By.NAME, "q")
             box.send_keys("wf")
             staff.find_element(By.CSS_SELECTOR, "button.search").click()
             people = staff.find_elements(By.CSS_SELECTOR, "li.person")
             assert [p.find_element(By.CSS_SELECTOR, ".pname").text for p in people] == ["汪峰", "王芳"]
-            staff.find_element(By.ID, "staff").send_keys("李娜")
+            assert not staff.find_elements(By.ID, "staff")  # no name to type: the login says who it is
             button = people[1].find_element(By.CSS_SELECTOR, "button.yes")
             assert staff.execute_script("return arguments[0].getBoundingClientRect().bottom", button) <= 480
             button.click()
@@ -215,7 +228,7 @@ def test_unknown_then_manual_check_in_then_the_event_is_published(
         [event] = collector.events()
         EVENTS.validate(event)
         assert (event["senior_id"], event["check_in"], event["staff_id"], event["subsidy_fen"]) == (
-            "S0001", "manual", "李娜", 300)
+            "S0001", "manual", STAFF_ID, 300)
     finally:
         senior_screen.quit()
         staff.quit()
@@ -247,8 +260,7 @@ def test_meal_edge_run_shows_staffs_answer(tmp_path: Path) -> None:
     kiosk_screen, staff = browser(1280, 800), browser(800, 480)  # skips without chromium before the slow part
     cfg = write_config(tmp_path, source=str(CLIP))
     enrol_hamilton(cfg)
-    from edge.cli.main import main as edge_main
-
+    add_staff(load_config(cfg).store_path)
     assert edge_main(["--config", str(cfg), "keys", "init"]) == 0  # `run` refuses to start without its key
     mid = mirrored_model_id(model_id_for())
     always_staff = replace(tolerance_policy(mid), accept_distance=0.0, source="test: staff confirm every match")
@@ -278,9 +290,16 @@ def test_meal_edge_run_shows_staffs_answer(tmp_path: Path) -> None:
             except Exception:
                 return False
 
-        until(lambda: opened(kiosk_screen, f"http://127.0.0.1:{display_port}/"), "the kiosk screen is up", 90)
+        def up() -> bool:
+            if procs[0].poll() is not None:  # say why, not "not within 90 s"
+                raise AssertionError(f"meal-edge run ended: {procs[0].stderr.read() if procs[0].stderr else ''}")
+            return opened(kiosk_screen, f"http://127.0.0.1:{display_port}/")
+
+        until(up, "the kiosk screen is up", 90)
         until(lambda: page(kiosk_screen)[0] == "confirm", "the kiosk asks the senior to wait", 90)
         assert "请稍候" in page(kiosk_screen)[1]
+        until(lambda: opened(staff, f"http://127.0.0.1:{staff_port}/"), "the staff screen is up", 60)
+        log_in(staff, f"http://127.0.0.1:{staff_port}")
         until(lambda: opened(staff, f"http://127.0.0.1:{staff_port}/") and bool(
             staff.find_elements(By.CSS_SELECTOR, "button.yes")), "a card on the staff screen", 60)
         staff.find_element(By.CSS_SELECTOR, "button.yes").click()

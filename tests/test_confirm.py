@@ -3,8 +3,10 @@ confirmation, `meal-edge confirm` accepts it (the rules as of the kiosk's decisi
 
 from __future__ import annotations
 
+import io
 import json
 import sqlite3
+import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
@@ -27,6 +29,7 @@ from edge.recognition.decide import Policy, Verdict, tolerance_policy
 from edge.recognition.detect import Face
 from edge.recognition.liveness import LivenessVerdict
 from edge.recognition.track import Observation, Track
+from edge.security.staffauth import StaffAuth
 from edge.store import Store, StoreError, TemplateIn, migrations
 from edge.store.evidence import EvidenceKeeper
 
@@ -307,46 +310,47 @@ def test_the_pipeline_keeps_a_suspected_photo_for_a_named_staff_member(store: St
     assert needs_named_staff(c)
 
 
-def test_a_suspected_photo_is_accepted_only_with_a_staff_name(store: Store, cfg: Config) -> None:
-    """The staff screen's call (`anonymous_as`): a blank name is refused for "yes", allowed for "no"."""
+def test_a_suspected_photo_is_accepted_only_when_the_staff_member_gave_their_pin_for_it(
+    store: Store, cfg: Config
+) -> None:
+    """`staff_checked`: a logged-in screen alone (or any typed text) does not accept a suspected photo."""
     cid = pending(store, at("11:45"), reasons=NOT_LIVE)
-    for blank in ("", "   "):
-        r = confirm(store, cfg, cid, accept=True, by=blank, now=at("11:50"), anonymous_as="staff screen")
-        assert not r.ok and r.kind == "needs_staff_name" and r.event_id is None
-        assert "a staff member must check the person and give their name" in r.message
+    r = confirm(store, cfg, cid, accept=True, by="w01", now=at("11:50"))
+    assert not r.ok and r.kind == "needs_staff_name" and r.event_id is None
+    assert "a staff member must check the person and enter their own PIN" in r.message
     c = store.get_confirmation(cid)
     assert c is not None and (c.state, c.resolved_by) == ("pending", None)
     assert n_events(store) == 0 and store.pending() == [] and store.last_seq("kiosk-1") == 0
+    assert store.audit_log() == []
 
-    r = confirm(store, cfg, cid, accept=True, by=" Li Na ", now=at("11:50"), anonymous_as="staff screen")
+    r = confirm(store, cfg, cid, accept=True, by=" w01 ", now=at("11:50"), staff_checked=True)
     assert r.ok and r.kind == "meal" and r.subsidy_fen == 300
     c = store.get_confirmation(cid)
-    assert c is not None and (c.state, c.resolved_by, c.event_id) == ("confirmed", "Li Na", r.event_id)
+    assert c is not None and (c.state, c.resolved_by, c.event_id) == ("confirmed", "w01", r.event_id)
     [ev] = store.list_events()
-    assert ev.confirmed_by == "staff"  # the name stays in the store
+    assert ev.confirmed_by == "staff"  # the staff id stays in the store
+    # the audit line, written in the same transaction as the meal
+    [line] = store.audit_log()
+    assert (line.staff_id, line.action, line.target) == ("w01", "confirm", f"confirmation:{cid}")
+    assert line.details["event_id"] == r.event_id and line.details["staff_checked"] is True
 
     other = pending(store, at("11:46"), reasons=NOT_LIVE)
-    r = confirm(store, cfg, other, accept=False, by="", now=at("11:50"), anonymous_as="staff screen")
-    assert r.ok and r.kind == "rejected"
+    r = confirm(store, cfg, other, accept=False, by="w01", now=at("11:50"))
+    assert r.ok and r.kind == "rejected"  # rejecting needs no fresh PIN
     c = store.get_confirmation(other)
-    assert c is not None and (c.state, c.resolved_by) == ("rejected", "staff screen")
+    assert c is not None and (c.state, c.resolved_by) == ("rejected", "w01")
+    assert [(a.action, a.target) for a in store.audit_log()][-1] == ("reject", f"confirmation:{other}")
 
 
-def test_a_blank_name_is_refused_without_anonymous_as(store: Store, cfg: Config) -> None:
-    """What `meal-edge confirm` calls: every resolution needs a name, liveness or not."""
+def test_a_blank_staff_id_is_refused(store: Store, cfg: Config) -> None:
     for reasons in (NOT_LIVE, ("ambiguous_margin",)):
         cid = pending(store, at("11:45"), reasons=reasons)
         for accept in (True, False):
-            r = confirm(store, cfg, cid, accept=accept, by="  ", now=at("11:50"))
+            r = confirm(store, cfg, cid, accept=accept, by="  ", now=at("11:50"), staff_checked=True)
             assert not r.ok and r.kind == "no_name"
         c = store.get_confirmation(cid)
         assert c is not None and c.state == "pending"
-    # an ordinary confirmation from the screen without a name is recorded as the screen
-    cid = pending(store, at("11:47"))
-    r = confirm(store, cfg, cid, accept=True, by="", now=at("11:50"), anonymous_as="staff screen")
-    assert r.ok and r.kind == "meal"
-    c = store.get_confirmation(cid)
-    assert c is not None and c.resolved_by == "staff screen"
+    assert store.audit_log() == []
 
 
 # -- schema v1 -> v2 -------------------------------------------------------------------------------------
@@ -372,14 +376,14 @@ def test_a_v1_store_is_migrated_and_keeps_its_data(tmp_path: Path, monkeypatch: 
 
     with Store(path) as s:
         assert s.schema_version == len(migrations.MIGRATIONS)
-        assert [v for v, _ in s.versions()] == [1, 2, 3]
+        assert [v for v, _ in s.versions()] == [1, 2, 3, 4]
         assert s.get_senior("S0001") is not None
         assert [e.event_id for e in s.list_events()] == [stored.event_id]
         assert [e.payload for e in s.pending()] == [stored.payload]
         cid = pending(s, at("17:00"))
         assert [c.id for c in s.pending_confirmations()] == [cid]
     with Store(path) as s:  # reopening does not migrate again
-        assert [v for v, _ in s.versions()] == [1, 2, 3]
+        assert [v for v, _ in s.versions()] == [1, 2, 3, 4]
 
 
 # -- the pipeline keeps confirm decisions ------------------------------------------------------------------
@@ -439,11 +443,21 @@ def test_confirm_decision_is_kept_for_staff(store: Store, cfg: Config) -> None:
     assert len(store.pending_confirmations()) == 1
 
     # then staff confirm: the lunch was already served by the clean presence at 11:47
-    r = confirm(store, cfg, c.id, accept=True, by="Li Na", now=at("11:50"))
+    r = confirm(store, cfg, c.id, accept=True, by="Li Na", now=at("11:50"), staff_checked=True)
     assert r.ok and r.kind == "repeat" and n_events(store) == 1
 
 
 # -- the command -------------------------------------------------------------------------------------------
+
+
+def _staff(s: Store, staff_id: str = "w01", pin: str = "482913") -> None:
+    StaffAuth(s).add(staff_id, "Li Na", "staff", pin)
+
+
+def _pin_file(tmp_path: Path, pin: str) -> str:
+    p = tmp_path / f"pin-{pin}"
+    p.write_text(pin + "\n", encoding="utf-8")
+    return str(p)
 
 
 def test_confirm_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -452,23 +466,25 @@ def test_confirm_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> 
     today = datetime.now(SH).date()
     with Store(cfg.store_path) as s:
         s.add_senior(Senior("S0001", "Wang Fang", date(1950, 2, 28), "xuhui"))
+        _staff(s)
         first = pending(s, at("12:00", today))
         second = pending(s, at("12:05", today))
         old = pending(s, at("12:00", today - timedelta(days=1)))
     c = ["--config", str(path), "confirm"]
+    pin = ["--pin-file", _pin_file(tmp_path, "482913")]
 
     assert edge_main(c) == 0
     out = capsys.readouterr().out
     assert "Wang Fang" in out and "ambiguous_margin" in out and "3 pending" in out
     assert f"{today:%Y-%m-%d} 12:05" in out and "not today" in out
 
-    assert edge_main([*c, str(first), "--yes", "--by", "Li Na"]) == 0
+    assert edge_main([*c, str(first), "--yes", "--by", "w01", *pin]) == 0
     out = capsys.readouterr().out
-    assert "confirmed by Li Na" in out and "pays 7.00 yuan (subsidy 3.00)" in out
-    assert edge_main([*c, str(first), "--no", "--by", "Li Na"]) == 1
+    assert "confirmed by w01" in out and "pays 7.00 yuan (subsidy 3.00)" in out
+    assert edge_main([*c, str(first), "--no", "--by", "w01", *pin]) == 1
     assert "already confirmed" in capsys.readouterr().err
-    assert edge_main([*c, str(second), "--no", "--by", "Li Na"]) == 0
-    assert edge_main([*c, str(old), "--yes", "--by", "Li Na"]) == 1
+    assert edge_main([*c, str(second), "--no", "--by", "w01", *pin]) == 0
+    assert edge_main([*c, str(old), "--yes", "--by", "w01", *pin]) == 1
     assert "only today's" in capsys.readouterr().err
     for bad in ([str(old)], [str(old), "--yes"], [str(old), "--yes", "--no", "--by", "x"], ["--by", "x"]):
         with pytest.raises(SystemExit) as e:
@@ -479,16 +495,23 @@ def test_confirm_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> 
         assert [c.id for c in s.pending_confirmations()] == [old]
         [ev] = s.list_events()
         assert ev.confirmed_by == "staff" and ev.subsidy_fen == 300
+        assert [(a.staff_id, a.action, a.target) for a in s.audit_log()] == [
+            ("w01", "confirm", f"confirmation:{first}"),
+            ("w01", "reject", f"confirmation:{second}"),
+        ]
 
 
-def test_confirm_command_needs_a_name_for_a_suspected_photo(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+def test_confirm_command_needs_the_staff_members_pin(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """A name is not enough: --by names a staff account and its PIN must follow (a file or standard input,
+    never an argument). A wrong PIN changes nothing and is audited; the PIN never appears anywhere."""
     path = write_config(tmp_path, all_day=True)
     cfg = load_config(path)
     today = datetime.now(SH).date()
     with Store(cfg.store_path) as s:
         s.add_senior(Senior("S0001", "Wang Fang", date(1950, 2, 28), "xuhui"))
+        _staff(s)
         cid = pending(s, at("12:00", today), reasons=NOT_LIVE)
     c = ["--config", str(path), "confirm"]
 
@@ -501,17 +524,38 @@ def test_confirm_command_needs_a_name_for_a_suspected_photo(
         with pytest.raises(SystemExit) as e:
             edge_main([*c, *bad])
         assert e.value.code == 2
-        assert "--by NAME" in capsys.readouterr().err
+        assert "--by STAFF_ID" in capsys.readouterr().err
+    # a wrong PIN, an unknown staff id, and a typed name that is no account: refused, nothing changed
+    for by, pin in (("w01", "111111"), ("nobody", "482913"), ("Li Na", "482913")):
+        assert edge_main([*c, str(cid), "--yes", "--by", by, "--pin-file", _pin_file(tmp_path, pin)]) == 1
+        err = capsys.readouterr().err
+        assert "unknown staff id or wrong PIN" in err and "nothing changed" in err and pin not in err
     with Store(cfg.store_path) as s:
         got = s.get_confirmation(cid)
         assert got is not None and got.state == "pending" and s.list_events() == []
+        assert [(a.staff_id, a.action) for a in s.audit_log()] == [
+            ("w01", "login_failed"), ("nobody", "login_failed"), ("?", "login_failed")
+        ]
+        assert "111111" not in str([a.to_json() for a in s.audit_log()])
 
-    assert edge_main([*c, str(cid), "--yes", "--by", "Li Na"]) == 0
-    assert "confirmed by Li Na" in capsys.readouterr().out
+    # the right PIN on standard input
+    monkeypatch.setattr(sys, "stdin", io.StringIO("482913\n"))
+    assert edge_main([*c, str(cid), "--yes", "--by", "w01", "--pin-file", "-"]) == 0
+    assert "confirmed by w01" in capsys.readouterr().out
     with Store(cfg.store_path) as s:
         got = s.get_confirmation(cid)
         [ev] = s.list_events()
-        assert got is not None and (got.state, got.resolved_by, got.event_id) == ("confirmed", "Li Na", ev.event_id)
+        assert got is not None and (got.state, got.resolved_by, got.event_id) == ("confirmed", "w01", ev.event_id)
+        assert s.audit_log()[-1].details["staff_checked"] is True
+
+    # `meal-edge audit` lists it all, as text and as JSON
+    assert edge_main(["--config", str(path), "audit"]) == 0
+    out = capsys.readouterr().out
+    assert "w01" in out and "confirm" in out and f"confirmation:{cid}" in out and "4 line(s)" in out
+    assert edge_main(["--config", str(path), "audit", "--json", "--last", "1"]) == 0
+    [line] = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
+    assert (line["staff_id"], line["action"], line["details"]["event_id"]) == ("w01", "confirm", ev.event_id)
+    assert "Wang Fang" not in json.dumps(line, ensure_ascii=False)
 
 
 def test_confirm_command_without_the_store(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -117,7 +117,9 @@ def test_run_feedback_prints_and_shows_each_pipeline_decision(
     pipe = light_pipeline(cfg, store, on_decision=run_feedback(display))
     d = pipe.finalise(1, ACCEPT, at("11:45"), 1.0)
     assert d.kind == "meal" and d.payable_fen == 700
-    assert capsys.readouterr().out == f"[11:45:00] MEAL     Wang Fang: {d.message}\n"
+    # stdout goes to the journal: the senior id, never the name (issue 12)
+    assert capsys.readouterr().out == f"[11:45:00] MEAL     {d.senior_id} lunch ({', '.join(d.reasons)})\n"
+    assert d.senior_id == "S0001" and d.reasons
     j = latest(display)
     assert (j["seq"], j["kind"], j["name"], j["payable_fen"]) == (1, "meal", "Wang Fang", 700)
     assert j["message"] == d.message == "Welcome Wang Fang: lunch, please pay ¥7.00 (¥3.00 subsidy applied)"

@@ -28,7 +28,11 @@ TOPIC = "meal/v1/xuhui/centre-001/kiosk-1/events"
 
 def write_config(tmp_path: Path) -> Path:
     path = tmp_path / "meal-edge.toml"
-    path.write_text(DEFAULT_CONFIG.replace('[store]\npath = ""', '[store]\npath = "state/meal-edge.sqlite"'))
+    # the store (and the kiosk key beside it) in this test's folder, not in the session's state folder: a key
+    # left there by one test would let another's `run` start for real
+    text = DEFAULT_CONFIG.replace('[store]\npath = ""', '[store]\npath = "state/meal-edge.sqlite"', 1)
+    assert text != DEFAULT_CONFIG
+    path.write_text(text)
     return path
 
 

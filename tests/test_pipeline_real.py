@@ -324,7 +324,8 @@ def test_lfw_roster_import_then_replay(tmp_path: Path, capsys: pytest.CaptureFix
     # still photos are exactly what liveness exists to stop; this test is about recognition
     cfg.write_text(cfg.read_text().replace("[liveness]\nenabled = true", "[liveness]\nenabled = false"))
     # press photos sometimes show a second person: such a photo is refused (exit 1), the rest enrolled
-    assert enroll_main(["--config", str(cfg), "import", str(roster)]) in (0, 1)
+    # the photos stay where they are: --photos names their folder (roster paths are confined to it)
+    assert enroll_main(["--config", str(cfg), "import", str(roster), "--photos", str(lfw)]) in (0, 1)
     with Store(tmp_path / "state/meal-edge.sqlite") as store:
         assert [(s.senior_id, n >= 2) for s, n in store.list_seniors()] == [(f"S{i}", True) for i in range(4)]
 

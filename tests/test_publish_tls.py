@@ -69,9 +69,12 @@ def kiosk_config(folder: Path, broker: SecureBroker, **keys: str) -> tuple[Confi
         .replace("keepalive = 30", "keepalive = 5")
         .replace("[mqtt.tls]\nenabled = false", "[mqtt.tls]\nenabled = true")
     )
+    # only [mqtt] and [mqtt.tls] are changed ([store] has a key_file too: the template key)
+    head, mqtt = text.split("\n[mqtt]\n", 1)
     for key, value in {"ca_file": str(broker.pki.ca), **keys}.items():
-        assert text.count(f"\n{key} = \"\"") == 1, key
-        text = text.replace(f"\n{key} = \"\"", f"\n{key} = {json.dumps(value)}")
+        assert mqtt.count(f"\n{key} = \"\"") == 1, key
+        mqtt = mqtt.replace(f"\n{key} = \"\"", f"\n{key} = {json.dumps(value)}")
+    text = head + "\n[mqtt]\n" + mqtt
     path = folder / "meal-edge.toml"
     path.write_text(text)
     return parse_config(text, path), path

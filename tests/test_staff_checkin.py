@@ -6,7 +6,7 @@ import json
 import re
 
 import test_confirm as confirm_tests
-from test_staff_screen import fetch, flash, running, token_of
+from test_staff_screen import STAFF_ID, fetch, flash, running, token_of
 
 from edge.config import Config
 from edge.meals.rules import Senior
@@ -24,28 +24,44 @@ def test_find_and_check_in(cfg: Config, store: Store) -> None:
         assert "Check in Wang Fang" in page and "Li Wei" not in page
         assert "Nobody matches" in fetch(base + "/checkin?q=zzz").body
         token = token_of(page)
-        a = fetch(base + "/checkin", {"token": token, "senior": "S0001", "by": "Li Na", "q": "wang"})
+        assert 'name="by"' not in page  # who checks in is the logged-in staff member, not a typed name
+        # a typed "by" is ignored: the event and the audit log name the logged-in staff id
+        a = fetch(base + "/checkin", {"token": token, "senior": "S0001", "by": "Somebody Else", "q": "wang"})
         assert a.status == 200 and flash(a.body) == "Welcome Wang Fang: lunch, please pay ¥7.00 (¥3.00 subsidy applied)"
         [ev] = store.pending()
         p = json.loads(ev.payload)
-        assert (p["check_in"], p["staff_id"], p["senior_id"]) == ("manual", "Li Na", "S0001")
+        assert (p["check_in"], p["staff_id"], p["senior_id"]) == ("manual", STAFF_ID, "S0001")
         # again: the rules say it was had; a suspended senior: staff are told why, in words
-        again = fetch(base + "/checkin", {"token": token, "senior": "S0001", "by": "Li Na"})
+        again = fetch(base + "/checkin", {"token": token, "senior": "S0001"})
         assert flash(again.body).startswith("No meal recorded for Wang Fang: You are already checked in")
-        refused = fetch(base + "/checkin", {"token": token, "senior": "S0002", "by": "Li Na"})
+        refused = fetch(base + "/checkin", {"token": token, "senior": "S0002"})
         assert "your meal card is suspended" in flash(refused.body)
         assert len(store.list_events()) == 1
+    lines = [(a.staff_id, a.target, a.details.get("outcome")) for a in store.audit_log() if a.action == "checkin"]
+    assert lines == [(STAFF_ID, "senior:S0001", "meal"), (STAFF_ID, "senior:S0001", "repeat"),
+                     (STAFF_ID, "senior:S0002", "refused")]
+    assert store.audit_log()[-3].details["event_id"] == p["event_id"]
 
 
-def test_refused_without_a_name_or_the_token(cfg: Config, store: Store) -> None:
+def test_refused_without_a_login_or_the_token(cfg: Config, store: Store) -> None:
     with running(cfg) as (_screen, base):
         token = token_of(fetch(base + "/checkin?q=S0001").body)
-        a = fetch(base + "/checkin", {"token": token, "senior": "S0001", "by": "  "})
-        assert flash(a.body) == "Type your name first. Nothing was recorded."
-        assert fetch(base + "/checkin", {"token": "forged", "senior": "S0001", "by": "Li"}).status == 403
-        assert "No senior with id" in flash(fetch(base + "/checkin", {"token": token, "senior": "S9", "by": "Li"}).body)
-        assert store.list_events() == []
+        assert fetch(base + "/checkin", {"token": "forged", "senior": "S0001"}).status == 403
+        assert "No senior with id" in flash(fetch(base + "/checkin", {"token": token, "senior": "S9"}).body)
         assert re.search(r'<input type="hidden" name="senior" value="S0001">', fetch(base + "/checkin?q=s0001").body)
+        # nobody logged in (another browser, or after logging out): the form token alone records nothing,
+        # and neither the roster search nor today's meals are shown
+        anon = fetch(base + "/checkin", {"token": token, "senior": "S0001"}, anon=True)
+        assert anon.status == 401 and 'action="/login"' in anon.body
+        for page in ("/checkin?q=wang", "/today", "/today.csv"):
+            a = fetch(base + page, anon=True)
+            assert a.status == 401 and "Wang Fang" not in a.body and 'action="/login"' in a.body
+        assert store.list_events() == []
+        # logged out: the old cookie is worth nothing
+        assert fetch(base + "/logout", {"token": token}).status == 200
+        assert fetch(base + "/checkin", {"token": token, "senior": "S0001"}).status == 401
+        assert fetch(base + "/today").status == 401
+        assert store.list_events() == []
 
 
 def test_today_counts_the_meals_and_gives_the_cash_list(cfg: Config, store: Store) -> None:
@@ -56,8 +72,8 @@ def test_today_counts_the_meals_and_gives_the_cash_list(cfg: Config, store: Stor
     from edge.meals.checkin import manual_checkin
 
     store.add_senior(Senior("S0003", "Zhao Lei", confirm_tests.DAY.replace(year=1950), "minhang"))
-    manual_checkin(store, cfg, "S0001", "Li Na", now=at("11:20"))
-    manual_checkin(store, cfg, "S0003", "Li Na", now=at("11:30"))  # full price: hukou elsewhere
+    manual_checkin(store, cfg, "S0001", STAFF_ID, now=at("11:20"))
+    manual_checkin(store, cfg, "S0003", STAFF_ID, now=at("11:30"))  # full price: hukou elsewhere
     first = store.list_events()[0]
     store.mark_delivered(first.event_id, datetime(2026, 11, 30, 3, 21, tzinfo=UTC))
     pending(store, at("11:40"))

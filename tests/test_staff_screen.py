@@ -24,6 +24,7 @@ from urllib.parse import urlencode
 import numpy as np
 import pytest
 import test_confirm as confirm_tests
+from argon2 import PasswordHasher
 from conftest import free_port
 from test_confirm import DAY, NOT_LIVE, at, pending, write_config
 
@@ -34,6 +35,7 @@ from edge.meals.rules import Senior
 from edge.recognition.detect import Detector
 from edge.screens.staffscreen import StaffScreen
 from edge.screens.staffserver import parse_listen, serve
+from edge.security.staffauth import StaffAuth
 from edge.store import Store
 from edge.store.evidence import EvidenceKeeper, confirmation_name
 
@@ -44,15 +46,43 @@ store = confirm_tests.store
 NOW = at("11:50")
 
 
+#: the staff account the tests log in with (a cheap argon2 hash: the screen verifies it whatever its cost)
+STAFF_ID, STAFF_NAME, PIN = "w01", "Li Na", "482913"
+FAST = PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1)
+#: base URL -> the session cookie of the logged-in staff member
+COOKIES: dict[str, str] = {}
+
+
+def add_staff(store_path: Path, staff_id: str = STAFF_ID, name: str = STAFF_NAME, pin: str = PIN) -> None:
+    with Store(store_path) as s:
+        if s.get_staff(staff_id) is None:
+            StaffAuth(s, hasher=FAST).add(staff_id, name, "staff", pin)
+
+
+def login(base: str, staff_id: str = STAFF_ID, pin: str = PIN) -> Answer:
+    """What staff do at the screen: open it (the login page), type their id and PIN."""
+    page = fetch(base + "/", anon=True).body
+    a = fetch(base + "/login", {"token": token_of(page), "staff_id": staff_id, "pin": pin}, follow=False, anon=True)
+    if a.status == 303:
+        assert a.cookie is not None
+        COOKIES[base] = a.cookie.split(";")[0]
+    return a
+
+
 @contextmanager
-def running(config: Config) -> Iterator[tuple[StaffScreen, str]]:
+def running(config: Config, *, logged_in: bool = True) -> Iterator[tuple[StaffScreen, str]]:
     screen = StaffScreen(config, clock=lambda: NOW)
     server = serve(screen, "127.0.0.1", 0)
     thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
     thread.start()
+    base = server.url.rstrip("/")
     try:
-        yield screen, server.url.rstrip("/")
+        if logged_in and config.store_path.exists():
+            add_staff(config.store_path)
+            assert login(base).status == 303
+        yield screen, base
     finally:
+        COOKIES.pop(base, None)
         server.shutdown()
         server.server_close()
         thread.join(5)
@@ -81,20 +111,44 @@ class Answer:
     ctype: str
     body: str
     location: str | None
+    cookie: str | None = None
 
 
-def fetch(url: str, data: dict[str, str] | None = None, *, follow: bool = True, host: str | None = None) -> Answer:
-    """One request (a POST when `data` is given); HTTP errors are answers too."""
+def fetch(
+    url: str,
+    data: dict[str, str] | None = None,
+    *,
+    follow: bool = True,
+    host: str | None = None,
+    anon: bool = False,
+    cookie: str | None = None,
+) -> Answer:
+    """One request (a POST when `data` is given), with the logged-in staff member's cookie of that screen
+    unless `anon`; HTTP errors are answers too."""
     req = urllib.request.Request(url, data=None if data is None else urlencode(data).encode())
     if host:
         req.add_header("Host", host)
-    opener = urllib.request.build_opener() if follow else urllib.request.build_opener(_NoRedirect)
+    base = next((b for b in COOKIES if url.startswith(b + "/")), None)
+    if cookie is not None or (base is not None and not anon):
+        req.add_header("Cookie", cookie if cookie is not None else COOKIES[base or ""])
+    # the cookie must also ride along after a redirect (urllib drops headers it did not add itself)
+    opener = urllib.request.build_opener(_KeepCookie) if follow else urllib.request.build_opener(_NoRedirect)
     try:
         with opener.open(req, timeout=5) as r:
-            return Answer(r.status, r.headers["Content-Type"], r.read().decode(), r.headers["Location"])
+            h = r.headers
+            return Answer(r.status, h["Content-Type"], r.read().decode(), h["Location"], h["Set-Cookie"])
     except HTTPError as e:
         with e:
-            return Answer(e.code, e.headers["Content-Type"], e.read().decode(), e.headers["Location"])
+            h = e.headers
+            return Answer(e.code, h["Content-Type"], e.read().decode(), h["Location"], h["Set-Cookie"])
+
+
+class _KeepCookie(urllib.request.HTTPRedirectHandler):
+    def redirect_request(self, req, fp, code, msg, headers, newurl):  # type: ignore[no-untyped-def]
+        new = super().redirect_request(req, fp, code, msg, headers, newurl)
+        if new is not None and req.has_header("Cookie"):
+            new.add_header("Cookie", req.get_header("Cookie"))
+        return new
 
 
 def token_of(page: str) -> str:
@@ -103,10 +157,14 @@ def token_of(page: str) -> str:
     return m.group(1)
 
 
-def press(base: str, cid: int, action: str, by: str = "") -> tuple[int, str]:
-    """What a tap does: load the list, post that card's form, follow the redirect back to the list."""
+def press(base: str, cid: int, action: str, pin: str = "") -> tuple[int, str]:
+    """What a tap does: load the list, post that card's form (with the PIN typed on it, if any), follow the
+    redirect back to the list."""
     page = fetch(base + "/").body
-    a = fetch(f"{base}/confirm/{cid}", {"token": token_of(page), "action": action, "by": by})
+    form = {"token": token_of(page), "action": action}
+    if pin:
+        form["pin"] = pin
+    a = fetch(f"{base}/confirm/{cid}", form)
     return a.status, a.body
 
 
@@ -141,7 +199,7 @@ def test_the_list_shows_todays_candidates_oldest_first(url: str, store: Store) -
 
 def test_nothing_pending_says_so(url: str) -> None:
     a = fetch(url + "/")
-    assert a.status == 200 and "Nothing to confirm right now." in a.body and "<form" not in a.body
+    assert a.status == 200 and "Nothing to confirm right now." in a.body and "<form class=\"decide\"" not in a.body
 
 
 def test_a_removed_senior_can_only_be_rejected(url: str, store: Store) -> None:
@@ -159,7 +217,7 @@ def test_a_removed_senior_can_only_be_rejected(url: str, store: Store) -> None:
 def test_yes_records_one_staff_confirmed_meal_with_the_subsidy(url: str, store: Store) -> None:
     cid = pending(store, at("11:45"))
     page = fetch(url + "/").body
-    a = fetch(f"{url}/confirm/{cid}", {"token": token_of(page), "action": "yes", "by": "Li Na"}, follow=False)
+    a = fetch(f"{url}/confirm/{cid}", {"token": token_of(page), "action": "yes"}, follow=False)
     assert a.status == 303 and a.location is not None and a.location.startswith("/?flash=")
     [ev] = store.list_events()  # recorded before the redirect is answered
     assert (ev.senior_id, ev.meal, ev.subsidy_fen, ev.payable_fen, ev.confirmed_by) == (
@@ -168,7 +226,11 @@ def test_yes_records_one_staff_confirmed_meal_with_the_subsidy(url: str, store: 
     [out] = store.pending()  # in the outbox for the daemon's publisher
     assert json.loads(out.payload)["confirmed_by"] == "staff" and out.event_id == ev.event_id
     c = store.get_confirmation(cid)
-    assert c is not None and (c.state, c.resolved_by, c.event_id) == ("confirmed", "Li Na", ev.event_id)
+    assert c is not None and (c.state, c.resolved_by, c.event_id) == ("confirmed", STAFF_ID, ev.event_id)
+    # in the audit log under the logged-in staff member, in the same transaction as the meal
+    assert [(a.staff_id, a.action, a.target) for a in store.audit_log()][-1] == (
+        STAFF_ID, "confirm", f"confirmation:{cid}"
+    )
 
     # the redirect shows the result once; the list itself no longer has the card
     assert "please pay ¥7.00" in flash(fetch(url + a.location).body)
@@ -178,7 +240,7 @@ def test_yes_records_one_staff_confirmed_meal_with_the_subsidy(url: str, store: 
 
 def test_the_result_is_shown_on_the_list(url: str, store: Store) -> None:
     cid = pending(store, at("11:45"))
-    status, body = press(url, cid, "yes", "Li Na")
+    status, body = press(url, cid, "yes")
     assert status == 200
     assert flash(body) == "Welcome Wang Fang: lunch, please pay ¥7.00 (¥3.00 subsidy applied)"
     assert 'class="flash ok"' in body and "Nothing to confirm right now." in body
@@ -189,23 +251,27 @@ def test_no_records_nothing(url: str, store: Store) -> None:
     status, body = press(url, cid, "no")
     assert status == 200 and flash(body) == "Cancelled: Wang Fang was not checked in."
     c = store.get_confirmation(cid)
-    assert c is not None and (c.state, c.resolved_by, c.event_id) == ("rejected", "staff screen", None)
+    assert c is not None and (c.state, c.resolved_by, c.event_id) == ("rejected", STAFF_ID, None)
     assert store.list_events() == [] and store.pending() == []
 
 
 def test_a_second_post_is_already_resolved_and_pays_once(url: str, store: Store) -> None:
     cid = pending(store, at("11:45"))
     page = fetch(url + "/").body  # both taps come from the same page
-    form = {"token": token_of(page), "action": "yes", "by": "Li Na"}
+    form = {"token": token_of(page), "action": "yes"}
     assert "please pay" in flash(fetch(f"{url}/confirm/{cid}", form).body)
-    again = fetch(f"{url}/confirm/{cid}", {**form, "by": "Zhao Lei"})
-    assert again.status == 200 and flash(again.body).startswith("This was already confirmed by Li Na at ")
+    add_staff(store.path, "w02", "Zhao Lei", "918273")
+    other = fetch(f"{url}/confirm/{cid}", form, cookie=COOKIES.pop(url))  # another staff member's screen...
+    login(url, "w02", "918273")
+    again = fetch(f"{url}/confirm/{cid}", form)  # ...now logged in as w02
+    assert other.status == 200 and flash(other.body).startswith(f"This was already confirmed by {STAFF_ID} at ")
+    assert again.status == 200 and flash(again.body).startswith(f"This was already confirmed by {STAFF_ID} at ")
     assert flash(again.body).endswith("Nothing changed.")
     again = fetch(f"{url}/confirm/{cid}", {**form, "action": "no"})
-    assert "already confirmed by Li Na" in flash(again.body)
+    assert f"already confirmed by {STAFF_ID}" in flash(again.body)
     assert len(store.list_events()) == 1 and store.last_seq("kiosk-1") == 1
     c = store.get_confirmation(cid)
-    assert c is not None and (c.state, c.resolved_by) == ("confirmed", "Li Na")
+    assert c is not None and (c.state, c.resolved_by) == ("confirmed", STAFF_ID)
 
 
 def test_simultaneous_taps_pay_once(url: str, store: Store) -> None:
@@ -224,7 +290,7 @@ def test_simultaneous_taps_pay_once(url: str, store: Store) -> None:
     for t in taps:
         t.join(10)
     assert sum("please pay" in r for r in results) == 1
-    assert sum("already confirmed by this screen" in r for r in results) == 3
+    assert sum(f"already confirmed by {STAFF_ID}" in r for r in results) == 3
     assert len(store.list_events()) == 1
 
 
@@ -245,73 +311,83 @@ def card(page: str, cid: int) -> str:
     return m.group(0)
 
 
-NEEDS_NAME = "A staff member must check this one: type your name."
+NEEDS_PIN = "A staff member must check this one: enter your PIN."
 
 
-def test_a_suspected_photo_has_a_required_staff_name_field(url: str, store: Store) -> None:
+def test_a_suspected_photo_asks_for_the_staff_members_pin_again(url: str, store: Store) -> None:
     live = pending(store, at("11:45"), reasons=NOT_LIVE)
     plain = pending(store, at("11:46"))
     page = fetch(url + "/").body
     c = card(page, live)
     assert c.startswith(f'<li class="card need" id="c{live}">')
     assert "The camera could not tell a real face from a photo or a phone screen held up to it." in c
-    assert "must look at the person and type their own name before confirming" in c
-    # its own field, required, never filled in by the page; "Not this person" needs no name
-    assert re.search(r'Staff name \(required\)<input class="need" type="text" name="by" required maxlength="60" '
-                     r'autocomplete="off"></label>', c)
-    assert 'type="hidden" name="by"' not in c and "value=" not in c.split('name="by"')[1].split(">")[0]
+    assert "must look at the person and enter their own PIN again before confirming" in c
+    # its own field, a password, required, never filled in by the page; "Not this person" needs none
+    assert re.search(r'Your PIN \(required\)<input class="need" type="password" name="pin" required '
+                     r'maxlength="128" autocomplete="off"></label>', c)
+    assert "value=" not in c.split('name="pin"')[1].split(">")[0]
     assert "Confirm: this is Wang Fang" in c and '<button class="no" name="action" value="no" formnovalidate>' in c
-    # an ordinary card keeps the optional name from the field at the top
+    # an ordinary card: the login is enough
     c = card(page, plain)
-    assert c.startswith(f'<li class="card" id="c{plain}">') and '<input type="hidden" name="by" value="">' in c
+    assert c.startswith(f'<li class="card" id="c{plain}">') and 'name="pin"' not in c
     assert "required" not in c and "formnovalidate" not in c
-    assert "Staff name (optional)" in page
-    # without JavaScript the page gives time to type the name before it reloads (else every 5 s)
+    # without JavaScript the page gives time to type the PIN before it reloads (else every 5 s)
     assert '<meta http-equiv="refresh" content="30;url=/">' in page and 'data-refresh="5"' in page
-    store.resolve_confirmation(live, "rejected", "Li Na")
+    store.resolve_confirmation(live, "rejected", STAFF_ID)
     assert '<meta http-equiv="refresh" content="5;url=/">' in fetch(url + "/").body
 
 
-def test_yes_without_a_name_is_refused_for_a_suspected_photo(url: str, store: Store) -> None:
+def test_yes_without_the_right_pin_is_refused_for_a_suspected_photo(url: str, store: Store) -> None:
+    """A logged-in screen alone, a typed name, or somebody else's PIN: refused, nothing changed."""
+    add_staff(store.path, "w02", "Zhao Lei", "918273")
     cid = pending(store, at("11:45"), reasons=NOT_LIVE)
     page = fetch(url + "/").body
-    for by in ("", "   ", "\t"):
-        a = fetch(f"{url}/confirm/{cid}", {"token": token_of(page), "action": "yes", "by": by}, follow=False)
+    for extra, says in (({}, NEEDS_PIN), ({"pin": ""}, NEEDS_PIN), ({"by": "Li Na"}, NEEDS_PIN),
+                        ({"pin": "111111"}, "Wrong PIN: nothing was done."),
+                        ({"pin": "918273"}, "Wrong PIN: nothing was done.")):
+        form = {"token": token_of(page), "action": "yes", **extra}
+        a = fetch(f"{url}/confirm/{cid}", form, follow=False)
         assert a.status == 303 and a.location is not None
         body = fetch(url + a.location).body
-        assert flash(body) == NEEDS_NAME and 'class="flash warn"' in body
-        assert f'id="c{cid}"' in body  # still on the list, with its name field
+        assert flash(body) == says and 'class="flash warn"' in body, extra
+        assert f'id="c{cid}"' in body  # still on the list, with its PIN field
     c = store.get_confirmation(cid)
     assert c is not None and (c.state, c.resolved_by, c.event_id) == ("pending", None, None)
     assert store.list_events() == [] and store.pending() == [] and store.last_seq("kiosk-1") == 0
+    # the wrong PINs count towards the lockout of the logged-in account, and are audited
+    acct = store.get_staff(STAFF_ID)
+    assert acct is not None and acct.failures == 2
+    assert [a.action for a in store.audit_log()][-2:] == ["login_failed", "login_failed"]
 
 
-def test_yes_with_a_name_records_the_meal_and_who_checked(url: str, store: Store) -> None:
+def test_yes_with_the_pin_records_the_meal_and_who_checked(url: str, store: Store) -> None:
     cid = pending(store, at("11:45"), reasons=NOT_LIVE)
-    status, body = press(url, cid, "yes", " Li Na ")
+    status, body = press(url, cid, "yes", PIN)
     assert status == 200
     assert flash(body) == "Welcome Wang Fang: lunch, please pay ¥7.00 (¥3.00 subsidy applied)"
     [ev] = store.list_events()
     assert (ev.senior_id, ev.meal, ev.subsidy_fen, ev.confirmed_by) == ("S0001", "lunch", 300, "staff")
     c = store.get_confirmation(cid)
-    assert c is not None and (c.state, c.resolved_by, c.event_id) == ("confirmed", "Li Na", ev.event_id)
+    assert c is not None and (c.state, c.resolved_by, c.event_id) == ("confirmed", STAFF_ID, ev.event_id)
+    line = store.audit_log()[-1]
+    assert (line.staff_id, line.action, line.details["staff_checked"]) == (STAFF_ID, "confirm", True)
 
 
-def test_not_this_person_needs_no_name_for_a_suspected_photo(url: str, store: Store) -> None:
+def test_not_this_person_needs_no_pin_for_a_suspected_photo(url: str, store: Store) -> None:
     cid = pending(store, at("11:45"), reasons=NOT_LIVE)
     status, body = press(url, cid, "no")
     assert status == 200 and flash(body) == "Cancelled: Wang Fang was not checked in."
     c = store.get_confirmation(cid)
-    assert c is not None and (c.state, c.resolved_by) == ("rejected", "staff screen")
+    assert c is not None and (c.state, c.resolved_by) == ("rejected", STAFF_ID)
     assert store.list_events() == []
 
 
-def test_an_already_resolved_suspected_photo_says_so_rather_than_asking_for_a_name(url: str, store: Store) -> None:
+def test_an_already_resolved_suspected_photo_says_so_rather_than_asking_for_a_pin(url: str, store: Store) -> None:
     cid = pending(store, at("11:45"), reasons=NOT_LIVE)
     token = token_of(fetch(url + "/").body)
-    assert "please pay" in flash(fetch(f"{url}/confirm/{cid}", {"token": token, "action": "yes", "by": "Li Na"}).body)
+    assert "please pay" in flash(fetch(f"{url}/confirm/{cid}", {"token": token, "action": "yes", "pin": PIN}).body)
     again = fetch(f"{url}/confirm/{cid}", {"token": token, "action": "yes"})
-    assert flash(again.body).startswith("This was already confirmed by Li Na at ")
+    assert flash(again.body).startswith(f"This was already confirmed by {STAFF_ID} at ")
     assert len(store.list_events()) == 1
 
 
@@ -319,9 +395,9 @@ def test_the_refusal_speaks_the_centres_language(zh_cfg: Config, store: Store) -
     cid = pending(store, at("11:45"), reasons=NOT_LIVE)
     with running(zh_cfg) as (_screen, base):
         page = fetch(base + "/").body
-        assert "工作人员姓名（必填）" in card(page, cid) and "举在镜头前的照片或手机画面" in card(page, cid)
+        assert "您的密码（必填）" in card(page, cid) and "举在镜头前的照片或手机画面" in card(page, cid)
         _, body = press(base, cid, "yes")
-        assert flash(body) == "这一条需要工作人员核实：请填写您的姓名。"
+        assert flash(body) == "这一条需要工作人员核实：请输入您的密码。"
     c = store.get_confirmation(cid)
     assert c is not None and c.state == "pending" and store.list_events() == []
 
@@ -423,6 +499,9 @@ def get(url: str, *, host: str | None = None, method: str = "GET") -> tuple[int,
     req = urllib.request.Request(url, method=method)
     if host:
         req.add_header("Host", host)
+    base = next((b for b in COOKIES if url.startswith(b + "/")), None)
+    if base is not None:
+        req.add_header("Cookie", COOKIES[base])
     try:
         with urllib.request.urlopen(req, timeout=5) as r:
             return r.status, r.headers, r.read()
@@ -479,7 +558,7 @@ def test_only_a_listed_confirmations_snapshot_is_served(url: str, cfg: Config, s
     for cid in (other_kiosk, earlier):
         assert get(f"{url}/snapshot/{cid}.jpg")[0] == 404
 
-    assert "please pay" in flash(press(url, confirmed, "yes", "Li Na")[1])
+    assert "please pay" in flash(press(url, confirmed, "yes")[1])
     assert flash(press(url, rejected, "no")[1]) == "Cancelled: Wang Fang was not checked in."
     for cid in (confirmed, rejected):
         status, headers, body = get(f"{url}/snapshot/{cid}.jpg")
@@ -547,13 +626,13 @@ def test_the_page_speaks_the_centres_language(zh_cfg: Config, store: Store) -> N
         assert "确认：是 Wang Fang 本人" in page and "不是本人" in page
         assert "11:45 签到" in page and "与另一位登记老人长得很像" in page
         assert json.loads(fetch(base + "/api/pending").body)[0]["reason_text"] == ["与另一位登记老人长得很像"]
-        _, body = press(base, cid, "yes", "李娜")
+        _, body = press(base, cid, "yes")
         assert flash(body) == "Wang Fang，您好！午餐签到成功，请付 ¥7.00（已补贴 ¥3.00）"
         assert "目前没有需要确认的签到。" in body
         again = fetch(f"{base}/confirm/{cid}", {"token": screen.token, "action": "no"})
-        assert flash(again.body).startswith("这一条已由 李娜 在 ")
+        assert flash(again.body).startswith(f"这一条已由 {STAFF_ID} 在 ")
     c = store.get_confirmation(cid)
-    assert c is not None and c.resolved_by == "李娜"
+    assert c is not None and c.resolved_by == STAFF_ID
 
 
 # -- the store is not there ------------------------------------------------------------------------------
@@ -575,6 +654,8 @@ def test_store_unavailable_is_a_503_page_that_says_what_to_do(cfg: Config) -> No
         with Store(cfg.store_path) as s:  # the daemon creates it: the screen recovers by itself
             s.add_senior(Senior("S0001", "Wang Fang", date(1950, 2, 28), "xuhui"))
             pending(s, at("11:45"))
+        add_staff(cfg.store_path)
+        assert login(base).status == 303
         assert "Wang Fang" in fetch(base + "/").body
 
 

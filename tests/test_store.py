@@ -88,10 +88,10 @@ def test_pragmas_are_set_on_every_connection(store: Store) -> None:
 def test_new_store_is_at_the_latest_version_and_reopens_without_migrating(tmp_path: Path) -> None:
     path = tmp_path / "deep" / "folder" / "s.sqlite"
     with Store(path) as s:
-        assert s.schema_version == len(migrations.MIGRATIONS) == 3
+        assert s.schema_version == len(migrations.MIGRATIONS) == 4
         s.add_senior(senior())
     with Store(path) as s:
-        assert [v for v, _ in s.versions()] == [1, 2, 3]
+        assert [v for v, _ in s.versions()] == [1, 2, 3, 4]
         assert s.get_senior("S0001") == senior()
 
 
@@ -161,7 +161,8 @@ def test_a_newer_database_is_refused_and_left_alone(tmp_path: Path) -> None:
     con.close()
     before = hashlib.sha256(path.read_bytes()).hexdigest()
     with pytest.raises(
-        StoreError, match=r"schema version 7, newer than this meal-edge understands \(up to 3\)"
+        StoreError,
+        match=rf"schema version 7, newer than this meal-edge understands \(up to {len(migrations.MIGRATIONS)}\)",
     ):
         Store(path)
     assert hashlib.sha256(path.read_bytes()).hexdigest() == before
@@ -402,8 +403,18 @@ def test_removal_erases_templates_from_the_file(tmp_path: Path) -> None:
         s.add_templates("S0002", [TemplateIn(keep, "m1", 0.9, "li.jpg")])
         s.record_meal(meal("S0001"), TOPIC)
         raw = _file_bytes(path)
-        # the test can fail: the bytes are there before removal
-        assert b"TPL-SECRET-ZHANG" in raw and b"PHOTO-SECRET-ZHANG" in raw and b"Zhang SecretName" in raw
+        # templates and photos are sealed (AES-GCM): their plaintext is never in the file...
+        assert b"TPL-SECRET-ZHANG" not in raw and b"PHOTO-SECRET-ZHANG" not in raw and b"TPL-KEEP-LI-WEI" not in raw
+        # ...but their ciphertext is, and so is the name (the test can fail: the bytes are there before removal)
+        with sqlite3.connect(path) as con:
+            q = "SELECT embedding, photo FROM face_templates WHERE senior_id='S0001'"
+            sealed = [bytes(blob) for row in con.execute(q) for blob in row]
+        con.close()
+        # (the first 200 bytes: a sealed photo spills over several pages)
+        assert len(sealed) == 4 and all(len(c) > 500 and c[:200] in raw for c in sealed)
+        assert b"Zhang SecretName" in raw
+        assert [sid for sid, e in s.templates()] == ["S0001", "S0001", "S0002"]
+        assert np.array_equal(s.templates()[0][1], secret)  # and they decrypt to what was stored
 
         report = s.remove_senior("S0001")
         assert (report.senior_id, report.name, report.templates_erased, report.photos_erased) == (
@@ -417,7 +428,10 @@ def test_removal_erases_templates_from_the_file(tmp_path: Path) -> None:
         assert b"TPL-SECRET-ZHANG" not in raw
         assert b"PHOTO-SECRET-ZHANG" not in raw
         assert b"Zhang SecretName" not in raw
-        assert b"TPL-KEEP-LI-WEI" in raw  # the other senior is untouched
+        # nothing of the sealed records either: not even the ciphertext can be found (and decrypted with the key)
+        for c in sealed:
+            assert c[:200] not in raw and c[1:13] not in raw  # not the record, nor its nonce
+        assert np.array_equal(s.templates()[0][1], keep)  # the other senior is untouched
         assert s.get_senior("S0001") is None and s.template_count("S0001") == 0
         assert [sid for sid, _ in s.templates()] == ["S0002"]
         # the meal event stays for audit and settlement

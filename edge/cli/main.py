@@ -7,13 +7,16 @@ import json
 import logging
 import os
 import shutil
+import signal
 import sqlite3
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
+from types import FrameType
 from typing import TYPE_CHECKING
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -26,6 +29,7 @@ from edge.meals.feedback import Decision
 from edge.modelbuild import ModelError
 from edge.recognition.capture import SourceError
 from edge.recognition.decide import CalibrationError
+from edge.security.guards import StoreInUse, StoreLock
 from edge.security.signing import KeyFileError
 from edge.store import Store, StoreError
 from edge.store.kioskstate import KioskStateWriter, state_path
@@ -72,12 +76,38 @@ def run_feedback(
             waiter.watch(d.confirmation_id, d.senior_id)
         if state is not None:  # today's unknown faces and refusals, for the staff screen
             state.seen(d.kind, d.decided_at.date(), d.decided_at)
-        print(f"[{d.decided_at:%H:%M:%S}] {d.kind.upper():8} {d.name or '-'}: {d.message}", flush=True)
+        # stdout goes to the journal: senior ids only, never a name (the message names the senior too)
+        why = f" ({', '.join(d.reasons)})" if d.reasons else ""
+        print(f"[{d.decided_at:%H:%M:%S}] {d.kind.upper():8} {d.senior_id or '-'} {d.meal or ''}{why}", flush=True)
 
     return show
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    cfg = need_config(args.config)
+    # a stop asked for while the models load (systemctl stop during start) ends the run cleanly, lock released
+    stop = threading.Event()
+
+    def _early_stop(signum: int, _frame: FrameType | None) -> None:
+        log.warning("signal %d while starting: stopping", signum)
+        stop.set()
+
+    signal.signal(signal.SIGTERM, _early_stop)
+    signal.signal(signal.SIGINT, _early_stop)
+    # one daemon per store, before the camera or the broker is touched: a second `run` would fight the first
+    # over the MQTT client id, the camera and the sequence numbers
+    try:
+        lock = StoreLock(cfg.store_path).acquire()
+    except StoreInUse as e:
+        print(f"error: {e}", file=sys.stderr)
+        return EXIT_FAIL
+    try:
+        return _run_locked(cfg, stop)
+    finally:
+        lock.release()
+
+
+def _run_locked(cfg: Config, stop: threading.Event) -> int:
     from edge.cli.keys import kiosk_key
     from edge.cli.sdnotify import notify, watchdog_interval
     from edge.cli.stopping import Stopper, StopRequested
@@ -85,10 +115,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     from edge.recognition.capture import open_camera
     from edge.screens.display import Display
 
-    cfg = need_config(args.config)
     signing_key = kiosk_key(cfg)  # KeyFileError (exit 1, says `meal-edge keys init`) before anything starts
     stopper = Stopper()
     stopper.install()  # before anything slow: a SIGTERM during start-up stops it too
+    if stop.is_set():  # a signal that came while the store lock was taken
+        return EXIT_OK
     log.info("starting: loading the models (SIGTERM stops at any time)")
     try:
         source = open_camera(
@@ -107,6 +138,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     except StopRequested:
         log.warning("stopped while starting")
         return EXIT_OK
+    except StoreError as e:  # e.g. the store failed its integrity check, or its template key is missing
+        source.close()
+        print(f"error: {e}", file=sys.stderr)
+        return EXIT_FAIL
     tz = cfg.centre.tz
     publisher = Publisher(parts.store, cfg.mqtt_link, cfg.centre) if cfg.mqtt.enabled else None
 
@@ -316,7 +351,7 @@ def cmd_evidence(args: argparse.Namespace) -> int:
 
     cfg = need_config(args.config)
     keeper = EvidenceKeeper(cfg.evidence_dir, cfg.evidence.retention_days)
-    store = Store(cfg.store_path) if cfg.store_path.exists() else None
+    store = Store(cfg.store_path, key_file=cfg.template_key_path) if cfg.store_path.exists() else None
     missing: list[str] = []
     try:
         for ident in args.ids:
@@ -381,7 +416,7 @@ def cmd_check_config(args: argparse.Namespace) -> int:
         print(f"WARNING: {w}", file=sys.stderr)
     if cfg.store_path.exists():
         try:
-            with Store(cfg.store_path) as store:
+            with Store(cfg.store_path, key_file=cfg.template_key_path) as store:
                 others = store.seniors_only_in_other_models(model_id)
         except StoreError as e:
             print(f"error: {e}", file=sys.stderr)
@@ -459,13 +494,14 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_default_config)
 
     # the tools register their own sub-commands (their heavy imports are deferred to when they run)
+    from edge.cli import audit as audit_cli
     from edge.cli import checkin, keys
     from edge.cli import models as models_cli
     from edge.lab import calibrate, evaluate, liveness_eval
     from edge.meals import confirm
     from edge.screens import staffserver
 
-    for tool in (keys, confirm, checkin, staffserver, evaluate, calibrate, models_cli, liveness_eval):
+    for tool in (keys, confirm, checkin, staffserver, audit_cli, evaluate, calibrate, models_cli, liveness_eval):
         tool.add_parser(sub)
     every_command_takes_config(sub)
     return p

@@ -376,7 +376,11 @@ def main(argv: list[str] | None = None) -> int:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     try:
         cfg = load_config(args.config)
-        store = Store(Path(args.store) if args.store else cfg.store_path, keep_photos=cfg.store.keep_photos)
+        store = Store(
+            Path(args.store) if args.store else cfg.store_path,
+            keep_photos=cfg.store.keep_photos,
+            key_file=cfg.template_key_path,
+        )
     except (ConfigError, StoreError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

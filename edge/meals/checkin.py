@@ -1,11 +1,13 @@
-"""Manual check-in: staff record a meal for a chosen senior (`meal-edge checkin ID --by NAME`, staff screen).
+"""Manual check-in: staff record a meal for a chosen senior (`meal-edge checkin ID --by STAFF_ID`, staff screen).
 
 About 1 to 2 in 100 seniors are not recognised on a given day (docs/accuracy.md) and are told "please see
 staff". Staff then pick the senior and check them in by hand. The meal goes through exactly what the kiosk
 uses: the same rules (`decide_meal`, as of now), the same store transaction (one meal per senior, meal and
 day; the kiosk's sequence and the outbox), so the running daemon's publisher sends it like any other. The
-event says `check_in: "manual"` and who did it (`staff_id`: the logged-in staff account, or until logins
-exist the typed name), so the district can tell hand-recorded meals from face check-ins.
+event says `check_in: "manual"` and who did it (`staff_id`: the staff account logged in on the staff screen,
+or whose PIN the command was given), so the district can tell hand-recorded meals from face check-ins. Every
+manual check-in leaves a "checkin" line in the audit log under that staff id (a recorded meal in the same
+transaction as the meal: none without the other).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from edge.delivery.events import MealEvent, event_topic, new_event_id
 from edge.meals.feedback import message, reasons_text
 from edge.meals.rules import decide_meal
 from edge.store import AlreadyServed, Store, StoreError
+from edge.store.auditlog import AuditEntry
 
 MAX_STAFF_ID = 60
 
@@ -48,14 +51,20 @@ def _fen(v: int) -> str:
     return f"{v // 100}.{v % 100:02d}"
 
 
+def _audit(by: str, senior_id: str, **details: object) -> AuditEntry:
+    """The audit line of a manual check-in: ids and the outcome, never the senior's name."""
+    return AuditEntry(by, "checkin", f"senior:{senior_id}", details)
+
+
 def manual_checkin(store: Store, cfg: Config, senior_id: str, by: str, *, now: datetime | None = None) -> CheckinResult:
-    """Record a meal for `senior_id` now, by staff member `by`. A meal already had, a suspended senior or a
-    time outside the meal windows records nothing and says so; so does a store failure (nothing half-written)."""
+    """Record a meal for `senior_id` now, by staff member `by` (a staff id the caller authenticated). A meal
+    already had, a suspended senior or a time outside the meal windows records nothing and says so (audited
+    too); so does a store failure (nothing half-written)."""
     c = cfg.centre
     tz = c.tz
     by = "".join(ch for ch in by if ch.isprintable()).strip()[:MAX_STAFF_ID]
     if not by:
-        return CheckinResult(False, "no_name", "say who checks the senior in (--by NAME)", senior_id)
+        return CheckinResult(False, "no_name", "say who checks the senior in (--by STAFF_ID)", senior_id)
     senior = store.get_senior(senior_id)
     if senior is None:
         return CheckinResult(False, "not_found", f"no senior with id {senior_id!r} on this kiosk's roster", senior_id)
@@ -66,6 +75,10 @@ def manual_checkin(store: Store, cfg: Config, senior_id: str, by: str, *, now: d
     common = dict(senior_id=senior.senior_id, name=senior.name, meal=r.meal, reasons=r.reasons)
     if r.kind != "meal":
         why = reasons_text(r.reasons, "en") or r.kind
+        try:
+            store.audit(_audit(by, senior.senior_id, outcome=r.kind, reasons=list(r.reasons)))
+        except StoreError as e:
+            return CheckinResult(False, "store_failed", f"{e}; nothing was recorded", senior.senior_id, senior.name)
         return CheckinResult(
             True, r.kind, f"no meal recorded for {who}: {why}", says=message(r.kind, r.reasons, lang=c.language),
             **common,  # type: ignore[arg-type]
@@ -91,7 +104,8 @@ def manual_checkin(store: Store, cfg: Config, senior_id: str, by: str, *, now: d
     )
     topic = event_topic(cfg.mqtt.topic_prefix, c.district, c.id, c.kiosk_id)
     try:
-        stored = store.record_meal(event, topic)
+        audit = _audit(by, senior.senior_id, outcome="meal", event_id=event.event_id, meal=event.meal)
+        stored = store.record_meal(event, topic, audit=audit)
     except AlreadyServed:
         # recorded meanwhile by the kiosk or another staff member: the rules now say repeat
         return manual_checkin(store, cfg, senior_id, by, now=now)

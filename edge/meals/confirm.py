@@ -13,10 +13,14 @@ store. Staff then accept or reject it:
   Only confirmations of today's local date can be accepted: no subsidy is ever back-dated.
 - **reject** (`--no`): resolved as rejected; nothing is recorded.
 
-Who resolved it (`--by`) is kept in the local store, not published (the event says only "staff"). The
-command always needs `--by`. The staff screen (edge.screens.staffscreen) may leave the name out, except to accept a
-confirmation whose liveness was not confirmed (`needs_named_staff`): the person at the kiosk may be holding
-up a photo or a phone, so a staff member must look and put their name to it.
+Who resolved it is a staff account (edge.security.staffauth), kept in the local store with an audit line
+in the same transaction, not published (the event says only "staff"). `meal-edge confirm ID --by STAFF_ID`
+asks for that staff member's PIN (a prompt, or the first line of `--pin-file FILE`, `-` for standard input;
+never an argument) and refuses without the right one; the staff screen needs a login. A confirmation whose
+liveness was not confirmed (`needs_named_staff`: the person at the kiosk may be holding up a photo or a
+phone) is accepted only with `staff_checked`: the staff member gave their PIN for this very confirmation
+(the command always does; the screen asks for it again on that card), so a screen left logged in is not
+enough.
 """
 
 from __future__ import annotations
@@ -31,7 +35,9 @@ from edge.config import Config, need_config
 from edge.delivery.events import MealEvent, event_topic, new_event_id
 from edge.meals import feedback
 from edge.meals.rules import decide_meal
+from edge.security.staffauth import STAFF_ID, AccountError, AuthError, StaffAuth, read_secret
 from edge.store import AlreadyServed, Confirmation, Store, StoreError
+from edge.store.auditlog import AuditEntry
 
 EXIT_OK, EXIT_REFUSED, EXIT_USAGE = 0, 1, 2
 
@@ -50,7 +56,7 @@ def open_store(cfg: Config) -> Store:
     path = cfg.store_path
     if not path.exists():
         raise StoreNotFound(f"store {path} not found (is this the daemon's config?)")
-    return Store(path)
+    return Store(path, key_file=cfg.template_key_path)
 
 
 def needs_named_staff(c: Confirmation) -> bool:
@@ -87,6 +93,13 @@ def _refused(cid: int, kind: str, message: str, c: Confirmation | None = None) -
     return ConfirmResult(False, cid, kind, message, senior_id=None if c is None else c.senior_id)
 
 
+def _audit(by: str, action: str, c: Confirmation, **details: object) -> AuditEntry:
+    """The audit line of a resolution: ids and the outcome, never the senior's name."""
+    return AuditEntry(
+        by, action, f"confirmation:{c.id}", {"senior_id": c.senior_id, "reasons": list(c.reasons), **details}
+    )
+
+
 def _fen(v: int) -> str:
     return f"{v // 100}.{v % 100:02d}"
 
@@ -99,14 +112,14 @@ def confirm(
     by: str,
     *,
     now: datetime | None = None,
-    anonymous_as: str | None = None,
+    staff_checked: bool = False,
 ) -> ConfirmResult:
     """Accept or reject one pending confirmation. `now` (aware; default: the wall clock) only decides
     which local date is "today"; the rules use the kiosk's original decision time.
 
-    `by` names who resolves it. A blank `by` is refused (`no_name`), unless `anonymous_as` is given (the
-    staff screen): then that is recorded instead, except when accepting a confirmation that
-    `needs_named_staff`, which is refused (`needs_staff_name`) and changes nothing."""
+    `by` is the staff id of whoever resolves it, authenticated by the caller; blank is refused (`no_name`).
+    Accepting a confirmation that `needs_named_staff` also needs `staff_checked` (that staff member's PIN
+    was given for this confirmation), else it is refused (`needs_staff_name`) and changes nothing."""
     tz = cfg.centre.tz
     lang = cfg.centre.language
     c = store.get_confirmation(confirmation_id)
@@ -121,22 +134,22 @@ def confirm(
             c,
         )
     by = by.strip()
-    if not by and anonymous_as is not None:
-        if accept and needs_named_staff(c):
-            return _refused(
-                confirmation_id,
-                "needs_staff_name",
-                f"confirmation {confirmation_id}: liveness was not confirmed (maybe a photo or a phone screen "
-                "held up to the camera), so a staff member must check the person and give their name",
-                c,
-            )
-        by = anonymous_as.strip()
     if not by:
-        return _refused(confirmation_id, "no_name", "say who you are with --by NAME", c)
+        return _refused(confirmation_id, "no_name", "say who you are with --by STAFF_ID", c)
+    if accept and needs_named_staff(c) and not staff_checked:
+        return _refused(
+            confirmation_id,
+            "needs_staff_name",
+            f"confirmation {confirmation_id}: liveness was not confirmed (maybe a photo or a phone screen "
+            "held up to the camera), so a staff member must check the person and enter their own PIN for it",
+            c,
+        )
 
     if not accept:
         try:
-            store.resolve_confirmation(confirmation_id, "rejected", by)
+            store.resolve_confirmation(
+                confirmation_id, "rejected", by, audit=_audit(by, "reject", c, staff_checked=staff_checked)
+            )
         except StoreError as e:
             return _refused(confirmation_id, "store_failed", str(e), c)
         return ConfirmResult(
@@ -172,7 +185,10 @@ def confirm(
     who = f"{senior.name} ({senior.senior_id})"
     if r.kind != "meal":
         try:
-            store.resolve_confirmation(confirmation_id, "confirmed", by)
+            store.resolve_confirmation(
+                confirmation_id, "confirmed", by,
+                audit=_audit(by, "confirm", c, outcome=r.kind, staff_checked=staff_checked),
+            )
         except StoreError as e:
             return _refused(confirmation_id, "store_failed", str(e), c)
         why = feedback.reasons_text(r.reasons, "en") or r.kind
@@ -215,10 +231,16 @@ def confirm(
     )
     topic = event_topic(cfg.mqtt.topic_prefix, c_cfg.district, c_cfg.id, c.kiosk_id)
     try:
-        stored = store.record_confirmed_meal(confirmation_id, by, event, topic)
+        stored = store.record_confirmed_meal(
+            confirmation_id, by, event, topic,
+            audit=_audit(
+                by, "confirm", c, outcome="meal", event_id=event.event_id, subsidy_fen=r.subsidy_fen,
+                staff_checked=staff_checked,
+            ),
+        )
     except AlreadyServed:
         # served by the kiosk between our read and our write: a repeat after all
-        return confirm(store, cfg, confirmation_id, accept, by, now=now, anonymous_as=anonymous_as)
+        return confirm(store, cfg, confirmation_id, accept, by, now=now, staff_checked=staff_checked)
     except StoreError as e:
         return _refused(confirmation_id, "store_failed", f"{e}; nothing was recorded", c)
     subsidy = f" (subsidy {_fen(r.subsidy_fen)})" if r.subsidy_fen else f" ({feedback.reasons_text(r.reasons, 'en')})"
@@ -269,8 +291,8 @@ def list_pending(store: Store, cfg: Config, out: TextIO, *, now: datetime | None
             file=out,
         )
     print(
-        f"{len(pending)} pending. Accept: meal-edge confirm ID --yes --by NAME; "
-        "reject: meal-edge confirm ID --no --by NAME",
+        f"{len(pending)} pending. Accept: meal-edge confirm ID --yes --by STAFF_ID; "
+        "reject: meal-edge confirm ID --no --by STAFF_ID (each asks for your PIN)",
         file=out,
     )
     return EXIT_OK
@@ -279,6 +301,8 @@ def list_pending(store: Store, cfg: Config, out: TextIO, *, now: datetime | None
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "confirm",
+        # no abbreviations: `--pin 1234` must be an error, not the file name of --pin-file
+        allow_abbrev=False,
         help="list pending staff confirmations, or accept (--yes) / reject (--no) one",
         description="Without ID: list pending confirmations. With ID: accept it (--yes: the meal is recorded "
         "as the kiosk would have recorded it then) or reject it (--no). Exit 0 done, 1 refused.",
@@ -287,8 +311,31 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     g = p.add_mutually_exclusive_group()
     g.add_argument("--yes", dest="accept", action="store_true", default=None, help="it is this senior: accept")
     g.add_argument("--no", dest="accept", action="store_false", help="it is not this senior: reject")
-    p.add_argument("--by", metavar="NAME", help="who confirms (kept in the local store)")
+    p.add_argument(
+        "--by", metavar="STAFF_ID", help="your staff id (`meal-enroll staff list`); your PIN is asked for"
+    )
+    p.add_argument(
+        "--pin-file",
+        metavar="FILE",
+        help="read the PIN from the first line of FILE ('-': standard input) instead of a prompt",
+    )
     p.set_defaults(func=run, parser=p)
+
+
+def staff_by_pin(store: Store, by: str, pin_file: str | None, target: str, via: str) -> str | None:
+    """The staff id `by` once its PIN is given (a prompt, or the first line of `pin_file`), for a command
+    that acts as a staff member; None when refused: said on stderr, and a wrong PIN is audited (and counts
+    towards the lockout)."""
+    staff_id = by.strip()
+    try:
+        secret = read_secret(pin_file, f"PIN of {staff_id}: ")
+        return StaffAuth(store).authenticate(staff_id, secret).staff_id
+    except (AuthError, AccountError) as e:
+        if isinstance(e, AuthError):
+            who = staff_id if STAFF_ID.match(staff_id) else "?"
+            store.audit(AuditEntry(who, "login_failed", target, {"via": via}))
+        print(f"refused: {e}; nothing changed", file=sys.stderr)
+        return None
 
 
 def run(args: argparse.Namespace, out: TextIO | None = None) -> int:
@@ -296,7 +343,7 @@ def run(args: argparse.Namespace, out: TextIO | None = None) -> int:
     if args.id is None and (args.accept is not None or args.by):
         args.parser.error("--yes, --no and --by need a confirmation ID")
     if args.id is not None and (args.accept is None or not (args.by or "").strip()):
-        args.parser.error("confirm ID needs --yes or --no, and --by NAME")
+        args.parser.error("confirm ID needs --yes or --no, and --by STAFF_ID")
     cfg = need_config(args.config)
     try:
         store = open_store(cfg)
@@ -306,7 +353,11 @@ def run(args: argparse.Namespace, out: TextIO | None = None) -> int:
     try:
         if args.id is None:
             return list_pending(store, cfg, out)
-        result = confirm(store, cfg, args.id, bool(args.accept), args.by)
+        staff_id = staff_by_pin(store, args.by, args.pin_file, f"confirmation:{args.id}", "confirm")
+        if staff_id is None:
+            return EXIT_REFUSED
+        # the PIN was given for this confirmation: enough for a suspected photo too (staff_checked)
+        result = confirm(store, cfg, args.id, bool(args.accept), staff_id, staff_checked=True)
     finally:
         store.close()
     if not result.ok:

@@ -26,6 +26,8 @@ import numpy as np
 
 from edge.modelbuild.modelfiles import SHAPE_PREDICTOR_5_DAT
 from edge.recognition.embed.base import CHIP_PADDING, CHIP_SIZE
+from edge.security.guards import MAX_PIXELS as MAX_PHOTO_PIXELS
+from edge.security.guards import ImageTooLarge, UnknownImage, check_pixels
 
 log = logging.getLogger(__name__)
 
@@ -132,6 +134,17 @@ def decode_image(data: bytes, label: str) -> np.ndarray:
     """Encoded photo -> uint8 RGB, upright. ImageError with a reason staff can act on."""
     if not data:
         raise ImageError(f"{label}: file is empty: copy the photo again")
+    # The size from the header, before any decoding: a small file can announce a huge picture (a 1 MB PNG
+    # of 20000x20000 would take 1.2 GB to decode). A format Pillow cannot identify cannot be sized first,
+    # so it is not decoded at all.
+    try:
+        check_pixels(data, label, MAX_PHOTO_PIXELS)
+    except ImageTooLarge as e:
+        raise ImageError(str(e)) from None
+    except UnknownImage:
+        raise ImageError(
+            f"{label}: not a readable image (corrupt, or a format such as HEIC or PDF): save it as JPEG or PNG"
+        ) from None
     # IMREAD_COLOR applies the EXIF orientation: phone photos taken upright are often stored sideways.
     bgr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
     if _is_truncated(data):

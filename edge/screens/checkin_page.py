@@ -3,8 +3,9 @@
 When the kiosk says "please see staff" (not recognised, or staff said "not this person"), staff find the
 senior by name, pinyin initials ("wf" for 王芳), id or meal-card number (edge/meals/search.py) and press
 "check in": the meal is recorded by edge.meals.checkin.manual_checkin, through the kiosk's rules, store and
-outbox, with the staff member's name as the event's staff_id. This module holds the page's words and HTML;
-edge.screens.staffscreen serves it behind the same Host check and form token as the confirmation buttons.
+outbox, with the logged-in staff member's id as the event's staff_id (and in the audit log). This module holds
+the page's words and HTML; edge.screens.staffserver serves it behind the same login, Host check and form token
+as the confirmation buttons.
 """
 
 from __future__ import annotations
@@ -22,7 +23,6 @@ _W: dict[str, dict[Language, str]] = {
     "title": {"zh": "手工签到", "en": "Check in by hand"},
     "find": {"zh": "姓名、拼音首字母、编号或餐卡号", "en": "Name, pinyin initials, id or meal-card number"},  # noqa: E501
     "search": {"zh": "查找", "en": "Find"},
-    "staff": {"zh": "工作人员姓名（必填）", "en": "Staff name (required)"},
     "go": {"zh": "为 {name} 签到", "en": "Check in {name}"},
     "none": {
         "zh": "没有找到“{q}”。请换一种写法，或核对编号。",
@@ -35,7 +35,7 @@ _W: dict[str, dict[Language, str]] = {
     "back": {"zh": "返回确认列表", "en": "Back to confirmations"},
     "id": {"zh": "编号", "en": "ID"},
     "card": {"zh": "餐卡", "en": "Card"},
-    "no_name": {"zh": "请填写您的姓名后再签到。没有做任何记录。", "en": "Type your name first. Nothing was recorded."},
+    "no_name": {"zh": "请先登录再签到。没有做任何记录。", "en": "Log in first. Nothing was recorded."},
     "not_found": {"zh": "名册中没有编号 {senior_id}。", "en": "No senior with id {senior_id} on the roster."},
     "no_meal": {"zh": "没有为 {name} 记录用餐：{why}", "en": "No meal recorded for {name}: {why}"},
 }
@@ -47,7 +47,7 @@ def word(key: str, lang: Language, **kw: object) -> str:
 
 
 def render(lang: Language, token: str, query: str, found: list[Found], more: bool) -> str:
-    """The page body: the search box, the staff name, and one "check in" button per senior found."""
+    """The page body: the search box and one "check in" button per senior found (as the logged-in staff)."""
     e = html.escape
     hint = e(word("find", lang), quote=True)
     parts = [
@@ -56,8 +56,6 @@ def render(lang: Language, token: str, query: str, found: list[Found], more: boo
         f'<input name="q" type="search" value="{e(query, quote=True)}" placeholder="{hint}"'
         f' aria-label="{hint}" autocomplete="off" autofocus maxlength="40">'
         f'<button class="search">{e(word("search", lang))}</button></form>',
-        f'<label class="staff">{e(word("staff", lang))}<input id="staff" type="text" maxlength="60" '
-        'autocomplete="off"></label>',
     ]
     if query.strip() and not found:
         parts.append(f'<p class="empty">{e(word("none", lang, q=query.strip()))}</p>')
@@ -73,7 +71,6 @@ def render(lang: Language, token: str, query: str, found: list[Found], more: boo
                 f'<input type="hidden" name="token" value="{e(token, quote=True)}">'
                 f'<input type="hidden" name="senior" value="{e(en.senior_id, quote=True)}">'
                 f'<input type="hidden" name="q" value="{e(query, quote=True)}">'
-                '<input type="hidden" name="by" value="">'
                 f'<button class="yes" name="action" value="checkin">{e(word("go", lang, name=en.name))}</button>'
                 "</form></li>"
             )

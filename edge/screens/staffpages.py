@@ -9,8 +9,8 @@ from markupsafe import Markup
 
 from edge.meals.feedback import Language
 from edge.screens.localweb import csp_hash, render, static_text
+from edge.screens.stafflogin import MAX_ID, MAX_PIN
 from edge.screens.staffscreen import (
-    MAX_NAME,
     NEED_NAME_NOSCRIPT_REFRESH_S,
     REFRESH_S,
     RESULT_REFRESH_S,
@@ -19,6 +19,7 @@ from edge.screens.staffscreen import (
     StaffScreen,
 )
 from edge.screens.staffwords import phrase, why_text
+from edge.security.staffauth import Session
 
 CSS = static_text("staff.css")
 JS = static_text("staff.js")
@@ -42,9 +43,28 @@ def _page(template: str, lang: Language, **values: object) -> str:
     )
 
 
-def render_list(screen: StaffScreen, items: list[PendingItem], older: int, flash: Flash | None) -> str:
+def render_login(screen: StaffScreen, message: str | None = None, staff_id: str = "") -> str:
+    """The login form; it does not reload itself (a half-typed PIN would be lost)."""
     lang = screen.lang
-    # without JavaScript nothing holds the reload while a required name is typed: give it time
+    return _page(
+        "login.html",
+        lang,
+        title=phrase("login_title", lang),
+        refresh=0,
+        noscript_refresh=None,
+        message=message,
+        staff_id=staff_id[:MAX_ID],
+        token=screen.token,
+        max_id=MAX_ID,
+        max_pin=MAX_PIN,
+    )
+
+
+def render_list(
+    screen: StaffScreen, items: list[PendingItem], older: int, flash: Flash | None, session: Session
+) -> str:
+    lang = screen.lang
+    # without JavaScript nothing holds the reload while the PIN is typed again: give it time
     slow = NEED_NAME_NOSCRIPT_REFRESH_S if any(it.needs_name and it.name is not None for it in items) else None
     return _page(
         "list.html",
@@ -56,7 +76,9 @@ def render_list(screen: StaffScreen, items: list[PendingItem], older: int, flash
         older=older,
         flash=flash,
         token=screen.token,
-        max_name=MAX_NAME,
+        max_pin=MAX_PIN,
+        staff_id=session.staff_id,
+        staff_name=session.name,
         # turned off: no "no snapshot" note on every card
         show_snapshots=screen.evidence is not None,
         why=lambda reasons: why_text(reasons, lang),

@@ -10,9 +10,12 @@ This module is the screen without HTTP; edge/screens/staffserver.py serves it (a
 edge/screens/staffpages.py renders its pages from edge/screens/templates/staff/, edge/screens/staffwords.py
 holds its words.
 
-Security: it can pay subsidies, so it listens on loopback by default; every POST must carry a random token
-minted when the process starts (a stray page or link cannot trigger a payment); requests naming another host
-are refused while bound to loopback (DNS rebinding); the page may not be framed (clickjacking).
+Security: it can pay subsidies, so nothing is shown or done without a staff login (edge/screens/stafflogin.py:
+a staff account's id and PIN, a session cookie that is HttpOnly and SameSite=Strict, idle and absolute
+expiry, lockout after wrong PINs, every action in the audit log under that staff id). It listens on loopback
+by default; every POST must also carry a random form token minted when the process starts (another page
+cannot post with the staff member's cookie); requests naming another host are refused while bound to
+loopback (DNS rebinding); the page may not be framed (clickjacking).
 
 Each card shows the kiosk's own snapshot of that presence when one was kept (`[evidence]`, edge/store/evidence.py:
 on this kiosk only, deleted after `retention_days`), since the candidate's name alone does not tell staff
@@ -20,8 +23,9 @@ confirming a few minutes later who actually stood at the kiosk. `GET /snapshot/<
 the same Host check, only while that confirmation is on the list; never an enrolment photo or a template.
 
 A confirmation whose liveness was not confirmed (`edge.meals.confirm.needs_named_staff`: maybe a photo or a phone
-screen held up to the camera) is not confirmed by whoever stands at the kiosk: its card has its own required
-staff-name field, never filled in by the page, and "Confirm" without a name is refused and changes nothing.
+screen held up to the camera) is not confirmed by whoever stands at the screen while it is logged in: its card
+asks for the logged-in staff member's PIN again, and "Confirm" without the right one is refused (the wrong PIN
+counts towards the lockout) and changes nothing.
 
 `GET /api/pending` is the same list as JSON, for a future native kiosk UI (fields: docs/staff-screen.md).
 """
@@ -48,7 +52,9 @@ from edge.meals.search import Entry, Found, search
 from edge.screens.checkin_page import MAX_FOUND
 from edge.screens.checkin_page import word as checkin_word
 from edge.screens.staffwords import phrase, why_text
+from edge.security.staffauth import STAFF_ID, AuthError, AuthPolicy, Session, StaffAuth
 from edge.store import Confirmation, Store, StoreError
+from edge.store.auditlog import AuditEntry
 from edge.store.evidence import EvidenceKeeper, confirmation_name
 
 log = logging.getLogger(__name__)
@@ -57,12 +63,9 @@ EXIT_OK, EXIT_FAIL = 0, 1
 DEFAULT_LISTEN = "127.0.0.1:8080"
 #: seconds between automatic reloads of the list, and while a result is on screen (long enough to read it)
 REFRESH_S, RESULT_REFRESH_S = 5, 12
-#: without JavaScript, the reload when a card needs a typed staff name (the script holds it while typing)
+#: without JavaScript, the reload when a card needs the PIN typed again (the script holds it while typing)
 NEED_NAME_NOSCRIPT_REFRESH_S = 30
-#: recorded as who resolved it when nobody typed a name (the store needs someone)
-SCREEN_BY = "staff screen"
-MAX_NAME = 60
-#: a form post is a token, an action and a name: anything much bigger is not from our page
+#: a form post is a token, an action and a PIN: anything much bigger is not from our page
 MAX_BODY = 4096
 #: results waiting to be shown after the redirect; only the newest few matter (one screen)
 MAX_FLASHES = 32
@@ -84,7 +87,7 @@ class PendingItem:
     decided_at: datetime
     local_date: date
     reasons: tuple[str, ...]
-    #: "Confirm" needs a typed staff name (edge.meals.confirm.needs_named_staff); "Not this person" never does
+    #: "Confirm" needs the staff member's PIN again (edge.meals.confirm.needs_named_staff); "No" never does
     needs_name: bool = False
     #: the URL path of the kiosk's snapshot of this presence; None when none was kept (or it expired)
     snapshot: str | None = None
@@ -128,8 +131,11 @@ class Outcome:
 class StaffScreen:
     """The list and the two buttons, over one Store, without HTTP (the handler below is a thin shell)."""
 
-    def __init__(self, cfg: Config, *, clock: Callable[[], datetime] | None = None) -> None:
+    def __init__(
+        self, cfg: Config, *, clock: Callable[[], datetime] | None = None, auth_policy: AuthPolicy | None = None
+    ) -> None:
         self.cfg = cfg
+        self.auth_policy = auth_policy or AuthPolicy()
         self.lang: Language = cfg.centre.language
         self.tz = cfg.centre.tz
         self.kiosk_id = cfg.centre.kiosk_id
@@ -137,6 +143,7 @@ class StaffScreen:
         #: per process: a page served by an earlier run (or any other page) cannot post
         self.token = secrets.token_urlsafe(32)
         self._store: Store | None = None
+        self._auth: StaffAuth | None = None
         self._open_lock = threading.Lock()
         # Two taps on the same card arrive on two threads: one at a time, the second sees "already
         # resolved" (the store would refuse it anyway, but as a less helpful store error).
@@ -159,13 +166,47 @@ class StaffScreen:
                 self._store = open_store(self.cfg)
             return self._store
 
+    def auth(self) -> StaffAuth:
+        """Staff logins over the store's accounts; sessions live as long as this process."""
+        store = self.store()
+        with self._open_lock:
+            if self._auth is None:
+                self._auth = StaffAuth(store, self.auth_policy, clock=self.clock)
+            return self._auth
+
     def close(self) -> None:
         with self._open_lock:
             if self._store is not None:
                 self._store.close()
                 self._store = None
+            self._auth = None
 
-    # -- list -------------------------------------------------------------------------------------------
+    # -- logins -----------------------------------------------------------------------------------------
+
+    def login(self, staff_id: str, pin: str) -> tuple[str, Session] | str:
+        """(cookie token, session), or the text to show on the login page. Both outcomes are audited."""
+        staff_id = staff_id.strip()
+        try:
+            token, session = self.auth().login(staff_id, pin)
+        except AuthError as e:
+            who = staff_id if STAFF_ID.match(staff_id) else "?"
+            self.store().audit(AuditEntry(who, "login_failed", "staff-screen", {"why": e.kind}))
+            log.warning("staff screen: login of %r refused (%s)", who, e.kind)
+            return phrase("login_locked" if e.kind == "locked" else "login_bad", self.lang)
+        self.store().audit(AuditEntry(session.staff_id, "login", "staff-screen"))
+        log.info("staff screen: %s logged in", session.staff_id)
+        return token, session
+
+    def session(self, token: str | None, *, touch: bool) -> Session | None:
+        """The logged-in staff member of this cookie. `touch` (a person's action, a POST) restarts the idle
+        time; the page's own reloads do not, so a screen left alone logs out."""
+        return self.auth().session(token, touch=touch)
+
+    def logout(self, token: str | None) -> None:
+        s = self.session(token, touch=False)
+        self.auth().logout(token)
+        if s is not None:
+            self.store().audit(AuditEntry(s.staff_id, "logout", "staff-screen"))
 
     def today(self) -> date:
         return self.clock().astimezone(self.tz).date()
@@ -205,12 +246,14 @@ class StaffScreen:
         found = search([Entry(*r) for r in self.store().roster()], query, limit=MAX_FOUND + 1)
         return found[:MAX_FOUND], len(found) > MAX_FOUND
 
-    def checkin(self, senior_id: str, by: str) -> Flash:
-        """Check a senior in by hand (edge.meals.checkin), and what the screen says about it."""
+    def checkin(self, senior_id: str, session: Session) -> Flash:
+        """Check a senior in by hand (edge.meals.checkin) as the logged-in `session` (the event's staff_id and
+        the audit line's), and what the screen says about it."""
         lang = self.lang
         with self._decide_lock:
-            r = manual_checkin(self.store(), self.cfg, senior_id, by, now=self.clock())
-        log.info("staff screen: manual check-in of %s by %r -> %s: %s", senior_id, by, r.kind, r.message)
+            r = manual_checkin(self.store(), self.cfg, senior_id, session.staff_id, now=self.clock())
+        # ids only: the message names the senior, and this goes to the journal
+        log.info("staff screen: manual check-in of %s by %s -> %s", r.senior_id, session.staff_id, r.kind)
         if r.kind == "meal":
             return Flash("ok", r.says)
         if r.kind == "store_failed":
@@ -248,14 +291,24 @@ class StaffScreen:
 
     # -- the buttons ------------------------------------------------------------------------------------
 
-    def decide(self, confirmation_id: int, accept: bool, by: str) -> Outcome:
+    def decide(self, confirmation_id: int, accept: bool, session: Session, pin: str = "") -> Outcome:
+        """Resolve as the logged-in `session`. Accepting a suspected photo also needs `pin`, that staff
+        member's PIN given again on the card (a wrong one counts towards the lockout)."""
         store = self.store()
         c = store.get_confirmation(confirmation_id)
         if c is None or c.kiosk_id != self.kiosk_id:
             return Outcome(HTTPStatus.NOT_FOUND)
-        # a blank name is recorded as SCREEN_BY, except where confirm() needs a named staff member
+        checked = False
+        if accept and needs_named_staff(c) and c.state == "pending" and pin:
+            try:
+                checked = self.auth().authenticate(session.staff_id, pin).staff_id == session.staff_id
+            except AuthError as e:
+                store.audit(AuditEntry(session.staff_id, "login_failed", f"confirmation:{c.id}", {"why": e.kind}))
+                return Outcome(HTTPStatus.SEE_OTHER, Flash("warn", phrase("wrong_pin", self.lang)))
         with self._decide_lock:
-            r = confirm(store, self.cfg, confirmation_id, accept, by, now=self.clock(), anonymous_as=SCREEN_BY)
+            r = confirm(
+                store, self.cfg, confirmation_id, accept, session.staff_id, now=self.clock(), staff_checked=checked
+            )
         if r.kind == "store_failed":
             # Resolved meanwhile by another process (`meal-edge confirm`)? Then it is "already resolved";
             # otherwise the store really failed and nothing was recorded.
@@ -265,7 +318,11 @@ class StaffScreen:
             c, r = again, ConfirmResult(False, confirmation_id, "already_resolved", r.message)
         if r.kind == "not_found":  # removed between the two reads
             return Outcome(HTTPStatus.NOT_FOUND)
-        log.info("staff screen: %s -> %s: %s", "accept" if accept else "reject", r.kind, r.message)
+        # ids only: the message names the senior, and this goes to the journal
+        log.info(
+            "staff screen: %s %s confirmation %d (senior %s) -> %s",
+            session.staff_id, "accepted" if accept else "rejected", confirmation_id, c.senior_id, r.kind,
+        )
         return Outcome(HTTPStatus.SEE_OTHER, self._flash_for(r, c), r)
 
     def _flash_for(self, r: ConfirmResult, c: Confirmation) -> Flash:
@@ -282,8 +339,7 @@ class StaffScreen:
             return Flash("info", phrase("rejected", lang, name=name))
         if r.kind == "already_resolved":
             now = self.store().get_confirmation(c.id) or c
-            by = now.resolved_by or "?"
-            who = phrase("this_screen", lang) if by == SCREEN_BY else by
+            who = now.resolved_by or "?"
             at = f"{now.resolved_at.astimezone(self.tz):%H:%M}" if now.resolved_at else "?"
             key = "already_rejected" if now.state == "rejected" else "already_confirmed"
             return Flash("info", phrase(key, lang, by=who, time=at))

@@ -1,5 +1,6 @@
 """`meal-edge staff-screen`: the staff screen over HTTP (edge/screens/staffscreen.py is the screen without HTTP,
-edge/screens/staffpages.py its pages): routes, the token and Host checks, and the command that serves it."""
+edge/screens/staffpages.py its pages): routes, the login (edge/screens/stafflogin.py), the token and Host
+checks, and the command that serves it. Nothing but the login page is shown before a login."""
 
 from __future__ import annotations
 
@@ -20,10 +21,11 @@ from urllib.parse import parse_qs, urlencode, urlsplit
 
 from edge import config
 from edge.config import need_config
-from edge.screens import checkin_page, localweb, staffpages, today_page
+from edge.screens import checkin_page, localweb, stafflogin, staffpages, today_page
 from edge.screens.localweb import LocalServer, is_loopback
-from edge.screens.staffscreen import DEFAULT_LISTEN, EXIT_FAIL, EXIT_OK, MAX_BODY, MAX_NAME, StaffScreen
+from edge.screens.staffscreen import DEFAULT_LISTEN, EXIT_FAIL, EXIT_OK, MAX_BODY, StaffScreen
 from edge.screens.staffwords import phrase
+from edge.security.staffauth import Session
 from edge.store import StoreError
 from edge.store.kioskstate import read_state, state_path
 
@@ -71,12 +73,42 @@ class _Handler(BaseHTTPRequestHandler):
             return
         try:
             work()
+        except localweb.ABORTED as e:
+            # the browser went away mid-answer (a reload, a closed tab): nothing to answer, nothing to trace
+            self.close_connection = True
+            self.server.note_abort(e)
         except StoreError as e:
             log.error("staff screen: store unavailable: %s", e)
             self._error(HTTPStatus.SERVICE_UNAVAILABLE, "e503_do", str(e), as_json=as_json)
         except Exception:
             log.exception("staff screen: %s %s failed", self.command, self.path)
             self._error(HTTPStatus.INTERNAL_SERVER_ERROR, "e500", as_json=as_json)
+
+    def _cookie_token(self) -> str | None:
+        return stafflogin.token_from(self.headers.get("Cookie"))
+
+    def _session(self, *, touch: bool) -> Session | None:
+        return self.screen.session(self._cookie_token(), touch=touch)
+
+    def _login_page(self, status: HTTPStatus, message: str | None = None, staff_id: str = "") -> None:
+        self._send(status, staffpages.render_login(self.screen, message, staff_id), "text/html")
+
+    def _form(self) -> dict[str, list[str]] | None:
+        """The posted form, if it is small and carries this process's form token; else answered here."""
+        try:
+            length = int(self.headers.get("Content-Length") or 0)
+        except ValueError:
+            length = -1
+        if not 0 <= length <= MAX_BODY:
+            self.close_connection = True  # the unread body must not be parsed as the next request
+            self._error(HTTPStatus.BAD_REQUEST, "e400", "missing or oversized form")
+            return None
+        form = parse_qs(self.rfile.read(length).decode("utf-8", "replace"))
+        if not self.screen.token_ok(form.get("token", [""])[0]):
+            log.warning("staff screen: POST %s without a valid token refused", self.path)
+            self._error(HTTPStatus.FORBIDDEN, "e403")
+            return None
+        return form
 
     # -- routes -----------------------------------------------------------------------------------------
 
@@ -101,51 +133,67 @@ class _Handler(BaseHTTPRequestHandler):
     do_HEAD = do_GET
 
     def do_POST(self) -> None:
-        if urlsplit(self.path).path == "/checkin":
+        path = urlsplit(self.path).path
+        m = _CONFIRM_PATH.fullmatch(path)
+        if path == "/login":
+            self._guarded(False, self._post_login)
+        elif path == "/logout":
+            self._guarded(False, self._post_logout)
+        elif path == "/checkin":
             self._guarded(False, self._post_checkin)
-            return
-        m = _CONFIRM_PATH.fullmatch(urlsplit(self.path).path)
-        if m is None:
+        elif m is not None:
+            self._guarded(False, lambda: self._post_confirm(int(m.group(1))))
+        else:
             self._guarded(False, lambda: self._error(HTTPStatus.NOT_FOUND, "e404"))
-            return
-        self._guarded(False, lambda: self._post_confirm(int(m.group(1))))
 
     def _list(self, flash_key: str) -> None:
+        session = self._session(touch=False)
+        if session is None:  # nothing, not even names, before a login
+            self._login_page(HTTPStatus.OK)
+            return
         items, older = self.screen.pending()
         flash = self.screen.get_flash(flash_key) if flash_key else None
-        self._send(HTTPStatus.OK, staffpages.render_list(self.screen, items, older, flash), "text/html")
+        self._send(HTTPStatus.OK, staffpages.render_list(self.screen, items, older, flash, session), "text/html")
 
     def _api_pending(self) -> None:
+        if self._session(touch=False) is None:
+            self._error(HTTPStatus.UNAUTHORIZED, "e401", as_json=True)
+            return
         items, _older = self.screen.pending()
         body = json.dumps([it.to_json(self.screen.lang) for it in items], ensure_ascii=False, indent=1)
         self._send(HTTPStatus.OK, body, "application/json")
 
     def _snapshot(self, confirmation_id: int) -> None:
-        data = self.screen.snapshot(confirmation_id)
+        data = self.screen.snapshot(confirmation_id) if self._session(touch=False) is not None else None
         if data is None:
             self._error(HTTPStatus.NOT_FOUND, "e404")
             return
         localweb.send(self, HTTPStatus.OK, data, "image/jpeg", staffpages.CSP)
 
-    def _form(self) -> dict[str, list[str]] | None:
-        """The posted form, once its size and token are checked; None when refused (the answer is sent)."""
-        try:
-            length = int(self.headers.get("Content-Length") or 0)
-        except ValueError:
-            length = -1
-        if not 0 <= length <= MAX_BODY:
-            self.close_connection = True  # the unread body must not be parsed as the next request
-            self._error(HTTPStatus.BAD_REQUEST, "e400", "missing or oversized form")
-            return None
-        form = parse_qs(self.rfile.read(length).decode("utf-8", "replace"))
-        token = form.get("token", [""])[0]
-        if not self.screen.token_ok(token):
-            log.warning("staff screen: POST %s without a valid token refused", self.path)
-            self._error(HTTPStatus.FORBIDDEN, "e403")
-            return None
-        return form
+    def _post_login(self) -> None:
+        form = self._form()
+        if form is None:
+            return
+        staff_id = form.get("staff_id", [""])[0][: stafflogin.MAX_ID]
+        got = self.screen.login(staff_id, form.get("pin", [""])[0][: stafflogin.MAX_PIN])
+        if isinstance(got, str):
+            self._login_page(HTTPStatus.UNAUTHORIZED, got, staff_id)
+            return
+        token, _session = got
+        max_age = int(self.screen.auth_policy.max_age.total_seconds())
+        cookie = stafflogin.set_cookie(token, max_age)
+        self._send(HTTPStatus.SEE_OTHER, "", "text/plain", {"Location": "/", "Set-Cookie": cookie})
+
+    def _post_logout(self) -> None:
+        if self._form() is None:
+            return
+        self.screen.logout(self._cookie_token())
+        self._send(HTTPStatus.SEE_OTHER, "", "text/plain", {"Location": "/", "Set-Cookie": stafflogin.clear_cookie()})
 
     def _today(self, as_csv: bool) -> None:
+        if self._session(touch=False) is None:  # the day's meals name seniors: nothing before a login
+            self._login_page(HTTPStatus.UNAUTHORIZED)
+            return
         screen = self.screen
         kiosk = read_state(state_path(screen.cfg.store_path))
         t = today_page.summary(screen.store(), screen.today(), screen.kiosk_id, kiosk)
@@ -159,6 +207,9 @@ class _Handler(BaseHTTPRequestHandler):
         self._send(HTTPStatus.OK, page, "text/html")
 
     def _checkin_page(self, query: str, flash_key: str) -> None:
+        if self._session(touch=False) is None:  # the roster search names seniors: nothing before a login
+            self._login_page(HTTPStatus.UNAUTHORIZED)
+            return
         lang = self.screen.lang
         found, more = self.screen.find(query)
         flash = self.screen.get_flash(flash_key) if flash_key else None
@@ -171,9 +222,12 @@ class _Handler(BaseHTTPRequestHandler):
         form = self._form()
         if form is None:
             return
-        senior_id = form.get("senior", [""])[0]
-        by = "".join(ch for ch in form.get("by", [""])[0] if ch.isprintable())[:MAX_NAME]
-        flash = self.screen.checkin(senior_id, by)
+        session = self._session(touch=True)
+        if session is None:  # logged out or expired: the form token alone records no meal
+            self._login_page(HTTPStatus.UNAUTHORIZED, phrase("login_expired", self.screen.lang))
+            return
+        # who checked the senior in is the logged-in staff member, never a typed name
+        flash = self.screen.checkin(form.get("senior", [""])[0], session)
         key = self.screen.keep_flash(flash)
         q = urlencode({"q": form.get("q", [""])[0], "flash": key})
         self._send(HTTPStatus.SEE_OTHER, "", "text/plain", {"Location": f"/checkin?{q}"})
@@ -182,12 +236,16 @@ class _Handler(BaseHTTPRequestHandler):
         form = self._form()
         if form is None:
             return
+        session = self._session(touch=True)
+        if session is None:  # logged out or expired: the form token alone pays nothing
+            self._login_page(HTTPStatus.UNAUTHORIZED, phrase("login_expired", self.screen.lang))
+            return
         action = form.get("action", [""])[0]
         if action not in ("yes", "no"):
             self._error(HTTPStatus.BAD_REQUEST, "e400", "action must be yes or no")
             return
-        by = "".join(ch for ch in form.get("by", [""])[0] if ch.isprintable())[:MAX_NAME]
-        out = self.screen.decide(confirmation_id, action == "yes", by)
+        pin = form.get("pin", [""])[0][: stafflogin.MAX_PIN]
+        out = self.screen.decide(confirmation_id, action == "yes", session, pin)
         if out.flash is None:
             self._error(out.status, "e404")
             return

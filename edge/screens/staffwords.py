@@ -16,18 +16,40 @@ _T: dict[str, dict[Language, str]] = {
     "empty": {"zh": "目前没有需要确认的签到。", "en": "Nothing to confirm right now."},
     "yes": {"zh": "确认：是 {name} 本人", "en": "Confirm: this is {name}"},
     "no": {"zh": "不是本人", "en": "Not this person"},
-    "staff": {"zh": "工作人员姓名（可不填）", "en": "Staff name (optional)"},
     "check": {
         "zh": "摄像头无法确认这是真人，可能是举在镜头前的照片或手机画面。"
-        "请工作人员当面核实，并填写自己的姓名后再确认。",
+        "请工作人员当面核实，并再次输入自己的密码后再确认。",
         "en": "The camera could not tell a real face from a photo or a phone screen held up to it. A staff "
-        "member must look at the person and type their own name before confirming.",
+        "member must look at the person and enter their own PIN again before confirming.",
     },
-    "staff_required": {"zh": "工作人员姓名（必填）", "en": "Staff name (required)"},
+    "staff_required": {"zh": "您的密码（必填）", "en": "Your PIN (required)"},
     "needs_name": {
-        "zh": "这一条需要工作人员核实：请填写您的姓名。",
-        "en": "A staff member must check this one: type your name.",
+        "zh": "这一条需要工作人员核实：请输入您的密码。",
+        "en": "A staff member must check this one: enter your PIN.",
     },
+    "wrong_pin": {
+        "zh": "密码不对，没有做任何操作。",
+        "en": "Wrong PIN: nothing was done.",
+    },
+    "login_title": {"zh": "工作人员登录", "en": "Staff login"},
+    "login_intro": {
+        "zh": "确认签到前，请用您自己的工号和密码登录。",
+        "en": "Log in with your own staff id and PIN before confirming check-ins.",
+    },
+    "login_id": {"zh": "工号", "en": "Staff id"},
+    "login_pin": {"zh": "密码", "en": "PIN"},
+    "login_go": {"zh": "登录", "en": "Log in"},
+    "login_bad": {"zh": "工号或密码不对。", "en": "Wrong staff id or PIN."},
+    "login_locked": {
+        "zh": "密码错误次数太多，此账号已暂时锁定。请稍后再试，或联系负责人。",
+        "en": "Too many wrong PINs: this account is locked for a while. Try later or ask the manager.",
+    },
+    "login_expired": {
+        "zh": "您已退出或登录已过期：没有做任何操作。请重新登录。",
+        "en": "You were logged out (or the login expired): nothing was done. Please log in again.",
+    },
+    "who": {"zh": "当前登录：{name}（{id}）", "en": "Logged in: {name} ({id})"},
+    "logout": {"zh": "退出", "en": "Log out"},
     "id": {"zh": "编号", "en": "ID"},
     "seen": {"zh": "{time} 签到", "en": "Seen at {time}"},
     "gone": {"zh": "（已不在名册中）", "en": "(no longer enrolled)"},
@@ -46,7 +68,6 @@ _T: dict[str, dict[Language, str]] = {
         "zh": "这一条已由 {by} 在 {time} 取消，没有任何更改。",
         "en": "This was already cancelled by {by} at {time}. Nothing changed.",
     },
-    "this_screen": {"zh": "本屏幕", "en": "this screen"},
     "not_today": {
         "zh": "这是往日的记录，现在不能补贴。请按“不是本人”清除它。",
         "en": "This request is from an earlier day and cannot be paid now. "
@@ -70,6 +91,7 @@ _T: dict[str, dict[Language, str]] = {
         "en": "This page was out of date, so nothing was done. Go back to the list and press again.",
     },
     "e400": {"zh": "请求不完整，没有做任何操作。", "en": "Incomplete request: nothing was done."},
+    "e401": {"zh": "请先登录。", "en": "Log in first."},
     "e_host": {
         "zh": "请在本机用 http://127.0.0.1 打开本页面。",
         "en": "Open this page on this machine, as http://127.0.0.1.",

@@ -15,7 +15,9 @@ from sqlalchemy import create_engine, event, select
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import Session
 
+from edge.security.atrest import AtRestError, TemplateCipher
 from edge.store import migrations
+from edge.store.files import DamagedStore, cipher_for, make_private, quick_check
 from edge.store.models import SchemaVersion
 from edge.store.records import StoreError, describe_error, utcnow
 from edge.store.signer import EventSigner, key_path_for
@@ -30,26 +32,47 @@ class StoreBase:
     """Opening, migrating and closing the file, and the transactions the rest of the store runs in."""
 
     def __init__(
-        self, path: Path | str, keep_photos: bool = False, signing_key: Ed25519PrivateKey | None = None
+        self,
+        path: Path | str,
+        keep_photos: bool = False,
+        signing_key: Ed25519PrivateKey | None = None,
+        *,
+        key_file: Path | str | None = None,
     ) -> None:
         """Open (create or migrate) the store. `keep_photos=False` drops any photo bytes handed to
         add_templates, so a caller that forgets the config can never keep a face photo by accident.
         `signing_key`: the key meal events are signed with; None: the kiosk's key beside the store
-        (edge/store/signer.py)."""
+        (edge/store/signer.py).
+
+        Face templates (and kept photos) are sealed with AES-GCM under the key in `key_file` (default:
+        "template.key" beside the store; a systemd credential wins, edge.security.atrest), made on first use.
+        The folder is made 0700 and the files 0600, and `PRAGMA quick_check` runs before anything is
+        written: a damaged file is refused (StoreError) and left as it is."""
         self.path = Path(path).expanduser()
         self.keep_photos = keep_photos
+        self.key_file = Path(key_file) if key_file is not None else self.path.parent / "template.key"
         self.signer = EventSigner(key_path_for(self.path), signing_key)
         self._lock = threading.Lock()
+        self._cipher: TemplateCipher | None = None
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
+            make_private(self.path)
         except OSError as e:
-            raise StoreError(f"{self.path}: cannot create the store's folder: {e}") from e
+            raise StoreError(f"{self.path}: cannot create the store's folder or file: {e}") from e
+        try:
+            quick_check(self.path)
+        except DamagedStore as e:
+            raise StoreError(str(e)) from None
         self._engine = create_engine(f"sqlite:///{self.path}", connect_args={"timeout": 30})
         event.listen(self._engine, "connect", self._on_connect)
         event.listen(self._engine, "begin", self._on_begin)
         self._write_engine = self._engine.execution_options(sqlite_begin="IMMEDIATE")
         try:
             self.schema_version = self._migrate()
+            if self._cipher is None:
+                self._cipher = self._load_cipher()
+        except AtRestError as e:
+            self._engine.dispose()
+            raise StoreError(f"{self.path}: {e}") from e
         except StoreError:
             self._engine.dispose()
             raise
@@ -134,8 +157,12 @@ class StoreBase:
                     self.path, version, step.description
                 )
                 try:
-                    step.apply(conn)
-                except SQLAlchemyError:
+                    if step.seal is not None:
+                        self._cipher = self._cipher or self._load_cipher(conn)
+                        step.seal(conn, self._cipher)
+                    else:
+                        step.apply(conn)
+                except (SQLAlchemyError, AtRestError):
                     raise
                 except Exception as e:
                     raise StoreError(
@@ -146,7 +173,40 @@ class StoreBase:
                     "INSERT INTO schema_version (version, description, applied_at) VALUES (?, ?, ?)",
                     (version, step.description, utcnow().isoformat()),
                 )
+        if current < latest:
+            # old page images (plaintext templates before version 3) must not stay in the WAL
+            self._checkpoint_truncate()
         return latest
+
+    def _checkpoint_truncate(self) -> bool:
+        # secure_delete zeroes the pages in the database, but in WAL mode the earlier page images (with
+        # the templates) also sit in the -wal file until it is reset: checkpoint and truncate it.
+        with self._lock:
+            raw = self._engine.raw_connection()
+            try:
+                cur = raw.cursor()
+                busy, _, _ = cur.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+                cur.close()
+                return bool(busy == 0)
+            except sqlite3.Error as e:
+                log.warning("store %s: checkpoint failed: %s", self.path, e)
+                return False
+            finally:
+                raw.close()
+
+    def _load_cipher(self, conn: Any = None) -> TemplateCipher:
+        """The template key; made only while the store holds no sealed template (see files.cipher_for)."""
+        if conn is not None:
+            sealed = False  # migrating to version 3: nothing sealed yet
+        else:
+            with self._engine.connect() as c:
+                sealed = bool(c.exec_driver_sql("SELECT count(*) FROM face_templates").scalar())
+        return cipher_for(self.key_file, sealed)
+
+    @property
+    def cipher(self) -> TemplateCipher:
+        assert self._cipher is not None  # set by __init__
+        return self._cipher
 
     def close(self) -> None:
         self._engine.dispose()

@@ -9,9 +9,11 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from edge.delivery.events import MealEvent
+from edge.store.auditlog import AuditEntry
 from edge.store.meals import MealStore
 from edge.store.models import ConfirmationRow
 from edge.store.records import JOIN_WITHIN, Confirmation, StoredEvent, StoreError, to_confirmation, utcnow
+from edge.store.staffdb import add_audit
 
 
 class ConfirmationStore(MealStore):
@@ -94,14 +96,23 @@ class ConfirmationStore(MealStore):
             return None if row is None else to_confirmation(row)
 
     def resolve_confirmation(
-        self, confirmation_id: int, state: str, by: str, event_id: str | None = None
+        self,
+        confirmation_id: int,
+        state: str,
+        by: str,
+        event_id: str | None = None,
+        audit: AuditEntry | None = None,
     ) -> Confirmation:
         """Mark a pending confirmation `confirmed` or `rejected` by `by`. A confirmation is resolved once:
         a second resolution is refused with a StoreError naming it and who resolved it."""
         with self._write(f"could not resolve confirmation {confirmation_id}") as s:
-            return self._resolve_in(s, confirmation_id, state, by, event_id)
+            done = self._resolve_in(s, confirmation_id, state, by, event_id)
+            add_audit(s, audit)  # in the same transaction: no resolution without its audit line
+            return done
 
-    def record_confirmed_meal(self, confirmation_id: int, by: str, event: MealEvent, topic: str) -> StoredEvent:
+    def record_confirmed_meal(
+        self, confirmation_id: int, by: str, event: MealEvent, topic: str, audit: AuditEntry | None = None
+    ) -> StoredEvent:
         """Record the meal of a confirmation and resolve it as confirmed, in ONE transaction: two staff
         confirming the same one at once get one meal event, and the second a StoreError."""
         with self._write(f"could not record the confirmed meal of confirmation {confirmation_id}") as s:
@@ -109,6 +120,7 @@ class ConfirmationStore(MealStore):
             stored = self._insert_meal(s, event, topic)
             s.flush()
             self._resolve_in(s, confirmation_id, "confirmed", by, event.event_id)
+            add_audit(s, audit)
             return stored
 
     @staticmethod

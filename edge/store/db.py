@@ -11,8 +11,10 @@ from __future__ import annotations
 
 from edge.store.confirmations import ConfirmationStore
 from edge.store.seniors import SeniorStore
+from edge.store.staffdb import StaffMixin
 
 
-class Store(SeniorStore, ConfirmationStore):
+class Store(SeniorStore, ConfirmationStore, StaffMixin):
     """The one store: the roster (edge/store/seniors.py), meal events and the outbox (edge/store/meals.py),
-    staff confirmations (edge/store/confirmations.py), over one connection (edge/store/base.py)."""
+    staff confirmations (edge/store/confirmations.py), staff accounts and the audit log
+    (edge/store/staffdb.py), over one connection (edge/store/base.py)."""

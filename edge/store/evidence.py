@@ -60,6 +60,13 @@ def crop(image: np.ndarray, box: tuple[int, int, int, int], context: float = CON
     return np.ascontiguousarray(out)
 
 
+def _private_dir(folder: Path) -> None:
+    """Create `folder` (and its parents) 0700, and make an existing one 0700."""
+    folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+    if folder.stat().st_mode & 0o077:
+        os.chmod(folder, 0o700)
+
+
 class EvidenceKeeper:
     """Writes, finds and expires snapshots under `directory/<YYYY-MM-DD>/<name>.jpg`."""
 
@@ -85,8 +92,12 @@ class EvidenceKeeper:
             )
             if not ok:
                 raise OSError("JPEG encoding failed")
-            folder.mkdir(parents=True, exist_ok=True)
-            with open(tmp, "wb") as f:
+            # faces are biometric data: only the kiosk's user may read them, whatever the umask
+            _private_dir(self.directory)
+            _private_dir(folder)
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with open(fd, "wb") as f:
+                os.fchmod(fd, 0o600)
                 f.write(jpeg.tobytes())
                 f.flush()
                 os.fsync(f.fileno())

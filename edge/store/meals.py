@@ -12,10 +12,12 @@ from sqlalchemy.orm import Session
 
 from edge.delivery.events import MealEvent, build_payload, dumps
 from edge.meals.rules import PriorMeal
+from edge.store.auditlog import AuditEntry
 from edge.store.base import StoreBase
 from edge.store.models import KioskSeqRow, MealEventRow, OutboxRow
 from edge.store.records import AlreadyServed, EventRow, StoredEvent, StoreError, utcnow
 from edge.store.signer import SigningError
+from edge.store.staffdb import add_audit
 
 
 def _check_in(payload: str, confirmed_by: str | None) -> str:
@@ -43,14 +45,17 @@ class MealStore(StoreBase):
             ).all()
             return [PriorMeal(m, int(f)) for m, f in rows]
 
-    def record_meal(self, event: MealEvent, topic: str) -> StoredEvent:
+    def record_meal(self, event: MealEvent, topic: str, audit: AuditEntry | None = None) -> StoredEvent:
         """Allocate the kiosk's next seq and write the event and its outbox row in ONE transaction.
 
-        Either both rows and the new seq are committed (fsync'd: synchronous=FULL) or nothing is.
+        Either both rows and the new seq are committed (fsync'd: synchronous=FULL) or nothing is; so is
+        `audit` (a staff member's manual check-in: no such meal without its audit line).
         Raises StoreError (disk full, I/O error, duplicate event_id) or ValueError (invalid event).
         """
         with self._write(f"could not record meal event {event.event_id}") as s:
-            return self._insert_meal(s, event, topic)
+            stored = self._insert_meal(s, event, topic)
+            add_audit(s, audit)
+            return stored
 
     def _insert_meal(self, s: Session, event: MealEvent, topic: str) -> StoredEvent:
         """The body of record_meal, inside the caller's write transaction: seq, chain link and signature

@@ -13,11 +13,15 @@ from dataclasses import dataclass
 
 from sqlalchemy import Connection
 
+from edge.security.atrest import TemplateCipher
+
 
 @dataclass(frozen=True)
 class Migration:
     description: str
     apply: Callable[[Connection], None]
+    #: a step that seals data with the template key (schema 3) is called as seal(conn, cipher) instead
+    seal: Callable[[Connection, TemplateCipher], None] | None = None
 
 
 _V1 = [
@@ -135,19 +139,100 @@ def _v2(conn: Connection) -> None:
 
 
 _V3 = [
+    """CREATE TABLE staff (
+        staff_id VARCHAR NOT NULL,
+        name VARCHAR NOT NULL,
+        role VARCHAR NOT NULL,
+        secret_hash VARCHAR NOT NULL,
+        failures INTEGER NOT NULL,
+        locked_until VARCHAR(40),
+        created_at VARCHAR(40) NOT NULL,
+        PRIMARY KEY (staff_id),
+        CONSTRAINT ck_staff_role CHECK (role IN ('staff', 'manager'))
+    )""",
+    """CREATE TABLE audit_log (
+        id INTEGER NOT NULL,
+        at VARCHAR(40) NOT NULL,
+        staff_id VARCHAR NOT NULL,
+        action VARCHAR NOT NULL,
+        target VARCHAR NOT NULL,
+        details JSON NOT NULL,
+        PRIMARY KEY (id)
+    )""",
+    "CREATE INDEX ix_audit_log_staff ON audit_log (staff_id)",
+    # append-only, whoever opens the file with SQL: SQLite itself refuses to change or delete a line
+    """CREATE TRIGGER audit_log_no_update BEFORE UPDATE ON audit_log
+        BEGIN SELECT RAISE(ABORT, 'the audit log is append-only: its lines cannot be changed'); END""",
+    """CREATE TRIGGER audit_log_no_delete BEFORE DELETE ON audit_log
+        BEGIN SELECT RAISE(ABORT, 'the audit log is append-only: its lines cannot be deleted'); END""",
+    # templates sealed with AES-GCM (edge.security.atrest): 1 + 12 + 512 + 16 bytes, so no plaintext fits
+    """CREATE TABLE face_templates_sealed (
+        id INTEGER NOT NULL,
+        senior_id VARCHAR NOT NULL,
+        embedding BLOB NOT NULL,
+        model_id VARCHAR NOT NULL,
+        quality FLOAT NOT NULL,
+        source VARCHAR NOT NULL,
+        photo BLOB,
+        created_at VARCHAR(40) NOT NULL,
+        PRIMARY KEY (id),
+        CONSTRAINT ck_embedding_size CHECK (length(embedding) = 541),
+        FOREIGN KEY(senior_id) REFERENCES seniors (senior_id) ON DELETE CASCADE
+    )""",
+]
+
+
+def _v3_ddl(conn: Connection) -> None:
+    raise RuntimeError("schema version 3 seals the templates: it needs the template key (Migration.seal)")
+
+
+def _v3(conn: Connection, cipher: TemplateCipher) -> None:
+    for stmt in _V3:
+        conn.exec_driver_sql(stmt)
+    rows = conn.exec_driver_sql(
+        "SELECT id, senior_id, embedding, model_id, quality, source, photo, created_at FROM face_templates"
+    ).all()
+    for tid, sid, emb, model_id, quality, source, photo, created in rows:
+        conn.exec_driver_sql(
+            "INSERT INTO face_templates_sealed VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                tid,
+                sid,
+                cipher.seal(bytes(emb), sid, tid),
+                model_id,
+                quality,
+                source,
+                None if photo is None else cipher.seal(bytes(photo), sid, tid, kind="photo"),
+                created,
+            ),
+        )
+    # secure_delete is on: the plaintext pages are overwritten as the old table is dropped (the store then
+    # truncates the WAL, which held their old images)
+    conn.exec_driver_sql("DROP TABLE face_templates")
+    conn.exec_driver_sql("ALTER TABLE face_templates_sealed RENAME TO face_templates")
+    conn.exec_driver_sql("CREATE INDEX ix_face_templates_model ON face_templates (model_id)")
+    conn.exec_driver_sql("CREATE INDEX ix_face_templates_senior ON face_templates (senior_id)")
+
+
+_V4 = [
     # the number on the senior's meal card (餐卡), from the roster's optional card_no column; one senior a card
     "ALTER TABLE seniors ADD COLUMN card_no VARCHAR",
     "CREATE UNIQUE INDEX uq_seniors_card_no ON seniors (card_no)",
 ]
 
 
-def _v3(conn: Connection) -> None:
-    for stmt in _V3:
+def _v4(conn: Connection) -> None:
+    for stmt in _V4:
         conn.exec_driver_sql(stmt)
 
 
 MIGRATIONS: list[Migration] = [
     Migration("initial schema: seniors, face templates, meal events, outbox, per-kiosk sequence", _v1),
     Migration("staff confirmations of uncertain matches; one meal per senior, window and day", _v2),
-    Migration("meal-card numbers of seniors (roster column card_no)", _v3),
+    Migration(
+        "face templates sealed with AES-GCM under a key outside the store; staff accounts; append-only audit log",
+        _v3_ddl,
+        seal=_v3,
+    ),
+    Migration("meal-card numbers of seniors (roster column card_no)", _v4),
 ]

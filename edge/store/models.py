@@ -27,6 +27,8 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
 
 EMBEDDING_BYTES = 128 * 4
+#: a template as stored since schema version 3: sealed with AES-GCM (edge.security.atrest), 1 + 12 + 512 + 16
+SEALED_EMBEDDING_BYTES = 1 + 12 + EMBEDDING_BYTES + 16
 
 
 class AwareDateTime(TypeDecorator[datetime]):
@@ -89,20 +91,21 @@ class SeniorRow(Base):
 class FaceTemplateRow(Base):
     __tablename__ = "face_templates"
     __table_args__ = (
-        CheckConstraint(f"length(embedding) = {EMBEDDING_BYTES}", name="ck_embedding_size"),
+        CheckConstraint(f"length(embedding) = {SEALED_EMBEDDING_BYTES}", name="ck_embedding_size"),
         Index("ix_face_templates_senior", "senior_id"),
         Index("ix_face_templates_model", "model_id"),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     senior_id: Mapped[str] = mapped_column(String, ForeignKey("seniors.senior_id", ondelete="CASCADE"))
-    #: 128 float32, little-endian (512 bytes): the raw descriptor, not normalised
+    #: 128 float32, little-endian (512 bytes, the raw descriptor, not normalised), sealed with AES-GCM under the
+    #: template key and bound to (senior_id, id): see edge.security.atrest
     embedding: Mapped[bytes] = mapped_column(LargeBinary)
     model_id: Mapped[str] = mapped_column(String)
     quality: Mapped[float] = mapped_column(Float)
     #: the enrolment photo's file name, for `meal-enroll show`
     source: Mapped[str] = mapped_column(String)
-    #: the photo itself, only when [store] keep_photos is true
+    #: the photo itself, only when [store] keep_photos is true; sealed like the embedding
     photo: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
     created_at: Mapped[datetime] = mapped_column(AwareDateTime())
 
@@ -189,3 +192,36 @@ class ConfirmationRow(Base):
     event_id: Mapped[str | None] = mapped_column(
         String(36), ForeignKey("meal_events.event_id"), nullable=True
     )
+
+
+class StaffRow(Base):
+    """A staff account (schema version 3): who may log in to the staff screen and confirm meals."""
+
+    __tablename__ = "staff"
+    __table_args__ = (CheckConstraint("role IN ('staff', 'manager')", name="ck_staff_role"),)
+
+    staff_id: Mapped[str] = mapped_column(String, primary_key=True)
+    name: Mapped[str] = mapped_column(String)
+    role: Mapped[str] = mapped_column(String)
+    #: argon2id hash of the PIN or password (the PIN itself is never stored)
+    secret_hash: Mapped[str] = mapped_column(String)
+    #: wrong PINs in a row since the last good one
+    failures: Mapped[int] = mapped_column(Integer)
+    locked_until: Mapped[datetime | None] = mapped_column(AwareDateTime(), nullable=True)
+    created_at: Mapped[datetime] = mapped_column(AwareDateTime())
+
+
+class AuditRow(Base):
+    """One staff action (schema version 3). Append-only: triggers refuse UPDATE and DELETE."""
+
+    __tablename__ = "audit_log"
+    __table_args__ = (Index("ix_audit_log_staff", "staff_id"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    at: Mapped[datetime] = mapped_column(AwareDateTime())
+    staff_id: Mapped[str] = mapped_column(String)
+    action: Mapped[str] = mapped_column(String)
+    #: what it was done to: "confirmation:12", "senior:S0001", "staff:w01"
+    target: Mapped[str] = mapped_column(String)
+    #: ids, counts and states; never a senior's name
+    details: Mapped[dict[str, Any]] = mapped_column(JSON)

@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import logging
-import sqlite3
 from datetime import datetime
 
 import numpy as np
 from sqlalchemy import delete, func, select
+from sqlalchemy.orm import Session
 
 from edge.meals.rules import Senior
 from edge.recognition.refresh import CHECKIN_SOURCE_PREFIX
+from edge.security.atrest import AtRestError
+from edge.security.guards import Throttle
+from edge.store.auditlog import AuditEntry
 from edge.store.base import StoreBase
-from edge.store.models import FaceTemplateRow, SeniorRow
+from edge.store.models import SEALED_EMBEDDING_BYTES, FaceTemplateRow, SeniorRow
 from edge.store.records import (
     EMB_DTYPE,
     IS_CHECKIN,
@@ -24,8 +27,13 @@ from edge.store.records import (
     to_senior,
     utcnow,
 )
+from edge.store.staffdb import add_audit
 
 log = logging.getLogger(__name__)
+#: a template that does not decrypt is logged at most once a minute per senior (the gallery reloads often)
+_BAD_TEMPLATE_LOG = Throttle(60.0)
+#: what a new template row holds until it is flushed and sealed with its id (same size: the CHECK holds)
+_PLACEHOLDER = bytes(SEALED_EMBEDDING_BYTES)
 
 
 class SeniorStore(StoreBase):
@@ -106,7 +114,7 @@ class SeniorStore(StoreBase):
             rows = s.execute(q)
             return [(sid, name, card) for sid, name, card in rows]
 
-    def set_status(self, senior_id: str, status: str) -> None:
+    def set_status(self, senior_id: str, status: str, audit: AuditEntry | None = None) -> None:
         check_status(status)
         with self._write(f"could not set the status of senior {senior_id!r}") as s:
             row = s.get(SeniorRow, senior_id)
@@ -114,8 +122,9 @@ class SeniorStore(StoreBase):
                 raise StoreError(f"no senior with id {senior_id!r}")
             row.status = status
             row.updated_at = utcnow()
+            add_audit(s, audit)
 
-    def remove_senior(self, senior_id: str) -> RemovalReport:
+    def remove_senior(self, senior_id: str, audit: AuditEntry | None = None) -> RemovalReport:
         """Erase a senior and every template (and photo) for good. Meal events stay for audit."""
         with self._write(f"could not remove senior {senior_id!r}") as s:
             row = s.get(SeniorRow, senior_id)
@@ -129,6 +138,7 @@ class SeniorStore(StoreBase):
             ).one()
             s.execute(delete(FaceTemplateRow).where(FaceTemplateRow.senior_id == senior_id))
             s.delete(row)
+            add_audit(s, audit)
         truncated = self._checkpoint_truncate()
         if not truncated:
             log.warning(
@@ -139,25 +149,19 @@ class SeniorStore(StoreBase):
             )
         return RemovalReport(senior_id, name, int(n_templates), int(n_photos), truncated)
 
-    def _checkpoint_truncate(self) -> bool:
-        # secure_delete zeroes the pages in the database, but in WAL mode the earlier page images (with
-        # the templates) also sit in the -wal file until it is reset: checkpoint and truncate it.
-        with self._lock:
-            raw = self._engine.raw_connection()
-            try:
-                cur = raw.cursor()
-                busy, _, _ = cur.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
-                cur.close()
-                return busy == 0
-            except sqlite3.Error as e:
-                log.warning("store %s: checkpoint failed: %s", self.path, e)
-                return False
-            finally:
-                raw.close()
+    def _seal_rows(
+        self, s: Session, rows: list[FaceTemplateRow], blobs: list[bytes], photos: list[bytes | None]
+    ) -> None:
+        """Give new template rows their sealed embedding (and photo): the row id is part of the associated
+        data, so the rows are flushed first with a placeholder of the sealed size."""
+        s.flush()
+        for row, blob, photo in zip(rows, blobs, photos, strict=True):
+            row.embedding = self.cipher.seal(blob, row.senior_id, row.id)
+            row.photo = None if photo is None else self.cipher.seal(photo, row.senior_id, row.id, kind="photo")
 
     # -- templates ---------------------------------------------------------------------------------
 
-    def add_templates(self, senior_id: str, templates: list[TemplateIn]) -> int:
+    def add_templates(self, senior_id: str, templates: list[TemplateIn], audit: AuditEntry | None = None) -> int:
         blobs = [embedding_bytes(t.embedding, senior_id, t.source) for t in templates]
         with self._write(f"could not store templates of senior {senior_id!r}") as s:
             senior = s.get(SeniorRow, senior_id)
@@ -165,32 +169,43 @@ class SeniorStore(StoreBase):
                 raise StoreError(f"no senior with id {senior_id!r}")
             now = utcnow()
             senior.updated_at = now  # so signature() sees the change even if template ids are reused
-            for t, blob in zip(templates, blobs, strict=True):
-                s.add(
-                    FaceTemplateRow(
-                        senior_id=senior_id,
-                        embedding=blob,
-                        model_id=t.model_id,
-                        quality=float(t.quality),
-                        source=t.source,
-                        photo=t.photo if self.keep_photos else None,
-                        created_at=now,
-                    )
+            rows = [
+                FaceTemplateRow(
+                    senior_id=senior_id,
+                    embedding=_PLACEHOLDER,
+                    model_id=t.model_id,
+                    quality=float(t.quality),
+                    source=t.source,
+                    photo=None,
+                    created_at=now,
                 )
+                for t in templates
+            ]
+            s.add_all(rows)
+            self._seal_rows(s, rows, blobs, [t.photo if self.keep_photos else None for t in templates])
+            add_audit(s, audit)
         return len(templates)
 
     def templates(self, model_id: str | None = None) -> list[tuple[str, np.ndarray]]:
         """(senior_id, float32[128]) for every template, of active and inactive seniors alike (the
         matcher must still recognise a suspended senior to tell them to see staff)."""
-        q = select(FaceTemplateRow.senior_id, FaceTemplateRow.embedding).order_by(
+        q = select(FaceTemplateRow.senior_id, FaceTemplateRow.id, FaceTemplateRow.embedding).order_by(
             FaceTemplateRow.senior_id, FaceTemplateRow.id
         )
         if model_id is not None:
             q = q.where(FaceTemplateRow.model_id == model_id)
         with self._read("could not read face templates") as s:
-            return [
-                (sid, np.frombuffer(blob, dtype=EMB_DTYPE).astype(np.float32)) for sid, blob in s.execute(q)
-            ]
+            rows = s.execute(q).all()
+        out = []
+        for sid, tid, blob in rows:
+            try:
+                plain = self.cipher.open(blob, sid, tid)
+            except AtRestError as e:
+                # altered, moved to another row or senior, or sealed under another key: never matched
+                _BAD_TEMPLATE_LOG.log(log, logging.ERROR, f"bad-template:{sid}", "store %s: %s; skipped", self.path, e)
+                continue
+            out.append((sid, np.frombuffer(plain, dtype=EMB_DTYPE).astype(np.float32)))
+        return out
 
     def seniors_only_in_other_models(self, model_id: str) -> dict[str, int]:
         """other model_id -> seniors with templates of that model and none of `model_id`: the daemon cannot
@@ -251,17 +266,17 @@ class SeniorStore(StoreBase):
             senior.updated_at = now  # signature() changes: the daemon reloads its gallery
             if at is not None and (at.tzinfo is None or at.utcoffset() is None):
                 raise StoreError(f"naive datetime {at!r}: the store keeps only timezone-aware times")
-            s.add(
-                FaceTemplateRow(
-                    senior_id=senior_id,
-                    embedding=blob,
-                    model_id=template.model_id,
-                    quality=float(template.quality),
-                    source=template.source,
-                    photo=None,  # never a face photo from the kiosk camera
-                    created_at=now if at is None else at,
-                )
+            row = FaceTemplateRow(
+                senior_id=senior_id,
+                embedding=_PLACEHOLDER,
+                model_id=template.model_id,
+                quality=float(template.quality),
+                source=template.source,
+                photo=None,  # never a face photo from the kiosk camera
+                created_at=now if at is None else at,
             )
+            s.add(row)
+            self._seal_rows(s, [row], [blob], [None])
             s.flush()
             ids = s.scalars(
                 select(FaceTemplateRow.id)

@@ -1,20 +1,12 @@
 /* The staff screen's script (edge/screens/templates/staff/base.html inlines it; its CSP hash is computed from
-   this file). The staff name survives the automatic reloads for a while (sessionStorage, 10 minutes since last
-   used) so staff need not retype it, but is not kept all day on a shared screen. Reloads wait while someone
-   types. A card that needs a named staff member has its own name field (input.need), posted as it is: it is
-   never filled in from the remembered name (else whoever stands at the kiosk could confirm with it), and a
-   name typed there and left alone is cleared by the next reload (30 s after the last keystroke or focus). */
+   this file). After a tap the buttons are disabled (one post per tap). A card that needs the staff member's
+   PIN again has its own field (input.need), never filled in by the page; the reload waits while someone types
+   in it, and a PIN typed there and left alone is cleared by the next reload (30 s after the last keystroke or
+   focus). The login page does not reload itself (data-refresh 0). */
 (function(){
-var s=document.getElementById('staff'),K='meal-edge-staff',TTL=600000;
-function load(){try{var v=JSON.parse(sessionStorage.getItem(K)||'null');
-if(v&&Date.now()-v.t<TTL){return v.n;}}catch(e){}return '';}
-function save(n){try{sessionStorage.setItem(K,JSON.stringify({n:n,t:Date.now()}));}catch(e){}}
-if(s){s.value=load();s.addEventListener('input',function(){save(s.value);});}
 var sent=false;
 document.querySelectorAll('form.decide').forEach(function(f){f.addEventListener('submit',function(e){
 if(sent){e.preventDefault();return;}sent=true;
-var h=f.querySelector('input[type=hidden][name=by]');
-if(s&&h){h.value=s.value;if(s.value){save(s.value);}}
 setTimeout(function(){document.querySelectorAll('button').forEach(function(b){b.disabled=true;});},0);});});
 var busy=0,HOLD=30000;
 document.querySelectorAll('input.need').forEach(function(i){['focus','input'].forEach(function(t){
@@ -34,7 +26,7 @@ g.gain.exponentialRampToValueAtTime(0.0001,a.currentTime+t+0.25);o.connect(g);g.
 o.start(a.currentTime+t);o.stop(a.currentTime+t+0.3);});window.mealEdgeBeeps=(window.mealEdgeBeeps||0)+1;}
 catch(e){}}
 var wait=parseInt(document.body.getAttribute('data-refresh'),10)*1000;
-function tick(){if(sent||document.activeElement===s||Date.now()-busy<HOLD){setTimeout(tick,wait);return;}
+function tick(){if(sent||Date.now()-busy<HOLD){setTimeout(tick,wait);return;}
 location.replace('/');}
 if(wait>0){setTimeout(tick,wait);}
 })();
