@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 from pathlib import Path
 
 import pytest
@@ -98,9 +99,20 @@ def test_add_refuses_another_persons_photo_for_an_enrolled_senior_unless_forced(
 
 
 def roster(tmp: Path, name: str, *rows: tuple[tuple[str, int], ...]) -> str:
+    """A roster CSV in tmp whose photos are copied beside it: roster photo paths must stay inside the CSV's
+    folder (issue 12), as a centre's export with its photos folder is."""
     sid, sname, born = SENIOR
+
+    def local(person: str, n: int) -> str:
+        src = Path(lfw(person, n))
+        dst = tmp / "photos" / src.name
+        dst.parent.mkdir(exist_ok=True)
+        if not dst.exists():
+            shutil.copyfile(src, dst)
+        return f"photos/{src.name}"
+
     lines = ["senior_id,name,birth_date,hukou,photos"]
-    lines += [f"{sid},{sname},{born},徐汇,{';'.join(lfw(*p) for p in photos)}" for photos in rows]
+    lines += [f"{sid},{sname},{born},徐汇,{';'.join(local(*p) for p in photos)}" for photos in rows]
     p = tmp / name
     p.write_text("\n".join(lines) + "\n", encoding="utf-8")
     return str(p)

@@ -73,7 +73,7 @@ def test_status_changes_and_removals_are_audited(tmp_path: Path, capsys: pytest.
     with Store(_db(tmp_path)) as s:
         s.add_senior(Senior("S0001", "Secret Name", date(1940, 1, 1), "xuhui"))
     assert main(["--config", cfg, "set-status", "S0001", "suspended"]) == 0
-    assert main(["--config", cfg, "remove", "S0001"]) == 0
+    assert main(["--config", cfg, "remove", "S0001", "--yes"]) == 0
     assert main(["--config", cfg, "set-status", "S0404", "active"]) == 1  # nothing done: nothing audited
     with Store(_db(tmp_path)) as s:
         lines = [(a.action, a.target, a.details) for a in s.audit_log()]
