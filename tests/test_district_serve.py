@@ -226,6 +226,13 @@ def test_a_stopped_process_keeps_its_share_until_it_returns_or_retires(
     db = f"sqlite:///{tmp_path / 'd.sqlite'}"
     _, cfg_path = make_config(mosquitto_broker, db, tmp_path)
     a = serve_process(cfg_path, tmp_path / "a.log", "district-a")
+    # b only once a has created the SQLite database: two first starts at once race on its migration
+    # (several serve processes are for PostgreSQL; docs/district.md)
+    try:
+        wait_until(lambda: subscribed(tmp_path / "a.log"), 30, "a subscribed")
+    except AssertionError:
+        stop_process(a)
+        raise
     b = serve_process(cfg_path, tmp_path / "b.log", "district-b")
     pub = RawPublisher(mosquitto_broker)
     try:
