@@ -31,6 +31,7 @@ LAYERS: dict[str, int] = {
     "edge.paths": 0,
     "edge.config": 1,
     "edge.delivery.events": 1,
+    "edge.delivery.rosterwire": 2,  # the roster link's messages (issue 13): pure, beside the event contract
     "edge.security": 1,
     # pure meal rules and the kiosk's sentences: only the config below them
     "edge.meals.rules": 2,
