@@ -89,7 +89,7 @@ def test_a_signed_void_reverses_the_meal(engine: Engine) -> None:
     key = Ed25519PrivateKey.generate()
     register_kiosk(engine, DISTRICT, "centre-001", "kiosk-1", signing.public_key_text(key.public_key()))
     meal = v2(1, key, None)
-    void = dict(meal, kind="void", voids=meal["event_id"], void_reason="served by mistake", seq=2,
+    void = dict(meal, kind="void", voids=meal["event_id"], void_reason="double_serving", seq=2,
                 event_id="0f0e0d0c-0b0a-4900-8800-000000000002", check_in="manual", staff_id="staff-7",
                 prev_hash=signing.event_hash(meal))
     void.pop("sig")
