@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 from dataclasses import replace
 from datetime import date, timedelta
+from pathlib import Path
 
 import pytest
 import test_confirm as confirm_tests
@@ -169,3 +170,62 @@ def test_only_a_manager_voids_and_other_needs_a_note(cfg: Config, store: Store) 
     lines = [(a.staff_id, a.details["outcome"], a.details.get("why")) for a in store.audit_log() if a.action == "void"]
     assert lines == [(STAFF_ID, "refused", "not_manager"), (MANAGER, "refused", "need_note"),
                      (MANAGER, "refused", "bad_reason"), (MANAGER, "voided", None)]
+
+
+# -- the command line ----------------------------------------------------------------------------------------
+
+
+def test_the_command_voids_with_a_managers_pin(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from test_confirm import _pin_file, _staff, write_config
+
+    from edge.cli.main import main as edge_main
+    from edge.config import load_config
+    from enroll.cli import main as enroll_main
+
+    path = write_config(tmp_path, all_day=True)
+    c = load_config(path)
+    with Store(c.store_path) as s:
+        s.add_senior(Senior("S0001", "王芳", date(1950, 2, 28), "xuhui"))
+        _staff(s)  # w01, role staff
+    # a manager account, the way a centre makes one
+    assert enroll_main(["--config", str(path), "staff", "add", "m01", "--name", "张敏", "--role", "manager",
+                        "--pin-file", _pin_file(tmp_path, MANAGER_PIN)]) == 0
+    capsys.readouterr()
+    assert edge_main(["--config", str(path), "checkin", "S0001", "--by", "w01", "--pin-file",
+                      _pin_file(tmp_path, "482913")]) == 0
+    with Store(c.store_path) as s:
+        [meal] = s.list_events()
+    capsys.readouterr()
+    base = ["--config", str(path), "void", meal.event_id]
+    pin = ["--pin-file", _pin_file(tmp_path, MANAGER_PIN)]
+    # a wrong PIN, or a staff member who is not a manager: nothing recorded
+    assert edge_main([*base, "--reason", "wrong_person", "--by", "m01", "--pin-file",
+                      _pin_file(tmp_path, "000000")]) == 1
+    assert "nothing changed" in capsys.readouterr().err
+    assert edge_main([*base, "--reason", "wrong_person", "--by", "w01", "--pin-file",
+                      _pin_file(tmp_path, "482913")]) == 1
+    assert "only a manager may void" in capsys.readouterr().err
+    assert edge_main([*base, "--reason", "other", "--by", "m01", *pin]) == 1
+    assert "needs a note" in capsys.readouterr().err
+    assert edge_main([*base, "--reason", "other", "--note", "家属代领", "--by", "m01", *pin]) == 0
+    out = capsys.readouterr().out
+    assert f"meal {meal.event_id} (S0001, lunch" in out and "voided by m01 (other); void event" in out
+    assert edge_main([*base, "--reason", "wrong_person", "--by", "m01", *pin]) == 1
+    assert "already voided" in capsys.readouterr().err
+    for bad in ([], ["--reason", "mistake", "--by", "m01"], ["--reason", "other"], ["--reason", "other", "--by", "m01",
+                                                                                      "--pin", MANAGER_PIN]):
+        with pytest.raises(SystemExit) as e:
+            edge_main([*base, *bad])
+        assert e.value.code == 2
+    capsys.readouterr()
+    assert edge_main(["--config", str(path), "events", "--json"]) == 0
+    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [(r["kind"], r.get("voids"), r.get("voided_by") is not None) for r in rows] == [
+        ("meal", None, True), ("void", meal.event_id, False)]
+    assert rows[1]["void_note"] == "家属代领"
+    with Store(c.store_path) as s:
+        got = [(a.staff_id, a.action, a.details.get("outcome"), a.details.get("why")) for a in s.audit_log()
+               if a.action in ("void", "login_failed")]
+    assert got == [("m01", "login_failed", None, None), ("w01", "void", "refused", "not_manager"),
+                   ("m01", "void", "refused", "need_note"), ("m01", "void", "voided", None),
+                   ("m01", "void", "refused", "already_voided")]
