@@ -60,6 +60,13 @@ def test_a_voided_meal_is_neither_a_repeat_nor_the_days_subsidy(cfg: Config) -> 
     assert decide_meal(senior, at("17:10"), had, r, d, tz).reasons == (DAILY_LIMIT,)
 
 
+def test_every_reason_has_its_words() -> None:
+    from edge.delivery.events import VOID_REASONS
+    from edge.meals.void import REASON_WORDS
+
+    assert tuple(REASON_WORDS) == VOID_REASONS and all(set(w) == {"zh", "en"} for w in REASON_WORDS.values())
+
+
 def test_void_refusal() -> None:
     assert void_refusal(VoidTarget("meal", DAY, False), DAY) is None
     assert void_refusal(None, DAY) == "not_found"
@@ -136,6 +143,25 @@ def test_voided_once_not_a_void_not_another_day_and_the_senior_may_come_again(cf
     assert (again.kind, again.subsidy_fen) == ("meal", 300), again.message
     refused = [a.details["why"] for a in store.audit_log() if a.action == "void" and a.details["outcome"] == "refused"]
     assert refused == ["already_voided", "is_void", "not_today", "not_found", "not_found"]
+
+
+def test_the_kiosk_serves_a_voided_senior_again(cfg: Config, store: Store) -> None:
+    """The real pipeline: Wang Fang's lunch at the kiosk, voided (wrong person: someone else was recorded as
+    her), then she comes to the kiosk herself: a meal with the subsidy, not "already checked in"."""
+    from test_confirm import light_pipeline
+
+    from edge.recognition.decide import Verdict
+
+    add_manager(store)
+    pipe = light_pipeline(cfg, store)
+    first = pipe.finalise(1, Verdict("accept", "S0001", 0.3, 0.2, 5), at("11:45"), 1.0)
+    assert first.kind == "meal" and first.event_id
+    repeat = pipe.finalise(2, Verdict("accept", "S0001", 0.3, 0.2, 5), at("11:45"), 2.0)
+    assert repeat.kind == "repeat"
+    assert void_meal(store, cfg, first.event_id, "wrong_person", None, MANAGER, now=at("11:46")).ok
+    again = pipe.finalise(3, Verdict("accept", "S0001", 0.3, 0.2, 5), at("11:45"), 3.0)
+    assert (again.kind, again.subsidy_fen) == ("meal", 300)
+    assert [e.kind for e in store.list_events()] == ["meal", "void", "meal"]
 
 
 def test_the_store_refuses_a_second_void_inside_its_transaction(cfg: Config, store: Store) -> None:

@@ -39,7 +39,6 @@ REASON_WORDS: dict[str, dict[Language, str]] = {
     "not_eaten": {"zh": "未用餐", "en": "Left without eating"},
     "other": {"zh": "其他", "en": "Other"},
 }
-assert tuple(REASON_WORDS) == VOID_REASONS
 
 
 def reason_text(code: str | None, note: str | None, lang: Language) -> str:
