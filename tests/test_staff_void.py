@@ -49,7 +49,7 @@ def test_a_manager_voids_todays_meal_and_the_day_counts_without_it(cfg: Config, 
         assert tally == [("0", "Meals"), ("0", "Subsidised"), ("¥0.00", "To collect"), ("0", "Waiting for staff"),
                          ("1", "Voided")]
         row = re.search(r'<tr class="voided">(.*?)</tr>', a.body)
-        assert row and "Wang Fang" in row.group(1) and "Voided: Wrong person (m01)" in row.group(1)
+        assert row and "Wang Fang" in row.group(1) and "Voided: Wrong person (m01) · waiting" in row.group(1)
         assert 'class="void"' not in a.body  # nothing left to void
         again = fetch(url, {"token": token, "reason": "wrong_person"})
         assert flash(again.body) == "This meal is already voided: it is not voided twice."

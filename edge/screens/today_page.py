@@ -142,7 +142,9 @@ def render(lang: Language, t: Today, tz: tzinfo, *, can_void: bool = False, flas
                 who = ""
                 if v is not None and v.staff_id:
                     who = f"（{v.staff_id}）" if lang == "zh" else f" ({v.staff_id})"
-                last = f'<td class="why">{e(word("voided", lang, reason=why) + who)}</td>'
+                # whether the district has the void yet (the struck-out cell before says it of the meal)
+                sent = f" · {word('sent' if v.delivered_at else 'unsent', lang)}" if v is not None else ""
+                last = f'<td class="why">{e(word("voided", lang, reason=why) + who + sent)}</td>'
             elif can_void:
                 last = (f'<td><a class="void" href="/void/{e(ev.event_id, quote=True)}">'
                         f'{e(word("void", lang))}</a></td>')
