@@ -89,10 +89,11 @@ def test_today_counts_the_meals_and_gives_the_cash_list(cfg: Config, store: Stor
         a = fetch(base + "/today.csv")
         assert a.status == 200 and a.ctype == "text/csv; charset=utf-8"
         lines = a.body.lstrip("\ufeff").splitlines()
-        assert lines[0] == "time,senior_id,name,meal,price,subsidy,payable,check_in,event_id,delivered"
+        assert lines[0] == ("time,senior_id,name,meal,price,subsidy,payable,check_in,event_id,delivered,"
+                            "voided,void_reason,void_note,void_staff_id,void_event_id")
         assert lines[1].startswith("2026-11-30T11:20:00+08:00,S0001,Wang Fang,lunch,10.00,3.00,7.00,manual,")
-        assert lines[1].endswith(",yes") and lines[2].endswith(",no")
-        assert lines[3] == "total,,,2 meals,,3.00,17.00,,,"
+        assert lines[1].endswith(",yes,,,,,") and lines[2].endswith(",no,,,,,")  # delivered; not voided
+        assert lines[3] == "total,,,2 meals,,3.00,17.00,,,,,,,,"
 
 
 

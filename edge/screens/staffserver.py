@@ -21,7 +21,7 @@ from urllib.parse import parse_qs, urlencode, urlsplit
 
 from edge import config
 from edge.config import need_config
-from edge.screens import checkin_page, localweb, stafflogin, staffpages, today_page
+from edge.screens import checkin_page, localweb, stafflogin, staffpages, today_page, void_page
 from edge.screens.localweb import LocalServer, is_loopback
 from edge.screens.staffscreen import DEFAULT_LISTEN, EXIT_FAIL, EXIT_OK, MAX_BODY, StaffScreen
 from edge.screens.staffwords import phrase
@@ -123,7 +123,11 @@ class _Handler(BaseHTTPRequestHandler):
             key = parse_qs(url.query).get("flash", [""])[0]
             self._guarded(False, lambda: self._list(key))
         elif url.path in ("/today", "/today.csv"):
-            self._guarded(False, lambda: self._today(url.path.endswith(".csv")))
+            flash_key = parse_qs(url.query).get("flash", [""])[0]
+            self._guarded(False, lambda: self._today(url.path.endswith(".csv"), flash_key))
+        elif (void_id := void_page.handles(url.path)) is not None:
+            flash_key = parse_qs(url.query).get("flash", [""])[0]
+            self._guarded(False, lambda: void_page.get(self, void_id, flash_key))
         elif url.path == "/checkin":
             q = parse_qs(url.query)
             self._guarded(False, lambda: self._checkin_page(q.get("q", [""])[0], q.get("flash", [""])[0]))
@@ -141,6 +145,8 @@ class _Handler(BaseHTTPRequestHandler):
             self._guarded(False, self._post_logout)
         elif path == "/checkin":
             self._guarded(False, self._post_checkin)
+        elif (void_id := void_page.handles(path)) is not None:
+            self._guarded(False, lambda: void_page.post(self, void_id))
         elif m is not None:
             self._guarded(False, lambda: self._post_confirm(int(m.group(1))))
         else:
@@ -190,8 +196,9 @@ class _Handler(BaseHTTPRequestHandler):
         self.screen.logout(self._cookie_token())
         self._send(HTTPStatus.SEE_OTHER, "", "text/plain", {"Location": "/", "Set-Cookie": stafflogin.clear_cookie()})
 
-    def _today(self, as_csv: bool) -> None:
-        if self._session(touch=False) is None:  # the day's meals name seniors: nothing before a login
+    def _today(self, as_csv: bool, flash_key: str = "") -> None:
+        session = self._session(touch=False)
+        if session is None:  # the day's meals name seniors: nothing before a login
             self._login_page(HTTPStatus.UNAUTHORIZED)
             return
         screen = self.screen
@@ -202,7 +209,10 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(HTTPStatus.OK, today_page.csv_text(t, screen.tz), "text/csv",
                        {"Content-Disposition": f'attachment; filename="{name}"'})
             return
-        body = today_page.render(screen.lang, t, screen.tz)
+        flash = screen.get_flash(flash_key) if flash_key else None
+        note = f'<div class="flash {flash.tone}" role="status">{html.escape(flash.text)}</div>' if flash else ""
+        # the void links (edge/screens/void_page.py) only for a manager; the POST checks the role again
+        body = today_page.render(screen.lang, t, screen.tz, can_void=session.is_manager, flash=note)
         page = staffpages.render_body(screen.lang, today_page.word("open", screen.lang), body, refresh=30)
         self._send(HTTPStatus.OK, page, "text/html")
 

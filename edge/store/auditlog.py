@@ -13,11 +13,13 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-#: what staff do (confirm/reject and manual check-in on the screen or the command line; enrolment tools; logins)
+#: what staff do (confirm/reject, manual check-in and voids on the screen or the command line; enrolment tools;
+#: logins)
 ACTIONS = (
     "confirm",
     "reject",
     "checkin",
+    "void",
     "enrol",
     "status",
     "remove",

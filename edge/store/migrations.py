@@ -226,6 +226,24 @@ def _v4(conn: Connection) -> None:
         conn.exec_driver_sql(stmt)
 
 
+_V5 = [
+    # voids (kind "void"): the meal a void reverses, and on the meal the void that reversed it
+    "ALTER TABLE meal_events ADD COLUMN voids VARCHAR(36)",
+    "ALTER TABLE meal_events ADD COLUMN voided_by VARCHAR(36)",
+    # a voided meal no longer counts as the senior's meal (they may be served again); a void is not a meal
+    "DROP INDEX uq_meal_events_senior_meal",
+    "CREATE UNIQUE INDEX uq_meal_events_senior_meal ON meal_events (senior_id, local_date, meal) "
+    "WHERE kind = 'meal' AND voided_by IS NULL",
+    # a meal is voided once, whoever tries (the screen and the command line at once)
+    "CREATE UNIQUE INDEX uq_meal_events_voids ON meal_events (voids) WHERE voids IS NOT NULL",
+]
+
+
+def _v5(conn: Connection) -> None:
+    for stmt in _V5:
+        conn.exec_driver_sql(stmt)
+
+
 MIGRATIONS: list[Migration] = [
     Migration("initial schema: seniors, face templates, meal events, outbox, per-kiosk sequence", _v1),
     Migration("staff confirmations of uncertain matches; one meal per senior, window and day", _v2),
@@ -235,4 +253,5 @@ MIGRATIONS: list[Migration] = [
         seal=_v3,
     ),
     Migration("meal-card numbers of seniors (roster column card_no)", _v4),
+    Migration("voids: a meal reversed by a later void event no longer counts as served", _v5),
 ]

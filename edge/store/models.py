@@ -22,6 +22,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
@@ -115,7 +116,14 @@ class MealEventRow(Base):
     __table_args__ = (
         UniqueConstraint("kiosk_id", "seq", name="uq_meal_events_kiosk_seq"),
         Index("ix_meal_events_senior_date", "senior_id", "local_date"),
-        Index("uq_meal_events_senior_meal", "senior_id", "local_date", "meal", unique=True),
+        # one standing meal per senior, meal window and local day (schema version 5: a voided meal no longer
+        # stands, so the senior can be served again; voids themselves are not meals)
+        Index(
+            "uq_meal_events_senior_meal", "senior_id", "local_date", "meal", unique=True,
+            sqlite_where=text("kind = 'meal' AND voided_by IS NULL"),
+        ),
+        # a meal is voided once
+        Index("uq_meal_events_voids", "voids", unique=True, sqlite_where=text("voids IS NOT NULL")),
     )
 
     event_id: Mapped[str] = mapped_column(String(36), primary_key=True)
@@ -139,6 +147,10 @@ class MealEventRow(Base):
     #: the JSON text exactly as published
     payload: Mapped[str] = mapped_column(Text)
     recorded_at: Mapped[datetime] = mapped_column(AwareDateTime())
+    #: kind void (schema version 5): the event_id of the meal it voids
+    voids: Mapped[str | None] = mapped_column(String(36), nullable=True)
+    #: kind meal: the void event that reverses it, set in the void's transaction (the payload never changes)
+    voided_by: Mapped[str | None] = mapped_column(String(36), nullable=True)
 
 
 class OutboxRow(Base):
