@@ -350,10 +350,10 @@ def test_kiosk_calibration_tables_and_the_sequential_rule_on_constructed_presenc
 
 
 def test_home_first_counts_a_visitor_taken_for_a_local_lookalike() -> None:
-    """Constructed geometry: A and B are 0.4 apart, everyone else far. A eating at home or B anywhere is
-    accepted correctly under every rule; A visiting a centre that holds B (and not A) is accepted as B (and B
-    visiting as A) by "home first" (a wrong senior) where the district-wide gallery accepts A; a far stranger is accepted by
-    nobody. So the measurement can show the rule's risk, not just its benefit."""
+    """Constructed geometry: A and B are 0.4 apart, everyone else far. Both are accepted correctly at home
+    and by the district-wide gallery; visiting a centre that holds the other (and not themselves), each is
+    accepted as the other by "home first" (a wrong senior); a far stranger is accepted by nobody. So the
+    measurement can show the rule's risk, not just its benefit."""
     from edge.lab.homefirst import home_first, subset
     from edge.lab.kioskeval import KioskRun
     from edge.lab.kiosktrial import KioskTrial, Presence
