@@ -113,6 +113,7 @@ def _run_locked(cfg: Config, stop: threading.Event) -> int:
     from edge.cli.stopping import Stopper, StopRequested
     from edge.delivery.publish import Publisher
     from edge.recognition.capture import open_camera
+    from edge.recognition.frameshare import FrameShareWriter
     from edge.screens.display import Display
 
     signing_key = kiosk_key(cfg)  # KeyFileError (exit 1, says `meal-edge keys init`) before anything starts
@@ -150,6 +151,7 @@ def _run_locked(cfg: Config, stop: threading.Event) -> int:
     waiter = ConfirmWait(parts.store, cfg.display.confirm_wait_seconds)
     kiosk_state = KioskStateWriter(state_path(cfg.store_path))
     show = run_feedback(display, waiter, kiosk_state)
+    share = FrameShareWriter(cfg.store_path.parent)  # the staff screen's enrolment page borrows the camera's view
     pipeline = make_pipeline(
         cfg,
         parts,
@@ -186,6 +188,7 @@ def _run_locked(cfg: Config, stop: threading.Event) -> int:
             frame = source.next_frame(timeout=0.5)
             if frame is not None:
                 last_frame = time.monotonic()
+            share.offer(frame.image if frame is not None else None)
             if frame is not None and should_look(pipeline.idle, time.monotonic(), last_looked, cfg.camera.idle_fps):
                 last_looked = time.monotonic()
                 pipeline.process(frame)
@@ -205,6 +208,7 @@ def _run_locked(cfg: Config, stop: threading.Event) -> int:
         notify("STOPPING=1")
         stopper.step = "closing the camera"
         source.close(timeout=1.0)
+        share.close()
         stopper.step = "finishing decisions"
         pipeline.finish(None)
         if display:
