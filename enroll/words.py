@@ -93,7 +93,9 @@ _W: dict[str, dict[Language, str]] = {
     },
     results.EMPTY_NAME: {"zh": "请填写姓名（与身份证一致）", "en": "Give the name as on the ID card"},
     results.EMPTY_HUKOU: {"zh": "请填写户籍所在区", "en": "Give the hukou district"},
-    results.FUTURE_BIRTH: {"zh": "出生日期在今天之后：请核对年份", "en": "The birth date is in the future: check the year"},
+    results.FUTURE_BIRTH: {
+        "zh": "出生日期在今天之后：请核对年份", "en": "The birth date is in the future: check the year"
+    },
     results.BAD_STATUS: {"zh": "状态不对", "en": "Unknown status"},
     results.ID_TAKEN: {
         "zh": "这个编号已登记给另一位老人（姓名、出生日期或户籍不同）：请核对编号",

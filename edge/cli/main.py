@@ -499,13 +499,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     # the tools register their own sub-commands (their heavy imports are deferred to when they run)
     from edge.cli import audit as audit_cli
-    from edge.cli import checkin, keys
+    from edge.cli import checkin, keys, staff_screen
     from edge.cli import models as models_cli
     from edge.lab import calibrate, evaluate, liveness_eval
     from edge.meals import confirm
-    from edge.screens import staffserver
 
-    for tool in (keys, confirm, checkin, staffserver, audit_cli, evaluate, calibrate, models_cli, liveness_eval):
+    for tool in (keys, confirm, checkin, staff_screen, audit_cli, evaluate, calibrate, models_cli, liveness_eval):
         tool.add_parser(sub)
     every_command_takes_config(sub)
     return p

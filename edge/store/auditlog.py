@@ -19,6 +19,8 @@ ACTIONS = (
     "reject",
     "checkin",
     "enrol",
+    "enrol_refused",  # the staff screen's enrolment page: nothing enrolled, and why (codes only)
+    "card",  # a meal-card number set for a senior
     "status",
     "remove",
     "staff_add",
