@@ -52,7 +52,7 @@ CSP = staffpages.CSP.replace("style-src ", f"style-src {localweb.csp_hash(CSS)} 
 _W: dict[str, dict[Language, str]] = {
     "title": {"zh": "录入", "en": "Enrol"},
     "find_h": {"zh": "已在名册中的老人", "en": "A senior on the roster"},
-    "find": {"zh": "姓名、拼音首字母、编号或餐卡号", "en": "Name, pinyin initials, id or card number"},
+    "find": {"zh": "姓名、拼音或编号", "en": "Name, pinyin initials, id or card"},
     "search": {"zh": "查找", "en": "Find"},
     "none": {"zh": "没有找到“{q}”。", "en": "Nobody matches \u201c{q}\u201d."},
     "pick": {"zh": "为 {name} 录入", "en": "Enrol {name}"},
@@ -60,6 +60,7 @@ _W: dict[str, dict[Language, str]] = {
     "f_id": {"zh": "编号", "en": "Id"},
     "f_name": {"zh": "姓名", "en": "Name"},
     "f_birth": {"zh": "出生日期", "en": "Birth date"},
+    "f_birth_eg": {"zh": "例如 1948-03-15", "en": "e.g. 1948-03-15"},
     "f_hukou": {"zh": "户籍（区）", "en": "Hukou district"},
     "f_card": {"zh": "餐卡号（可不填）", "en": "Meal card (optional)"},
     "next": {"zh": "下一步：拍照", "en": "Next: photos"},
@@ -211,7 +212,7 @@ class EnrolPage:
         if key is not None:
             self._see(h, f"{PREFIX}/d/{key}")
             return
-        self._page(h, _flash(problems) + self._find(h.screen, "", f), HTTPStatus.UNPROCESSABLE_ENTITY)
+        self._page(h, self._find(h.screen, "", f, problems), HTTPStatus.UNPROCESSABLE_ENTITY)
 
     def _upload(self, h: Handler, session: Session) -> None:
         try:
@@ -232,12 +233,15 @@ class EnrolPage:
 
     # -- bodies ---------------------------------------------------------------------------------------
 
-    def _find(self, screen: StaffScreen, query: str, typed: dict[str, str] | None = None) -> str:
+    def _find(
+        self, screen: StaffScreen, query: str, typed: dict[str, str] | None = None, problems: list[str] | None = None
+    ) -> str:
         lang, e, t = self.lang, html.escape, screen.token
         v = typed or {}
         found, more = screen.find(query)
         parts = [
-            f'<h1>{e(word("title", lang))}</h1><div class="enrol-cols"><section class="enrol-find">',
+            f'<h1>{e(word("title", lang))}</h1>{_flash(problems or [])}',
+            '<div class="enrol-cols"><section class="enrol-find">',
             f'<h2>{e(word("find_h", lang))}</h2>',
             f'<form class="find" method="get" action="{PREFIX}"><input name="q" type="search" '
             f'value="{e(query, quote=True)}" placeholder="{e(word("find", lang), quote=True)}" '
@@ -262,7 +266,8 @@ class EnrolPage:
                      f'<form class="decide newsenior" method="post" action="{PREFIX}/start">{_hidden("token", t)}')
         for name, key, kind, extra in (
             ("id", "f_id", "text", ' maxlength="40" required'), ("name", "f_name", "text", ' maxlength="40" required'),
-            ("birth", "f_birth", "date", ' required min="1900-01-01"'),
+            ("birth", "f_birth", "text", f' required maxlength="10" inputmode="numeric" '
+             f'placeholder="{e(word("f_birth_eg", lang), quote=True)}"'),
             ("hukou", "f_hukou", "text", ' maxlength="40" required'), ("card", "f_card", "text", ' maxlength="40"'),
         ):
             value = v.get(name, screen.cfg.centre.district if name == "hukou" else "")
@@ -306,12 +311,14 @@ class EnrolPage:
         if out is None:
             return _flash([word("gone", lang)]) + _back(lang)
         name = f"{out.draft.senior.name}（{out.draft.senior.senior_id}）"
+        parts = [f'<h1>{e(word("title", lang))}</h1>']
         if out.enrolled:
             head = word("res_ok", lang, name=name, n=out.added, total=out.total)
             kiosk = e(word("res_kiosk", lang))
-            parts = [f'<div class="flash ok enrol-result" role="status">{e(head)}<br>{kiosk}</div>']
+            parts.append(f'<div class="flash ok enrol-result" role="status">{e(head)}<br>{kiosk}</div>')
         else:
-            parts = [f'<div class="flash warn enrol-result" role="status">{e(word("res_no", lang, name=name))}</div>']
+            no = e(word("res_no", lang, name=name))
+            parts.append(f'<div class="flash warn enrol-result" role="status">{no}</div>')
         parts += [f'<p class="problem">{e(p)}</p>' for p in out.problems + out.notes]
         if out.photos:
             parts.append('<ul class="photos">')
