@@ -208,3 +208,22 @@ def test_capture_from_the_shared_camera(base: str, zh: Config) -> None:
         t.join(5)
         camera.close()
         writer.close()
+
+
+def test_a_senior_on_the_roster_is_found_and_gets_more_photos(base: str, zh: Config) -> None:
+    page, key = start_new(base, "LMM", "林曼努尔")
+    good = (SAMPLES / "lin-manuel-miranda.png").read_bytes()
+    assert "已录入" in post_multipart(base, {"token": token_of(page), "d": key}, [("a.png", good)])
+    found = fetch(base + "/enrol?q=lmm").body  # as on the check-in page: name, pinyin initials, id or card
+    assert "为 林曼努尔 录入" in found
+    a = fetch(base + "/enrol/start", {"token": token_of(found), "senior": "LMM"})
+    assert a.status == 200 and "已在名册中" in a.body and "林曼努尔（编号 LMM，1950-01-31 出生）" in a.body
+    key2 = re.search(r'name="d" value="([^"]+)"', a.body)
+    assert key2
+    # the same photo again: skipped by the enroller (same_photo), nothing added, said in Chinese
+    out = post_multipart(base, {"token": token_of(a.body), "d": key2.group(1)}, [("a.png", good)])
+    assert rows(out) == [("refused", "same_photo", "这张照片已经登记过，已跳过")]
+    with Store(zh.store_path) as s:
+        assert s.template_count("LMM") == 1
+    # an id nobody has
+    assert "名册中没有编号 NOPE" in fetch(base + "/enrol/start", {"token": token_of(found), "senior": "NOPE"}).body
