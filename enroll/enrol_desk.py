@@ -160,6 +160,10 @@ class EnrolDesk:
     # -- store and enroller ------------------------------------------------------------------------------
 
     def store(self) -> Store:
+        with self._kept_lock:  # two first requests on two threads open one store
+            return self._open()
+
+    def _open(self) -> Store:
         if self._store is None:
             path = self.cfg.store_path
             if not path.exists():
