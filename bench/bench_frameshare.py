@@ -47,7 +47,8 @@ def main() -> None:
     print(f"offer, no request (one request-file read)              {idle_ms:8.3f} ms  "
           f"= {idle_ms / detect:.4f} x detect; {per_s_idle:.2f} ms CPU per second ({per_s_idle / 10:.3f}% of a core)")
     print(f"offer while requested (JPEG q90 + write + rename)      {share_ms:8.3f} ms  "
-          f"= {share_ms / detect:.3f} x detect; {per_s_share:.2f} ms CPU per second ({per_s_share / 10:.2f}% of a core)")
+          f"= {share_ms / detect:.3f} x detect; {per_s_share:.2f} ms CPU per second "
+          f"({per_s_share / 10:.2f}% of a core)")
     print(f"staff screen: read + decode one shared picture         {read_ms:8.3f} ms")
 
 
