@@ -74,7 +74,10 @@ _W: dict[str, dict[Language, str]] = {
         "5 to 20 s.",
     },
     "cam_go": {"zh": "拍照（{n} 张）", "en": "Take {n} pictures"},
-    "cam_wait": {"zh": "正在等待摄像头画面…", "en": "Waiting for the camera\u2026"},
+    "cam_wait": {
+        "zh": "正在等待摄像头画面…（一直没有画面：请确认签到程序正在运行）",
+        "en": "Waiting for the camera\u2026 (none for long: is meal-edge running?)",
+    },
     "cam_busy": {"zh": "正在拍照，请老人看着摄像头…", "en": "Taking pictures: look at the camera\u2026"},
     "cam_alt": {"zh": "签到机摄像头现在的画面", "en": "What the kiosk camera sees now"},
     "up_h": {"zh": "或上传照片", "en": "Or upload photos"},

@@ -157,6 +157,7 @@ def test_enrol_from_the_running_kiosk_camera_then_recognised(tmp_path: Path) -> 
         with Store(cfg.store_path) as s:
             meals = [e for e in s.list_events() if e.senior_id == "LMM"]
         lines = [line for line in (tmp_path / "run.out").read_text().splitlines() if " LMM " in line]
+        print("\n".join(lines[:3]))
         assert meals or any("CONFIRM" in line for line in lines), lines
     finally:
         staff.quit()
@@ -170,3 +171,53 @@ def test_enrol_from_the_running_kiosk_camera_then_recognised(tmp_path: Path) -> 
         daemon_out.close()
     # the daemon stopped: no picture of the camera stays beside the store
     assert not frameshare.frame_path(cfg.store_path.parent).exists()
+
+
+def test_without_the_daemon_the_page_says_there_is_no_camera_picture(tmp_path: Path) -> None:
+    """The kiosk program is not running: the photo page waits for the camera's picture and says so, and 拍照 ends
+    (after 5 s without a picture) with "not enrolled" and what to check, in Chinese; nothing is enrolled."""
+    from selenium.webdriver.common.by import By
+
+    need_shared()
+    staff = browser(800, 480)
+    cfg_path = write_config(tmp_path, source=str(CLIP))
+    cfg = load_config(cfg_path)
+    cfg.store_path.parent.mkdir(parents=True, exist_ok=True)
+    add_staff(cfg.store_path)
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "edge", "--config", str(cfg_path), "staff-screen", "--listen",
+                             f"127.0.0.1:{port}"], env=dict(os.environ), stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True)
+    base = f"http://127.0.0.1:{port}"
+    body = lambda: staff.find_element(By.TAG_NAME, "body").text  # noqa: E731
+
+    def opened() -> bool:
+        try:
+            staff.get(base + "/")
+            return True
+        except Exception:
+            return False
+
+    try:
+        until(opened, "the staff screen is up", 60)
+        log_in(staff, base)
+        staff.get(base + "/enrol")
+        for field, value in (("id", "S0101"), ("name", "王芳"), ("birth", "1948-03-15")):
+            staff.find_element(By.NAME, field).send_keys(value)
+        staff.find_element(By.CSS_SELECTOR, "form.newsenior button").click()
+        until(lambda: "正在等待摄像头画面" in body(), "the page waits for the camera")
+        assert "live" not in (staff.find_element(By.ID, "enrol-preview").get_attribute("class") or "")
+        shoot(staff, "no-camera")
+        staff.find_element(By.CSS_SELECTOR, "form.capture button").click()
+        until(lambda: bool(staff.find_elements(By.CSS_SELECTOR, ".enrol-result")), "the capture's result", 60)
+        assert "没有录入：王芳（S0101）" in body() and "收不到签到机摄像头的画面" in body()
+        shoot(staff, "no-camera-result")
+        with Store(cfg.store_path) as s:
+            assert s.get_senior("S0101") is None
+            [line] = [a for a in s.audit_log() if a.action == "enrol_refused"]
+            assert line.staff_id == "w01" and line.details["codes"] == ["no_picture"]
+        assert not frameshare.request_path(cfg.store_path.parent).exists()
+    finally:
+        staff.quit()
+        proc.terminate()
+        proc.wait(30)
