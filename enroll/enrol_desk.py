@@ -307,6 +307,7 @@ class EnrolDesk:
         for label, p in zip(labels, res.photos, strict=True):
             out.photos.append(PhotoRow(label, p.accepted, p.code, "" if p.accepted else words.reason(p.code, lang)))
         out.problems += [words.reason(c, lang) for c in res.problem_codes]
+        out.notes += [words.reason(c, lang) for c in res.warning_codes]
         d = out.draft
         if res.enrolled and d.card_no:
             try:

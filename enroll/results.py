@@ -34,6 +34,9 @@ NO_PHOTOS = "no_photos"
 TOO_MANY_PHOTOS = "too_many_photos"
 ALREADY_ENROLLED = "already_enrolled"  # the face is enrolled as another senior
 NOT_SAVED = "not_saved"
+# Warnings: enrolled, but staff should know (EnrolResult.warning_codes)
+LOOKALIKE = "lookalike"  # looks like another enrolled senior (a sibling?): the kiosk will ask staff for both
+WARNING_CODES = (LOOKALIKE,)
 PROBLEM_CODES = (
     EMPTY_ID, BAD_ID, EMPTY_NAME, EMPTY_HUKOU, FUTURE_BIRTH, BAD_STATUS, ID_TAKEN, NO_PHOTOS, TOO_MANY_PHOTOS,
     ALREADY_ENROLLED, NOT_SAVED,
@@ -86,6 +89,8 @@ class EnrolResult:
     #: the code of each of `problems`, in the same order (PROBLEM_CODES)
     problem_codes: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    #: codes of the warnings that have one (WARNING_CODES)
+    warning_codes: list[str] = field(default_factory=list)
     created: bool = False
     templates_added: int = 0
     templates_total: int = 0

@@ -41,6 +41,7 @@ from enroll.results import (
     CAPACITY,
     DISAGREES,
     DUPLICATE,
+    LOOKALIKE,
     NO_PHOTOS,
     NOT_SAVED,
     SAME_PHOTO,
@@ -477,6 +478,7 @@ class Enroller:
         near = lookalikes(self.gallery, senior.senior_id, np.stack([c.embedding for c in cands]), self.decision_policy)
         if near:
             other_id, d = near[0]
+            res.warning_codes.append(LOOKALIKE)
             res.warnings.append(
                 f"looks similar to {self._describe(other_id)} "
                 f"(distance {d:.2f}, same-person limit {pol.duplicate_distance:.2f}): a sibling or lookalike? "

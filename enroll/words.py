@@ -70,6 +70,11 @@ _W: dict[str, dict[Language, str]] = {
         "zh": "这张照片已经登记过，已跳过",
         "en": "This same photo is already enrolled: skipped",
     },
+    # -- enrolled, with a warning: enroll.results.WARNING_CODES
+    results.LOOKALIKE: {
+        "zh": "注意：这位老人与另一位已登记的老人长得很像（如兄弟姐妹），签到时可能需要工作人员确认",
+        "en": "Note: looks much like another enrolled senior (a sibling?): check-ins may need staff to confirm",
+    },
     # -- the camera: enroll.capture's waiting states
     capture.SAME_POSE: {
         "zh": "和已拍的照片一样：请老人稍微转一下头或点一下头",

@@ -28,6 +28,9 @@ def _code_names(tree: ast.AST) -> set[str]:
             args = node.args
             if name in ("Issue", "Problem", "Flagged") and args:
                 found |= {a.id for a in args[:1] if isinstance(a, ast.Name)}
+            if name == "append" and isinstance(f, ast.Attribute) and isinstance(f.value, ast.Attribute) \
+                    and f.value.attr == "warning_codes":
+                found |= {a.id for a in args[:1] if isinstance(a, ast.Name)}
             if name == "_refuse" and len(args) >= 3:
                 found |= {a.id for a in args[2:3] if isinstance(a, ast.Name)}
             if name == "PhotoRow" and len(args) >= 3:  # the enrolment page's own refusals (too large)
@@ -67,10 +70,12 @@ def test_the_scan_finds_the_codes_it_must() -> None:
     assert set(quality.REASONS) <= set(found)
     assert set(results.PHOTO_CODES) <= set(found)
     assert set(results.PROBLEM_CODES) <= set(found)
+    assert set(results.WARNING_CODES) <= set(found)
     assert {capture.SAME_POSE, capture.NO_PICTURE, words.TOO_LARGE} <= set(found)
 
 
 @pytest.mark.parametrize("code", sorted(set(quality.REASONS) | set(results.PHOTO_CODES) | set(results.PROBLEM_CODES)
+                                        | set(results.WARNING_CODES)
                                         | {capture.SAME_POSE, capture.NO_PICTURE, words.TOO_LARGE, words.NO_FILE}))
 def test_every_listed_code_has_chinese_and_english(code: str) -> None:
     assert code in words.CODES
