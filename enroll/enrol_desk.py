@@ -120,7 +120,9 @@ class SharedFrames:
     def read(self, timeout: float) -> Frame | None:
         end = time.monotonic() + timeout
         while True:
-            if time.monotonic() - self._renewed > 5.0:
+            # renewed every second: another tab opening the senior list cancels the sharing, and the capture
+            # must not wait long for it to come back
+            if time.monotonic() - self._renewed > 1.0:
                 frameshare.request(self.folder)
                 self._renewed = time.monotonic()
             got = frameshare.latest(self.folder)
