@@ -4,7 +4,8 @@ its camera (nobody enrolled yet), `meal-edge staff-screen` on the same store, he
 while the page asks), press 拍照: the frames are accepted and the senior enrolled. The running daemon then
 recognises them (its gallery reloads when the store's enrolment changes, edge.app.GalleryHolder): a decision names
 the new senior. Then an upload of a good photo, a damaged file and a photo without a face, with the Chinese reason
-of each. Screenshots of every state at 1280x800 and 800x480 go to docs/screenshots/staff-enrol-*.png.
+of each. Screenshots of every state at 1280x800 and 800x480 go to the test's folder, or to docs/screenshots/ as
+staff-enrol-*.png with MEAL_EDGE_SCREENSHOTS=docs/screenshots (how the committed ones were made).
 
 Skipped without chromium + chromedriver + selenium, or without the shared clip (../shared)."""
 
@@ -33,8 +34,15 @@ from edge.store import Store
 pytest.importorskip("selenium.webdriver", reason="selenium drives the browser (pip install selenium)")
 pytestmark = pytest.mark.slow
 
-SHOTS = Path(__file__).resolve().parent.parent / "docs" / "screenshots"
 SIZES = ((1280, 800), (800, 480))
+#: where the screenshots go (each test sets it: its own folder unless MEAL_EDGE_SCREENSHOTS names one)
+SHOTS = Path(os.environ.get("MEAL_EDGE_SCREENSHOTS", ".")).resolve()
+
+
+@pytest.fixture(autouse=True)
+def _shots(tmp_path: Path) -> None:
+    global SHOTS
+    SHOTS = Path(os.environ["MEAL_EDGE_SCREENSHOTS"]).resolve() if os.environ.get("MEAL_EDGE_SCREENSHOTS") else tmp_path
 
 
 def shoot(d: Any, name: str) -> None:
