@@ -21,6 +21,8 @@ ACTIONS = (
     "checkin",
     "void",
     "enrol",
+    "enrol_refused",  # the staff screen's enrolment page: nothing enrolled, and why (codes only)
+    "card",  # a meal-card number set for a senior
     "status",
     "remove",
     "staff_add",
