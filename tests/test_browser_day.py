@@ -6,6 +6,7 @@ Skipped when chromium, chromedriver or selenium are missing (apt-get install chr
 
 from __future__ import annotations
 
+import os
 import shutil
 import time
 from collections.abc import Callable, Iterator
@@ -33,6 +34,19 @@ webdriver = pytest.importorskip("selenium.webdriver", reason="selenium drives th
 pytestmark = pytest.mark.slow
 cfg = confirm_tests.cfg
 store = confirm_tests.store
+
+
+
+def shoot(d: Any, name: str, fallback: Path) -> None:
+    """The page at both panel sizes (the viewport exactly w x h), into $MEAL_EDGE_SCREENSHOTS (to refresh
+    docs/screenshots) or the test's own folder; the window is left at 800x480."""
+    folder = Path(os.environ["MEAL_EDGE_SCREENSHOTS"]) if os.environ.get("MEAL_EDGE_SCREENSHOTS") else fallback
+    for w, h in ((1280, 800), (800, 480)):
+        iw, ih = d.execute_script("return [window.innerWidth, window.innerHeight]")
+        size = d.get_window_size()
+        d.set_window_size(size["width"] + w - iw, size["height"] + h - ih)
+        time.sleep(0.3)
+        d.save_screenshot(str(folder / f"{name}-{w}x{h}.png"))
 
 
 def browser(w: int, h: int) -> Any:
@@ -220,9 +234,10 @@ def test_unknown_then_manual_check_in_then_the_event_is_published(
             assert not staff.find_elements(By.ID, "staff")  # no name to type: the login says who it is
             button = people[1].find_element(By.CSS_SELECTOR, "button.yes")
             assert staff.execute_script("return arguments[0].getBoundingClientRect().bottom", button) <= 480
+            shoot(staff, "staff-checkin-find", tmp_path)
             button.click()
             until(lambda: "请付 ¥7.00" in staff.find_element(By.CSS_SELECTOR, "div.flash").text, "staff see the meal")
-            staff.save_screenshot(str(tmp_path / "staff-checkin-800x480.png"))
+            shoot(staff, "staff-checkin-done", tmp_path)
 
         until(lambda: len(collector.events()) == 1, "the event at the district's subscriber")
         [event] = collector.events()
