@@ -202,7 +202,7 @@ def test_already_served_this_meal_is_a_repeat_without_event(store: Store, cfg: C
     cid = pending(store, at("11:45"))
     r = confirm(store, cfg, cid, accept=True, by="Li Na", now=at("11:50"))
     assert r.ok and r.kind == "repeat" and r.event_id is None
-    assert "already checked in for this meal" in r.message
+    assert "Already checked in for this meal today" in r.message
     c = store.get_confirmation(cid)
     assert c is not None and (c.state, c.event_id) == ("confirmed", None)
     assert n_events(store) == 1

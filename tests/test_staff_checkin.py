@@ -33,9 +33,9 @@ def test_find_and_check_in(cfg: Config, store: Store) -> None:
         assert (p["check_in"], p["staff_id"], p["senior_id"]) == ("manual", STAFF_ID, "S0001")
         # again: the rules say it was had; a suspended senior: staff are told why, in words
         again = fetch(base + "/checkin", {"token": token, "senior": "S0001"})
-        assert flash(again.body).startswith("No meal recorded for Wang Fang: You are already checked in")
+        assert flash(again.body).startswith("No meal recorded for Wang Fang: Already checked in for this meal today")
         refused = fetch(base + "/checkin", {"token": token, "senior": "S0002"})
-        assert "your meal card is suspended" in flash(refused.body)
+        assert "The meal card is suspended" in flash(refused.body)
         assert len(store.list_events()) == 1
     lines = [(a.staff_id, a.target, a.details.get("outcome")) for a in store.audit_log() if a.action == "checkin"]
     assert lines == [(STAFF_ID, "senior:S0001", "meal"), (STAFF_ID, "senior:S0001", "repeat"),
