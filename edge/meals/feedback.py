@@ -51,7 +51,10 @@ _REASONS: dict[str, dict[Language, str]] = {
     rules.DAILY_LIMIT: {"zh": "今日补贴已使用，按原价", "en": "Full price: today's subsidised meal already used"},
     # staff's words about the senior, not to them (the kiosk says only "请找工作人员")
     rules.SUSPENDED: {"zh": "餐卡已暂停使用", "en": "The meal card is suspended"},
-    rules.DECEASED: {"zh": "名册登记为已故，请核实身份", "en": "The roster marks this senior deceased: check who this is"},
+    rules.DECEASED: {
+        "zh": "名册登记为已故，请核实身份",
+        "en": "The roster marks this senior deceased: check who this is",
+    },
     rules.NOT_SERVING: {"zh": "现在不是供餐时间", "en": "The centre is not serving meals now"},
     rules.ALREADY_SERVED: {"zh": "这一餐今天已经签到过了", "en": "Already checked in for this meal today"},
 }
