@@ -107,7 +107,7 @@ def load_faceset(
     identities: list[str] | None = None,
     batch: int = 32,
     mirror: bool = True,
-    model: str = "dlib",
+    model: str = "sface",
     padding: float = 0.0,
     encoder: PhotoEncoder | None = None,
     detector: str | None = None,
@@ -193,8 +193,9 @@ def add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--model",
         choices=MODELS,
-        default="dlib",
-        help="face model: its own detector, landmarks and chips (sface: YuNet + ArcFace alignment; dlib: HOG)",
+        default="sface",
+        help="face model: its own detector, landmarks and chips (sface, the kiosk's default: YuNet + ArcFace "
+        "alignment; dlib: HOG)",
     )
     p.add_argument(
         "--detector",
