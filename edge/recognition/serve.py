@@ -52,7 +52,8 @@ class Served:
     faces: list[Face]
     #: faces were seen near enough to ask for, but none large enough to use: "come closer"
     too_small: bool = False
-    #: two or more people side by side at about the same distance: "one at a time"
+    #: two or more people side by side at about the same distance, looking at the kiosk, of whom only one is
+    #: served (mode "nearest"): "one at a time"
     crowded: bool = False
 
 
@@ -70,7 +71,7 @@ def choose(faces: list[Face], rule: ServeRule, serving: tuple[int, int, int, int
     largest = max(f.width for f in usable)
     near = sorted((f for f in usable if f.width >= rule.min_face_ratio * largest), key=lambda f: -f.width)
     if rule.mode == "all":
-        return Served(near, crowded=len(near) > 1)
+        return Served(near)  # everyone at the front is served: nobody needs to wait their turn
     # Of people side by side, the one facing the kiosk is the one who wants it: a neighbour looking at them (or,
     # on the stage clip, an audience watching the stage) does not take the turn from them.
     facing = [f for f in near if not f.turned]
