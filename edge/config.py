@@ -91,16 +91,21 @@ class CameraConfig(_Section):
 class DetectConfig(_Section):
     #: yunet: OpenCV Zoo's YuNet (boxes + the 5 points SFace aligns on, ~8 ms at 640x360 on 2 threads);
     #: hog: dlib's HOG + shape_predictor_5 (docs/models.md compares them)
-    detector: Literal["yunet", "hog"] = "hog"
+    detector: Literal["yunet", "hog"] = "yunet"
     detect_width: int = Field(640, ge=160, description="frames are downscaled to this width for detection")
     upsample: int = Field(0, ge=0, le=2)
     min_face_px: int = Field(60, ge=20, description="faces narrower than this (full-frame pixels) are ignored")
+    #: who is served (edge/recognition/serve.py, docs/display.md): "nearest": one person at a time, the one
+    #: being served keeps the turn, else the largest face; "all": everyone side by side at the front
+    serve: Literal["nearest", "all"] = "nearest"
+    #: faces narrower than this fraction of the largest usable face stand behind (queue, room): never served
+    min_face_ratio: float = Field(0.8, gt=0, le=1)
 
 
 class RecognitionConfig(_Section):
     #: the face model: sface (OpenCV Zoo SFace, ArcFace-aligned 112x112 chips) or dlib (dlib's ResNet);
     #: each has its own model_id, so its own templates and calibration (docs/models.md)
-    model: Literal["sface", "dlib"] = "dlib"
+    model: Literal["sface", "dlib"] = "sface"
     #: dlib only: auto (ONNX if the model verifies, else dlib's own code), onnx, dlib
     backend: Literal["auto", "onnx", "dlib"] = "auto"
     threads: int = Field(0, ge=0, description="0: as many as the machine has cores")

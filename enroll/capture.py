@@ -234,10 +234,9 @@ class CaptureResult:
 def _waiting_text(verdict: Assessment, faces: list[Face]) -> tuple[str, str]:
     """(code, message) for a frame that failed the quality checks: the quality module's own words, except
     for several faces, where a photo's advice ("photograph one person at a time") does not fit a camera."""
-    issue = verdict.issues[0]
-    if issue.code == MANY_FACES:
-        return MANY_FACES, f"waiting for exactly one face ({len(faces)} seen): others please step out of view"
-    return issue.code, verdict.message
+    many = f"请只让老人一人入镜 — only the senior in view, please ({len(faces)} faces seen): others step out of view"
+    text = "; ".join(many if i.code == MANY_FACES else i.message for i in verdict.issues)
+    return verdict.issues[0].code, text
 
 
 def _moved(face: Face, m: FaceMetrics, other: Kept, p: CapturePolicy) -> bool:

@@ -72,8 +72,8 @@ def load_models(
     threads: int,
     mirror: bool,
     model_dir: Path | None = None,
-    model: str = "dlib",
-    detector: str = "hog",
+    model: str = "sface",
+    detector: str = "yunet",
 ) -> tuple[FaceDetector, Embedder]:
     """The kiosk's detector and face model, so templates are aligned as the kiosk's probes are. model_dir: where
     the converted models are built and read (the config's state folder; default: the user's)."""

@@ -269,12 +269,11 @@ def test_meal_edge_run_shows_staffs_answer(tmp_path: Path) -> None:
     from dataclasses import replace
 
     from selenium.webdriver.common.by import By
-    from test_pipeline_real import CLIP, enrol_hamilton, need_shared, write_config
+    from test_pipeline_real import CLIP, SFACE_TOLERANCE, enrol_hamilton, need_shared, write_config
 
     from edge.lab.calibrate import render_toml
-    from edge.modelbuild.modelfiles import model_id_for
     from edge.recognition.decide import tolerance_policy
-    from edge.recognition.embed.mirror import mirrored_model_id
+    from edge.recognition.embed.mirror import reference_model_id
 
     need_shared()
     kiosk_screen, staff = browser(1280, 800), browser(800, 480)  # skips without chromium before the slow part
@@ -282,8 +281,11 @@ def test_meal_edge_run_shows_staffs_answer(tmp_path: Path) -> None:
     enrol_hamilton(cfg)
     add_staff(load_config(cfg).store_path)
     assert edge_main(["--config", str(cfg), "keys", "init"]) == 0  # `run` refuses to start without its key
-    mid = mirrored_model_id(model_id_for())
-    always_staff = replace(tolerance_policy(mid), accept_distance=0.0, source="test: staff confirm every match")
+    # the configured model's id (SFace, mirrored, by default) and its reference tolerance as the confirm band
+    sface = 'model = "sface"' in cfg.read_text()
+    mid = reference_model_id(True, "sface" if sface else "dlib")
+    policy = tolerance_policy(mid, SFACE_TOLERANCE) if sface else tolerance_policy(mid)
+    always_staff = replace(policy, accept_distance=0.0, source="test: staff confirm every match")
     (tmp_path / "staff.toml").write_text(render_toml(always_staff, {"format": 1, "model_id": mid}, []))
     display_port, staff_port = free_port(), free_port()
     text = cfg.read_text().replace('calibration = ""', 'calibration = "staff.toml"')

@@ -104,6 +104,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def kiosk_evaluate(args: argparse.Namespace, policy: Policy, model_id: str) -> dict[str, Any]:
+    if getattr(args, "pad_mode", "constant") != "constant":
+        raise ValueError("--pad-mode replicate is for --probes photos; kiosk-like presences pad with black")
     probe_set = photo_set(args.faces_dir, args.pad, args.split)
     distractor_sets = [photo_set(d, pad) for d, pad in args.distractors]
     sets = {probe_set.name: probe_set}

@@ -76,6 +76,8 @@ _SAID: dict[str, dict[Language, str]] = {
     # a face seen but not usable, and a kiosk that cannot see
     "closer": {"zh": "请走近一点", "en": "Please come a little closer"},
     "turn": {"zh": "请正对屏幕", "en": "Please face the screen"},
+    # two people side by side at the front: the kiosk serves one at a time (edge/recognition/serve.py)
+    "one": {"zh": "请一位一位来", "en": "One person at a time, please"},
     "fault": {"zh": "设备故障，请找工作人员", "en": "The kiosk is out of order: please see staff"},
 }
 
