@@ -444,11 +444,14 @@ def build_parts(
     from edge.recognition.decide import load_policy
     from edge.recognition.detectors import make_detector
     from edge.recognition.embed.factory import make_embedder
+    from edge.recognition.refresh import scale_warning
 
     store = Store(store_path or cfg.store_path, signing_key=signing_key, key_file=cfg.template_key_path)
     r, d = cfg.recognition, cfg.detect
     embedder = make_embedder(r.backend, r.threads, mirror=r.mirror, model=r.model, onnx_dir=cfg.model_dir)
     policy = load_policy(embedder.model_id, cfg.calibration_path)
+    if w := scale_warning(r.refresh_templates, r.model):
+        log.warning("%s", w)
     detector = make_detector(d.detector, d.detect_width, d.upsample, onnx_dir=cfg.model_dir)
     return Parts(store, embedder, policy, detector)
 

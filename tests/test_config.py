@@ -82,6 +82,14 @@ def test_check_config_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) ->
     )
     assert main(["check-config", str(dlib)]) == 0
     assert "model dlib_face_recognition_resnet_model_v1:55533b28a95800a5+flip, thresholds" in capsys.readouterr().out
+    # the template refresh's thresholds are on dlib's scale: said under SFace, not under dlib
+    refresh = tmp_path / "refresh.toml"
+    refresh.write_text(DEFAULT_CONFIG.replace("refresh_templates = false", "refresh_templates = true"))
+    assert main(["check-config", str(refresh)]) == 0
+    assert "refresh_templates is on, but refresh_distance" in capsys.readouterr().err
+    dlib.write_text(dlib.read_text().replace("refresh_templates = false", "refresh_templates = true"))
+    assert main(["check-config", str(dlib)]) == 0
+    assert "refresh_templates" not in capsys.readouterr().err
     bad = tmp_path / "bad.toml"
     bad.write_text(DEFAULT_CONFIG.replace("keepalive = 30", "keepalive = 30\nqos = 2"))
     assert main(["check-config", str(bad)]) == 2

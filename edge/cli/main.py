@@ -291,6 +291,10 @@ def cmd_check_config(args: argparse.Namespace) -> int:
         print(f"error: {e}", file=sys.stderr)
         return EXIT_FAIL
     print(f"recognition: model {model_id}, thresholds {policy.source}")
+    from edge.recognition.refresh import scale_warning
+
+    if w := scale_warning(cfg.recognition.refresh_templates, cfg.recognition.model):
+        print(f"warning: {w}", file=sys.stderr)
     from edge.delivery.publish import link_check
 
     how, warnings = link_check(cfg.mqtt_link)
