@@ -281,9 +281,10 @@ def test_meal_edge_run_shows_staffs_answer(tmp_path: Path) -> None:
     enrol_hamilton(cfg)
     add_staff(load_config(cfg).store_path)
     assert edge_main(["--config", str(cfg), "keys", "init"]) == 0  # `run` refuses to start without its key
-    # the configured model's id (SFace, mirrored, by default) and its reference tolerance as the confirm band
-    sface = 'model = "sface"' in cfg.read_text()
-    mid = reference_model_id(True, "sface" if sface else "dlib")
+    # the configured model's id (SFace, not mirrored, by default) and its reference tolerance as the confirm band
+    rec = load_config(cfg).recognition
+    sface = rec.model == "sface"
+    mid = reference_model_id(rec.mirror, rec.model)
     policy = tolerance_policy(mid, SFACE_TOLERANCE) if sface else tolerance_policy(mid)
     always_staff = replace(policy, accept_distance=0.0, source="test: staff confirm every match")
     (tmp_path / "staff.toml").write_text(render_toml(always_staff, {"format": 1, "model_id": mid}, []))
