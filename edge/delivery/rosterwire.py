@@ -37,6 +37,7 @@ import json
 import os
 import uuid
 from datetime import date, datetime
+from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
@@ -299,7 +300,7 @@ def parse_transport_key(data: bytes, where: str = "the roster transport key") ->
     text = data.strip()
     for decode in (lambda b: base64.b64decode(b, validate=True), bytes.fromhex):
         try:
-            key = decode(text.decode("ascii"))  # type: ignore[operator]
+            key = decode(text.decode("ascii"))
         except (ValueError, UnicodeDecodeError):
             continue
         if len(key) == TRANSPORT_KEY_BYTES:
@@ -310,7 +311,7 @@ def parse_transport_key(data: bytes, where: str = "the roster transport key") ->
                     "base64 or hex text): copy the district's key file")
 
 
-def read_transport_key(file: str | os.PathLike[str] | None) -> bytes:
+def read_transport_key(file: str | Path | None) -> bytes:
     """The roster transport key from `file`, or (empty/None) from the systemd credential TRANSPORT_CREDENTIAL.
     The file must not be readable by other users (edge.security.secrets); WireError says what is wrong,
     never the key."""
