@@ -99,12 +99,12 @@ class ScriptedKiosk:
         c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"test-{self.centre}-{self.kiosk}",
                         protocol=MQTTProtocolVersion.MQTTv5)
         c.on_message = self._on_message
+        self.client = c  # before subscribing: a batch may come at once (and a gap is answered from the callback)
         c.connect(self.broker.host, self.broker.port)
         c.loop_start()
         r, _ = c.subscribe(self._topic("down", "#"), qos=1)
         assert r == mqtt.MQTT_ERR_SUCCESS
         time.sleep(0.2)
-        self.client = c
         if sync:
             self.sync()
 
