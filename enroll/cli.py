@@ -99,7 +99,8 @@ def _enroller(cfg: Config, store: Store) -> Enroller:
         log.warning("%s; lookalike warnings use default thresholds", e)
         policy = None
     return Enroller(
-        store, detector, embedder, keep_photos=cfg.store.keep_photos, decision_policy=policy, actor=os_user()
+        store, detector, embedder, keep_photos=cfg.store.keep_photos, decision_policy=policy, actor=os_user(),
+        district_upload=cfg.roster.enabled,
     )
 
 
