@@ -4,8 +4,8 @@ enrolment and the district's answers."""
 
 from __future__ import annotations
 
-from datetime import UTC, date, datetime
 import sqlite3
+from datetime import UTC, date, datetime
 from pathlib import Path
 
 import numpy as np

@@ -18,4 +18,5 @@ from edge.store.staffdb import StaffMixin
 class Store(SeniorStore, ConfirmationStore, RosterStore, StaffMixin):
     """The one store: the roster (edge/store/seniors.py), meal events and the outbox (edge/store/meals.py),
     staff confirmations (edge/store/confirmations.py), staff accounts and the audit log
-    (edge/store/staffdb.py), the district roster link's state (edge/store/rosterdb.py), over one connection (edge/store/base.py)."""
+    (edge/store/staffdb.py), the district roster link's state (edge/store/rosterdb.py), over one connection
+    (edge/store/base.py)."""

@@ -8,8 +8,8 @@ test that compares the migrated schema with the models keeps both in step.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from sqlalchemy import Connection
