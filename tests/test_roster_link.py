@@ -4,6 +4,7 @@ changes, uploads and their answers, erasure receipts, forged batches, catch-up a
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from collections.abc import Callable, Iterator
@@ -237,3 +238,38 @@ def test_no_district_key_no_sync(mosquitto_broker: MosquittoBroker, tmp_path: Pa
     cfg2 = kiosk_config(mosquitto_broker, tmp_path / "b", d)
     os.chmod(tmp_path / "b" / "roster.key", 0o644)
     assert "readable by every user" in (problem(cfg2) or "")
+
+
+def test_roster_status_and_resync_commands(mosquitto_broker: MosquittoBroker, district: ScriptedDistrict,
+                                           tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from edge.cli.main import main
+
+    d = district
+    d.put("S1", embeddings=[embedding(1)])
+    cfg = kiosk_config(mosquitto_broker, tmp_path, d)
+    conf = str(cfg.source_path)
+    k = start_kiosk(cfg, d)
+    try:
+        wait_until(lambda: k.store.roster_state().version == 1, 10, "the first sync")
+        k.store.add_senior(Senior("X9", "Stranger", date(1945, 1, 1), "本区"))
+        k.store.add_templates("X9", [TemplateIn(embedding(3), M, 0.9, "x.jpg")], upload=True)
+        wait_until(lambda: [u.state for u in k.store.uploads()] == ["refused"], 10, "the refusal")
+        capsys.readouterr()
+        assert main(["roster", "status", "--config", conf]) == 0
+        out = capsys.readouterr().out
+        assert "district roster: on" in out and "version: 1 (model model-a)" in out
+        assert "0 pending, 0 accepted, 1 refused" in out and "REFUSED  X9" in out and "district roster first" in out
+        assert main(["--config", conf, "roster", "status", "--json"]) == 0
+        js = json.loads(capsys.readouterr().out)
+        assert js["version"] == 1 and js["refused"][0]["reason_code"] == "unknown_senior" and js["syncing"]
+        n = len(d.syncs)
+        assert main(["roster", "resync", "--config", conf]) == 0
+        assert "asks the district for the whole roster" in capsys.readouterr().out
+        wait_until(lambda: len(d.syncs) > n and d.syncs[-1].full, 5, "the full sync request")
+    finally:
+        k.stop()
+        k.store.close()
+    bad = kiosk_config(mosquitto_broker, tmp_path / "nokey", d, district_key="")
+    Store(bad.store_path).close()
+    assert main(["roster", "status", "--config", str(bad.source_path)]) == 0
+    assert "NOT syncing: no district roster key" in capsys.readouterr().out
