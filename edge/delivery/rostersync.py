@@ -20,8 +20,6 @@ A kiosk without the district's public key never applies a batch: `problem()` say
 
 from __future__ import annotations
 
-import base64
-import binascii
 import logging
 import queue
 import threading
@@ -35,7 +33,6 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 
 from edge.config import Config
 from edge.delivery import rosterwire as rw
-from edge.security.secrets import SecretError, credential_path, read_secret_file
 from edge.security.signing import SignatureError, public_key_from_text
 from edge.store import Store, StoreError
 
@@ -58,21 +55,6 @@ class RosterSetupError(ValueError):
 class RosterKeys:
     district: Ed25519PublicKey
     transport: bytes
-
-
-def _parse_transport_key(data: bytes, where: str) -> bytes:
-    if len(data) == rw.TRANSPORT_KEY_BYTES:
-        return data
-    text = data.strip()
-    for decode in (lambda t: base64.b64decode(t, validate=True), binascii.unhexlify):
-        try:
-            key = decode(text)
-        except (ValueError, binascii.Error):
-            continue
-        if len(key) == rw.TRANSPORT_KEY_BYTES:
-            return key
-    raise RosterSetupError(f"{where}: not a roster transport key ({rw.TRANSPORT_KEY_BYTES} bytes, or their base64 "
-                           "or hex text): copy the district's key file again")
 
 
 def load_keys(cfg: Config) -> RosterKeys:
@@ -99,19 +81,14 @@ def load_keys(cfg: Config) -> RosterKeys:
         district = public_key_from_text(text)
     except SignatureError as e:
         raise RosterSetupError(f"[roster] district key: {e}") from None
-    tpath = cfg.roster_transport_key_path
     try:
-        if tpath is not None:
-            data, where = read_secret_file(tpath, "[roster] transport_key_file"), str(tpath)
-        else:
-            cred = credential_path(rw.TRANSPORT_CREDENTIAL)
-            data, where = read_secret_file(cred, f"credential {rw.TRANSPORT_CREDENTIAL!r}"), str(cred)
-    except SecretError as e:
+        transport = rw.read_transport_key(cfg.roster_transport_key_path)
+    except rw.WireError as e:
         raise RosterSetupError(
             f"roster transport key: {e} (set [roster] transport_key_file, or the systemd credential "
             f"{rw.TRANSPORT_CREDENTIAL!r})"
         ) from None
-    return RosterKeys(district, _parse_transport_key(data, where))
+    return RosterKeys(district, transport)
 
 
 def problem(cfg: Config) -> str | None:
