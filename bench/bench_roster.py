@@ -5,7 +5,7 @@
 A real Mosquitto on a free loopback port, a real kiosk store (SQLite, templates sealed at rest), the kiosk's
 real roster link (edge/delivery/rostersync.py) on the event publisher's connection, and the gallery the
 daemon matches against (edge.app.GalleryHolder, reloaded in the background on each change). The district is
-the scripted one of the tests (tests/roster_support.py, built only on edge.delivery.rosterwire): it answers
+the scripted one of the tests (tests/roster_scripted.py, built only on edge.delivery.rosterwire): it answers
 the kiosk's sync request with batches of 500 changes, as `meal-district serve` does.
 
 Measured:
@@ -37,7 +37,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
 from common import machine  # noqa: E402
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey  # noqa: E402
-from roster_support import ScriptedDistrict, embedding  # noqa: E402
+from roster_scripted import ScriptedDistrict, embedding  # noqa: E402
 
 from edge.app import GalleryHolder  # noqa: E402
 from edge.config import DEFAULT_CONFIG, parse_config  # noqa: E402

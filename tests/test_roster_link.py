@@ -1,5 +1,5 @@
 """The kiosk's roster link (edge/delivery/rostersync.py) over a real Mosquitto, on real SQLite stores, against
-a scripted district built only on the wire contract (tests/roster_support.py): sync on connect, pushed
+a scripted district built only on the wire contract (tests/roster_scripted.py): sync on connect, pushed
 changes, uploads and their answers, erasure receipts, forged batches, catch-up after an outage, resync."""
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from conftest import MosquittoBroker
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from roster_support import ScriptedDistrict, embedding
+from roster_scripted import ScriptedDistrict, embedding
 
 from edge.config import DEFAULT_CONFIG, Config, parse_config
 from edge.delivery import rosterwire as rw

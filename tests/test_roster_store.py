@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from roster_support import ScriptedDistrict, embedding
+from roster_scripted import ScriptedDistrict, embedding
 from sqlalchemy import create_engine, text
 
 from edge.delivery import rosterwire as rw
