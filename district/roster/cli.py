@@ -55,7 +55,8 @@ def actor() -> str:
         return "os:?"
 
 
-def run(args: argparse.Namespace, engine: Engine, out: IO[str] = sys.stdout, err: IO[str] = sys.stderr) -> int:
+def run(args: argparse.Namespace, engine: Engine, out: IO[str] | None = None, err: IO[str] | None = None) -> int:
+    out, err = out or sys.stdout, err or sys.stderr
     try:
         return _run(args, engine, out, err)
     except (book.RosterError, RosterError) as e:
