@@ -7,86 +7,37 @@ from __future__ import annotations
 import json
 import os
 import time
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Iterator
 from datetime import date
 from pathlib import Path
 
 import pytest
 from conftest import MosquittoBroker
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from roster_kiosk import Kiosk, kiosk_key, wait_until
+from roster_kiosk import kiosk_config as _kiosk_config
+from roster_kiosk import start_kiosk as _start_kiosk
 from roster_scripted import ScriptedDistrict, embedding
 
-from edge.config import DEFAULT_CONFIG, Config, parse_config
+from edge.config import Config
 from edge.delivery import rosterwire as rw
-from edge.delivery.publish import Publisher
-from edge.delivery.rostersync import RosterLink, load_keys, problem
+from edge.delivery.rostersync import problem
 from edge.meals.rules import Senior
 from edge.security.signing import public_key_text
 from edge.store import Store, TemplateIn
 
 M = "model-a"
-#: each kiosk's signing key (one per store, as `meal-edge keys init` makes it)
-KEYS: dict[str, Ed25519PrivateKey] = {}
-
-
-def wait_until(cond: Callable[[], bool], timeout: float, what: str) -> float:
-    t0 = time.monotonic()
-    while time.monotonic() - t0 < timeout:
-        if cond():
-            return time.monotonic() - t0
-        time.sleep(0.01)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
 
 
 def kiosk_config(broker: MosquittoBroker, folder: Path, d: ScriptedDistrict, centre: str = "centre-001",
                  kiosk: str = "kiosk-1", *, district_key: str | None = None) -> Config:
-    folder.mkdir(parents=True, exist_ok=True)
-    tk = folder / "roster.key"
-    tk.write_bytes(d.tkey.hex().encode() + b"\n")
-    os.chmod(tk, 0o600)
     key = public_key_text(d.key.public_key()) if district_key is None else district_key
-    text = (
-        DEFAULT_CONFIG.replace("port = 1883", f"port = {broker.port}")
-        .replace('[store]\npath = ""', '[store]\npath = "store.sqlite"')
-        .replace('id = "centre-001" ', f'id = "{centre}" ').replace('kiosk_id = "kiosk-1" ', f'kiosk_id = "{kiosk}" ')
-        .replace("over the [mqtt] connection.\nenabled = false", "over the [mqtt] connection.\nenabled = true")
-        .replace('district_key = ""', f'district_key = "{key}"')
-        .replace('transport_key_file = ""', 'transport_key_file = "roster.key"')
-        .replace("poll_seconds = 1.0", "poll_seconds = 0.1")
-    )
-    path = folder / "meal-edge.toml"
-    path.write_text(text)
-    cfg = parse_config(text, path)
-    assert cfg.centre.id == centre and cfg.centre.kiosk_id == kiosk and cfg.roster.enabled
-    return cfg
-
-
-@dataclass
-class Kiosk:
-    cfg: Config
-    store: Store
-    publisher: Publisher
-    link: RosterLink
-    changes: list[float]
-
-    def stop(self) -> None:
-        self.link.stop()
-        self.publisher.stop(timeout=1.0)
+    return _kiosk_config(broker, folder, key, d.tkey, centre, kiosk)
 
 
 def start_kiosk(cfg: Config, d: ScriptedDistrict, store: Store | None = None) -> Kiosk:
-    store = store or Store(cfg.store_path)
-    key = KEYS.setdefault(str(cfg.store_path), Ed25519PrivateKey.generate())
-    d.kiosk_keys[(cfg.centre.id, cfg.centre.kiosk_id)] = key.public_key()
-    pub = Publisher(store, cfg.mqtt_link, cfg.centre, poll_interval=0.1, reconnect_max_delay=1)
-    changes: list[float] = []
-    link = RosterLink(store, cfg, load_keys(cfg), key, M, on_change=lambda: changes.append(time.monotonic()),
-                      resend_after=2.0)
-    link.attach(pub)
-    pub.start()
-    link.start()
-    return Kiosk(cfg, store, pub, link, changes)
+    d.kiosk_keys[(cfg.centre.id, cfg.centre.kiosk_id)] = kiosk_key(cfg).public_key()
+    return _start_kiosk(cfg, M, store)
 
 
 @pytest.fixture
