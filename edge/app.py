@@ -111,6 +111,7 @@ class GalleryHolder:
         self._signature: object = None
         self._checked = 0.0
         self._reloading = threading.Lock()
+        self._poked = False
         self.current = Enrolled(Gallery.empty(self.model_id), {})
         self.reload()
 
@@ -129,6 +130,13 @@ class GalleryHolder:
             len(gallery), gallery.n_templates, len(pairs), self.model_id,
         )
 
+    def poke(self) -> None:
+        """The roster link changed the store (edge/delivery/rostersync.py): rebuild now, in the background, rather
+        than at the next check; a reload already running rebuilds once more when it ends."""
+        self._poked = True
+        self._checked = 0.0
+        self.maybe_reload()
+
     def maybe_reload(self) -> None:
         """Called every frame; at most every `check_every` s it asks the store whether enrolment changed,
         and rebuilds in a background thread (a district-sized gallery takes seconds) so check-in never
@@ -141,10 +149,14 @@ class GalleryHolder:
 
     def _reload_in_background(self) -> None:
         with self._reloading:
-            try:
-                self.reload()
-            except Exception:  # a failed reload keeps the old gallery working; the next check retries
-                log.exception("gallery reload failed; keeping the previous gallery")
+            self._poked = True
+            while self._poked:
+                self._poked = False
+                try:
+                    self.reload()
+                except Exception:  # a failed reload keeps the old gallery working; the next check retries
+                    log.exception("gallery reload failed; keeping the previous gallery")
+                    return
 
 
 class Pipeline:

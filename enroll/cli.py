@@ -99,7 +99,8 @@ def _enroller(cfg: Config, store: Store) -> Enroller:
         log.warning("%s; lookalike warnings use default thresholds", e)
         policy = None
     return Enroller(
-        store, detector, embedder, keep_photos=cfg.store.keep_photos, decision_policy=policy, actor=os_user()
+        store, detector, embedder, keep_photos=cfg.store.keep_photos, decision_policy=policy, actor=os_user(),
+        district_upload=cfg.roster.enabled,
     )
 
 
@@ -118,6 +119,9 @@ def cmd_add(args: argparse.Namespace, cfg: Config, out: IO[str]) -> int:
     finally:
         store.close()
     print_result(res, out)
+    if res.enrolled and cfg.roster.enabled:
+        print(f"  sent to the district roster with the kiosk's next connection: `meal-enroll show {senior.senior_id}` "
+              "says when the district accepts it (or why not)", file=out)
     return EXIT_REJECTED if res.rejected else EXIT_OK
 
 
@@ -259,6 +263,9 @@ def cmd_capture(args: argparse.Namespace, cfg: Config, out: IO[str], err: IO[str
     finally:
         store.close()
     print_result(res, out)
+    if res.enrolled and cfg.roster.enabled:
+        print(f"  sent to the district roster with the kiosk's next connection: `meal-enroll show {senior.senior_id}` "
+              "says when the district accepts it (or why not)", file=out)
     return EXIT_REJECTED if res.rejected else EXIT_OK
 
 
@@ -292,6 +299,7 @@ def cmd_show(args: argparse.Namespace, cfg: Config, out: IO[str]) -> int:
     try:
         s = store.get_senior(args.senior_id)
         info = store.template_info(args.senior_id) if s is not None else []
+        uploads = store.uploads(args.senior_id) if s is not None else []
     finally:
         store.close()
     if s is None:
@@ -321,6 +329,17 @@ def cmd_show(args: argparse.Namespace, cfg: Config, out: IO[str]) -> int:
             continue
         photo = ", photo kept" if has_photo else ""
         print(f"  template {tid}: from {source} (quality {quality:.2f}, model {model}{photo})", file=out)
+    for u in uploads:  # the district roster's answer to this kiosk's enrolments (docs/roster.md)
+        when = u.created_at.astimezone(cfg.centre.tz).strftime("%Y-%m-%d %H:%M")
+        if u.state == "pending":
+            sent = "sent, waiting for the district's answer" if u.sent_at else "not sent yet (the kiosk is offline?)"
+            print(f"  district: {u.templates} template(s) enrolled {when}: {sent}", file=out)
+        elif u.state == "accepted":
+            print(f"  district: {u.templates} template(s) enrolled {when}: accepted (roster version {u.version})",
+                  file=out)
+        else:
+            print(f"  district: {u.templates} template(s) enrolled {when}: REFUSED, removed from this kiosk: "
+                  f"{u.reason}", file=out)
     return EXIT_OK
 
 

@@ -109,6 +109,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def _run_locked(cfg: Config, stop: threading.Event) -> int:
     from edge.cli.keys import kiosk_key
+    from edge.cli.roster import roster_link
     from edge.cli.sdnotify import notify, watchdog_interval
     from edge.cli.stopping import Stopper, StopRequested
     from edge.delivery.publish import Publisher
@@ -159,6 +160,7 @@ def _run_locked(cfg: Config, stop: threading.Event) -> int:
         clock_guard=make_clock_guard(cfg, parts.store, on_change=publisher.set_clock if publisher else None),
         on_hint=display.hint if display else None,
     )
+    roster = roster_link(cfg, parts, pipeline.holder, publisher, signing_key)
     assert pipeline.clock_guard is not None
     # checked (and logged, and put in the retained status) now, not only when the first senior arrives
     start_clock = pipeline.clock_guard.check(datetime.now(tz))
@@ -170,6 +172,8 @@ def _run_locked(cfg: Config, stop: threading.Event) -> int:
         display.start()
     if publisher:
         publisher.start()
+    if roster:
+        roster.start()
     notify("READY=1\nSTATUS=checking in")
     ping = watchdog_interval()
     last_ping = time.monotonic()
@@ -210,6 +214,9 @@ def _run_locked(cfg: Config, stop: threading.Event) -> int:
         if display:
             stopper.step = "stopping the senior screen"
             display.stop()
+        if roster:
+            stopper.step = "stopping the roster link"
+            roster.stop(timeout=1.0)
         if publisher:
             stopper.step = "stopping the MQTT publisher"
             publisher.stop(timeout=2.0)
@@ -497,11 +504,13 @@ def build_parser() -> argparse.ArgumentParser:
     from edge.cli import audit as audit_cli
     from edge.cli import checkin, keys
     from edge.cli import models as models_cli
+    from edge.cli import roster as roster_cli
     from edge.lab import calibrate, evaluate, liveness_eval
     from edge.meals import confirm
     from edge.screens import staffserver
 
-    for tool in (keys, confirm, checkin, staffserver, audit_cli, evaluate, calibrate, models_cli, liveness_eval):
+    for tool in (keys, confirm, checkin, staffserver, audit_cli, roster_cli, evaluate, calibrate, models_cli,
+                 liveness_eval):
         tool.add_parser(sub)
     every_command_takes_config(sub)
     return p
