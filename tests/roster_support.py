@@ -35,6 +35,7 @@ def roster_config(broker: MosquittoBroker, db: str, tmp_path: Path, batch_change
         'template_key_file = ""', f'template_key_file = "{keys / "roster-template.key"}"').replace(
         "batch_changes = 500", f"batch_changes = {batch_changes}").replace(
         "push_interval = 0.2", "push_interval = 0.1")
+    tmp_path.mkdir(parents=True, exist_ok=True)
     path = tmp_path / "district.toml"
     path.write_text(text)
     cfg = parse_config(text, path)
