@@ -240,3 +240,34 @@ def test_the_import_says_which_file_problem_stops_it(tmp_path: Path) -> None:
     with contextlib.redirect_stderr(err), contextlib.redirect_stdout(out):
         assert main(["--config", str(cfg), "roster", "import", str(tmp_path / "nope.csv")]) == 2
     assert "roster file not found" in err.getvalue()
+
+
+def test_keys_roster_init_makes_the_keys_once_and_serve_needs_them(tmp_path: Path,
+                                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    from district.roster.keys import load_keys
+
+    cfg = tmp_path / "d.toml"
+    text = DEFAULT_CONFIG.replace('url = ""', f'url = "sqlite:///{tmp_path / "d.sqlite"}"', 1).replace(
+        "[roster]\nenabled = false", "[roster]\nenabled = true").replace(
+        'signing_key_file = ""', 'signing_key_file = "keys/sign.key"').replace(
+        'transport_key_file = ""', 'transport_key_file = "keys/transport.key"').replace(
+        'template_key_file = ""', 'template_key_file = "keys/template.key"').replace(
+        'listen = "127.0.0.1:9464"', 'listen = ""')
+    cfg.write_text(text)
+    assert main(["--config", str(cfg), "serve"]) == 2
+    assert "[roster] enabled, but roster signing key" in capsys.readouterr().err
+    assert main(["--config", str(cfg), "keys", "roster-init"]) == 0
+    out = capsys.readouterr().out
+    assert out.count("made ") == 3 and 'district_key = "' in out
+    for f in ("sign.key", "transport.key", "template.key"):
+        assert (tmp_path / "keys" / f).stat().st_mode & 0o077 == 0
+    before = {f: (tmp_path / "keys" / f).read_bytes() for f in ("sign.key", "transport.key", "template.key")}
+    assert main(["--config", str(cfg), "keys", "roster-init"]) == 0
+    assert capsys.readouterr().out.count("kept ") == 3
+    assert before == {f: (tmp_path / "keys" / f).read_bytes() for f in before}
+    from district.config import load_config
+    from edge.security.signing import public_key_text
+
+    keys = load_keys(load_config(cfg))
+    assert f'district_key = "{public_key_text(keys.signing.public_key())}"' in out
+    assert before["transport.key"].decode().strip() not in out  # the secret is never printed

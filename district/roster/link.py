@@ -213,7 +213,8 @@ class RosterLink:
             try:
                 if m is not None:
                     self._handle_and_ack(m)
-                if time.monotonic() >= next_push:
+                if m is not None or time.monotonic() >= next_push:
+                    # also right after a message: an accepted upload is a new version to send out now
                     self.push()
                     next_push = time.monotonic() + interval
             except Exception:  # a bug must not end the link: the message comes again
