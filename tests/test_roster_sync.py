@@ -206,21 +206,25 @@ def test_a_kiosk_offline_during_1000_changes_catches_up_row_by_row(world: World)
         a.stop()
     start = world.version()
     statuses = ("suspended", "active", "deceased")
-    n = 0
     lines = []
     for i in range(100, 400):  # 300 new seniors (one import: 300 changes), some only at centre-002
-        lines.append(f"S{i:04d},老人{i},1946-03-01,xuhui,active,centre-001,,{'centre-002' if i % 10 == 0 else ''}")
+        home = "centre-002" if i % 10 == 0 else "centre-001"
+        lines.append(f"S{i:04d},老人{i},1946-03-01,xuhui,active,{home},C{i},{'centre-002' if i % 10 == 0 else ''}")
     world.import_rows(lines)
-    n += 300
+    # 20 seniors A had move to centre-002 only (out of A's scope), S0001 among them (A's own enrolment)
+    world.import_rows([f"S{i:04d},老人{i},1946-03-01,xuhui,active,centre-002,,centre-002" for i in range(0, 40, 2)])
     i = 0
-    while n < 1000:
+    removed: set[str] = set()
+    while world.version() - start < 1000:  # status changes and removals, one version each
         sid = f"S{i % 400:04d}"
+        i += 1
+        if sid in removed:
+            continue
         if i % 50 == 7:
             book.remove(world.engine, sid, actor="test")
+            removed.add(sid)
         else:
             book.set_status(world.engine, sid, statuses[i % 3], actor="test")
-        n += 1
-        i += 1
     assert world.version() - start >= 1000
     a = start_kiosk(a.cfg, M, store=a.store)
     try:
