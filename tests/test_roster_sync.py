@@ -236,14 +236,15 @@ def test_a_kiosk_offline_during_1000_changes_catches_up_row_by_row(world: World)
         a.store.close()
 
 
-def _lfw_person(min_photos: int = 3) -> tuple[str, list[Path]]:
-    if not LFW.exists():
-        pytest.skip(f"LFW not found under {LFW} (set MEAL_EDGE_SHARED)")
-    for name in ("Colin_Powell", "Tony_Blair", "Gerhard_Schroeder", "Ariel_Sharon"):
-        photos = sorted((LFW / name).glob("*.jpg"))
-        if len(photos) >= min_photos:
-            return name, photos
-    pytest.skip("no LFW person with enough photos")
+def _lfw_person() -> tuple[str, list[Path], Path]:
+    """Two photos to enrol and a third to recognise. Junichiro Koizumi's 4th LFW photo is within the dlib model's
+    calibrated accept distance (0.255) of his first two (0.22, 0.23 with mirroring); a probe the model itself
+    cannot match (Colin Powell's 3rd, 0.29) would test the model, not the roster."""
+    name = "Junichiro_Koizumi"
+    photos = [LFW / name / f"{name}_{n:04d}.jpg" for n in (1, 2, 4)]
+    if not all(p.exists() for p in photos):
+        pytest.skip(f"LFW photos of {name} not found under {LFW} (set MEAL_EDGE_SHARED)")
+    return name, photos[:2], photos[2]
 
 
 @pytest.mark.slow
@@ -251,9 +252,9 @@ def test_enrolled_at_kiosk_a_recognised_at_kiosk_b(world: World, tmp_path: Path)
     from edge.cli.main import main as edge_main
     from enroll.cli import main as enroll_main
 
-    name, photos = _lfw_person()
+    name, enrol, probe = _lfw_person()
     model = reference_model_id(True, "dlib")  # what the default config's embedder is
-    world.import_rows(["P0001,Powell,1946-03-01,xuhui,active,centre-001,,"])
+    world.import_rows(["P0001,Koizumi,1946-03-01,xuhui,active,centre-001,,"])
 
     def no_liveness(t: str) -> str:  # a still photo replayed cannot show motion (docs/liveness.md)
         return t.replace("[liveness]\nenabled = true", "[liveness]\nenabled = false")
@@ -264,8 +265,8 @@ def test_enrolled_at_kiosk_a_recognised_at_kiosk_b(world: World, tmp_path: Path)
                    15, "both kiosks synced")
         out = io.StringIO()
         with redirect_stdout(out):
-            rc = enroll_main(["--config", str(a.cfg.source_path), "add", "--senior-id", "P0001", "--name", "Powell",
-                              "--birth-date", "1946-03-01", "--hukou", "xuhui", str(photos[0]), str(photos[1])])
+            rc = enroll_main(["--config", str(a.cfg.source_path), "add", "--senior-id", "P0001", "--name", "Koizumi",
+                              "--birth-date", "1946-03-01", "--hukou", "xuhui", *map(str, enrol)])
         assert rc == 0, out.getvalue()
         assert "district roster" in out.getvalue()
         wait_until(lambda: b.store.template_count("P0001") == 2, 30, "kiosk A's templates at kiosk B")
@@ -277,7 +278,7 @@ def test_enrolled_at_kiosk_a_recognised_at_kiosk_b(world: World, tmp_path: Path)
         frames = tmp_path / "frames"
         frames.mkdir()
         for i in range(20):
-            shutil.copyfile(photos[2], frames / f"{i:03d}.jpg")
+            shutil.copyfile(probe, frames / f"{i:03d}.jpg")
         out = io.StringIO()
         with redirect_stdout(out):
             rc = edge_main(["--config", str(b.cfg.source_path), "replay", str(frames), "--now", NOON, "--json"])
