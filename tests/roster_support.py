@@ -35,6 +35,7 @@ def roster_config(broker: MosquittoBroker, db: str, tmp_path: Path, batch_change
         'template_key_file = ""', f'template_key_file = "{keys / "roster-template.key"}"').replace(
         "batch_changes = 500", f"batch_changes = {batch_changes}").replace(
         "push_interval = 0.2", "push_interval = 0.1")
+    tmp_path.mkdir(parents=True, exist_ok=True)
     path = tmp_path / "district.toml"
     path.write_text(text)
     cfg = parse_config(text, path)
@@ -99,12 +100,12 @@ class ScriptedKiosk:
         c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"test-{self.centre}-{self.kiosk}",
                         protocol=MQTTProtocolVersion.MQTTv5)
         c.on_message = self._on_message
+        self.client = c  # before subscribing: a batch may come at once (and a gap is answered from the callback)
         c.connect(self.broker.host, self.broker.port)
         c.loop_start()
         r, _ = c.subscribe(self._topic("down", "#"), qos=1)
         assert r == mqtt.MQTT_ERR_SUCCESS
         time.sleep(0.2)
-        self.client = c
         if sync:
             self.sync()
 

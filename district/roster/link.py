@@ -32,15 +32,14 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 from paho.mqtt.subscribeoptions import SubscribeOptions
-from sqlalchemy import Connection, Engine, text
+from sqlalchemy import Connection, Engine, select, text
 from sqlalchemy.exc import SQLAlchemyError
 
 from district.config import Config, read_secret
+from district.db.models import Kiosk
 from district.roster import book
 from district.roster.book import KioskRef
 from district.roster.keys import RosterKeys
-from district.store import KeyCache
-from district.validate import KioskKey
 from edge.delivery import rosterwire as rw
 from edge.security.signing import SignatureError, public_key_from_text
 
@@ -121,7 +120,6 @@ class RosterLink:
         self._queue: queue.SimpleQueue[_Msg] = queue.SimpleQueue()
         self._stop = threading.Event()
         self._conn = 0
-        self._kiosk_keys = KeyCache()
         self._leader = _Leader(engine)
         self._pushed_max = -1
         #: per kiosk: versions up to which changes were looked at for it (none applied to it beyond sent)
@@ -251,7 +249,9 @@ class RosterLink:
             return self._drop(t, "not an uplink of this district")
         kiosk = KioskRef(district, centre, kiosk_id)
         with self.engine.connect() as conn:
-            key_text = self._kiosk_keys.get(conn, KioskKey(district, centre, kiosk_id))
+            # looked up each time (a primary-key read): a kiosk registered a moment ago syncs at once
+            key_text = conn.execute(select(Kiosk.public_key).where(
+                Kiosk.district == district, Kiosk.centre_id == centre, Kiosk.kiosk_id == kiosk_id)).scalar()
         if not key_text:
             return self._drop(t, "no public key registered for this kiosk (meal-district kiosk register)")
         try:
