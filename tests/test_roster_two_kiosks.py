@@ -34,14 +34,10 @@ from edge.meals.rules import Senior
 from edge.security.signing import public_key_text
 from edge.store import TemplateIn
 
-ROOT = Path(__file__).resolve().parents[1]
-SHARED = Path(os.environ.get("MEAL_EDGE_SHARED", ROOT.parent / "shared"))
-LFW = SHARED / "data" / "faces" / "lfw_deepfunneled"
 M = "model-a"
 A = ("centre-001", "kiosk-1")
 B = ("centre-002", "kiosk-1")
 HEADER = "senior_id,name,birth_date,hukou,status,home_centre,card_no,centres\n"
-NOON = "2026-11-30T11:00:00+08:00"
 
 
 @dataclass
