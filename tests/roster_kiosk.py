@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -76,16 +76,16 @@ class Kiosk:
 
 
 def start_kiosk(cfg: Config, model_id: str, store: Store | None = None,
-                on_change: Callable[[], None] | None = None) -> Kiosk:
+                on_change: Callable[[Collection[str] | None], None] | None = None) -> Kiosk:
     """The kiosk's publisher and roster link on its store, as `meal-edge run` wires them."""
     store = store or Store(cfg.store_path)
     pub = Publisher(store, cfg.mqtt_link, cfg.centre, poll_interval=0.1, reconnect_max_delay=1)
     changes: list[float] = []
 
-    def changed() -> None:
+    def changed(seniors: Collection[str] | None) -> None:
         changes.append(time.monotonic())
         if on_change is not None:
-            on_change()
+            on_change(seniors)
 
     link = RosterLink(store, cfg, load_keys(cfg), kiosk_key(cfg), model_id, on_change=changed, resend_after=2.0)
     link.attach(pub)

@@ -12,7 +12,8 @@ Everything else runs on the link's own thread (paho's thread only hands messages
 - uploads queued by enrolments (roster_uploads) are sealed for transit, signed with the kiosk's event key and
   sent, again at every connect and every `resend_after` s until the district answers;
 - `meal-edge roster resync` (a flag in the store) makes it ask for a full snapshot.
-After anything that changes the roster it calls `on_change` (the daemon reloads its gallery in the background).
+After anything that changes the roster it calls `on_change(senior_ids)` (the daemon rebuilds its gallery for
+those seniors in the background).
 
 A kiosk without the district's public key never applies a batch: `problem()` says why, at start and in
 `meal-edge roster status`.
@@ -24,7 +25,7 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
@@ -109,7 +110,7 @@ class RosterLink:
         signing_key: Ed25519PrivateKey,
         model_id: str,
         *,
-        on_change: Callable[[], None] | None = None,
+        on_change: Callable[[Collection[str] | None], None] | None = None,
         resend_after: float = 60.0,
     ) -> None:
         self.store = store
@@ -130,6 +131,8 @@ class RosterLink:
         self._send: Callable[[str, bytes], mqtt.MQTTMessageInfo] | None = None
         self._last_sync = 0.0
         self._last_receipt = 0.0
+        #: when the unanswered sync request was sent (the district answers every one, even with nothing new)
+        self._awaiting: float | None = None
         self._sent: dict[str, float] = {}  # upload_id -> when it was last handed to the broker
         self._receipts: list[tuple[mqtt.MQTTMessageInfo, dict[str, int]]] = []
         #: counters, for tests and the log
@@ -182,6 +185,10 @@ class RosterLink:
                     continue  # drain the inbox before the periodic work
                 if self.store.take_resync_request():
                     self.sync(full=True)
+                elif self._awaiting is not None and time.monotonic() - self._awaiting > self.resend_after:
+                    log.warning("roster: no answer from the district to the sync request in %.0f s; asking again",
+                                self.resend_after)
+                    self.sync()
                 self._send_uploads()
                 self._check_receipts()
             except StoreError as e:
@@ -206,7 +213,7 @@ class RosterLink:
 
     def sync(self, full: bool = False) -> None:
         version = self.store.roster_state().version
-        self._last_sync = time.monotonic()
+        self._last_sync = self._awaiting = time.monotonic()
         log.info("roster: asking the district for %s", "a full snapshot" if full else f"changes after {version}")
         self._publish("sync", rw.SyncRequest(**self._envelope(), version=version, model_id=self.model_id,
                                              full=full))
@@ -233,6 +240,7 @@ class RosterLink:
             log.warning("roster: unexpected %s on %s ignored", msg.type, topic)
 
     def _batch(self, b: rw.RosterBatch) -> None:
+        self._awaiting = None
         r = self.store.apply_roster_batch(b, self.keys.transport, self.model_id)
         self.batches += 1
         if r.outcome in ("gap", "snapshot_restart"):
@@ -245,7 +253,7 @@ class RosterLink:
                      b.from_version, b.to_version, r.changed, f", {len(r.erased)} erased" if r.erased else "",
                      r.version)
             if self.on_change is not None:
-                self.on_change()
+                self.on_change(r.seniors)
         if r.outcome == "applied":
             self._receipt(r.version)
 
@@ -278,7 +286,7 @@ class RosterLink:
             log.error("roster: the district refused the templates of senior %s (%s): %d removed here; "
                       "`meal-edge roster status` says why", ack.senior_id, ack.reason_code, n)
             if self.on_change is not None:
-                self.on_change()
+                self.on_change({ack.senior_id})
 
     def _send_uploads(self) -> None:
         now = time.monotonic()

@@ -66,6 +66,8 @@ class ApplyResult:
     changed: int = 0
     #: templates that could not be opened (logged; the rest of the batch is applied)
     bad_templates: int = 0
+    #: the seniors the batch changed (the gallery rebuilds only what involves them)
+    seniors: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True)
@@ -98,6 +100,10 @@ def queue_upload(s: Session, senior_id: str, rows: Sequence[FaceTemplateRow], no
     s.add(RosterUploadRow(upload_id=upload_id, senior_id=senior_id, payload=json.dumps(payload), state="pending",
                           created_at=now))
     return upload_id
+
+
+def _chunks(seq: Sequence[str], n: int = 500) -> list[Sequence[str]]:
+    return [seq[i : i + n] for i in range(0, len(seq), n)]
 
 
 def _is_local(source: str) -> bool:
@@ -190,18 +196,19 @@ class RosterStore(StoreBase):
             now = utcnow()
             st.last_sync_at = now
             if batch.full:
-                outcome, changed = self._apply_snapshot_part(s, st, batch, opened, model_id, erased)
+                outcome, changed, gone = self._apply_snapshot_part(s, st, batch, opened, model_id, erased)
+                touched = {c.senior_id for c in batch.changes} | set(gone)
+                erasing = bool(gone) or any(c.op == "absent" for c in batch.changes)
             else:
                 if batch.to_version <= st.version:
                     return ApplyResult("duplicate", st.version)
                 if batch.from_version > st.version:
                     return ApplyResult("gap", st.version)
-                changed = 0
-                for c in sorted(batch.changes, key=lambda c: c.version):
-                    if c.version <= st.version:
-                        continue
-                    self._apply_change(s, c, opened, model_id, erased)
-                    changed += 1
+                todo = [c for c in sorted(batch.changes, key=lambda c: c.version) if c.version > st.version]
+                self._apply_changes(s, todo, opened, model_id, erased)
+                changed = len(todo)
+                touched = {c.senior_id for c in todo}
+                erasing = any(c.op == "absent" for c in todo)
                 st.version = batch.to_version
                 outcome = "applied"
             st.model_id = model_id
@@ -215,32 +222,30 @@ class RosterStore(StoreBase):
                     pending[sid] = pending.get(sid, 0) + n
                 st.erased_pending = pending
             version = st.version
-        if outcome == "applied" and changed:
+        if erasing and not self._checkpoint_truncate():
             # the erased pages' old images must not stay in the WAL either
-            if not self._checkpoint_truncate():
-                log.warning("store %s: roster erasure applied, WAL not truncated yet (a reader was busy)", self.path)
-        return ApplyResult(outcome, version, erased, changed, bad)
+            log.warning("store %s: roster erasure applied, WAL not truncated yet (a reader was busy)", self.path)
+        return ApplyResult(outcome, version, erased, changed, bad, frozenset(touched))
 
     def _apply_snapshot_part(
         self, s: Session, st: RosterStateRow, batch: rw.RosterBatch, opened: dict[tuple[str, str], np.ndarray],
         model_id: str, erased: dict[str, int],
-    ) -> tuple[Outcome, int]:
+    ) -> tuple[Outcome, int, list[str]]:
         if batch.part == 1:
             st.snapshot_to, st.snapshot_next, st.snapshot_seen = batch.to_version, 1, []
         elif st.snapshot_to != batch.to_version or st.snapshot_next != batch.part:
             # a part missing or from another snapshot: start again (the link asks for a new snapshot)
             st.snapshot_to = st.snapshot_next = None
             st.snapshot_seen = None
-            return "snapshot_restart", 0
+            return "snapshot_restart", 0, []
         seen = list(st.snapshot_seen or [])
-        for c in sorted(batch.changes, key=lambda c: c.version):
-            self._apply_change(s, c, opened, model_id, erased)
-            if c.op == "state":
-                seen.append(c.senior_id)
+        todo = sorted(batch.changes, key=lambda c: c.version)
+        self._apply_changes(s, todo, opened, model_id, erased)
+        seen += [c.senior_id for c in todo if c.op == "state"]
         if batch.part < batch.parts:
             st.snapshot_next = batch.part + 1
             st.snapshot_seen = seen
-            return "snapshot_part", len(batch.changes)
+            return "snapshot_part", len(batch.changes), []
         # the last part: whoever the snapshot did not name is no longer in this kiosk's roster, except a senior
         # enrolled here whose upload the district has not answered yet
         keep = set(seen) | set(
@@ -252,55 +257,93 @@ class RosterStore(StoreBase):
         st.version = batch.to_version
         st.snapshot_to = st.snapshot_next = None
         st.snapshot_seen = None
-        return "applied", len(batch.changes) + len(gone)
+        return "applied", len(batch.changes) + len(gone), gone
 
-    def _apply_change(
-        self, s: Session, c: rw.Change, opened: dict[tuple[str, str], np.ndarray], model_id: str,
+    def _apply_changes(
+        self, s: Session, changes: list[rw.Change], opened: dict[tuple[str, str], np.ndarray], model_id: str,
         erased: dict[str, int],
     ) -> None:
-        if c.op == "absent" or c.state is None:
-            n = self._erase(s, c.senior_id)
-            if c.why == "removed":
-                erased[c.senior_id] = erased.get(c.senior_id, 0) + n
-            return
-        st = c.state
+        """Apply changes in order. What they touch is read in a few queries up front (a catch-up brings
+        thousands): the seniors, their templates, their pending uploads and the holders of their card numbers."""
+        ids = sorted({c.senior_id for c in changes})
+        cards = sorted({c.state.card_no for c in changes if c.state is not None and c.state.card_no})
+        rows: dict[str, SeniorRow] = {}
+        temps: dict[str, list[tuple[int, str | None, str, str]]] = {}
+        pending: dict[str, set[str]] = {}
+        for part in _chunks(ids):
+            rows.update({r.senior_id: r for r in s.scalars(select(SeniorRow).where(SeniorRow.senior_id.in_(part)))})
+            ft = FaceTemplateRow
+            for tid, sid, uid, m, src in s.execute(select(ft.id, ft.senior_id, ft.template_uid, ft.model_id, ft.source)
+                                                   .where(ft.senior_id.in_(part))):
+                temps.setdefault(sid, []).append((tid, uid, m, src))
+            for sid, payload in s.execute(select(RosterUploadRow.senior_id, RosterUploadRow.payload).where(
+                    RosterUploadRow.senior_id.in_(part), RosterUploadRow.state == "pending")):
+                pending.setdefault(sid, set()).update(json.loads(payload).get("template_uids", []))
+        holder: dict[str, SeniorRow] = {}
+        for part in _chunks(cards):
+            for r in s.scalars(select(SeniorRow).where(SeniorRow.card_no.in_(part))):
+                rows.setdefault(r.senior_id, r)
+                holder[str(r.card_no)] = rows[r.senior_id]
         now = utcnow()
-        if st.card_no:
-            # the district roster owns the card numbers: a card now someone else's leaves its old holder
-            s.execute(update(SeniorRow).where(SeniorRow.card_no == st.card_no, SeniorRow.senior_id != c.senior_id)
-                      .values(card_no=None, updated_at=now))
-        row = s.get(SeniorRow, c.senior_id)
-        if row is None:
-            row = SeniorRow(senior_id=c.senior_id, created_at=now)
-            s.add(row)
-        row.name, row.birth_date, row.hukou, row.status = st.name, st.birth_date, st.hukou, st.status
-        row.card_no, row.home_centre, row.updated_at = st.card_no or None, st.home_centre, now
-        s.flush()
-        wanted = {t.template_id: t for t in st.templates if t.model_id == model_id}
-        pending_uids: set[str] = set()
-        for payload in s.scalars(select(RosterUploadRow.payload).where(
-                RosterUploadRow.senior_id == c.senior_id, RosterUploadRow.state == "pending")):
-            pending_uids.update(json.loads(payload).get("template_uids", []))
-        have = s.execute(select(FaceTemplateRow.id, FaceTemplateRow.template_uid, FaceTemplateRow.model_id,
-                                FaceTemplateRow.source).where(FaceTemplateRow.senior_id == c.senior_id)).all()
-        drop = [tid for tid, uid, m, src in have
-                if m == model_id and uid not in wanted and uid not in pending_uids and not _is_local(src)]
+        drop: list[int] = []
+        new: list[tuple[FaceTemplateRow, np.ndarray]] = []
+        for c in changes:
+            if c.op == "absent" or c.state is None:
+                if drop:  # earlier changes of this batch first
+                    s.execute(delete(FaceTemplateRow).where(FaceTemplateRow.id.in_(drop)))
+                    drop = []
+                s.flush()
+                n = self._erase(s, c.senior_id)
+                if c.senior_id in rows:
+                    s.expunge(rows.pop(c.senior_id))
+                temps.pop(c.senior_id, None)
+                if c.why == "removed":
+                    erased[c.senior_id] = erased.get(c.senior_id, 0) + n
+                continue
+            st = c.state
+            card = st.card_no or None
+            old = holder.get(card) if card else None
+            if old is not None and old.senior_id != c.senior_id:
+                # the district roster owns the card numbers: a card now someone else's leaves its old holder
+                old.card_no, old.updated_at = None, now
+                s.flush()
+            row = rows.get(c.senior_id)
+            if row is None:
+                row = rows[c.senior_id] = SeniorRow(senior_id=c.senior_id, created_at=now)
+                s.add(row)
+            if row.card_no and row.card_no != card:
+                holder.pop(row.card_no, None)
+            row.name, row.birth_date, row.hukou, row.status = st.name, st.birth_date, st.hukou, st.status
+            row.card_no, row.home_centre, row.updated_at = card, st.home_centre, now
+            if card:
+                holder[card] = row
+            wanted = {t.template_id: t for t in st.templates if t.model_id == model_id}
+            keep_uids = pending.get(c.senior_id, set())
+            have = temps.get(c.senior_id, [])
+            drop += [tid for tid, uid, m, src in have
+                     if m == model_id and uid not in wanted and uid not in keep_uids and not _is_local(src)]
+            present = {uid for _, uid, _, _ in have}
+            for uid, t in wanted.items():
+                if uid in present or (c.senior_id, uid) not in opened:
+                    continue
+                tr = FaceTemplateRow(senior_id=c.senior_id, embedding=_PLACEHOLDER, model_id=t.model_id,
+                                     quality=float(t.quality), source=DISTRICT_SOURCE, photo=None, created_at=now,
+                                     template_uid=uid)
+                new.append((tr, opened[(c.senior_id, uid)]))
+                temps.setdefault(c.senior_id, []).append((-1, uid, t.model_id, DISTRICT_SOURCE))
         if drop:
             s.execute(delete(FaceTemplateRow).where(FaceTemplateRow.id.in_(drop)))
-        present = {uid for _, uid, _, _ in have}
-        new = [(uid, t) for uid, t in wanted.items() if uid not in present and (c.senior_id, uid) in opened]
         if not new:
             return
-        # a template id held by another senior (moved by the district): the district's word wins
-        s.execute(delete(FaceTemplateRow).where(FaceTemplateRow.template_uid.in_([u for u, _ in new])))
-        rows = [FaceTemplateRow(senior_id=c.senior_id, embedding=_PLACEHOLDER, model_id=t.model_id,
-                                quality=float(t.quality), source=DISTRICT_SOURCE, photo=None, created_at=now,
-                                template_uid=uid) for uid, t in new]
-        s.add_all(rows)
         s.flush()
-        for r, (uid, _) in zip(rows, new, strict=True):
-            vec = np.asarray(opened[(c.senior_id, uid)], dtype=EMB_DTYPE)
-            r.embedding = self.cipher.seal(vec.tobytes(), c.senior_id, r.id)
+        uids = [tr.template_uid for tr, _ in new]
+        for part in _chunks([u for u in uids if u is not None]):
+            # a template id held by another senior (moved by the district): the district's word wins
+            s.execute(delete(FaceTemplateRow).where(FaceTemplateRow.template_uid.in_(part)))
+        s.add_all([tr for tr, _ in new])
+        s.flush()
+        for tr, vec in new:
+            tr.embedding = self.cipher.seal(np.asarray(vec, dtype=EMB_DTYPE).tobytes(), tr.senior_id, tr.id)
 
     @staticmethod
     def _erase(s: Session, senior_id: str) -> int:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import uuid
+from collections.abc import Collection
 from datetime import datetime
 
 import numpy as np
@@ -197,14 +198,18 @@ class SeniorStore(StoreBase):
             add_audit(s, audit)
         return len(templates)
 
-    def templates(self, model_id: str | None = None) -> list[tuple[str, np.ndarray]]:
+    def templates(
+        self, model_id: str | None = None, seniors: Collection[str] | None = None
+    ) -> list[tuple[str, np.ndarray]]:
         """(senior_id, float32[128]) for every template, of active and inactive seniors alike (the
-        matcher must still recognise a suspended senior to tell them to see staff)."""
+        matcher must still recognise a suspended senior to tell them to see staff). `seniors`: only theirs."""
         q = select(FaceTemplateRow.senior_id, FaceTemplateRow.id, FaceTemplateRow.embedding).order_by(
             FaceTemplateRow.senior_id, FaceTemplateRow.id
         )
         if model_id is not None:
             q = q.where(FaceTemplateRow.model_id == model_id)
+        if seniors is not None:
+            q = q.where(FaceTemplateRow.senior_id.in_(list(seniors)))
         with self._read("could not read face templates") as s:
             rows = s.execute(q).all()
         out = []
