@@ -94,7 +94,7 @@ def test_import_reports_each_bad_row_and_loads_the_good_ones(db_url: str, tmp_pa
             "import", "import", "status"]
         actions = [a for (a,) in conn.execute(select(Audit.action))]
     eng.dispose()
-    assert actions.count("roster.import") == 2 and "roster.set-status" in actions
+    assert actions.count("roster.import") == 2 and "roster.set-status" in actions and "roster.show" in actions
 
 
 def test_the_csv_checks_are_the_enrolment_ones() -> None:

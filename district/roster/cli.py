@@ -22,6 +22,7 @@ from sqlalchemy import Engine
 
 from district.roster import book
 from district.roster.csvfile import DistrictRow, RosterError, read_district_roster
+from district.users import audit
 from enroll.progress import Progress
 
 
@@ -77,8 +78,9 @@ def _run(args: argparse.Namespace, engine: Engine, out: IO[str], err: IO[str]) -
                   "seconds when online", file=out)
         return 0
     if cmd == "show":
-        with engine.connect() as conn:
+        with engine.begin() as conn:
             rec = book.show(conn, args.senior_id)
+            audit(conn, actor(), "roster.show", args.senior_id)  # a person's record was read
         if args.json:
             print(json.dumps(rec, ensure_ascii=False, indent=2), file=out)
         else:
