@@ -5,13 +5,14 @@ removal receipts, a catch-up in parts after 1,000 changes, and forged messages d
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
 from conftest import MosquittoBroker
-from district_support import ServeThread, db_url, wait_until  # noqa: F401
+from district_support import ServeThread, db_url, pg_url, wait_until  # noqa: F401
 from roster_support import ScriptedKiosk, embedding, roster_config
 from sqlalchemy import select
 
@@ -164,3 +165,30 @@ def test_a_message_not_signed_by_the_kiosks_registered_key_is_dropped(district: 
     a.sync()  # the real kiosk is answered
     a.wait(lambda k: "S1" in k.roster)
     a.disconnect()
+
+
+def test_with_two_serve_processes_one_pushes_and_either_answers(mosquitto_broker: MosquittoBroker, pg_url: str,  # noqa: F811
+                                                                 tmp_path: Path) -> None:
+    """Two serve processes on one PostgreSQL database: the holder of the pusher lock alone pushes (a change
+    reaches the kiosk once), and when it stops the other takes over."""
+    d = District(mosquitto_broker, pg_url, tmp_path)
+    second = ServeThread(d.cfg, client_id="district-test-2")
+    try:
+        book.import_rows(d.engine, rows(("S1", "centre-001", None)), "t")
+        a = d.kiosk()
+        a.wait(lambda k: "S1" in k.roster)
+        n = len(a.batches)
+        _, v = book.set_status(d.engine, "S1", "suspended", "t")
+        a.wait(lambda k: k.version == v)
+        time.sleep(1.0)  # a second pusher would have sent its copy by now
+        assert len(a.batches) == n + 1
+        pushers = [s for s in (d.serve, second) if s.server.roster and s.server.roster._leader.conn is not None]
+        assert len(pushers) == 1
+        pushers[0].stop()
+        _, v = book.set_status(d.engine, "S1", "active", "t")
+        a.wait(lambda k: k.version == v, timeout=10, what="the other process to take over the pushes")
+        a.disconnect()
+    finally:
+        for s in (d.serve, second):
+            if s.thread.is_alive():
+                s.stop()
