@@ -196,8 +196,9 @@ class RosterLink:
 
     def stop(self) -> None:
         self._stop.set()
-        if self._thread is not None:
-            self._thread.join(30)
+        if self._thread is None:
+            return  # never started (serve --retire)
+        self._thread.join(30)
         self._client.disconnect()
         self._client.loop_stop()
         self._leader.release()
