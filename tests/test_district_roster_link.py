@@ -105,7 +105,10 @@ def test_a_status_change_reaches_an_online_kiosk_within_5_s_and_a_removal_is_con
     wait_until(confirmed, 10, "the erasure receipt")
     with district.engine.connect() as conn:
         (kr,) = conn.execute(select(RosterKiosk.applied_version)).all()
+        st = book.kiosks_status(conn)
     assert kr[0] == r.version
+    assert st["version"] == r.version and [(k["kiosk"], k["applied_version"], k["erasures_owed"])
+                                           for k in st["kiosks"]] == [("xuhui/centre-001/kiosk-1", r.version, 0)]
     a.disconnect()
 
 

@@ -253,6 +253,23 @@ def pending_erasures(conn: Connection) -> list[dict[str, Any]]:
             for e in conn.execute(q)]
 
 
+def kiosks_status(conn: Connection) -> dict[str, Any]:
+    """Every kiosk of the roster link: its model, the version it applied and the district's, erasures owed."""
+    top = max_version(conn)
+    owed: dict[str, int] = {}
+    for e in pending_erasures(conn):
+        owed[e["kiosk"]] = owed.get(e["kiosk"], 0) + 1
+    rows = []
+    for k in _orm(conn).scalars(select(RosterKiosk).order_by(RosterKiosk.centre_id, RosterKiosk.kiosk_id)):
+        name = f"{k.district}/{k.centre_id}/{k.kiosk_id}"
+        rows.append({"kiosk": name, "model_id": k.model_id, "applied_version": k.applied_version,
+                     "sent_version": k.sent_version,
+                     "last_sync_at": k.last_sync_at.isoformat() if k.last_sync_at else None,
+                     "last_receipt_at": k.last_receipt_at.isoformat() if k.last_receipt_at else None,
+                     "erasures_owed": owed.get(name, 0)})
+    return {"version": top, "kiosks": rows}
+
+
 # -- the link's side: template uploads, receipts, syncs ---------------------------------------------------
 
 
