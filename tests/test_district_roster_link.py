@@ -74,6 +74,12 @@ def test_enrol_at_one_kiosk_is_received_at_another_of_its_model_only(district: D
     a.wait(lambda k: k.version == 3)
     other.wait(lambda k: k.version == 3, what="the other model's kiosk to reach version 3")
     assert other.roster["S1"].templates == {}  # a kiosk never receives templates it cannot use
+    # that kiosk changes to the first kiosk's model: it gets the whole roster again, with the templates
+    other.model_id = "sface"
+    n = len(other.batches)
+    other.sync()
+    other.wait(lambda k: len(k.batches) > n and k.batches[-1].full and len(k.roster["S1"].templates) == 2,
+               what="a full snapshot for the new model")
     # refused: unknown senior, and the kiosk says why
     bad_id, _ = a.upload("S404", [embedding(3)])
     a.wait(lambda k: bad_id in k.acks)

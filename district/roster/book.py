@@ -336,14 +336,16 @@ def accept_upload(engine: Engine, kiosk: KioskRef, msg: rw.TemplateUpload, trans
         return UploadVerdict(True, None, v, len(new))
 
 
-def kiosk_synced(conn: Connection, kiosk: KioskRef, model_id: str, now: datetime) -> None:
+def kiosk_synced(conn: Connection, kiosk: KioskRef, model_id: str, now: datetime) -> str | None:
+    """Record a kiosk's sync request; the model it had said before (None the first time)."""
     row = _orm(conn).scalars(select(RosterKiosk).where(*_kiosk_is(kiosk))).first()
     if row is None:
         conn.execute(insert(RosterKiosk).values(district=kiosk.district, centre_id=kiosk.centre_id,
                                                 kiosk_id=kiosk.kiosk_id, model_id=model_id, applied_version=0,
                                                 sent_version=0, last_sync_at=now))
-    else:
-        conn.execute(update(RosterKiosk).where(*_kiosk_is(kiosk)).values(model_id=model_id, last_sync_at=now))
+        return None
+    conn.execute(update(RosterKiosk).where(*_kiosk_is(kiosk)).values(model_id=model_id, last_sync_at=now))
+    return row.model_id
 
 
 def _kiosk_is(k: KioskRef) -> tuple[Any, ...]:

@@ -300,10 +300,13 @@ class RosterLink:
         now = datetime.now(UTC)
         size = self.cfg.roster.batch_changes
         with self.engine.begin() as conn:
-            book.kiosk_synced(conn, k, msg.model_id, now)
+            before = book.kiosk_synced(conn, k, msg.model_id, now)
         with self.engine.connect() as conn:
             upto = book.max_version(conn)
-            full = msg.full or msg.version > upto  # a kiosk ahead of the district (restored backup): start over
+            # start over: asked for; a kiosk ahead of the district (a restored district backup); or a kiosk that
+            # changed its face model (what it holds has none of the new model's templates)
+            full = msg.full or msg.version > upto or (before is not None and before != msg.model_id
+                                                       and msg.version > 0)
             if full:
                 upto, changes = book.snapshot(conn, k.centre_id, msg.model_id, self.keys.transport, self.keys.cipher)
             else:
