@@ -31,8 +31,9 @@ def rows(*spec: tuple[str, str, tuple[str, ...] | None]) -> list[DistrictRow]:
 
 
 class District:
-    def __init__(self, broker: MosquittoBroker, db: str, tmp_path: Path, batch_changes: int = 500) -> None:
-        self.cfg, _ = roster_config(broker, db, tmp_path, batch_changes)
+    def __init__(self, broker: MosquittoBroker, db: str, tmp_path: Path, batch_changes: int = 500,
+                 push_interval: float = 0.1) -> None:
+        self.cfg, _ = roster_config(broker, db, tmp_path, batch_changes, push_interval)
         self.keys = load_keys(self.cfg)
         self.serve = ServeThread(self.cfg)
         assert self.serve.server.roster is not None
@@ -201,3 +202,20 @@ def test_with_two_serve_processes_one_pushes_and_either_answers(mosquitto_broker
         for s in (d.serve, second):
             if s.thread.is_alive():
                 s.stop()
+
+
+def test_on_postgresql_a_commit_wakes_the_pusher_at_once(mosquitto_broker: MosquittoBroker, pg_url: str,  # noqa: F811
+                                                         tmp_path: Path) -> None:
+    """LISTEN/NOTIFY: with polling every 30 s, a status change still reaches the kiosk within a second."""
+    d = District(mosquitto_broker, pg_url, tmp_path, push_interval=30)
+    try:
+        book.import_rows(d.engine, rows(("S1", "centre-001", None)), "t")
+        a = d.kiosk()
+        a.wait(lambda k: "S1" in k.roster)
+        time.sleep(0.5)
+        for status in ("suspended", "active", "deceased"):
+            _, v = book.set_status(d.engine, "S1", status, "t")
+            assert a.wait(lambda k, v=v: k.version == v, timeout=5, what="the pushed change") < 1.0
+        a.disconnect()
+    finally:
+        d.serve.stop()

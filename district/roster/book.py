@@ -32,6 +32,8 @@ log = logging.getLogger(__name__)
 
 #: pg_advisory_xact_lock key of every roster write: "roster"
 ROSTER_LOCK = 0x726F_7374_6572
+#: PostgreSQL NOTIFY channel of every committed roster change: the link's pusher wakes at once
+CHANNEL = "meal_roster"
 _FIELDS = ("name", "birth_date", "hukou", "status", "card_no", "home_centre", "centres")
 
 
@@ -91,6 +93,8 @@ class _Versions:
         if self.rows:
             self.conn.execute(insert(RosterChange), self.rows)
             self.rows = []
+            if is_postgres(self.conn):
+                self.conn.execute(text(f"NOTIFY {CHANNEL}"))  # delivered when (and only if) this commits
 
 
 # -- import, status, removal ---------------------------------------------------------------------------
