@@ -46,6 +46,8 @@ log = logging.getLogger(__name__)
 
 #: a sync request is not repeated sooner than this (a burst of pushed batches after a gap asks once)
 SYNC_GAP_S = 2.0
+#: a snapshot older than the kiosk's version is taken only this soon after a sync request
+SNAPSHOT_ANSWER_S = 600.0
 
 
 class RosterSetupError(ValueError):
@@ -240,6 +242,13 @@ class RosterLink:
             log.warning("roster: unexpected %s on %s ignored", msg.type, topic)
 
     def _batch(self, b: rw.RosterBatch) -> None:
+        if b.full and b.part == 1 and b.to_version < self.store.roster_state().version \
+                and time.monotonic() - self._last_sync > SNAPSHOT_ANSWER_S:
+            # an old snapshot replayed (by whoever can publish on the broker) would roll statuses back: a snapshot
+            # behind this kiosk is taken only as the answer to a sync request (the district restored a backup)
+            log.error("roster: a full snapshot at version %d, behind this kiosk's, that answers no sync request: "
+                      "ignored", b.to_version)
+            return
         self._awaiting = None
         r = self.store.apply_roster_batch(b, self.keys.transport, self.model_id)
         self.batches += 1
