@@ -224,6 +224,10 @@ def test_roster_status_and_resync_commands(mosquitto_broker: MosquittoBroker, di
     Store(bad.store_path).close()
     assert main(["roster", "status", "--config", str(bad.source_path)]) == 0
     assert "NOT syncing: no district roster key" in capsys.readouterr().out
+    main(["check-config", str(bad.source_path)])
+    assert "roster: does NOT sync: no district roster key" in capsys.readouterr().err
+    main(["check-config", conf])
+    assert "roster: syncs with the district roster" in capsys.readouterr().out
 
 
 def test_an_old_snapshot_replayed_later_does_not_roll_the_roster_back(
