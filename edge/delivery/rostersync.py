@@ -135,6 +135,8 @@ class RosterLink:
         self._last_receipt = 0.0
         #: when the unanswered sync request was sent (the district answers every one, even with nothing new)
         self._awaiting: float | None = None
+        #: seniors changed by the parts applied so far of a catch-up in parts, not yet told to on_change
+        self._unannounced: set[str] = set()
         self._sent: dict[str, float] = {}  # upload_id -> when it was last handed to the broker
         self._receipts: list[tuple[mqtt.MQTTMessageInfo, dict[str, int]]] = []
         #: counters, for tests and the log
@@ -261,8 +263,12 @@ class RosterLink:
             log.info("roster: %s %d..%d applied (%d changes%s), version %d", "snapshot part" if b.full else "batch",
                      b.from_version, b.to_version, r.changed, f", {len(r.erased)} erased" if r.erased else "",
                      r.version)
-            if self.on_change is not None:
-                self.on_change(r.seniors)
+            self._unannounced |= r.seniors
+        if self.on_change is not None and self._unannounced and b.part >= b.parts:
+            # after the last part of a catch-up or snapshot: one gallery rebuild for all its parts, not one per part
+            # (a district gallery takes seconds to rebuild; the kiosk keeps serving with the previous one meanwhile)
+            changed, self._unannounced = self._unannounced, set()
+            self.on_change(changed)
         if r.outcome == "applied":
             self._receipt(r.version)
 
