@@ -167,9 +167,11 @@ class ScriptedDistrict:
                                                     top, full=True, part=i + 1, parts=parts, model_id=m.model_id))
             return
         prev = start
-        for i in range(0, len(changes), self.chunk):
+        n = max(1, -(-len(changes) // self.chunk))
+        for i in range(0, len(changes), self.chunk):  # a catch-up in parts, as the district sends it
             part = changes[i:i + self.chunk]
-            self.send(centre, kiosk, self.batch(centre, kiosk, part, prev, model_id=m.model_id))
+            self.send(centre, kiosk, self.batch(centre, kiosk, part, prev, model_id=m.model_id,
+                                                part=i // self.chunk + 1, parts=n))
             prev = part[-1].version
 
     def _answer_upload(self, centre: str, kiosk: str, m: rw.TemplateUpload) -> None:

@@ -224,3 +224,28 @@ def test_roster_status_and_resync_commands(mosquitto_broker: MosquittoBroker, di
     Store(bad.store_path).close()
     assert main(["roster", "status", "--config", str(bad.source_path)]) == 0
     assert "NOT syncing: no district roster key" in capsys.readouterr().out
+    main(["check-config", str(bad.source_path)])
+    assert "roster: does NOT sync: no district roster key" in capsys.readouterr().err
+    main(["check-config", conf])
+    assert "roster: syncs with the district roster" in capsys.readouterr().out
+
+
+def test_an_old_snapshot_replayed_later_does_not_roll_the_roster_back(
+        mosquitto_broker: MosquittoBroker, district: ScriptedDistrict, tmp_path: Path) -> None:
+    from edge.delivery import rostersync
+
+    d = district
+    d.put("S1", embeddings=[embedding(1)])
+    old = d.batch("centre-001", "kiosk-1", d.changes_since(0, "centre-001", M), 0, 1, full=True)
+    d.put("S1", status="deceased")
+    k = start_kiosk(kiosk_config(mosquitto_broker, tmp_path, d), d)
+    try:
+        wait_until(lambda: k.store.roster_state().version == 2, 10, "the first sync")
+        k.link._last_sync -= rostersync.SNAPSHOT_ANSWER_S + 1  # long after the kiosk's last sync request
+        d.send("centre-001", "kiosk-1", old)  # signed by the district, but stale: S1 active again
+        time.sleep(1.0)
+        s1 = k.store.get_senior("S1")
+        assert s1 is not None and s1.status == "deceased" and k.store.roster_state().version == 2
+    finally:
+        k.stop()
+        k.store.close()

@@ -421,6 +421,12 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     print(f"mqtt: {cfg.mqtt.host}:{cfg.mqtt.port}, {how}")
     for w in warnings:
         print(f"WARNING: {w}", file=sys.stderr)
+    if cfg.roster.enabled:
+        from edge.delivery.rostersync import problem
+
+        why = problem(cfg)
+        print("roster: syncs with the district roster" if why is None else f"WARNING: roster: does NOT sync: {why}",
+              file=sys.stdout if why is None else sys.stderr)
     if cfg.store_path.exists():
         try:
             with Store(cfg.store_path, key_file=cfg.template_key_path) as store:

@@ -46,6 +46,8 @@ log = logging.getLogger(__name__)
 
 #: a sync request is not repeated sooner than this (a burst of pushed batches after a gap asks once)
 SYNC_GAP_S = 2.0
+#: a snapshot older than the kiosk's version is taken only this soon after a sync request
+SNAPSHOT_ANSWER_S = 600.0
 
 
 class RosterSetupError(ValueError):
@@ -133,6 +135,8 @@ class RosterLink:
         self._last_receipt = 0.0
         #: when the unanswered sync request was sent (the district answers every one, even with nothing new)
         self._awaiting: float | None = None
+        #: seniors changed by the parts applied so far of a catch-up in parts, not yet told to on_change
+        self._unannounced: set[str] = set()
         self._sent: dict[str, float] = {}  # upload_id -> when it was last handed to the broker
         self._receipts: list[tuple[mqtt.MQTTMessageInfo, dict[str, int]]] = []
         #: counters, for tests and the log
@@ -240,6 +244,13 @@ class RosterLink:
             log.warning("roster: unexpected %s on %s ignored", msg.type, topic)
 
     def _batch(self, b: rw.RosterBatch) -> None:
+        if b.full and b.part == 1 and b.to_version < self.store.roster_state().version \
+                and time.monotonic() - self._last_sync > SNAPSHOT_ANSWER_S:
+            # an old snapshot replayed (by whoever can publish on the broker) would roll statuses back: a snapshot
+            # behind this kiosk is taken only as the answer to a sync request (the district restored a backup)
+            log.error("roster: a full snapshot at version %d, behind this kiosk's, that answers no sync request: "
+                      "ignored", b.to_version)
+            return
         self._awaiting = None
         r = self.store.apply_roster_batch(b, self.keys.transport, self.model_id)
         self.batches += 1
@@ -252,8 +263,12 @@ class RosterLink:
             log.info("roster: %s %d..%d applied (%d changes%s), version %d", "snapshot part" if b.full else "batch",
                      b.from_version, b.to_version, r.changed, f", {len(r.erased)} erased" if r.erased else "",
                      r.version)
-            if self.on_change is not None:
-                self.on_change(r.seniors)
+            self._unannounced |= r.seniors
+        if self.on_change is not None and self._unannounced and b.part >= b.parts:
+            # after the last part of a catch-up or snapshot: one gallery rebuild for all its parts, not one per part
+            # (a district gallery takes seconds to rebuild; the kiosk keeps serving with the previous one meanwhile)
+            changed, self._unannounced = self._unannounced, set()
+            self.on_change(changed)
         if r.outcome == "applied":
             self._receipt(r.version)
 

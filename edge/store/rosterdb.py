@@ -149,6 +149,10 @@ class RosterStore(StoreBase):
             self._state_row(s).resync_requested = 1
 
     def take_resync_request(self) -> bool:
+        """Whether `meal-edge roster resync` asked for a snapshot (and clear it). Read first: the link asks every
+        poll, and a write transaction (an fsync) every second for nothing would slow the kiosk's own writes."""
+        if not self.roster_state().resync_requested:
+            return False
         with self._write("could not read the roster resync request") as s:
             row = self._state_row(s)
             asked = bool(row.resync_requested)
