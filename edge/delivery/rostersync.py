@@ -131,6 +131,7 @@ class RosterLink:
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
         self._send: Callable[[str, bytes], mqtt.MQTTMessageInfo] | None = None
+        self._up: Callable[[], bool] = lambda: False
         self._last_sync = 0.0
         self._last_receipt = 0.0
         #: when the unanswered sync request was sent (the district answers every one, even with nothing new)
@@ -147,6 +148,7 @@ class RosterLink:
 
     def attach(self, publisher: Publisher) -> None:
         self._send = publisher.send
+        self._up = lambda: publisher.link_up
         publisher.attach(self.down_filter, self._connected_cb, self._message_cb)
 
     def start(self) -> None:
@@ -187,6 +189,8 @@ class RosterLink:
                 if item is not None:
                     self.handle(*item)
                     continue  # drain the inbox before the periodic work
+                if not self._up():
+                    continue  # nothing is sent while the broker is away: it all goes again at the next connect
                 if self.store.take_resync_request():
                     self.sync(full=True)
                 elif self._awaiting is not None and time.monotonic() - self._awaiting > self.resend_after:
@@ -305,10 +309,8 @@ class RosterLink:
 
     def _send_uploads(self) -> None:
         now = time.monotonic()
-        for up in self.store.pending_uploads():
-            last = self._sent.get(up.upload_id)
-            if last is not None and now - last < self.resend_after:
-                continue
+        recent = {u for u, t in self._sent.items() if now - t < self.resend_after}
+        for up in self.store.pending_uploads(skip=recent):
             if not up.templates:
                 continue  # nothing left to send (erased meanwhile); the row goes with the senior
             temps = [rw.WireTemplate(template_id=uid, model_id=up.model_id, quality=min(1.0, max(0.0, q)),
