@@ -249,3 +249,25 @@ def test_an_old_snapshot_replayed_later_does_not_roll_the_roster_back(
     finally:
         k.stop()
         k.store.close()
+
+
+def test_an_enrolment_while_the_broker_is_away_is_sent_when_it_is_back(
+        mosquitto_broker: MosquittoBroker, district: ScriptedDistrict, tmp_path: Path) -> None:
+    d = district
+    d.put("S1", embeddings=[])
+    k = start_kiosk(kiosk_config(mosquitto_broker, tmp_path, d), d)
+    try:
+        wait_until(lambda: k.store.roster_state().version == 1, 10, "the first sync")
+        mosquitto_broker.stop()
+        wait_until(lambda: not k.publisher.link_up, 10, "the kiosk sees the broker gone")
+        k.store.add_templates("S1", [TemplateIn(embedding(1), M, 0.9, "a.jpg")], upload=True)
+        time.sleep(1.5)
+        (u,) = k.store.uploads("S1")
+        assert u.state == "pending" and u.sent_at is None  # nothing handed to the client while offline
+        mosquitto_broker.start()
+        wait_until(lambda: [x.state for x in k.store.uploads("S1")] == ["accepted"], 20, "sent and accepted")
+        wait_until(lambda: k.store.roster_state().version == 2, 10, "the district's change back down")
+        assert len(d.uploads) == 1
+    finally:
+        k.stop()
+        k.store.close()
