@@ -23,7 +23,8 @@ from edge.delivery import rosterwire as rw
 from edge.security.signing import public_key_text
 
 
-def roster_config(broker: MosquittoBroker, db: str, tmp_path: Path, batch_changes: int = 500) -> tuple[Config, Path]:
+def roster_config(broker: MosquittoBroker, db: str, tmp_path: Path, batch_changes: int = 500,
+                  push_interval: float = 0.1) -> tuple[Config, Path]:
     """A district config with [roster] enabled and its three keys made in tmp_path/keys."""
     from district.roster.keys import roster_init
 
@@ -34,7 +35,7 @@ def roster_config(broker: MosquittoBroker, db: str, tmp_path: Path, batch_change
         'transport_key_file = ""', f'transport_key_file = "{keys / "roster-transport.key"}"').replace(
         'template_key_file = ""', f'template_key_file = "{keys / "roster-template.key"}"').replace(
         "batch_changes = 500", f"batch_changes = {batch_changes}").replace(
-        "push_interval = 0.2", "push_interval = 0.1")
+        "push_interval = 0.2", f"push_interval = {push_interval}")
     tmp_path.mkdir(parents=True, exist_ok=True)
     path = tmp_path / "district.toml"
     path.write_text(text)

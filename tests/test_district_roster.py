@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from district_support import DEFAULT_CONFIG, db_url, pg_url  # noqa: F401
+from district_support import DEFAULT_CONFIG, db_url  # noqa: F401
 from roster_support import embedding
 from sqlalchemy import Engine, select
 
@@ -21,6 +21,7 @@ from district.db.models import Audit, RosterChange, RosterTemplate
 from district.roster import book
 from district.roster.book import KioskRef
 from district.roster.csvfile import DistrictRow, parse_district_roster
+from district.roster.csvfile import RosterError as CsvRosterError
 from edge.delivery import rosterwire as rw
 from edge.security.atrest import TemplateCipher
 
@@ -94,7 +95,7 @@ def test_import_reports_each_bad_row_and_loads_the_good_ones(db_url: str, tmp_pa
             "import", "import", "status"]
         actions = [a for (a,) in conn.execute(select(Audit.action))]
     eng.dispose()
-    assert actions.count("roster.import") == 2 and "roster.set-status" in actions
+    assert actions.count("roster.import") == 2 and "roster.set-status" in actions and "roster.show" in actions
 
 
 def test_the_csv_checks_are_the_enrolment_ones() -> None:
@@ -105,7 +106,7 @@ def test_the_csv_checks_are_the_enrolment_ones() -> None:
     assert not rows
     assert ["contains a space" in bad[0].reason, "in the future" in bad[1].reason, "empty hukou" in bad[2].reason] \
         == [True, True, True]
-    with pytest.raises(book.RosterError if False else Exception, match="missing column"):
+    with pytest.raises(CsvRosterError, match="missing column"):
         parse_district_roster("senior_id,name,birth_date,hukou\n")
 
 
@@ -196,9 +197,10 @@ def test_a_catch_up_sends_each_senior_once_in_their_latest_state(engine: Engine)
     assert len(changes(engine, K1, after=0)) == 10
 
 
-def test_versions_are_handed_out_in_commit_order_under_two_writers(pg_url: str) -> None:  # noqa: F811
-    """A reader never sees version N without every version below it (else a kiosk at N could miss one)."""
-    engine = open_engine(pg_url)
+def test_versions_are_handed_out_in_commit_order_under_two_writers(db_url: str) -> None:  # noqa: F811
+    """A reader never sees version N without every version below it (else a kiosk at N could miss one).
+    PostgreSQL: the advisory lock; SQLite: the first write takes the write lock before the version is read."""
+    engine = open_engine(db_url)
     try:
         book.import_rows(engine, [row("A"), row("B")], "test")
         errors: list[str] = []
@@ -240,3 +242,34 @@ def test_the_import_says_which_file_problem_stops_it(tmp_path: Path) -> None:
     with contextlib.redirect_stderr(err), contextlib.redirect_stdout(out):
         assert main(["--config", str(cfg), "roster", "import", str(tmp_path / "nope.csv")]) == 2
     assert "roster file not found" in err.getvalue()
+
+
+def test_keys_roster_init_makes_the_keys_once_and_serve_needs_them(tmp_path: Path,
+                                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    from district.roster.keys import load_keys
+
+    cfg = tmp_path / "d.toml"
+    text = DEFAULT_CONFIG.replace('url = ""', f'url = "sqlite:///{tmp_path / "d.sqlite"}"', 1).replace(
+        "[roster]\nenabled = false", "[roster]\nenabled = true").replace(
+        'signing_key_file = ""', 'signing_key_file = "keys/sign.key"').replace(
+        'transport_key_file = ""', 'transport_key_file = "keys/transport.key"').replace(
+        'template_key_file = ""', 'template_key_file = "keys/template.key"').replace(
+        'listen = "127.0.0.1:9464"', 'listen = ""')
+    cfg.write_text(text)
+    assert main(["--config", str(cfg), "serve"]) == 2
+    assert "[roster] enabled, but roster signing key" in capsys.readouterr().err
+    assert main(["--config", str(cfg), "keys", "roster-init"]) == 0
+    out = capsys.readouterr().out
+    assert out.count("made ") == 3 and 'district_key = "' in out
+    for f in ("sign.key", "transport.key", "template.key"):
+        assert (tmp_path / "keys" / f).stat().st_mode & 0o077 == 0
+    before = {f: (tmp_path / "keys" / f).read_bytes() for f in ("sign.key", "transport.key", "template.key")}
+    assert main(["--config", str(cfg), "keys", "roster-init"]) == 0
+    assert capsys.readouterr().out.count("kept ") == 3
+    assert before == {f: (tmp_path / "keys" / f).read_bytes() for f in before}
+    from district.config import load_config
+    from edge.security.signing import public_key_text
+
+    keys = load_keys(load_config(cfg))
+    assert f'district_key = "{public_key_text(keys.signing.public_key())}"' in out
+    assert before["transport.key"].decode().strip() not in out  # the secret is never printed

@@ -5,13 +5,14 @@ removal receipts, a catch-up in parts after 1,000 changes, and forged messages d
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
 from conftest import MosquittoBroker
-from district_support import ServeThread, db_url, wait_until  # noqa: F401
+from district_support import ServeThread, db_url, pg_url, wait_until  # noqa: F401
 from roster_support import ScriptedKiosk, embedding, roster_config
 from sqlalchemy import select
 
@@ -30,8 +31,9 @@ def rows(*spec: tuple[str, str, tuple[str, ...] | None]) -> list[DistrictRow]:
 
 
 class District:
-    def __init__(self, broker: MosquittoBroker, db: str, tmp_path: Path, batch_changes: int = 500) -> None:
-        self.cfg, _ = roster_config(broker, db, tmp_path, batch_changes)
+    def __init__(self, broker: MosquittoBroker, db: str, tmp_path: Path, batch_changes: int = 500,
+                 push_interval: float = 0.1) -> None:
+        self.cfg, _ = roster_config(broker, db, tmp_path, batch_changes, push_interval)
         self.keys = load_keys(self.cfg)
         self.serve = ServeThread(self.cfg)
         assert self.serve.server.roster is not None
@@ -73,6 +75,12 @@ def test_enrol_at_one_kiosk_is_received_at_another_of_its_model_only(district: D
     a.wait(lambda k: k.version == 3)
     other.wait(lambda k: k.version == 3, what="the other model's kiosk to reach version 3")
     assert other.roster["S1"].templates == {}  # a kiosk never receives templates it cannot use
+    # that kiosk changes to the first kiosk's model: it gets the whole roster again, with the templates
+    other.model_id = "sface"
+    n = len(other.batches)
+    other.sync()
+    other.wait(lambda k: len(k.batches) > n and k.batches[-1].full and len(k.roster["S1"].templates) == 2,
+               what="a full snapshot for the new model")
     # refused: unknown senior, and the kiosk says why
     bad_id, _ = a.upload("S404", [embedding(3)])
     a.wait(lambda k: bad_id in k.acks)
@@ -104,7 +112,10 @@ def test_a_status_change_reaches_an_online_kiosk_within_5_s_and_a_removal_is_con
     wait_until(confirmed, 10, "the erasure receipt")
     with district.engine.connect() as conn:
         (kr,) = conn.execute(select(RosterKiosk.applied_version)).all()
+        st = book.kiosks_status(conn)
     assert kr[0] == r.version
+    assert st["version"] == r.version and [(k["kiosk"], k["applied_version"], k["erasures_owed"])
+                                           for k in st["kiosks"]] == [("xuhui/centre-001/kiosk-1", r.version, 0)]
     a.disconnect()
 
 
@@ -164,3 +175,47 @@ def test_a_message_not_signed_by_the_kiosks_registered_key_is_dropped(district: 
     a.sync()  # the real kiosk is answered
     a.wait(lambda k: "S1" in k.roster)
     a.disconnect()
+
+
+def test_with_two_serve_processes_one_pushes_and_either_answers(mosquitto_broker: MosquittoBroker, pg_url: str,  # noqa: F811
+                                                                 tmp_path: Path) -> None:
+    """Two serve processes on one PostgreSQL database: the holder of the pusher lock alone pushes (a change
+    reaches the kiosk once), and when it stops the other takes over."""
+    d = District(mosquitto_broker, pg_url, tmp_path)
+    second = ServeThread(d.cfg, client_id="district-test-2")
+    try:
+        book.import_rows(d.engine, rows(("S1", "centre-001", None)), "t")
+        a = d.kiosk()
+        a.wait(lambda k: "S1" in k.roster)
+        n = len(a.batches)
+        _, v = book.set_status(d.engine, "S1", "suspended", "t")
+        a.wait(lambda k: k.version == v)
+        time.sleep(1.0)  # a second pusher would have sent its copy by now
+        assert len(a.batches) == n + 1
+        pushers = [s for s in (d.serve, second) if s.server.roster and s.server.roster._leader.conn is not None]
+        assert len(pushers) == 1
+        pushers[0].stop()
+        _, v = book.set_status(d.engine, "S1", "active", "t")
+        a.wait(lambda k: k.version == v, timeout=10, what="the other process to take over the pushes")
+        a.disconnect()
+    finally:
+        for s in (d.serve, second):
+            if s.thread.is_alive():
+                s.stop()
+
+
+def test_on_postgresql_a_commit_wakes_the_pusher_at_once(mosquitto_broker: MosquittoBroker, pg_url: str,  # noqa: F811
+                                                         tmp_path: Path) -> None:
+    """LISTEN/NOTIFY: with polling every 30 s, a status change still reaches the kiosk within a second."""
+    d = District(mosquitto_broker, pg_url, tmp_path, push_interval=30)
+    try:
+        book.import_rows(d.engine, rows(("S1", "centre-001", None)), "t")
+        a = d.kiosk()
+        a.wait(lambda k: "S1" in k.roster)
+        time.sleep(0.5)
+        for status in ("suspended", "active", "deceased"):
+            _, v = book.set_status(d.engine, "S1", status, "t")
+            assert a.wait(lambda k, v=v: k.version == v, timeout=5, what="the pushed change") < 1.0
+        a.disconnect()
+    finally:
+        d.serve.stop()

@@ -13,6 +13,7 @@ over a real Mosquitto.
 from __future__ import annotations
 
 import os
+import sqlite3
 import time
 from collections.abc import Iterator
 from datetime import date
@@ -210,8 +211,18 @@ def test_a_removal_erases_every_kiosk_and_the_receipts_arrive(world: World) -> N
                               upload=True)
     for k in ks:
         until(lambda k=k: len(k.store.templates(M)) == 1, 10, "the template at every kiosk")  # type: ignore[misc]
-    sealed = [store_files(Path(k.cfg.store_path)) for k in ks]
-    assert all(name.encode() in s for s in sealed)
+    before = [store_files(Path(k.cfg.store_path)) for k in ks]
+    assert all(name.encode() in s for s in before)
+    # each kiosk's template as it sits in its file (sealed under that kiosk's own at-rest key)
+    sealed = []
+    for k in ks:
+        db = sqlite3.connect(k.cfg.store_path)
+        try:
+            (blob,) = db.execute("SELECT embedding FROM face_templates WHERE senior_id = 'S1'").fetchone()
+        finally:
+            db.close()
+        assert bytes(blob) in store_files(Path(k.cfg.store_path))
+        sealed.append(bytes(blob))
     r = book.remove(world.engine, "S1", "test")
     assert sorted(r.kiosks) == ["xuhui/centre-001/kiosk-1", "xuhui/centre-002/kiosk-1"]
 
@@ -224,6 +235,8 @@ def test_a_removal_erases_every_kiosk_and_the_receipts_arrive(world: World) -> N
         assert k.store.get_senior("S1") is None and k.store.templates(M) == []
         raw = store_files(Path(k.cfg.store_path))
         assert name.encode() not in raw, "the removed senior's name is still in the store files"
+        for blob in sealed:  # nor any 32-byte piece of a sealed template
+            assert not any(blob[i : i + 32] in raw for i in range(0, len(blob) - 32, 32)), "a template is left"
     with world.engine.connect() as conn:
         shown = book.show(conn, "S1")
     assert {e["kiosk"]: e["templates_erased"] for e in shown["erasures"]} == {

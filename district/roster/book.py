@@ -32,6 +32,8 @@ log = logging.getLogger(__name__)
 
 #: pg_advisory_xact_lock key of every roster write: "roster"
 ROSTER_LOCK = 0x726F_7374_6572
+#: PostgreSQL NOTIFY channel of every committed roster change: the link's pusher wakes at once
+CHANNEL = "meal_roster"
 _FIELDS = ("name", "birth_date", "hukou", "status", "card_no", "home_centre", "centres")
 
 
@@ -91,6 +93,8 @@ class _Versions:
         if self.rows:
             self.conn.execute(insert(RosterChange), self.rows)
             self.rows = []
+            if is_postgres(self.conn):
+                self.conn.execute(text(f"NOTIFY {CHANNEL}"))  # delivered when (and only if) this commits
 
 
 # -- import, status, removal ---------------------------------------------------------------------------
@@ -253,6 +257,23 @@ def pending_erasures(conn: Connection) -> list[dict[str, Any]]:
             for e in conn.execute(q)]
 
 
+def kiosks_status(conn: Connection) -> dict[str, Any]:
+    """Every kiosk of the roster link: its model, the version it applied and the district's, erasures owed."""
+    top = max_version(conn)
+    owed: dict[str, int] = {}
+    for e in pending_erasures(conn):
+        owed[e["kiosk"]] = owed.get(e["kiosk"], 0) + 1
+    rows = []
+    for k in _orm(conn).scalars(select(RosterKiosk).order_by(RosterKiosk.centre_id, RosterKiosk.kiosk_id)):
+        name = f"{k.district}/{k.centre_id}/{k.kiosk_id}"
+        rows.append({"kiosk": name, "model_id": k.model_id, "applied_version": k.applied_version,
+                     "sent_version": k.sent_version,
+                     "last_sync_at": k.last_sync_at.isoformat() if k.last_sync_at else None,
+                     "last_receipt_at": k.last_receipt_at.isoformat() if k.last_receipt_at else None,
+                     "erasures_owed": owed.get(name, 0)})
+    return {"version": top, "kiosks": rows}
+
+
 # -- the link's side: template uploads, receipts, syncs ---------------------------------------------------
 
 
@@ -319,14 +340,16 @@ def accept_upload(engine: Engine, kiosk: KioskRef, msg: rw.TemplateUpload, trans
         return UploadVerdict(True, None, v, len(new))
 
 
-def kiosk_synced(conn: Connection, kiosk: KioskRef, model_id: str, now: datetime) -> None:
+def kiosk_synced(conn: Connection, kiosk: KioskRef, model_id: str, now: datetime) -> str | None:
+    """Record a kiosk's sync request; the model it had said before (None the first time)."""
     row = _orm(conn).scalars(select(RosterKiosk).where(*_kiosk_is(kiosk))).first()
     if row is None:
         conn.execute(insert(RosterKiosk).values(district=kiosk.district, centre_id=kiosk.centre_id,
                                                 kiosk_id=kiosk.kiosk_id, model_id=model_id, applied_version=0,
                                                 sent_version=0, last_sync_at=now))
-    else:
-        conn.execute(update(RosterKiosk).where(*_kiosk_is(kiosk)).values(model_id=model_id, last_sync_at=now))
+        return None
+    conn.execute(update(RosterKiosk).where(*_kiosk_is(kiosk)).values(model_id=model_id, last_sync_at=now))
+    return row.model_id
 
 
 def _kiosk_is(k: KioskRef) -> tuple[Any, ...]:

@@ -5,6 +5,7 @@
     meal-district roster show ID [--json]       fields, templates per model, version, kiosks, erasure receipts
     meal-district roster remove ID [--yes]      erase the templates everywhere, keep the settled meals
     meal-district roster erasures [--json]      removals that kiosks have not confirmed yet
+    meal-district roster kiosks [--json]        each kiosk's model, applied version, last sync and receipt
     meal-district keys roster-init              make the roster keys; prints the public key for the kiosks
 
 Every command is audited (actor: the OS user). Names of seniors go to the terminal only, never to the log.
@@ -22,6 +23,7 @@ from sqlalchemy import Engine
 
 from district.roster import book
 from district.roster.csvfile import DistrictRow, RosterError, read_district_roster
+from district.users import audit
 from enroll.progress import Progress
 
 
@@ -43,6 +45,8 @@ def add_parsers(sub: argparse._SubParsersAction[Any]) -> None:
     rm.add_argument("--yes", "-y", action="store_true", help="do not ask (needed when not run on a terminal)")
     e = rsub.add_parser("erasures", help="kiosks that have not confirmed a removal")
     e.add_argument("--json", action="store_true")
+    ks = rsub.add_parser("kiosks", help="each kiosk's model, the version it applied, its last sync and receipt")
+    ks.add_argument("--json", action="store_true")
     k = sub.add_parser("keys", help="the district's roster keys")
     ksub = k.add_subparsers(dest="keys_cmd", required=True)
     ksub.add_parser("roster-init", help="make the roster signing, transport and template keys (never replaces one)")
@@ -77,8 +81,9 @@ def _run(args: argparse.Namespace, engine: Engine, out: IO[str], err: IO[str]) -
                   "seconds when online", file=out)
         return 0
     if cmd == "show":
-        with engine.connect() as conn:
+        with engine.begin() as conn:
             rec = book.show(conn, args.senior_id)
+            audit(conn, actor(), "roster.show", args.senior_id)  # a person's record was read
         if args.json:
             print(json.dumps(rec, ensure_ascii=False, indent=2), file=out)
         else:
@@ -112,6 +117,19 @@ def _run(args: argparse.Namespace, engine: Engine, out: IO[str], err: IO[str]) -
             for r in rows:
                 print(f"  {r['senior_id']}  {r['kiosk']}  (removed at version {r['version']})", file=out)
         return 1 if rows else 0
+    if cmd == "kiosks":
+        with engine.connect() as conn:
+            st = book.kiosks_status(conn)
+        if args.json:
+            print(json.dumps(st, indent=2), file=out)
+            return 0
+        print(f"district roster at version {st['version']}; {len(st['kiosks'])} kiosk(s) have synced", file=out)
+        for k in st["kiosks"]:
+            behind = st["version"] - k["applied_version"]
+            print(f"  {k['kiosk']:36} {k['model_id'] or '-':44} applied {k['applied_version']:>7} "
+                  f"({'up to date' if behind <= 0 else f'{behind} behind'})  last sync {k['last_sync_at'] or '-'}  "
+                  f"last receipt {k['last_receipt_at'] or '-'}  erasures owed {k['erasures_owed']}", file=out)
+        return 0
     raise AssertionError(cmd)
 
 
