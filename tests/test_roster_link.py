@@ -213,6 +213,10 @@ def test_roster_status_and_resync_commands(mosquitto_broker: MosquittoBroker, di
         assert main(["--config", conf, "roster", "status", "--json"]) == 0
         js = json.loads(capsys.readouterr().out)
         assert js["version"] == 1 and js["refused"][0]["reason_code"] == "unknown_senior" and js["syncing"]
+        from enroll.cli import main as enroll_main
+
+        assert enroll_main(["--config", conf, "remove", "X9", "--yes"]) == 0
+        assert "on this kiosk only" in capsys.readouterr().out and k.store.uploads("X9") == []
         n = len(d.syncs)
         assert main(["roster", "resync", "--config", conf]) == 0
         assert "asks the district for the whole roster" in capsys.readouterr().out
