@@ -275,3 +275,34 @@ def test_an_enrolment_while_the_broker_is_away_is_sent_when_it_is_back(
     finally:
         k.stop()
         k.store.close()
+
+
+def test_a_snapshot_whose_last_part_is_lost_is_asked_for_again(
+        mosquitto_broker: MosquittoBroker, district: ScriptedDistrict, tmp_path: Path) -> None:
+    d = district
+    d.chunk = 3
+    for i in range(6):
+        d.put(f"S{i}", embeddings=[embedding(i)])
+    k = start_kiosk(kiosk_config(mosquitto_broker, tmp_path, d), d)
+    try:
+        wait_until(lambda: k.store.roster_state().version == 6, 10, "the first sync")
+        send, dropped = d.send, []
+
+        def lossy(centre: str, kiosk: str, msg: rw.RosterBatch | rw.UploadAck) -> None:
+            if isinstance(msg, rw.RosterBatch) and msg.full and msg.part == 2 and not dropped:
+                dropped.append(msg)  # lost on the way
+                return
+            send(centre, kiosk, msg)
+
+        d.send = lossy  # type: ignore[method-assign]
+        with d.lock:
+            del d.roster["S5"]
+        k.store.request_resync()
+        wait_until(lambda: k.store.roster_state().snapshot_to is not None, 5, "the snapshot started")
+        assert k.store.get_senior("S5") is not None  # nothing erased on an unfinished snapshot
+        wait_until(lambda: sum(s.full for s in d.syncs) == 2, 10, "the snapshot asked for again")
+        wait_until(lambda: k.store.get_senior("S5") is None and k.store.roster_state().snapshot_to is None, 5,
+                   "the second snapshot complete")
+    finally:
+        k.stop()
+        k.store.close()

@@ -136,6 +136,8 @@ class RosterLink:
         self._last_receipt = 0.0
         #: when the unanswered sync request was sent (the district answers every one, even with nothing new)
         self._awaiting: float | None = None
+        #: when the last batch arrived (a snapshot whose last part never comes is asked for again)
+        self._last_batch: float | None = None
         #: seniors changed by the parts applied so far of a catch-up in parts, not yet told to on_change
         self._unannounced: set[str] = set()
         self._sent: dict[str, float] = {}  # upload_id -> when it was last handed to the broker
@@ -197,6 +199,11 @@ class RosterLink:
                     log.warning("roster: no answer from the district to the sync request in %.0f s; asking again",
                                 self.resend_after)
                     self.sync()
+                elif self._last_batch is not None and time.monotonic() - self._last_batch > self.resend_after \
+                        and self.store.roster_state().snapshot_to is not None:
+                    log.warning("roster: a full snapshot stopped before its last part; asking for it again")
+                    self._last_batch = None
+                    self.sync(full=True)
                 self._send_uploads()
                 self._check_receipts()
             except StoreError as e:
@@ -256,6 +263,7 @@ class RosterLink:
                       "ignored", b.to_version)
             return
         self._awaiting = None
+        self._last_batch = time.monotonic()
         r = self.store.apply_roster_batch(b, self.keys.transport, self.model_id)
         self.batches += 1
         if r.outcome in ("gap", "snapshot_restart"):
