@@ -262,7 +262,8 @@ class RosterLink:
             log.error("roster: a full snapshot at version %d, behind this kiosk's, that answers no sync request: "
                       "ignored", b.to_version)
             return
-        self._awaiting = None
+        if b.part >= b.parts:
+            self._awaiting = None  # the answer is complete (a catch-up whose last part is lost is asked for again)
         self._last_batch = time.monotonic()
         r = self.store.apply_roster_batch(b, self.keys.transport, self.model_id)
         self.batches += 1
