@@ -399,6 +399,10 @@ def cmd_remove(args: argparse.Namespace, cfg: Config, out: IO[str]) -> int:
     if rep.photos_erased:
         line += f", {rep.photos_erased} photos erased"
     print(line, file=out)
+    if cfg.roster.enabled:
+        print(f"  on this kiosk only: the district roster still has {rep.senior_id} and sends them again with "
+              f"their next change; to erase them everywhere: `meal-district roster remove {rep.senior_id}` "
+              "(docs/roster.md)", file=out)
     return EXIT_OK
 
 

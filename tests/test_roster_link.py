@@ -213,6 +213,10 @@ def test_roster_status_and_resync_commands(mosquitto_broker: MosquittoBroker, di
         assert main(["--config", conf, "roster", "status", "--json"]) == 0
         js = json.loads(capsys.readouterr().out)
         assert js["version"] == 1 and js["refused"][0]["reason_code"] == "unknown_senior" and js["syncing"]
+        from enroll.cli import main as enroll_main
+
+        assert enroll_main(["--config", conf, "remove", "X9", "--yes"]) == 0
+        assert "on this kiosk only" in capsys.readouterr().out and k.store.uploads("X9") == []
         n = len(d.syncs)
         assert main(["roster", "resync", "--config", conf]) == 0
         assert "asks the district for the whole roster" in capsys.readouterr().out
@@ -246,6 +250,59 @@ def test_an_old_snapshot_replayed_later_does_not_roll_the_roster_back(
         time.sleep(1.0)
         s1 = k.store.get_senior("S1")
         assert s1 is not None and s1.status == "deceased" and k.store.roster_state().version == 2
+    finally:
+        k.stop()
+        k.store.close()
+
+
+def test_an_enrolment_while_the_broker_is_away_is_sent_when_it_is_back(
+        mosquitto_broker: MosquittoBroker, district: ScriptedDistrict, tmp_path: Path) -> None:
+    d = district
+    d.put("S1", embeddings=[])
+    k = start_kiosk(kiosk_config(mosquitto_broker, tmp_path, d), d)
+    try:
+        wait_until(lambda: k.store.roster_state().version == 1, 10, "the first sync")
+        mosquitto_broker.stop()
+        wait_until(lambda: not k.publisher.link_up, 10, "the kiosk sees the broker gone")
+        k.store.add_templates("S1", [TemplateIn(embedding(1), M, 0.9, "a.jpg")], upload=True)
+        time.sleep(1.5)
+        (u,) = k.store.uploads("S1")
+        assert u.state == "pending" and u.sent_at is None  # nothing handed to the client while offline
+        mosquitto_broker.start()
+        wait_until(lambda: [x.state for x in k.store.uploads("S1")] == ["accepted"], 20, "sent and accepted")
+        wait_until(lambda: k.store.roster_state().version == 2, 10, "the district's change back down")
+        assert len(d.uploads) == 1
+    finally:
+        k.stop()
+        k.store.close()
+
+
+def test_a_snapshot_whose_last_part_is_lost_is_asked_for_again(
+        mosquitto_broker: MosquittoBroker, district: ScriptedDistrict, tmp_path: Path) -> None:
+    d = district
+    d.chunk = 3
+    for i in range(6):
+        d.put(f"S{i}", embeddings=[embedding(i)])
+    k = start_kiosk(kiosk_config(mosquitto_broker, tmp_path, d), d)
+    try:
+        wait_until(lambda: k.store.roster_state().version == 6, 10, "the first sync")
+        send, dropped = d.send, []
+
+        def lossy(centre: str, kiosk: str, msg: rw.RosterBatch | rw.UploadAck) -> None:
+            if isinstance(msg, rw.RosterBatch) and msg.full and msg.part == 2 and not dropped:
+                dropped.append(msg)  # lost on the way
+                return
+            send(centre, kiosk, msg)
+
+        d.send = lossy  # type: ignore[method-assign]
+        with d.lock:
+            del d.roster["S5"]
+        k.store.request_resync()
+        wait_until(lambda: k.store.roster_state().snapshot_to is not None, 5, "the snapshot started")
+        assert k.store.get_senior("S5") is not None  # nothing erased on an unfinished snapshot
+        wait_until(lambda: sum(s.full for s in d.syncs) == 2, 10, "the snapshot asked for again")
+        wait_until(lambda: k.store.get_senior("S5") is None and k.store.roster_state().snapshot_to is None, 5,
+                   "the second snapshot complete")
     finally:
         k.stop()
         k.store.close()

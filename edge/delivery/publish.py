@@ -218,6 +218,11 @@ class Publisher:
     def connected(self) -> bool:
         return self._ready.is_set()
 
+    @property
+    def link_up(self) -> bool:
+        """The MQTT connection is up (an attached link sends only then: paho would queue without bound)."""
+        return bool(self._client.is_connected())
+
     def stop(self, timeout: float = 5.0) -> None:
         """Wait up to `timeout` for in-flight acknowledgements, publish `offline`, disconnect.
         Anything not acknowledged stays pending in the store and is sent again on the next start."""

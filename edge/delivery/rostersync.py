@@ -131,10 +131,13 @@ class RosterLink:
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
         self._send: Callable[[str, bytes], mqtt.MQTTMessageInfo] | None = None
+        self._up: Callable[[], bool] = lambda: False
         self._last_sync = 0.0
         self._last_receipt = 0.0
         #: when the unanswered sync request was sent (the district answers every one, even with nothing new)
         self._awaiting: float | None = None
+        #: when the last batch arrived (a snapshot whose last part never comes is asked for again)
+        self._last_batch: float | None = None
         #: seniors changed by the parts applied so far of a catch-up in parts, not yet told to on_change
         self._unannounced: set[str] = set()
         self._sent: dict[str, float] = {}  # upload_id -> when it was last handed to the broker
@@ -147,6 +150,7 @@ class RosterLink:
 
     def attach(self, publisher: Publisher) -> None:
         self._send = publisher.send
+        self._up = lambda: publisher.link_up
         publisher.attach(self.down_filter, self._connected_cb, self._message_cb)
 
     def start(self) -> None:
@@ -187,12 +191,19 @@ class RosterLink:
                 if item is not None:
                     self.handle(*item)
                     continue  # drain the inbox before the periodic work
+                if not self._up():
+                    continue  # nothing is sent while the broker is away: it all goes again at the next connect
                 if self.store.take_resync_request():
                     self.sync(full=True)
                 elif self._awaiting is not None and time.monotonic() - self._awaiting > self.resend_after:
                     log.warning("roster: no answer from the district to the sync request in %.0f s; asking again",
                                 self.resend_after)
                     self.sync()
+                elif self._last_batch is not None and time.monotonic() - self._last_batch > self.resend_after \
+                        and self.store.roster_state().snapshot_to is not None:
+                    log.warning("roster: a full snapshot stopped before its last part; asking for it again")
+                    self._last_batch = None
+                    self.sync(full=True)
                 self._send_uploads()
                 self._check_receipts()
             except StoreError as e:
@@ -251,7 +262,9 @@ class RosterLink:
             log.error("roster: a full snapshot at version %d, behind this kiosk's, that answers no sync request: "
                       "ignored", b.to_version)
             return
-        self._awaiting = None
+        if b.part >= b.parts:
+            self._awaiting = None  # the answer is complete (a catch-up whose last part is lost is asked for again)
+        self._last_batch = time.monotonic()
         r = self.store.apply_roster_batch(b, self.keys.transport, self.model_id)
         self.batches += 1
         if r.outcome in ("gap", "snapshot_restart"):
@@ -305,10 +318,8 @@ class RosterLink:
 
     def _send_uploads(self) -> None:
         now = time.monotonic()
-        for up in self.store.pending_uploads():
-            last = self._sent.get(up.upload_id)
-            if last is not None and now - last < self.resend_after:
-                continue
+        recent = {u for u, t in self._sent.items() if now - t < self.resend_after}
+        for up in self.store.pending_uploads(skip=recent):
             if not up.templates:
                 continue  # nothing left to send (erased meanwhile); the row goes with the senior
             temps = [rw.WireTemplate(template_id=uid, model_id=up.model_id, quality=min(1.0, max(0.0, q)),

@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import logging
 import uuid
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Literal
@@ -359,12 +359,14 @@ class RosterStore(StoreBase):
 
     # -- uploads ---------------------------------------------------------------------------------------
 
-    def pending_uploads(self, limit: int = 20) -> list[OutgoingUpload]:
-        """Uploads the district has not answered, oldest first, with their templates opened (to be sealed for
-        transit by the link). Templates deleted meanwhile (the senior removed) are left out."""
+    def pending_uploads(self, limit: int = 20, skip: Collection[str] = ()) -> list[OutgoingUpload]:
+        """Uploads the district has not answered (except `skip`: sent a moment ago), oldest first, with their
+        templates opened (to be sealed for transit by the link). Templates deleted meanwhile are left out."""
         with self._read("could not read the roster uploads") as s:
-            ups = s.scalars(select(RosterUploadRow).where(RosterUploadRow.state == "pending")
-                            .order_by(RosterUploadRow.created_at).limit(limit)).all()
+            q = select(RosterUploadRow).where(RosterUploadRow.state == "pending")
+            if skip:
+                q = q.where(RosterUploadRow.upload_id.not_in(list(skip)))
+            ups = s.scalars(q.order_by(RosterUploadRow.created_at).limit(limit)).all()
             out = []
             for u in ups:
                 p = json.loads(u.payload)
@@ -373,13 +375,13 @@ class RosterStore(StoreBase):
                                  .where(FaceTemplateRow.template_uid.in_(p["template_uids"]),
                                         FaceTemplateRow.senior_id == u.senior_id)).all()
                 temps = []
-                for tid, uid, q, blob in rows:
+                for tid, uid, quality, blob in rows:
                     try:
                         plain = self.cipher.open(blob, u.senior_id, tid)
                     except AtRestError as e:
                         log.error("store %s: %s; not uploaded", self.path, e)
                         continue
-                    temps.append((str(uid), float(q), np.frombuffer(plain, dtype=EMB_DTYPE).astype(np.float32)))
+                    temps.append((str(uid), float(quality), np.frombuffer(plain, dtype=EMB_DTYPE).astype(np.float32)))
                 out.append(OutgoingUpload(u.upload_id, u.senior_id, str(p["model_id"]), temps))
             return out
 
