@@ -255,7 +255,7 @@ class Enroller:
     ) -> None:
         self.store = store
         #: queue the templates for the district roster with the enrolment (issue 13); None: as the store is set
-        #: up ([roster] enabled, recorded in the store by meal-edge and meal-enroll)
+        #: up ([roster] enabled, recorded in the store by the daemon; meal-enroll passes its config's setting)
         self.district_upload = district_upload
         #: who enrols, for the audit log (meal-enroll: the operating-system user); None writes no audit line
         self.actor = actor
