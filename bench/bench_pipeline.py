@@ -117,8 +117,8 @@ def ours(frames: list[Frame], samples: Path, backend: str, policy_name: str, mod
     embedder = make_embedder(backend, r.threads, mirror=r.mirror, model=r.model)
     enroller = Enroller(store, make_detector(d.detector, ENROL_DETECT_WIDTH, ENROL_UPSAMPLE), embedder)
     for sid, photo in KNOWN.items():
-        r = enroller.enrol(Senior(sid, sid, datetime(1950, 1, 1).date(), cfg.centre.district), [samples / photo])
-        assert r.enrolled, r
+        res = enroller.enrol(Senior(sid, sid, datetime(1950, 1, 1).date(), cfg.centre.district), [samples / photo])
+        assert res.enrolled, res
     tolerance = SFACE_TOLERANCE if r.model == "sface" else REFERENCE_TOLERANCE
     if policy_name == "calibrated":
         policy = load_policy(embedder.model_id)
@@ -196,7 +196,7 @@ def main() -> int:
     print(f"{'end-to-end fps':18} {fps_ours:8.1f} {fps_ref:10.1f}   ratio {result['ratio_fps']:.1f}x")
     print(f"ours ({mine['backend']} back-end, {mine['embedded']} faces embedded, liveness on), decisions with")
     for label, run in (
-        ("the calibrated policy (models/calibration.toml)", mine),
+        (f"the calibrated policy ({mine['policy']})", mine),
         ("the reference's own rule (one fixed threshold ~ tolerance 0.6)", same_rule),
     ):
         print(f" {label}:")

@@ -7,15 +7,13 @@ relative names being looked up in $CREDENTIALS_DIRECTORY first (systemd credenti
 from __future__ import annotations
 
 import os
-import re
 import socket
-import tomllib
 from pathlib import Path
-from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from district.paths import default_database_url
+from edge import tomlconfig
 
 
 class ConfigError(ValueError):
@@ -213,48 +211,9 @@ def read_secret(name: str, cfg: Config | None = None) -> str:
         raise ConfigError(f"cannot read secret file {path}: {e.strerror or e}") from e
 
 
-# ------------------------------------------------------------------------------------------------
-# Loading with line numbers: pydantic's error location, e.g. ("broker", "tls", "ca_file"), mapped back to
-# the line of that key in the text.
-
-_TABLE = re.compile(r"^\s*\[\s*([A-Za-z0-9_.\-\" ]+?)\s*\]\s*(#.*)?$")
-_KEY = re.compile(r"^\s*([A-Za-z0-9_\-]+)\s*=")
-
-
-def _key_lines(text: str) -> dict[tuple[str, ...], int]:
-    lines: dict[tuple[str, ...], int] = {}
-    prefix: tuple[str, ...] = ()
-    for no, line in enumerate(text.splitlines(), start=1):
-        if m := _TABLE.match(line):
-            prefix = tuple(p.strip().strip('"') for p in m.group(1).split("."))
-            lines.setdefault(prefix, no)
-        elif m := _KEY.match(line):
-            lines.setdefault((*prefix, m.group(1)), no)
-    return lines
-
-
 def parse_config(text: str, path: Path | str = "<config>") -> Config:
-    try:
-        data: dict[str, Any] = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as e:
-        raise ConfigError(f"{path}: TOML syntax error: {e}") from e
-    try:
-        cfg = Config.model_validate(data)
-    except ValidationError as e:
-        lines = _key_lines(text)
-        problems = []
-        for err in e.errors():
-            loc = tuple(str(p) for p in err["loc"])
-            line = next((lines[loc[:n]] for n in range(len(loc), 0, -1) if loc[:n] in lines), None)
-            where = f"line {line}" if line else "(missing)"
-            msg = err["msg"]
-            if err["type"] == "extra_forbidden":
-                msg = "unknown key (check the spelling; `meal-district default-config` lists every key)"
-            problems.append(f"{path}: {where}: {'.'.join(loc)}: {msg}")
-        raise ConfigError("\n".join(problems)) from e
-    if isinstance(path, Path):
-        cfg = cfg.model_copy(update={"source_path": path.resolve()})
-    return cfg
+    """The config in `text`; ConfigError names the file, line and key of every problem (edge.tomlconfig)."""
+    return tomlconfig.parse(text, path, Config, "meal-district default-config", ConfigError)
 
 
 def load_config(path: str | Path | None) -> Config:

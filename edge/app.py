@@ -27,10 +27,11 @@ from edge.meals.desk import MealDesk
 from edge.meals.feedback import Decision
 from edge.recognition.capture import Frame
 from edge.recognition.decide import Policy, Verdict, decide, fuse, lookalike_pairs, lookalike_pairs_touching
-from edge.recognition.detect import TURNED_YAW, Face, FaceDetector
+from edge.recognition.detect import Face, FaceDetector
 from edge.recognition.embed.base import Embedder
 from edge.recognition.liveness import LivenessChecker, LivenessVerdict
 from edge.recognition.match import Gallery, normalise
+from edge.recognition.serve import ServeRule, choose
 from edge.recognition.track import Observation, Snapshot, Track, Tracker
 from edge.security.clockguard import ClockGuard, ClockState
 from edge.store import Store
@@ -236,6 +237,10 @@ class Pipeline:
         self.clock_guard = clock_guard
         t = cfg.track
         self.tracker = Tracker(iou_match=t.iou_match, max_missing=t.max_missing_frames)
+        d = cfg.detect
+        #: who is served in a frame (edge/recognition/serve.py); the presence being served, by track id
+        self.serve_rule = ServeRule(d.serve, d.min_face_px, d.min_face_ratio, iou_match=t.iou_match)
+        self._serving: int | None = None
         self.stats = Stats()
         self.desk = MealDesk(
             cfg,
@@ -259,10 +264,16 @@ class Pipeline:
         st.frames += 1
         t0 = time.perf_counter()
         seen = self.detector.detect(frame.image)
-        faces = [f for f in seen if f.width >= self.cfg.detect.min_face_px]
+        serving = self.tracker.tracks.get(self._serving) if self._serving is not None else None
+        served = choose(seen, self.serve_rule, serving.box if serving is not None else None)
+        faces = served.faces
         st.t_detect += time.perf_counter() - t0
         st.faces += len(faces)
         assigned, ended = self.tracker.update(faces, frame.index, frame.source_ts)
+        if assigned:
+            self._serving = assigned[0][0].id
+        elif serving is None:
+            self._serving = None
 
         want: list[tuple[Track, Observation]] = []
         for track, obs in assigned:
@@ -295,20 +306,23 @@ class Pipeline:
             del track.observations[:-MAX_OBSERVATIONS]
         decisions.extend(self._end(ended, frame))
         if self.on_hint is not None:
-            self.on_hint(self._hint(len(seen) > len(faces), assigned))
+            self.on_hint(self._hint(served.too_small, served.crowded, assigned))
         return decisions
 
     @staticmethod
-    def _hint(too_small: bool, assigned: list[tuple[Track, Observation]]) -> str | None:
+    def _hint(too_small: bool, crowded: bool, assigned: list[tuple[Track, Observation]]) -> str | None:
         """What would help the kiosk see the person in front of it: a face seen but too small to use
-        ("closer"), or an undecided presence turned away ("turn"); None when nothing would. The person at the
-        kiosk is the largest face in view; smaller ones are the queue behind."""
+        ("closer"), two people side by side at the front ("one": one at a time), or an undecided presence turned
+        away ("turn"); None when nothing would. Faces much smaller than the nearest are the queue behind
+        (edge/recognition/serve.py)."""
         if too_small and not assigned:
             return "closer"
+        if crowded:
+            return "one"
         if not assigned:
             return None
         track, obs = max(assigned, key=lambda a: a[1].face.width)
-        return "turn" if not track.decided and obs.face.yaw > TURNED_YAW else None
+        return "turn" if not track.decided and obs.face.turned else None
 
     def finish(self, frame: Frame | None = None) -> list[Decision]:
         """End of the source: every open presence gets its decision now."""
@@ -327,6 +341,12 @@ class Pipeline:
 
     # -- internals -----------------------------------------------------------------------------
     def _due(self, track: Track, obs: Observation) -> bool:
+        if obs.face.turned:
+            # A face in profile is not embedded: its descriptor is far from everyone's (the pianist passing the
+            # camera on the stage clip became an "unknown" presence) and would pull a fused probe away from the
+            # senior's own. The person is asked to face the screen (_hint); a presence that never does gets no
+            # decision. HOG did this implicitly: it does not find faces turned that far.
+            return False
         if track.decided:
             return track.frames_since_embed >= RECHECK_EVERY
         return track.frames_since_embed >= self.cfg.track.reembed_every
@@ -479,11 +499,14 @@ def build_parts(
     from edge.recognition.decide import load_policy
     from edge.recognition.detectors import make_detector
     from edge.recognition.embed.factory import make_embedder
+    from edge.recognition.refresh import scale_warning
 
     store = Store(store_path or cfg.store_path, signing_key=signing_key, key_file=cfg.template_key_path)
     r, d = cfg.recognition, cfg.detect
     embedder = make_embedder(r.backend, r.threads, mirror=r.mirror, model=r.model, onnx_dir=cfg.model_dir)
     policy = load_policy(embedder.model_id, cfg.calibration_path)
+    if w := scale_warning(r.refresh_templates, r.model):
+        log.warning("%s", w)
     detector = make_detector(d.detector, d.detect_width, d.upsample, onnx_dir=cfg.model_dir)
     return Parts(store, embedder, policy, detector)
 

@@ -7,14 +7,14 @@ from __future__ import annotations
 
 import argparse
 import re
-import tomllib
 from datetime import time
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from edge import tomlconfig
 from edge.paths import built_models_dir, default_config_text, default_state_dir
 
 
@@ -91,16 +91,21 @@ class CameraConfig(_Section):
 class DetectConfig(_Section):
     #: yunet: OpenCV Zoo's YuNet (boxes + the 5 points SFace aligns on, ~8 ms at 640x360 on 2 threads);
     #: hog: dlib's HOG + shape_predictor_5 (docs/models.md compares them)
-    detector: Literal["yunet", "hog"] = "hog"
+    detector: Literal["yunet", "hog"] = "yunet"
     detect_width: int = Field(640, ge=160, description="frames are downscaled to this width for detection")
     upsample: int = Field(0, ge=0, le=2)
     min_face_px: int = Field(60, ge=20, description="faces narrower than this (full-frame pixels) are ignored")
+    #: who is served (edge/recognition/serve.py, docs/display.md): "nearest": one person at a time, the one
+    #: being served keeps the turn, else the largest face; "all": everyone side by side at the front
+    serve: Literal["nearest", "all"] = "nearest"
+    #: faces narrower than this fraction of the largest usable face stand behind (queue, room): never served
+    min_face_ratio: float = Field(0.8, gt=0, le=1)
 
 
 class RecognitionConfig(_Section):
     #: the face model: sface (OpenCV Zoo SFace, ArcFace-aligned 112x112 chips) or dlib (dlib's ResNet);
     #: each has its own model_id, so its own templates and calibration (docs/models.md)
-    model: Literal["sface", "dlib"] = "dlib"
+    model: Literal["sface", "dlib"] = "sface"
     #: dlib only: auto (ONNX if the model verifies, else dlib's own code), onnx, dlib
     backend: Literal["auto", "onnx", "dlib"] = "auto"
     threads: int = Field(0, ge=0, description="0: as many as the machine has cores")
@@ -435,77 +440,9 @@ class Config(_Section):
         return self.resolve(self.recognition.calibration) if self.recognition.calibration else None
 
 
-# ---------------------------------------------------------------------------------------------
-# Loading with line numbers. tomllib reports syntax errors with their line; for validation errors
-# we map pydantic's error location (e.g. ("rules", "meals", 1, "start")) back to the line of the key.
-
-_TABLE = re.compile(r"^\s*\[\s*([A-Za-z0-9_.\-\" ]+?)\s*\]\s*(#.*)?$")
-_ARRAY_TABLE = re.compile(r"^\s*\[\[\s*([A-Za-z0-9_.\-\" ]+?)\s*\]\]\s*(#.*)?$")
-_KEY = re.compile(r"^\s*([A-Za-z0-9_\-]+)\s*=")
-
-
-def _key_lines(text: str) -> dict[tuple[str | int, ...], int]:
-    lines: dict[tuple[str | int, ...], int] = {}
-    prefix: tuple[str | int, ...] = ()
-    array_counts: dict[tuple[str, ...], int] = {}
-    for no, line in enumerate(text.splitlines(), start=1):
-        if m := _ARRAY_TABLE.match(line):
-            name = tuple(p.strip().strip('"') for p in m.group(1).split("."))
-            idx = array_counts.get(name, -1) + 1
-            array_counts[name] = idx
-            prefix = (*name, idx)
-            lines.setdefault(name, no)
-            lines[prefix] = no
-        elif m := _TABLE.match(line):
-            prefix = tuple(p.strip().strip('"') for p in m.group(1).split("."))
-            lines.setdefault(prefix, no)
-        elif m := _KEY.match(line):
-            lines.setdefault((*prefix, m.group(1)), no)
-    return lines
-
-
-def _line_for(loc: tuple[str | int, ...], lines: dict[tuple[str | int, ...], int]) -> int | None:
-    for n in range(len(loc), 0, -1):
-        if loc[:n] in lines:
-            return lines[loc[:n]]
-    return None
-
-
-_STRICT_HINTS = {
-    "int_type": "write a whole number without quotes or decimals (money is in fen: 300, not 3.0 or \"300\")",
-    "bool_type": "write true or false, without quotes",
-    "float_type": "write a number without quotes",
-    "string_type": "write text in quotes",
-}
-
-
 def parse_config(text: str, path: Path | str = "<config>") -> Config:
-    try:
-        data: dict[str, Any] = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as e:
-        raise ConfigError(f"{path}: TOML syntax error: {e}") from e
-    try:
-        cfg = Config.model_validate(data)
-    except ValidationError as e:
-        lines = _key_lines(text)
-        problems = []
-        for err in e.errors():
-            loc = tuple(err["loc"])
-            line = _line_for(loc, lines)
-            where = f"line {line}" if line else "(missing)"
-            key = ".".join(str(p) for p in loc) or "(top level)"
-            msg = err["msg"]
-            if err["type"] == "extra_forbidden":
-                msg = "unknown key (check the spelling; `meal-edge default-config` lists every key)"
-            elif err["type"] == "missing":
-                msg = "required key is missing"
-            elif err["type"] in _STRICT_HINTS:
-                msg = f"{msg}, got {err['input']!r}: {_STRICT_HINTS[err['type']]}"
-            problems.append(f"{path}: {where}: {key}: {msg}")
-        raise ConfigError("\n".join(problems)) from e
-    if isinstance(path, Path):
-        cfg = cfg.model_copy(update={"source_path": path.resolve()})
-    return cfg
+    """The config in `text`; ConfigError names the file, line and key of every problem (edge.tomlconfig)."""
+    return tomlconfig.parse(text, path, Config, "meal-edge default-config", ConfigError)
 
 
 def need_config(path: str | Path | None) -> Config:

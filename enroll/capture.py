@@ -13,7 +13,9 @@ capacity and keep_photos behave exactly as for photos.
 Sources (`open_capture_source`):
 - a device index ("0"), a camera device path (/dev/video0) or a URL (rtsp://, http://): the live camera, read
   as the daemon reads it (`edge.recognition.capture.open_camera`, the [camera] size/queue settings). The kiosk daemon
-  usually holds the camera: stop it first (`sudo systemctl stop meal-edge`), see `BUSY_HINT`.
+  usually holds the camera: stop it first (`sudo systemctl stop meal-edge`), see `BUSY_HINT`; the staff
+  screen's enrolment page (enroll/enrol_page.py) reads the running daemon's shared frames instead
+  (edge/recognition/frameshare.py, `enroll.enrol_desk.SharedFrames`).
 - a video file or a folder of images: read with `edge.recognition.capture.open_source` (replay), frame by frame on the
   video's own clock, as fast as the checks run and without dropping frames. That is for tests and
   demonstrations: the result does not depend on the machine's speed, and a 10 s clip does not take 10 s.
@@ -44,7 +46,8 @@ log = logging.getLogger(__name__)
 #: what staff should do when the camera gives no picture: on a kiosk the daemon is the usual reason
 BUSY_HINT = (
     "the kiosk program may be using the camera: stop meal-edge first (sudo systemctl stop meal-edge), "
-    "and start it again when enrolment is done (sudo systemctl start meal-edge); "
+    "and start it again when enrolment is done (sudo systemctl start meal-edge), or enrol on the staff "
+    "screen's 录入 page instead, which borrows the running kiosk's camera; "
     "otherwise check the camera is plugged in and [camera] source (or --source) is right"
 )
 
@@ -231,10 +234,9 @@ class CaptureResult:
 def _waiting_text(verdict: Assessment, faces: list[Face]) -> tuple[str, str]:
     """(code, message) for a frame that failed the quality checks: the quality module's own words, except
     for several faces, where a photo's advice ("photograph one person at a time") does not fit a camera."""
-    issue = verdict.issues[0]
-    if issue.code == MANY_FACES:
-        return MANY_FACES, f"waiting for exactly one face ({len(faces)} seen): others please step out of view"
-    return issue.code, verdict.message
+    many = f"请只让老人一人入镜 — only the senior in view, please ({len(faces)} faces seen): others step out of view"
+    text = "; ".join(many if i.code == MANY_FACES else i.message for i in verdict.issues)
+    return verdict.issues[0].code, text
 
 
 def _moved(face: Face, m: FaceMetrics, other: Kept, p: CapturePolicy) -> bool:

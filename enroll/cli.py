@@ -72,8 +72,8 @@ def load_models(
     threads: int,
     mirror: bool,
     model_dir: Path | None = None,
-    model: str = "dlib",
-    detector: str = "hog",
+    model: str = "sface",
+    detector: str = "yunet",
 ) -> tuple[FaceDetector, Embedder]:
     """The kiosk's detector and face model, so templates are aligned as the kiosk's probes are. model_dir: where
     the converted models are built and read (the config's state folder; default: the user's)."""
@@ -86,7 +86,9 @@ def load_models(
     return det, make_embedder(backend, threads, mirror=mirror, model=model, onnx_dir=model_dir)
 
 
-def _enroller(cfg: Config, store: Store) -> Enroller:
+def make_enroller(cfg: Config, store: Store, actor: str | None = None) -> Enroller:
+    """The enroller meal-enroll and the staff screen's enrolment page use: the kiosk's models and calibrated
+    lookalike rule; `actor` (default: the operating-system user) is who the audit log names."""
     from edge.recognition.decide import CalibrationError, load_policy
     from enroll.service import Enroller
 
@@ -99,8 +101,8 @@ def _enroller(cfg: Config, store: Store) -> Enroller:
         log.warning("%s; lookalike warnings use default thresholds", e)
         policy = None
     return Enroller(
-        store, detector, embedder, keep_photos=cfg.store.keep_photos, decision_policy=policy, actor=os_user(),
-        district_upload=cfg.roster.enabled,
+        store, detector, embedder, keep_photos=cfg.store.keep_photos, decision_policy=policy,
+        actor=actor or os_user(), district_upload=cfg.roster.enabled,
     )
 
 
@@ -115,7 +117,7 @@ def cmd_add(args: argparse.Namespace, cfg: Config, out: IO[str]) -> int:
     senior = Senior(args.senior_id.strip(), args.name.strip(), args.birth_date, args.hukou.strip())
     store = _open_store(cfg)
     try:
-        res = _enroller(cfg, store).enrol(senior, [Path(p) for p in args.photos], force=args.force)
+        res = make_enroller(cfg, store).enrol(senior, [Path(p) for p in args.photos], force=args.force)
     finally:
         store.close()
     print_result(res, out)
@@ -137,7 +139,7 @@ def cmd_import(args: argparse.Namespace, cfg: Config, out: IO[str], err: IO[str]
         raise UsageError(str(e)) from None
     store = _open_store(cfg)
     try:
-        enroller = _enroller(cfg, store) if rows else None
+        enroller = make_enroller(cfg, store) if rows else None
         t = import_rows(store, enroller, rows, bad, update=args.update, force=args.force, out=out, err=err)
     finally:
         store.close()
@@ -206,7 +208,7 @@ def cmd_capture(args: argparse.Namespace, cfg: Config, out: IO[str], err: IO[str
     store = _open_store(cfg)
     try:
         senior = _capture_senior(args, store)
-        enroller = _enroller(cfg, store)
+        enroller = make_enroller(cfg, store)
         # Refuse before the camera is opened what enrolment would refuse anyway (bad details, id taken).
         problems = enroller.check_senior(senior)
         if problems:

@@ -173,9 +173,7 @@ def metric_issues(m: FaceMetrics, p: QualityPolicy) -> list[Issue]:
     """Every threshold the measured face fails, in the order staff should fix them."""
     out = []
     if m.width_px < p.min_face_px:
-        out.append(
-            Issue(TOO_SMALL, f"face too small ({m.width_px} px wide, need {p.min_face_px}): move closer")
-        )
+        out.append(_too_small(m.width_px, p))
     if m.luminance < p.min_luminance:
         out.append(
             Issue(
@@ -225,6 +223,10 @@ def _image_luminance(rgb: np.ndarray) -> float:
     return float(cv2.cvtColor(small, cv2.COLOR_RGB2GRAY).mean())
 
 
+def _too_small(width_px: int, p: QualityPolicy) -> Issue:
+    return Issue(TOO_SMALL, f"face too small ({width_px} px wide, need {p.min_face_px}): move closer")
+
+
 def assess(rgb: np.ndarray, faces: list[Face], chips: np.ndarray, policy: QualityPolicy) -> Assessment:
     """Judge a photo from its detected faces (largest first, as `Detector.detect` returns them)
     and the chip of the largest."""
@@ -242,7 +244,12 @@ def assess(rgb: np.ndarray, faces: list[Face], chips: np.ndarray, policy: Qualit
     others = [f for f in faces[1:] if f.width >= policy.second_face_ratio * main.width]
     if others:
         n = 1 + len(others)
-        return Assessment((Issue(MANY_FACES, f"{n} faces in photo: photograph one person at a time"),))
+        many = Issue(MANY_FACES, f"{n} faces in photo: photograph one person at a time")
+        if main.width < policy.min_face_px:
+            # nobody is near enough yet: "move closer" is the first thing to do (YuNet finds faces down to
+            # ~10 px, so a far senior and the room behind are often "two faces" of similar size)
+            return Assessment((_too_small(main.width, policy), many))
+        return Assessment((many,))
     warnings = []
     if len(faces) > 1:
         warnings.append(f"{len(faces) - 1} small face(s) in the background ignored")

@@ -29,6 +29,7 @@ PACKAGES = ("edge", "enroll", "district")
 #: module prefix -> layer; the longest matching prefix decides. Lower layers never import higher ones.
 LAYERS: dict[str, int] = {
     "edge.paths": 0,
+    "edge.tomlconfig": 0,  # TOML + pydantic with file:line errors, for both configs
     "edge.config": 1,
     "edge.delivery.events": 1,
     "edge.delivery.rosterwire": 2,  # the roster link's messages (issue 13): pure, beside the event contract
@@ -59,8 +60,8 @@ LAYERS: dict[str, int] = {
 ONLY: dict[str, tuple[str, ...]] = {
     "edge.delivery.events": ("edge.security",),
     "edge.security": ("edge.delivery.events",),
-    "district": ("edge.delivery.events", "edge.security", "edge.delivery.rosterwire", "enroll.roster",
-                 "enroll.progress"),
+    "district": ("edge.delivery.events", "edge.delivery.rosterwire", "edge.security", "edge.tomlconfig",
+                 "enroll.roster", "enroll.progress"),
 }
 
 

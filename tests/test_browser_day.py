@@ -6,6 +6,7 @@ Skipped when chromium, chromedriver or selenium are missing (apt-get install chr
 
 from __future__ import annotations
 
+import os
 import shutil
 import time
 from collections.abc import Callable, Iterator
@@ -33,6 +34,19 @@ webdriver = pytest.importorskip("selenium.webdriver", reason="selenium drives th
 pytestmark = pytest.mark.slow
 cfg = confirm_tests.cfg
 store = confirm_tests.store
+
+
+
+def shoot(d: Any, name: str, fallback: Path) -> None:
+    """The page at both panel sizes (the viewport exactly w x h), into $MEAL_EDGE_SCREENSHOTS (to refresh
+    docs/screenshots) or the test's own folder; the window is left at 800x480."""
+    folder = Path(os.environ["MEAL_EDGE_SCREENSHOTS"]) if os.environ.get("MEAL_EDGE_SCREENSHOTS") else fallback
+    for w, h in ((1280, 800), (800, 480)):
+        iw, ih = d.execute_script("return [window.innerWidth, window.innerHeight]")
+        size = d.get_window_size()
+        d.set_window_size(size["width"] + w - iw, size["height"] + h - ih)
+        time.sleep(0.3)
+        d.save_screenshot(str(folder / f"{name}-{w}x{h}.png"))
 
 
 def browser(w: int, h: int) -> Any:
@@ -220,9 +234,15 @@ def test_unknown_then_manual_check_in_then_the_event_is_published(
             assert not staff.find_elements(By.ID, "staff")  # no name to type: the login says who it is
             button = people[1].find_element(By.CSS_SELECTOR, "button.yes")
             assert staff.execute_script("return arguments[0].getBoundingClientRect().bottom", button) <= 480
+            shoot(staff, "staff-checkin-find", tmp_path)
             button.click()
             until(lambda: "请付 ¥7.00" in staff.find_element(By.CSS_SELECTOR, "div.flash").text, "staff see the meal")
-            staff.save_screenshot(str(tmp_path / "staff-checkin-800x480.png"))
+            shoot(staff, "staff-checkin-done", tmp_path)
+            # the same senior again: nothing recorded, and the page says why
+            staff.find_elements(By.CSS_SELECTOR, "li.person")[1].find_element(By.CSS_SELECTOR, "button.yes").click()
+            flash = lambda: staff.find_element(By.CSS_SELECTOR, "div.flash").text  # noqa: E731
+            until(lambda: "没有为 王芳 记录用餐：这一餐今天已经签到过了" in flash(), "staff see the repeat")
+            shoot(staff, "staff-checkin-repeat", tmp_path)
 
         until(lambda: len(collector.events()) == 1, "the event at the district's subscriber")
         [event] = collector.events()
@@ -249,12 +269,11 @@ def test_meal_edge_run_shows_staffs_answer(tmp_path: Path) -> None:
     from dataclasses import replace
 
     from selenium.webdriver.common.by import By
-    from test_pipeline_real import CLIP, enrol_hamilton, need_shared, write_config
+    from test_pipeline_real import CLIP, SFACE_TOLERANCE, enrol_hamilton, need_shared, write_config
 
     from edge.lab.calibrate import render_toml
-    from edge.modelbuild.modelfiles import model_id_for
     from edge.recognition.decide import tolerance_policy
-    from edge.recognition.embed.mirror import mirrored_model_id
+    from edge.recognition.embed.mirror import reference_model_id
 
     need_shared()
     kiosk_screen, staff = browser(1280, 800), browser(800, 480)  # skips without chromium before the slow part
@@ -262,8 +281,11 @@ def test_meal_edge_run_shows_staffs_answer(tmp_path: Path) -> None:
     enrol_hamilton(cfg)
     add_staff(load_config(cfg).store_path)
     assert edge_main(["--config", str(cfg), "keys", "init"]) == 0  # `run` refuses to start without its key
-    mid = mirrored_model_id(model_id_for())
-    always_staff = replace(tolerance_policy(mid), accept_distance=0.0, source="test: staff confirm every match")
+    # the configured model's id (SFace, mirrored, by default) and its reference tolerance as the confirm band
+    sface = 'model = "sface"' in cfg.read_text()
+    mid = reference_model_id(True, "sface" if sface else "dlib")
+    policy = tolerance_policy(mid, SFACE_TOLERANCE) if sface else tolerance_policy(mid)
+    always_staff = replace(policy, accept_distance=0.0, source="test: staff confirm every match")
     (tmp_path / "staff.toml").write_text(render_toml(always_staff, {"format": 1, "model_id": mid}, []))
     display_port, staff_port = free_port(), free_port()
     text = cfg.read_text().replace('calibration = ""', 'calibration = "staff.toml"')

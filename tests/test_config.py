@@ -72,13 +72,24 @@ def test_missing_centre_and_syntax_error() -> None:
 def test_check_config_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     good = tmp_path / "good.toml"
     good.write_text(DEFAULT_CONFIG)
+    # SFace (mirrored), the default, has its own committed thresholds
     assert main(["check-config", str(good)]) == 0
-    # SFace (mirrored) has its own committed thresholds
-    sface = tmp_path / "sface.toml"
-    sface.write_text(DEFAULT_CONFIG.replace('model = "dlib"', 'model = "sface"'))
-    capsys.readouterr()
-    assert main(["check-config", str(sface)]) == 0
     assert "model face_recognition_sface_2021dec:fb143eea07838aa5+flip, thresholds" in capsys.readouterr().out
+    # and so has dlib's model, still selectable
+    dlib = tmp_path / "dlib.toml"
+    dlib.write_text(
+        DEFAULT_CONFIG.replace('model = "sface"', 'model = "dlib"').replace('detector = "yunet"', 'detector = "hog"')
+    )
+    assert main(["check-config", str(dlib)]) == 0
+    assert "model dlib_face_recognition_resnet_model_v1:55533b28a95800a5+flip, thresholds" in capsys.readouterr().out
+    # the template refresh's thresholds are on dlib's scale: said under SFace, not under dlib
+    refresh = tmp_path / "refresh.toml"
+    refresh.write_text(DEFAULT_CONFIG.replace("refresh_templates = false", "refresh_templates = true"))
+    assert main(["check-config", str(refresh)]) == 0
+    assert "refresh_templates is on, but refresh_distance" in capsys.readouterr().err
+    dlib.write_text(dlib.read_text().replace("refresh_templates = false", "refresh_templates = true"))
+    assert main(["check-config", str(dlib)]) == 0
+    assert "refresh_templates" not in capsys.readouterr().err
     bad = tmp_path / "bad.toml"
     bad.write_text(DEFAULT_CONFIG.replace("keepalive = 30", "keepalive = 30\nqos = 2"))
     assert main(["check-config", str(bad)]) == 2
@@ -102,7 +113,10 @@ def test_check_config_checks_the_thresholds_and_the_stores_model(
     from edge.store import Store, TemplateIn
 
     cfg = tmp_path / "c.toml"
-    text = DEFAULT_CONFIG.replace('[store]\npath = ""', '[store]\npath = "state/s.sqlite"')
+    # dlib's model (SFace is the default): its store, mirror setting and thresholds
+    text = DEFAULT_CONFIG.replace('[store]\npath = ""', '[store]\npath = "state/s.sqlite"').replace(
+        'model = "sface"', 'model = "dlib"'
+    )
     cfg.write_text(text)
     assert main(["check-config", str(cfg)]) == 0
     assert "+flip, thresholds" in capsys.readouterr().out  # mirrored by default, the committed thresholds

@@ -169,6 +169,7 @@ REQUIRED = {
     "calibrate": ["faces"], "models": ["verify"], "keys": ["show"], "add": [*ENROL_ARGS, "p.jpg"], "import": ["r.csv"],
     "capture": ["--senior-id", "S1"], "show": ["S1"], "set-status": ["S1", "active"], "remove": ["S1"],
     "staff": ["list"], "roster": ["status"],
+    "void": ["ID", "--reason", "wrong_person", "--by", "m01"],
 }  # fmt: skip
 
 

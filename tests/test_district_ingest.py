@@ -201,7 +201,7 @@ def _void(original: bytes, seq: int) -> Incoming:
     """A v2 void, built without the signing module (signature checks are the verify seam's tests)."""
     o = json.loads(original)
     obj = {**o, "schema": "meal-edge/meal-event/2", "kind": "void", "voids": o["event_id"], "seq": seq,
-           "event_id": "0f0e0d0c-0b0a-4900-8800-000000000001", "void_reason": "served twice by mistake",
+           "event_id": "0f0e0d0c-0b0a-4900-8800-000000000001", "void_reason": "double_serving",
            "check_in": "manual", "staff_id": "staff-7", "prev_hash": ""}
     raw = json.dumps(obj, sort_keys=True, separators=(",", ":")).encode()
     ev = Event(obj, raw, hashlib.sha256(raw).hexdigest(), topic(), KioskKey(DISTRICT, "centre-001", "kiosk-1"), 2,

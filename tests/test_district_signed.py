@@ -89,7 +89,7 @@ def test_a_signed_void_reverses_the_meal(engine: Engine) -> None:
     key = Ed25519PrivateKey.generate()
     register_kiosk(engine, DISTRICT, "centre-001", "kiosk-1", signing.public_key_text(key.public_key()))
     meal = v2(1, key, None)
-    void = dict(meal, kind="void", voids=meal["event_id"], void_reason="served by mistake", seq=2,
+    void = dict(meal, kind="void", voids=meal["event_id"], void_reason="double_serving", seq=2,
                 event_id="0f0e0d0c-0b0a-4900-8800-000000000002", check_in="manual", staff_id="staff-7",
                 prev_hash=signing.event_hash(meal))
     void.pop("sig")
@@ -120,3 +120,65 @@ def test_settle_events_with_the_kiosks_key() -> None:
     # without the key the signed event cannot be verified: quarantined, not counted
     assert settle_events([raw(e1)], accept_unsigned=False) == (
         "district xuhui: no meal events stored (1 quarantined: meal-district quarantine says why)")
+
+
+@pytest.mark.slow
+def test_a_kiosk_void_through_mosquitto_reverses_the_subsidy(
+        mosquitto_broker: Any, db_url: str, tmp_path: Path) -> None:  # noqa: F811
+    """The whole way: a manager voids a meal at the kiosk (edge.meals.void, the kiosk's store), the kiosk's own
+    publisher sends the meal, the void and the senior's second lunch through a real Mosquitto, `meal-district
+    serve` stores and verifies them against the kiosk's registered key and reverses the voided meal's subsidy;
+    the second lunch stands (a voided meal does not use up the day's subsidy) and the month settles at 300 fen."""
+    from datetime import date
+
+    from district_support import ServeThread, make_config, wait_until
+    from test_confirm import at
+    from test_publish import make_config as kiosk_config
+    from test_void import MANAGER, add_manager
+
+    from district.report import write_report
+    from edge.delivery.publish import Publisher
+    from edge.meals.checkin import manual_checkin
+    from edge.meals.rules import Senior
+    from edge.meals.void import void_meal
+    from edge.store import Store
+
+    kcfg, _ = kiosk_config(mosquitto_broker, tmp_path)
+    kcfg = kcfg.model_copy(update={"centre": kcfg.centre.model_copy(update={"district": DISTRICT})})
+    store = Store(kcfg.store_path)
+    store.add_senior(Senior("S0001", "Wang Fang", date(1950, 2, 28), DISTRICT))
+    add_manager(store)
+    meal = manual_checkin(store, kcfg, "S0001", MANAGER, now=at("11:20"))
+    assert meal.event_id
+    void = void_meal(store, kcfg, meal.event_id, "double_serving", None, MANAGER, now=at("11:30"))
+    again = manual_checkin(store, kcfg, "S0001", MANAGER, now=at("11:45"))
+    assert void.ok and again.subsidy_fen == 300
+    dcfg, _ = make_config(mosquitto_broker, db_url, tmp_path)
+    serve = ServeThread(dcfg, client_id="district-void")
+    register_kiosk(serve.engine, DISTRICT, kcfg.centre.id, kcfg.centre.kiosk_id,
+                   signing.public_key_text(store.signer.key().public_key()))
+    publisher = Publisher(store, kcfg.mqtt, kcfg.centre, poll_interval=0.2)
+    publisher.start()
+    try:
+        wait_until(lambda: store.pending_count() == 0, 20, "the broker's PUBACK for all three events")
+        wait_until(lambda: serve.server.totals.stored == 3, 20, "the district to store the three events")
+
+        def flags() -> list[dict[str, Any]]:
+            with serve.engine.connect() as c:
+                return queries.flagged(c)
+
+        wait_until(lambda: len(flags()) == 1, 10, "the void reconciled")
+        [flag] = flags()
+        assert (flag["event_id"], flag["reason"], flag["amount_fen"]) == (meal.event_id, "voided", 300)
+        assert serve.server.totals.quarantined == 0
+        with serve.engine.connect() as c:
+            stored = {r.event_id: r for r in c.execute(select(EventRow.event_id, EventRow.kind, EventRow.voids,
+                                                              EventRow.signed))}
+            s = write_report(c, "2026-11", tmp_path / "report", DISTRICT)
+        assert (stored[void.event_id].kind, stored[void.event_id].voids, stored[void.event_id].signed) == (
+            "void", meal.event_id, True)
+        assert (s.totals["subsidy_fen"], s.totals["adjustment_fen"], s.totals["net_subsidy_fen"]) == (600, 300, 300)
+    finally:
+        publisher.stop(timeout=2)
+        serve.stop()
+        store.close()

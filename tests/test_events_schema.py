@@ -86,7 +86,7 @@ def version_fields(version: str) -> tuple[set[str], set[str]]:
 def test_payload_keys_are_exactly_the_schema_properties() -> None:
     payload = sign_event(build_payload(meal(), 1), KEY)
     props, required = version_fields("v2")
-    assert set(payload) == required == props - {"voids", "void_reason"}  # those two only for kind void (later)
+    assert set(payload) == required == props - {"voids", "void_reason", "void_note"}  # only for kind void
     v1_props, v1_required = version_fields("v1")
     assert v1_props == v1_required == required - {"check_in", "staff_id", "prev_hash", "sig"}
 
@@ -145,6 +145,16 @@ def test_invalid_events_are_refused(event: MealEvent, seq: int, match: str) -> N
         build_payload(event, seq)
 
 
+#: a void's own fields, on top of a meal's payload (the schema checks them; edge/meals/void.py makes them)
+VOID = {"kind": "void", "voids": "6f1c2f4e-8d0b-4a4e-9d4b-0f7f3f0a9a51", "void_reason": "wrong_person",
+        "check_in": "manual", "staff_id": "m01"}
+
+
+def test_schema_accepts_a_void() -> None:
+    EVENTS.validate({**sign_event(build_payload(meal(), 1), KEY), **VOID})
+    EVENTS.validate({**sign_event(build_payload(meal(), 1), KEY), **VOID, "void_reason": "other", "void_note": "x"})
+
+
 @pytest.mark.parametrize(
     ("change", "why"),
     [
@@ -156,6 +166,11 @@ def test_invalid_events_are_refused(event: MealEvent, seq: int, match: str) -> N
         ({"kind": "repeat"}, "enum"),
         ({"kind": "void"}, "voids"),
         ({"voids": "6f1c2f4e-8d0b-4a4e-9d4b-0f7f3f0a9a51"}, "only for void"),
+        ({"void_note": "x"}, "only for void"),
+        ({**VOID, "void_reason": "served twice"}, "a reason code"),
+        ({**VOID, "void_reason": "other"}, "other needs void_note"),
+        ({**VOID, "check_in": "face", "staff_id": None}, "a void is made by a staff member"),
+        ({**VOID, "void_note": ""}, "minLength"),
         ({"sig": "abc"}, "sig"),
         ({"prev_hash": "ABC"}, "prev_hash"),
         ({"check_in": "magic"}, "enum"),

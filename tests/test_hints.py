@@ -56,6 +56,20 @@ def test_yaw_tells_a_turned_face_from_a_frontal_one() -> None:
     assert turned.yaw > TURNED_YAW > 0.1 > frontal.yaw
 
 
+def test_yunets_own_points_tell_a_turned_face_too() -> None:
+    # YuNet's 5 points (eye centres, nose tip, mouth corners) read a turn on their own scale (TURNED_YAW_YUNET);
+    # reading them as dlib's points (nose = a mouth corner) gave nonsense before
+    from edge.recognition.detect import TURNED_YAW_YUNET
+    from edge.recognition.detectors import make_detector
+
+    d = make_detector("yunet", 640)
+    turned = max(d.detect(photo(TURNED)), key=lambda f: f.width)
+    frontal = max(d.detect(photo(FRONTAL)), key=lambda f: f.width)
+    assert turned.scheme == frontal.scheme == "yunet5"
+    assert turned.yaw > TURNED_YAW_YUNET > 0.2 > frontal.yaw
+    assert turned.turned and not frontal.turned
+
+
 def test_a_face_turned_away_is_asked_to_face_the_screen(cfg: Config, parts: Parts) -> None:
     assert hints_for(cfg, parts, photo(TURNED)) == ["turn"] * 3
     assert set(hints_for(cfg, parts, photo(FRONTAL))) == {None}

@@ -347,3 +347,49 @@ def test_kiosk_calibration_tables_and_the_sequential_rule_on_constructed_presenc
     n = r["enrolled_trials"]
     assert n == 48 and r["correct"]["count"] + r["wrong"]["count"] + r["not_accepted"]["count"] == n
     assert r["wrong"]["count"] == 0
+
+
+def test_home_first_counts_a_visitor_taken_for_a_local_lookalike() -> None:
+    """Constructed geometry: A and B are 0.4 apart, everyone else far. Both are accepted correctly at home
+    and by the district-wide gallery; visiting a centre that holds the other (and not themselves), each is
+    accepted as the other by "home first" (a wrong senior); a far stranger is accepted by nobody. So the
+    measurement can show the rule's risk, not just its benefit."""
+    from edge.lab.homefirst import home_first, subset
+    from edge.lab.kioskeval import KioskRun
+    from edge.lab.kiosktrial import KioskTrial, Presence
+    from edge.recognition.decide import Policy, decide_sequential
+    from edge.recognition.match import Gallery
+
+    rng = np.random.default_rng(1)
+    far = rng.standard_normal((4, 128)).astype(np.float32)
+    far /= np.linalg.norm(far, axis=1, keepdims=True)
+    a = far[0]
+    ortho = far[1] - (far[1] @ a) * a
+    ortho /= np.linalg.norm(ortho)
+    theta = 2 * np.arcsin(0.4 / 2)  # chord 0.4 between unit vectors
+    b = (np.cos(theta) * a + np.sin(theta) * ortho).astype(np.float32)
+    people = {"A": a, "B": b, "C": far[2], "D": far[3], "E": -a}
+    gallery = Gallery.from_pairs(list(people.items()), model_id="t")
+    assert subset(gallery, ["B", "D"]).senior_ids == ("B", "D")
+    assert subset(gallery, ["B", "D"]).n_templates == 2
+    policy = Policy(accept_distance=0.6, confirm_distance=0.8, min_margin=0.2, confirm_margin=0.1, model_id="t",
+                    lookalike_distance=0.05)
+    stranger = rng.standard_normal(128).astype(np.float32)
+    stranger /= np.linalg.norm(stranger)
+    presences = (Presence("A", True, Path("a.jpg")), Presence("B", True, Path("b.jpg")),
+                 Presence("X", False, Path("x.jpg")))
+    frames = (np.stack([a] * 3), np.stack([b] * 3), np.stack([stranger] * 3))
+    verdicts = tuple(decide_sequential(gallery, f, policy, {}) for f in frames)
+    assert [v.outcome if v else None for v in verdicts] == ["accept", "accept", "unknown"]
+    trial = KioskTrial({}, {}, ("A", "B"), ("X",), (), presences, 5)
+    run = KioskRun(trial, gallery, {}, presences, frames, tuple(v for v in verdicts if v), 0)
+    r = home_first(run, policy, home_size=4, seed=0)["scenarios"]
+    # a centre of 4 of the 5 people: visiting A's centre is {B, C, D, E}, so B is always there
+    assert r["visiting"]["district"] == {"n": 2, "correct": 2, "wrong": 0, "confirm": 0, "unknown": 0}
+    # ... and visiting B's centre is {A, C, D, E}: each is taken for the other, 0.4 away
+    assert r["visiting"]["home_first"]["wrong"] == 2 and r["visiting"]["home_first"]["correct"] == 0
+    assert r["visiting"]["home_only"]["wrong"] == 2
+    assert r["at_home"]["home_first"]["correct"] == 2 and r["at_home"]["home_first"]["wrong"] == 0
+    assert r["strangers"]["home_first"]["wrong"] == 0 and r["strangers"]["home_first"]["n"] == 1
+    with pytest.raises(ValueError, match="home size"):
+        home_first(run, policy, home_size=5)

@@ -20,7 +20,7 @@ from conftest import MosquittoBroker
 
 from edge.cli.main import main as edge_main
 from edge.config import DEFAULT_CONFIG
-from edge.recognition.detect import Detector
+from edge.recognition.detectors import make_detector
 from edge.security.signing import load_key, verify_event
 from edge.store import Store
 from enroll.cli import main as enroll_main
@@ -89,8 +89,11 @@ def test_replay_clip_one_decision_per_presence(tmp_path: Path, capsys: pytest.Ca
     out, err = capsys.readouterr()
     decisions = [json.loads(line) for line in out.splitlines() if line.strip()]
     stats = json.loads(err.strip().splitlines()[-1])
-    # The clip shows Lin-Manuel Miranda near the camera for ~4 s (130 frames), then a stranger for 1 s.
-    # (A 52-pixel face in the first half second is farther away than a kiosk serves: min_face_px.)
+    # The clip shows Lin-Manuel Miranda near the camera for ~4 s (130 frames), then an audience for 2 s. YuNet
+    # (the default detector) finds up to 6 faces a frame; the kiosk serves the nearest face only
+    # (edge/recognition/serve.py): not the far faces of the first seconds (under min_face_px, or under
+    # min_face_ratio of a nearer one), not the pianist's profile passing the camera (turned: never embedded), and
+    # of the audience's 4 similar faces only one, the one looking at the camera rather than at the stage.
     assert stats["frames"] == 275 and stats["faces"] > 100
     # One studio photo of him is all there is to enrol: the calibrated policy (tuned for <= 0.05% wrong
     # seniors) may leave the stage footage to staff, but it never pays anyone else.
@@ -266,7 +269,10 @@ def test_daemon_run_end_to_end(tmp_path: Path, mosquitto_broker) -> None:  # typ
     [snap] = (tmp_path / "state" / "evidence").glob(f"*/{ids[0]}.jpg")
     img = cv2.imread(str(snap))
     assert img is not None and max(img.shape[:2]) <= 320
-    assert len(Detector(detect_width=640, upsample=1).detect(np.ascontiguousarray(img[:, :, ::-1]))) == 1
+    # found again by the kiosk's own detector (YuNet: the snapshot is a frame YuNet found him in, which may be
+    # one HOG misses, e.g. his head turned a little; HOG found nothing in 1 of 3 full runs under load)
+    rgb = np.ascontiguousarray(img[:, :, ::-1])
+    assert len(make_detector("yunet", 640).detect(rgb)) == 1
 
 
 @pytest.mark.slow

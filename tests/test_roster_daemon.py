@@ -14,11 +14,15 @@ from conftest import MosquittoBroker, free_port
 from roster_scripted import ScriptedDistrict, embedding
 from test_defects_daemon import Daemon, assert_clean_stop, write_config
 
+from edge.config import DEFAULT_CONFIG, parse_config
+from edge.recognition.embed.mirror import reference_model_id
 from edge.security.signing import load_key, public_key_text
 from edge.store import Store
 
 pytestmark = pytest.mark.slow
-MODEL = "dlib_face_recognition_resnet_model_v1:55533b28a95800a5+flip"  # the default config's model
+#: the default config's model (what the daemon's gallery holds templates of)
+_R = parse_config(DEFAULT_CONFIG).recognition
+MODEL = reference_model_id(_R.mirror, _R.model)
 
 
 @pytest.fixture

@@ -49,7 +49,7 @@ def test_a_v4_store_migrates_with_template_ids_and_a_roster_version(tmp_path: Pa
     con.close()
     monkeypatch.undo()
     with Store(path) as s:
-        assert s.schema_version == 5
+        assert s.schema_version == 6
         assert s.roster_state().version == 0
         uids = s.roster_rows()[0][7]
         assert len(uids) == 3 and len(set(uids)) == 3 and all(len(u) == 36 for u in uids)

@@ -124,14 +124,14 @@ def test_enrolled_at_kiosk_a_recognised_at_kiosk_b(world: World) -> None:
     from edge.recognition.decide import Verdict, decide
     from edge.recognition.detect import load_image
     from edge.recognition.match import Gallery
-    from enroll.cli import _enroller
     from enroll.cli import main as enroll_main
+    from enroll.cli import make_enroller
 
     photos = [lfw("Aaron_Peirsol", 2), lfw("Aaron_Peirsol", 3)]
     probe_photo, stranger_photo = lfw("Aaron_Peirsol", 1), lfw("George_W_Bush", 1)
     book.import_rows(world.engine, [drow("S0001", centres=("centre-001", "centre-002"))], "test")
     a_cfg, b_cfg = world.kiosk_cfg("centre-001"), world.kiosk_cfg("centre-002")
-    enroller_b = _enroller(b_cfg, Store(b_cfg.store_path))
+    enroller_b = make_enroller(b_cfg, Store(b_cfg.store_path))
     model_id = enroller_b.embedder.model_id
     a, b = world.start(a_cfg, model_id), world.start(b_cfg, model_id)
     until(lambda: b.store.get_senior("S0001") is not None, 10, "kiosk B to receive the senior's record")

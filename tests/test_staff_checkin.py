@@ -33,9 +33,9 @@ def test_find_and_check_in(cfg: Config, store: Store) -> None:
         assert (p["check_in"], p["staff_id"], p["senior_id"]) == ("manual", STAFF_ID, "S0001")
         # again: the rules say it was had; a suspended senior: staff are told why, in words
         again = fetch(base + "/checkin", {"token": token, "senior": "S0001"})
-        assert flash(again.body).startswith("No meal recorded for Wang Fang: You are already checked in")
+        assert flash(again.body).startswith("No meal recorded for Wang Fang: Already checked in for this meal today")
         refused = fetch(base + "/checkin", {"token": token, "senior": "S0002"})
-        assert "your meal card is suspended" in flash(refused.body)
+        assert "The meal card is suspended" in flash(refused.body)
         assert len(store.list_events()) == 1
     lines = [(a.staff_id, a.target, a.details.get("outcome")) for a in store.audit_log() if a.action == "checkin"]
     assert lines == [(STAFF_ID, "senior:S0001", "meal"), (STAFF_ID, "senior:S0001", "repeat"),
@@ -89,10 +89,11 @@ def test_today_counts_the_meals_and_gives_the_cash_list(cfg: Config, store: Stor
         a = fetch(base + "/today.csv")
         assert a.status == 200 and a.ctype == "text/csv; charset=utf-8"
         lines = a.body.lstrip("\ufeff").splitlines()
-        assert lines[0] == "time,senior_id,name,meal,price,subsidy,payable,check_in,event_id,delivered"
+        assert lines[0] == ("time,senior_id,name,meal,price,subsidy,payable,check_in,event_id,delivered,"
+                            "voided,void_reason,void_note,void_staff_id,void_event_id")
         assert lines[1].startswith("2026-11-30T11:20:00+08:00,S0001,Wang Fang,lunch,10.00,3.00,7.00,manual,")
-        assert lines[1].endswith(",yes") and lines[2].endswith(",no")
-        assert lines[3] == "total,,,2 meals,,3.00,17.00,,,"
+        assert lines[1].endswith(",yes,,,,,") and lines[2].endswith(",no,,,,,")  # delivered; not voided
+        assert lines[3] == "total,,,2 meals,,3.00,17.00,,,,,,,,"
 
 
 

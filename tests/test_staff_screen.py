@@ -298,7 +298,7 @@ def test_a_served_senior_gets_no_second_meal(url: str, store: Store) -> None:
     store.record_meal(confirm_tests.lunch_event(), confirm_tests.TOPIC)
     cid = pending(store, at("11:45"))
     _, body = press(url, cid, "yes")
-    assert flash(body) == "No meal recorded for Wang Fang: You are already checked in for this meal"
+    assert flash(body) == "No meal recorded for Wang Fang: Already checked in for this meal today"
     assert 'class="flash warn"' in body and len(store.list_events()) == 1
 
 

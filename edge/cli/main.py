@@ -3,14 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 import shutil
 import signal
-import sqlite3
 import sys
-import tempfile
 import threading
 import time
 from collections.abc import Callable
@@ -19,10 +16,9 @@ from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING
 
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-
-from edge.app import answered, build_parts, make_clock_guard, make_pipeline, replay_clock, unrecognisable
-from edge.cli.text import plural
+from edge.app import answered, build_parts, make_clock_guard, make_pipeline, unrecognisable
+from edge.cli.errors import EXIT_FAIL, EXIT_OK, EXIT_USAGE, UsageError
+from edge.cli.replay import cmd_replay
 from edge.config import DEFAULT_CONFIG, Config, ConfigError, need_config
 from edge.meals.awaiting import ConfirmWait
 from edge.meals.feedback import Decision
@@ -39,11 +35,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("edge")
 
-EXIT_OK, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
-
-
-class UsageError(ValueError):
-    """A bad argument, phrased with its fix: exit 2."""
 
 
 def _setup_logging(verbose: int) -> None:
@@ -114,6 +105,7 @@ def _run_locked(cfg: Config, stop: threading.Event) -> int:
     from edge.cli.stopping import Stopper, StopRequested
     from edge.delivery.publish import Publisher
     from edge.recognition.capture import open_camera
+    from edge.recognition.frameshare import FrameShareWriter
     from edge.screens.display import Display
 
     signing_key = kiosk_key(cfg)  # KeyFileError (exit 1, says `meal-edge keys init`) before anything starts
@@ -151,6 +143,7 @@ def _run_locked(cfg: Config, stop: threading.Event) -> int:
     waiter = ConfirmWait(parts.store, cfg.display.confirm_wait_seconds)
     kiosk_state = KioskStateWriter(state_path(cfg.store_path))
     show = run_feedback(display, waiter, kiosk_state)
+    share = FrameShareWriter(cfg.store_path.parent)  # the staff screen's enrolment page borrows the camera's view
     pipeline = make_pipeline(
         cfg,
         parts,
@@ -190,6 +183,7 @@ def _run_locked(cfg: Config, stop: threading.Event) -> int:
             frame = source.next_frame(timeout=0.5)
             if frame is not None:
                 last_frame = time.monotonic()
+            share.offer(frame.image if frame is not None else None)
             if frame is not None and should_look(pipeline.idle, time.monotonic(), last_looked, cfg.camera.idle_fps):
                 last_looked = time.monotonic()
                 pipeline.process(frame)
@@ -209,6 +203,7 @@ def _run_locked(cfg: Config, stop: threading.Event) -> int:
         notify("STOPPING=1")
         stopper.step = "closing the camera"
         source.close(timeout=1.0)
+        share.close()
         stopper.step = "finishing decisions"
         pipeline.finish(None)
         if display:
@@ -222,118 +217,6 @@ def _run_locked(cfg: Config, stop: threading.Event) -> int:
             publisher.stop(timeout=2.0)
         stopper.step = "closing the store"
         parts.store.close()
-    return EXIT_OK
-
-
-# -- replay ----------------------------------------------------------------------------------------
-def _parse_now(text: str | None, cfg: Config) -> datetime:
-    if not text:
-        return datetime.now(cfg.centre.tz)
-    try:
-        now = datetime.fromisoformat(text)
-    except ValueError as e:
-        raise ConfigError(f"--now {text!r} is not ISO 8601 (e.g. 2026-11-30T11:45:00+08:00)") from e
-    return now if now.tzinfo else now.replace(tzinfo=cfg.centre.tz)
-
-
-def scratch_copy(db: Path, folder: Path) -> Path:
-    """A consistent copy of the live store (sqlite backup API), so a replay never touches real events."""
-    target = folder / "replay.sqlite"
-    if db.exists():
-        if not db.is_file():
-            raise StoreError(f"{db}: is a folder, not a store file: check [store] path")
-        try:
-            src = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
-            dst = sqlite3.connect(target)
-            try:
-                with dst:
-                    src.backup(dst)
-            finally:
-                src.close()
-                dst.close()
-        except sqlite3.Error as e:
-            raise StoreError(f"{db}: cannot copy the store for the replay: {e} (is it a meal-edge store?)") from e
-    return target
-
-
-def keep_store_path(text: str) -> Path:
-    """--keep-store PATH: a new or existing file in an existing folder."""
-    p = Path(text)
-    if p.is_dir():
-        raise UsageError(f"--keep-store {text}: is a folder; give a file name in it, e.g. {p / 'replay.sqlite'}")
-    if not p.parent.is_dir():
-        raise UsageError(f"--keep-store {text}: folder {p.parent} does not exist; create it first (mkdir {p.parent})")
-    return p
-
-
-def cmd_replay(args: argparse.Namespace) -> int:
-    from edge.recognition.capture import VideoFileSource, open_source
-
-    cfg = need_config(args.config)
-    now0 = _parse_now(args.now, cfg)
-    keep = keep_store_path(args.keep_store) if args.keep_store else None
-    if not cfg.store_path.exists():
-        print(f"error: store {cfg.store_path} not found: enrol seniors first with meal-enroll", file=sys.stderr)
-        return EXIT_FAIL
-    tmp = tempfile.mkdtemp(prefix="meal-edge-replay-")
-    try:
-        store_path = scratch_copy(cfg.store_path, Path(tmp))
-        if keep is not None:
-            shutil.copyfile(store_path, keep)
-            store_path = keep
-        # a throw-away key: replayed events never leave the scratch store, and a replay must never be a way
-        # to have the kiosk's own key sign meals made up from a video
-        parts = build_parts(cfg, store_path=store_path, signing_key=Ed25519PrivateKey.generate())
-        guard = make_clock_guard(cfg, parts.store, start_check=False)
-        if not guard.check(now0).ok:
-            newest = guard.newest.isoformat(timespec="seconds") if guard.newest else "?"
-            print(
-                f"error: replay refused: --now {now0.isoformat(timespec='seconds')} is earlier than the newest meal "
-                f"event in the store ({newest}); a replay would record meals dated before meals already recorded. "
-                f"Give --now after {newest}.",
-                file=sys.stderr,
-            )
-            parts.store.close()
-            return EXIT_FAIL
-
-        def emit(d: Decision) -> None:
-            if args.json:
-                print(json.dumps(d.to_json(), ensure_ascii=False), flush=True)
-            else:
-                money = ""
-                if d.kind == "meal":
-                    money = f" price {d.price_fen} subsidy {d.subsidy_fen} payable {d.payable_fen}"
-                print(
-                    f"{d.source_ts:7.2f}s {d.kind:8} {d.senior_id or '-':12} {d.meal or '-':7}{money}"
-                    f"  [{', '.join(d.reasons)}] {d.message}",
-                    flush=True,
-                )
-
-        # snapshots beside the scratch store: a replay never writes into the kiosk's real evidence
-        pipeline = make_pipeline(
-            cfg, parts, replay_clock(now0), on_decision=emit, evidence_dir=store_path.parent / "evidence",
-            clock_guard=guard,
-        )
-        source = open_source(args.source)
-        t0 = time.perf_counter()
-        pipeline.run(source.frames())
-        wall = time.perf_counter() - t0
-        st = pipeline.stats
-        print(
-            f"replay: {plural(st.frames, 'frame')} in {wall:.1f} s ({st.frames / max(wall, 1e-9):.1f} fps), "
-            f"{plural(st.decisions, 'decision')} {st.by_kind}, backend {parts.embedder.name}",
-            file=sys.stderr,
-        )
-        if args.stats:
-            print(json.dumps({"wall_s": wall, **st.as_dict()}), file=sys.stderr)
-        parts.store.close()
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    # A damaged video must not look like a complete replay: say what is missing and exit 1.
-    short = source.shortfall() if isinstance(source, VideoFileSource) else None
-    if short:
-        print(f"warning: {short}", file=sys.stderr)
-        return EXIT_FAIL
     return EXIT_OK
 
 
@@ -415,6 +298,10 @@ def cmd_check_config(args: argparse.Namespace) -> int:
         print(f"error: {e}", file=sys.stderr)
         return EXIT_FAIL
     print(f"recognition: model {model_id}, thresholds {policy.source}")
+    from edge.recognition.refresh import scale_warning
+
+    if w := scale_warning(cfg.recognition.refresh_templates, cfg.recognition.model):
+        print(f"warning: {w}", file=sys.stderr)
     from edge.delivery.publish import link_check
 
     how, warnings = link_check(cfg.mqtt_link)
@@ -508,14 +395,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     # the tools register their own sub-commands (their heavy imports are deferred to when they run)
     from edge.cli import audit as audit_cli
-    from edge.cli import checkin, keys
+    from edge.cli import checkin, keys, staff_screen, void
     from edge.cli import models as models_cli
     from edge.cli import roster as roster_cli
     from edge.lab import calibrate, evaluate, liveness_eval
     from edge.meals import confirm
-    from edge.screens import staffserver
 
-    for tool in (keys, confirm, checkin, staffserver, audit_cli, roster_cli, evaluate, calibrate, models_cli,
+    for tool in (keys, confirm, checkin, void, staff_screen, audit_cli, roster_cli, evaluate, calibrate, models_cli,
                  liveness_eval):
         tool.add_parser(sub)
     every_command_takes_config(sub)

@@ -21,7 +21,12 @@ SCHEMA = "meal-edge/meal-event/2"
 SCHEMA_V1 = "meal-edge/meal-event/1"
 STATUS_SCHEMA = "meal-edge/status/1"
 CURRENCY = "CNY"
-KINDS = ("meal",)
+#: meal: a meal served; void: reverses an earlier meal of the same local date (docs/events.md "Voids")
+KINDS = ("meal", "void")
+#: why a meal was voided (the event's `void_reason`): wrong person, served twice, left without eating, other
+#: (other needs a `void_note`); staff choose one of these, the words are in edge/meals/void.py
+VOID_REASONS = ("wrong_person", "double_serving", "not_eaten", "other")
+MAX_VOID_NOTE = 200
 #: how the senior was checked in: by face alone, by face with staff confirming, or by hand (later)
 CHECK_INS = ("face", "face_confirmed", "manual")
 
@@ -52,6 +57,10 @@ class MealEvent:
     check_in: str | None = None
     #: the staff member who confirmed (or checked in by hand); None until staff log in (issue 12 item 3)
     staff_id: str | None = None
+    #: kind void: the event_id of the meal it reverses, the reason code (VOID_REASONS) and an optional note
+    voids: str | None = None
+    void_reason: str | None = None
+    void_note: str | None = None
 
     @property
     def check_in_kind(self) -> str:
@@ -97,7 +106,7 @@ def build_payload(event: MealEvent, seq: int, prev_hash: str = "") -> dict[str, 
     transaction that allocates `seq`, with `prev_hash` the event_hash of this kiosk's seq - 1 event.
     Raises ValueError for an event that breaks an invariant (never published)."""
     if event.kind not in KINDS:
-        raise ValueError(f"only meals are events, got kind {event.kind!r}")
+        raise ValueError(f"only meals and voids are events, got kind {event.kind!r}")
     try:
         uuid.UUID(event.event_id)
     except ValueError as e:
@@ -121,6 +130,7 @@ def build_payload(event: MealEvent, seq: int, prev_hash: str = "") -> dict[str, 
         raise ValueError(f"staff_id must be null or a staff id, got {event.staff_id!r}")
     if not isinstance(prev_hash, str) or (prev_hash and len(prev_hash) != 64):
         raise ValueError(f"prev_hash must be '' or a sha256 hex digest, got {prev_hash!r}")
+    void = _void_fields(event)
     return {
         "schema": SCHEMA,
         "event_id": event.event_id,
@@ -144,7 +154,35 @@ def build_payload(event: MealEvent, seq: int, prev_hash: str = "") -> dict[str, 
         "check_in": check_in,
         "staff_id": event.staff_id,
         "prev_hash": prev_hash,
+        **void,
     }
+
+
+def _void_fields(event: MealEvent) -> dict[str, str]:
+    """`voids`, `void_reason` (and `void_note` when given) of a void; nothing for a meal, which must not carry
+    them (the schema forbids them there)."""
+    if event.kind != "void":
+        if event.voids is not None or event.void_reason is not None or event.void_note is not None:
+            raise ValueError("voids, void_reason and void_note belong to a void only")
+        return {}
+    try:
+        uuid.UUID(str(event.voids))
+    except ValueError as e:
+        raise ValueError(f"a void names the event_id of the meal it voids, got {event.voids!r}") from e
+    if event.voids == event.event_id:
+        raise ValueError("a void cannot void itself")
+    if event.void_reason not in VOID_REASONS:
+        raise ValueError(f"void_reason must be one of {VOID_REASONS}, got {event.void_reason!r}")
+    note = event.void_note
+    if note is not None and (not isinstance(note, str) or not note.strip() or len(note) > MAX_VOID_NOTE
+                             or not note.isprintable()):
+        raise ValueError(f"void_note must be 1 to {MAX_VOID_NOTE} printable characters, got {note!r}")
+    if event.void_reason == "other" and note is None:
+        raise ValueError("void_reason other needs a void_note saying why")
+    out = {"voids": str(event.voids), "void_reason": event.void_reason}
+    if note is not None:
+        out["void_note"] = note
+    return out
 
 
 #: fields schema 2 added; a schema-1 payload has none of them

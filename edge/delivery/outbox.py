@@ -121,6 +121,10 @@ def _row_json(r: EventRow) -> str:
         "attempts": r.attempts,
         "last_error": r.last_error,
     }
+    if r.kind == "void":
+        obj.update(voids=r.voids, void_reason=r.void_reason, void_note=r.void_note)
+    elif r.voided_by:
+        obj["voided_by"] = r.voided_by
     return json.dumps(obj, ensure_ascii=False)
 
 
@@ -146,7 +150,8 @@ def events_command(store: Store, pending_only: bool, as_json: bool, out: TextIO 
             r.event_id,
             _fmt_time(r.decided_at),
             r.senior_id,
-            r.meal + (" (staff)" if r.confirmed_by else ""),
+            r.meal + (" (staff)" if r.confirmed_by else "") + (f" VOID of {r.voids}" if r.kind == "void" else "")
+            + (" (voided)" if r.voided_by else ""),
             _yuan(r.price_fen),
             _yuan(r.subsidy_fen),
             _yuan(r.payable_fen),

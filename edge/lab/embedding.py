@@ -87,9 +87,13 @@ class EmbeddingCache:
         self._dirty = 0
 
 
-def cache_file(cache_dir: Path, model_id: str, tag: str, padding: float = 0.0, kind: str = "embeddings") -> Path:
+def cache_file(
+    cache_dir: Path, model_id: str, tag: str, padding: float = 0.0, kind: str = "embeddings", pad_mode: str = "constant"
+) -> Path:
     safe = re.sub(r"[^A-Za-z0-9_.-]+", "_", f"{model_id}-{tag}")
     suffix = f"-pad{padding:g}" if padding > 0 else ""
+    if padding > 0 and pad_mode != "constant":
+        suffix += f"-{pad_mode}"
     return Path(cache_dir) / f"{kind}-{safe}{suffix}.npz"
 
 
@@ -101,9 +105,9 @@ def frame_key(photo: Key, variation: Variation, seed: int, index: int) -> Key:
     return (f"{photo[0]}#{variation.tag()}-s{seed}-f{index}", photo[1], photo[2])
 
 
-def _load(path: Path, padding: float) -> np.ndarray | None:
+def _load(path: Path, padding: float, pad_mode: str = "constant") -> np.ndarray | None:
     try:
-        return pad(load_image(path), padding)
+        return pad(load_image(path), padding, pad_mode)
     except ImageError as e:
         log.warning("%s", e)
         return None
@@ -156,9 +160,10 @@ def embed_photos(
     cache: EmbeddingCache | None,
     padding: float = 0.0,
     batch: int = 32,
+    pad_mode: str = "constant",
 ) -> dict[Key, np.ndarray | None]:
     """photo key -> descriptor of the face nearest the centre, or None (no face, unreadable photo)."""
-    jobs = [(photo_key(p), lambda p=p: _load(p, padding)) for p in photos]
+    jobs = [(photo_key(p), lambda p=p: _load(p, padding, pad_mode)) for p in photos]
     return _run(jobs, encoder, cache, batch, "photos")
 
 

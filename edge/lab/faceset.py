@@ -23,6 +23,7 @@ import numpy as np
 
 from edge.lab.embedding import EmbeddingCache, cache_file, embed_photos
 from edge.lab.encoders import MODELS, KioskEncoder, PhotoEncoder, make_encoder
+from edge.lab.kioskframes import PAD_MODES
 from edge.recognition.detect import readable_suffixes
 from edge.recognition.embed.base import Embedder
 
@@ -107,14 +108,16 @@ def load_faceset(
     identities: list[str] | None = None,
     batch: int = 32,
     mirror: bool = True,
-    model: str = "dlib",
+    model: str = "sface",
     padding: float = 0.0,
     encoder: PhotoEncoder | None = None,
     detector: str | None = None,
+    pad_mode: str = "constant",
 ) -> FaceSet:
     """Embed every photo under root (or only `identities`) with `model`'s detector and embedder (or
-    `encoder`), reusing and extending the cache. `padding`: black border added to each side first, as a
-    fraction of the picture (tight face crops). `embedder`: a dlib back-end to use instead of the default."""
+    `encoder`), reusing and extending the cache. `padding`: border added to each side first, as a
+    fraction of the picture (tight face crops), black or the edge replicated (`pad_mode`). `embedder`: a dlib
+    back-end to use instead of the default."""
     photos = list_photos(root)
     if identities is not None:
         missing = [n for n in identities if n not in photos]
@@ -128,11 +131,15 @@ def load_faceset(
             else make_encoder(model, mirror, detector)
         )
     cache = (
-        EmbeddingCache(cache_file(cache_dir, encoder.model_id, encoder.tag, padding), encoder.model_id)
+        EmbeddingCache(
+            cache_file(cache_dir, encoder.model_id, encoder.tag, padding, pad_mode=pad_mode), encoder.model_id
+        )
         if cache_dir is not None
         else None
     )
-    results = embed_photos([p for plist in photos.values() for p in plist], encoder, cache, padding, batch)
+    results = embed_photos(
+        [p for plist in photos.values() for p in plist], encoder, cache, padding, batch, pad_mode=pad_mode
+    )
     embeddings: dict[str, np.ndarray] = {}
     files: dict[str, tuple[str, ...]] = {}
     n_photos = n_no_face = 0
@@ -177,6 +184,7 @@ def faceset_from_args(args: argparse.Namespace) -> FaceSet:
         model=args.model,
         padding=args.pad,
         detector=args.detector,
+        pad_mode=args.pad_mode,
     )
     return restrict(fs, args.split)
 
@@ -193,8 +201,9 @@ def add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--model",
         choices=MODELS,
-        default="dlib",
-        help="face model: its own detector, landmarks and chips (sface: YuNet + ArcFace alignment; dlib: HOG)",
+        default="sface",
+        help="face model: its own detector, landmarks and chips (sface, the kiosk's default: YuNet + ArcFace "
+        "alignment; dlib: HOG)",
     )
     p.add_argument(
         "--detector",
@@ -209,6 +218,13 @@ def add_common(p: argparse.ArgumentParser) -> None:
         metavar="FRACTION",
         help="add a black border of this fraction of each photo's size on every side before detection "
         "(tight face crops such as rmfrd_chinese: 0.5)",
+    )
+    p.add_argument(
+        "--pad-mode",
+        choices=PAD_MODES,
+        default="constant",
+        help="the --pad border: black (constant), or the photo's edge pixels repeated (replicate); "
+        "--probes photos only",
     )
     p.add_argument("--cache", type=Path, default=DEFAULT_CACHE_DIR, help="embedding cache folder")
     p.add_argument("--no-cache", action="store_true", help="do not read or write the embedding cache")

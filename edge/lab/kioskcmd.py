@@ -18,6 +18,7 @@ from typing import Any
 from edge.lab.encoders import make_encoder
 from edge.lab.faceset import in_holdout, list_photos
 from edge.lab.features import pct
+from edge.lab.homefirst import format_home_first, home_first
 from edge.lab.kioskeval import Descriptors, det_rows, report, run_kiosk_trial, slice_masks, write_det
 from edge.lab.kioskframes import Variation
 from edge.lab.kiosktrial import PhotoSet, build_kiosk_trial
@@ -92,9 +93,19 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         default=5,
         help="the kiosk's [track] max_frames: decide on 3 frames, then again with each further one up to this",
     )
+    p.add_argument(
+        "--home-size",
+        type=int,
+        default=None,
+        metavar="N",
+        help="also measure 'home centre first' (edge.lab.homefirst): centres of N people drawn from the gallery, "
+        "each presence decided against its centre first and the whole gallery when that is not an accept",
+    )
 
 
 def kiosk_evaluate(args: argparse.Namespace, policy: Policy, model_id: str) -> dict[str, Any]:
+    if getattr(args, "pad_mode", "constant") != "constant":
+        raise ValueError("--pad-mode replicate is for --probes photos; kiosk-like presences pad with black")
     probe_set = photo_set(args.faces_dir, args.pad, args.split)
     distractor_sets = [photo_set(d, pad) for d, pad in args.distractors]
     sets = {probe_set.name: probe_set}
@@ -143,6 +154,8 @@ def kiosk_evaluate(args: argparse.Namespace, policy: Policy, model_id: str) -> d
     }
     out["model_id"] = model_id
     out["policy_source"] = policy.source
+    if args.home_size is not None:
+        out["home_first"] = home_first(run, policy, args.home_size, args.seed, args.max_frames)
     if args.out is not None:
         masks = slice_masks(run, slices)
         rows = det_rows(run, policy, masks)
@@ -194,4 +207,6 @@ def format_kiosk(r: dict[str, Any]) -> list[str]:
     lines.append(f"accepted at frame count (all): {r['slices']['all']['accepted_at_frames']}")
     if "det_png" in r:
         lines.append(f"DET per slice: {r['det_png']}")
+    if "home_first" in r:
+        lines += ["", *format_home_first(r["home_first"])]
     return lines

@@ -199,11 +199,20 @@ def kiosk_frames(rgb: np.ndarray, rng: np.random.Generator, v: Variation = Varia
     return out
 
 
-def pad(rgb: np.ndarray, fraction: float) -> np.ndarray:
-    """Black border of `fraction` of the image's size on each side: a tight face crop becomes a picture
+#: how `pad` fills the border: black ("constant"), or the edge pixels repeated outwards ("replicate": no hard
+#: black edge right at the cut forehead or chin)
+PAD_MODES = ("constant", "replicate")
+
+
+def pad(rgb: np.ndarray, fraction: float, mode: str = "constant") -> np.ndarray:
+    """A border of `fraction` of the image's size on each side: a tight face crop becomes a picture
     with a whole head in it, which face detectors are trained on (rmfrd_chinese's 224x224 crops)."""
     if fraction <= 0:
         return rgb
     h, w = rgb.shape[:2]
     dy, dx = int(round(h * fraction)), int(round(w * fraction))
+    if mode == "replicate":
+        return cv2.copyMakeBorder(rgb, dy, dy, dx, dx, cv2.BORDER_REPLICATE)
+    if mode != "constant":
+        raise ValueError(f"unknown padding mode {mode!r}; choose one of {', '.join(PAD_MODES)}")
     return cv2.copyMakeBorder(rgb, dy, dy, dx, dx, cv2.BORDER_CONSTANT, value=(0, 0, 0))

@@ -49,10 +49,14 @@ _REASONS: dict[str, dict[Language, str]] = {
         "en": "Full price: household registration is not in this district",
     },
     rules.DAILY_LIMIT: {"zh": "今日补贴已使用，按原价", "en": "Full price: today's subsidised meal already used"},
-    rules.SUSPENDED: {"zh": "餐卡已暂停，请找工作人员", "en": "Please see staff: your meal card is suspended"},
-    rules.DECEASED: {"zh": "请找工作人员", "en": "Please see staff"},
+    # staff's words about the senior, not to them (the kiosk says only "请找工作人员")
+    rules.SUSPENDED: {"zh": "餐卡已暂停使用", "en": "The meal card is suspended"},
+    rules.DECEASED: {
+        "zh": "名册登记为已故，请核实身份",
+        "en": "The roster marks this senior deceased: check who this is",
+    },
     rules.NOT_SERVING: {"zh": "现在不是供餐时间", "en": "The centre is not serving meals now"},
-    rules.ALREADY_SERVED: {"zh": "您这一餐已经签到过了", "en": "You are already checked in for this meal"},
+    rules.ALREADY_SERVED: {"zh": "这一餐今天已经签到过了", "en": "Already checked in for this meal today"},
 }
 
 # What the kiosk says for each kind of result that needs no name or amount: the same on screen and aloud.
@@ -72,6 +76,8 @@ _SAID: dict[str, dict[Language, str]] = {
     # a face seen but not usable, and a kiosk that cannot see
     "closer": {"zh": "请走近一点", "en": "Please come a little closer"},
     "turn": {"zh": "请正对屏幕", "en": "Please face the screen"},
+    # two people side by side at the front: the kiosk serves one at a time (edge/recognition/serve.py)
+    "one": {"zh": "请一位一位来", "en": "One person at a time, please"},
     "fault": {"zh": "设备故障，请找工作人员", "en": "The kiosk is out of order: please see staff"},
 }
 

@@ -32,6 +32,8 @@ class PriorMeal:
 
     meal: str
     subsidy_fen: int
+    #: reversed by a void (wrong person, served twice, left without eating): as if it had not been recorded
+    voided: bool = False
 
 
 # Reason codes go into events (machine-readable); edge.meals.feedback turns them into words.
@@ -108,6 +110,8 @@ def decide_meal(
     window = meal_window(rules.meals, when)
     if window is None:
         return RuleResult("closed", None, reasons=(NOT_SERVING,))
+    # a voided meal was never had: neither a repeat nor the day's subsidy
+    prior = [p for p in prior if not p.voided]
     if any(p.meal == window.name for p in prior):
         return RuleResult("repeat", window.name, reasons=(ALREADY_SERVED,))
     reasons = ineligibility(senior, when.date(), rules, district)
@@ -135,3 +139,34 @@ def next_meal(meals: list[MealWindow], local_now: datetime) -> tuple[MealWindow,
     if later:
         return min(later, key=lambda m: m.start_time), False
     return min(meals, key=lambda m: m.start_time), True
+
+
+@dataclass(frozen=True)
+class VoidTarget:
+    """The event a void would reverse, as the store has it."""
+
+    kind: str
+    local_date: date
+    voided: bool
+
+
+# Why a void is refused (codes; edge.meals.void says them in words)
+VOID_NOT_FOUND = "not_found"
+VOID_OF_VOID = "is_void"
+VOID_TWICE = "already_voided"
+VOID_NOT_TODAY = "not_today"
+
+
+def void_refusal(target: VoidTarget | None, today: date) -> str | None:
+    """Why this event cannot be voided today (None: it can). Only a meal of today (the centre's local date) that
+    no void has reversed yet: an earlier day's subsidy is settled by the district, a void is not undone by
+    another void, and a meal is voided once."""
+    if target is None:
+        return VOID_NOT_FOUND
+    if target.kind != "meal":
+        return VOID_OF_VOID
+    if target.voided:
+        return VOID_TWICE
+    if target.local_date != today:
+        return VOID_NOT_TODAY
+    return None

@@ -93,3 +93,14 @@ def refresh_reasons(rule: RefreshRule, c: CheckIn) -> tuple[str, ...]:
 
 def should_refresh(rule: RefreshRule, c: CheckIn) -> bool:
     return not refresh_reasons(rule, c)
+
+
+def scale_warning(enabled: bool, model: str) -> str | None:
+    """Why the refresh thresholds ([recognition] refresh_*) do not fit the configured face model, or None."""
+    if not enabled or model == "dlib":
+        return None
+    return (
+        "[recognition] refresh_templates is on, but refresh_distance and refresh_min_margin are on dlib's "
+        f"distance scale, not calibrated for model {model!r}: its same-person distances are wider "
+        "(median ~0.7 from a 3-photo template on LFW), so it would refresh almost never (issue 10)"
+    )

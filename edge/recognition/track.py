@@ -70,7 +70,7 @@ def iou(a: tuple[int, int, int, int], b: tuple[int, int, int, int]) -> float:
     return inter / union if union > 0 else 0.0
 
 
-def _centre_distance(a: tuple[int, int, int, int], b: tuple[int, int, int, int]) -> float:
+def centre_distance(a: tuple[int, int, int, int], b: tuple[int, int, int, int]) -> float:
     """Distance between box centres, in units of the smaller box's width."""
     ca = ((a[1] + a[3]) / 2, (a[0] + a[2]) / 2)
     cb = ((b[1] + b[3]) / 2, (b[0] + b[2]) / 2)
@@ -97,7 +97,7 @@ class Tracker:
                 o = iou(t.box, f.box)
                 if o >= self.iou_match:
                     pairs.append((o, ti, fi))
-                elif _centre_distance(t.box, f.box) <= self.max_centre_shift:
+                elif centre_distance(t.box, f.box) <= self.max_centre_shift:
                     pairs.append((0.0, ti, fi))
         pairs.sort(key=lambda p: -p[0])
         used_t: set[int] = set()

@@ -56,6 +56,8 @@ NAME_SHOWN = frozenset({"meal", "repeat", "confirm"})
 #: a hint ("come closer", "face the screen") is shown once the person has needed it this long (s): not for a
 #: face that only passes by
 HINT_AFTER_S = 1.0
+#: the pipeline's hints (edge.app.Pipeline._hint): a later one may replace an earlier one on screen
+HINTS = ("closer", "turn", "one")
 #: how long a hint stays up, and how often at most it is said again while it is still needed (s)
 HINT_HOLD_S, HINT_SAY_EVERY_S = 4.0, 15.0
 #: what the screen shows while the camera is away: until it is back
@@ -169,7 +171,7 @@ class Display:
         self._shown = Shown(self._shown.seq + 1, kind, w.screen, None, 0, None, self.clock(), w.speech, hold, speak)
 
     def hint(self, kind: str | None) -> None:
-        """What the pipeline saw in this frame: "closer", "turn" or None (from its thread; never raises). A hint
+        """What the pipeline saw in this frame: "closer", "turn", "one" or None (from its thread; never raises). A hint
         shows once it has been needed for HINT_AFTER_S, only over the prompt or an earlier hint (never over a
         result the senior is reading), and is said at most every HINT_SAY_EVERY_S."""
         now = self.clock()
@@ -177,7 +179,7 @@ class Display:
             if kind != self._hint[0]:
                 self._hint = (kind, now)
             s = self._shown
-            free = s.kind in ("idle", "closer", "turn") or now - s.published >= s.hold_s
+            free = s.kind in ("idle", *HINTS) or now - s.published >= s.hold_s
             if kind is None or not free or not self._camera_ok or now - self._hint[1] < HINT_AFTER_S:
                 return
             if s.kind == kind and now - s.published < HINT_HOLD_S - 0.5:

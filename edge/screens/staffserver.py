@@ -12,16 +12,16 @@ import re
 import signal
 import sys
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler
 from types import FrameType
-from typing import Any
-from urllib.parse import parse_qs, urlencode, urlsplit
+from typing import Any, Protocol
+from urllib.parse import SplitResult, parse_qs, urlencode, urlsplit
 
 from edge import config
 from edge.config import need_config
-from edge.screens import checkin_page, localweb, stafflogin, staffpages, today_page
+from edge.screens import checkin_page, localweb, stafflogin, staffpages, today_page, void_page
 from edge.screens.localweb import LocalServer, is_loopback
 from edge.screens.staffscreen import DEFAULT_LISTEN, EXIT_FAIL, EXIT_OK, MAX_BODY, StaffScreen
 from edge.screens.staffwords import phrase
@@ -34,6 +34,17 @@ log = logging.getLogger(__name__)
 _CONFIRM_PATH = re.compile(r"/confirm/(\d{1,12})")
 # ASCII digits only: nothing else (no "..", no "%2F", no other script's digits) names a file
 _SNAPSHOT_PATH = re.compile(r"/snapshot/([0-9]{1,12})\.jpg")
+
+
+class ExtraPage(Protocol):
+    """A page a higher layer adds (the enrolment page, enroll/enrol_page.py): it answers every path under its
+    prefix, behind the same Host check and error handling; it checks the login and form token itself."""
+
+    prefix: str
+
+    def handle(self, handler: Any, method: str, url: SplitResult) -> None: ...
+
+    def close(self) -> None: ...
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -112,8 +123,17 @@ class _Handler(BaseHTTPRequestHandler):
 
     # -- routes -----------------------------------------------------------------------------------------
 
+    def _extra(self, method: str, url: SplitResult) -> bool:
+        for page in self.server.pages:
+            if url.path == page.prefix or url.path.startswith(page.prefix + "/"):
+                self._guarded(False, lambda p=page: p.handle(self, method, url))  # type: ignore[misc]
+                return True
+        return False
+
     def do_GET(self) -> None:
         url = urlsplit(self.path)
+        if self._extra("GET", url):
+            return
         snap = _SNAPSHOT_PATH.fullmatch(url.path)
         if url.path == "/api/pending":
             self._guarded(True, self._api_pending)
@@ -123,7 +143,11 @@ class _Handler(BaseHTTPRequestHandler):
             key = parse_qs(url.query).get("flash", [""])[0]
             self._guarded(False, lambda: self._list(key))
         elif url.path in ("/today", "/today.csv"):
-            self._guarded(False, lambda: self._today(url.path.endswith(".csv")))
+            flash_key = parse_qs(url.query).get("flash", [""])[0]
+            self._guarded(False, lambda: self._today(url.path.endswith(".csv"), flash_key))
+        elif (void_id := void_page.handles(url.path)) is not None:
+            flash_key = parse_qs(url.query).get("flash", [""])[0]
+            self._guarded(False, lambda: void_page.get(self, void_id, flash_key))
         elif url.path == "/checkin":
             q = parse_qs(url.query)
             self._guarded(False, lambda: self._checkin_page(q.get("q", [""])[0], q.get("flash", [""])[0]))
@@ -133,6 +157,8 @@ class _Handler(BaseHTTPRequestHandler):
     do_HEAD = do_GET
 
     def do_POST(self) -> None:
+        if self._extra("POST", urlsplit(self.path)):
+            return
         path = urlsplit(self.path).path
         m = _CONFIRM_PATH.fullmatch(path)
         if path == "/login":
@@ -141,6 +167,8 @@ class _Handler(BaseHTTPRequestHandler):
             self._guarded(False, self._post_logout)
         elif path == "/checkin":
             self._guarded(False, self._post_checkin)
+        elif (void_id := void_page.handles(path)) is not None:
+            self._guarded(False, lambda: void_page.post(self, void_id))
         elif m is not None:
             self._guarded(False, lambda: self._post_confirm(int(m.group(1))))
         else:
@@ -190,8 +218,9 @@ class _Handler(BaseHTTPRequestHandler):
         self.screen.logout(self._cookie_token())
         self._send(HTTPStatus.SEE_OTHER, "", "text/plain", {"Location": "/", "Set-Cookie": stafflogin.clear_cookie()})
 
-    def _today(self, as_csv: bool) -> None:
-        if self._session(touch=False) is None:  # the day's meals name seniors: nothing before a login
+    def _today(self, as_csv: bool, flash_key: str = "") -> None:
+        session = self._session(touch=False)
+        if session is None:  # the day's meals name seniors: nothing before a login
             self._login_page(HTTPStatus.UNAUTHORIZED)
             return
         screen = self.screen
@@ -202,7 +231,10 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(HTTPStatus.OK, today_page.csv_text(t, screen.tz), "text/csv",
                        {"Content-Disposition": f'attachment; filename="{name}"'})
             return
-        body = today_page.render(screen.lang, t, screen.tz)
+        flash = screen.get_flash(flash_key) if flash_key else None
+        note = f'<div class="flash {flash.tone}" role="status">{html.escape(flash.text)}</div>' if flash else ""
+        # the void links (edge/screens/void_page.py) only for a manager; the POST checks the role again
+        body = today_page.render(screen.lang, t, screen.tz, can_void=session.is_manager, flash=note)
         page = staffpages.render_body(screen.lang, today_page.word("open", screen.lang), body, refresh=30)
         self._send(HTTPStatus.OK, page, "text/html")
 
@@ -258,8 +290,9 @@ class StaffScreenServer(LocalServer):
     daemon_threads = False
     block_on_close = True
 
-    def __init__(self, address: tuple[str, int], screen: StaffScreen) -> None:
+    def __init__(self, address: tuple[str, int], screen: StaffScreen, pages: Sequence[ExtraPage] = ()) -> None:
         self.screen = screen
+        self.pages = tuple(pages)
         super().__init__(address, _Handler)
 
 
@@ -289,21 +322,23 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-def serve(screen: StaffScreen, host: str, port: int) -> StaffScreenServer:
+def serve(screen: StaffScreen, host: str, port: int, pages: Sequence[ExtraPage] = ()) -> StaffScreenServer:
     """Bind (port 0: any free port); the caller runs serve_forever() and later shutdown()."""
-    return StaffScreenServer((host, port), screen)
+    return StaffScreenServer((host, port), screen, pages)
 
 
-def run(args: argparse.Namespace) -> int:
+def run(args: argparse.Namespace, pages: Callable[[config.Config], Sequence[ExtraPage]] | None = None) -> int:
+    """`pages`: the extra pages to serve, made from the config (edge/cli/staff_screen.py adds enrolment)."""
     cfg = need_config(args.config)
     host, port = args.listen
     screen = StaffScreen(cfg)
+    extra = pages(cfg) if pages is not None else ()
     try:
         screen.store()
     except StoreError as e:
         log.error("%s; the screen shows this until it is fixed", e)
     try:
-        server = serve(screen, host, port)
+        server = serve(screen, host, port, extra)
     except OSError as e:
         print(f"error: cannot listen on {host}:{port}: {e}", file=sys.stderr)
         screen.close()
@@ -329,6 +364,8 @@ def run(args: argparse.Namespace) -> int:
         server.shutdown()
         server.server_close()
         thread.join()
+        for page in extra:
+            page.close()
         screen.close()
         for s, h in old.items():
             signal.signal(s, h)

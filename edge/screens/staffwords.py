@@ -9,6 +9,7 @@ _T: dict[str, dict[Language, str]] = {
     "title": {"zh": "请确认签到", "en": "Please confirm check-in"},
     "open_checkin": {"zh": "手工签到", "en": "Check in by hand"},
     "open_today": {"zh": "今日用餐", "en": "Today"},
+    "open_enrol": {"zh": "录入", "en": "Enrol"},
     "intro": {
         "zh": "摄像头不能完全确定以下人员。请看清楚是否为本人，再按按钮。",
         "en": "The camera was not sure about these people. Check who it is, then press a button.",

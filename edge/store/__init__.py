@@ -10,6 +10,7 @@ from edge.store.records import (
     StoredEvent,
     StoreError,
     TemplateIn,
+    VoidRefused,
 )
 
 __all__ = [
@@ -22,4 +23,5 @@ __all__ = [
     "StoreError",
     "StoredEvent",
     "TemplateIn",
+    "VoidRefused",
 ]

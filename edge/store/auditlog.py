@@ -13,12 +13,16 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-#: what staff do (confirm/reject and manual check-in on the screen or the command line; enrolment tools; logins)
+#: what staff do (confirm/reject, manual check-in and voids on the screen or the command line; enrolment tools;
+#: logins)
 ACTIONS = (
     "confirm",
     "reject",
     "checkin",
+    "void",
     "enrol",
+    "enrol_refused",  # the staff screen's enrolment page: nothing enrolled, and why (codes only)
+    "card",  # a meal-card number set for a senior
     "status",
     "remove",
     "staff_add",

@@ -11,22 +11,32 @@ from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from edge.delivery.events import MealEvent, build_payload, dumps
-from edge.meals.rules import PriorMeal
+from edge.meals.rules import PriorMeal, VoidTarget, void_refusal
 from edge.store.auditlog import AuditEntry
 from edge.store.base import StoreBase
 from edge.store.models import KioskSeqRow, MealEventRow, OutboxRow
-from edge.store.records import AlreadyServed, EventRow, StoredEvent, StoreError, utcnow
+from edge.store.records import AlreadyServed, EventRow, StoredEvent, StoreError, VoidRefused, utcnow
 from edge.store.signer import SigningError
 from edge.store.staffdb import add_audit
 
 
-def _check_in(payload: str, confirmed_by: str | None) -> str:
-    """How a stored event says the senior was checked in (events before check_in existed: from confirmed_by)."""
+def _published(payload: str) -> dict[str, Any]:
     try:
-        value = json.loads(payload).get("check_in")
-    except (ValueError, AttributeError):
-        value = None
+        obj = json.loads(payload)
+    except ValueError:
+        return {}
+    return obj if isinstance(obj, dict) else {}
+
+
+def _check_in(obj: dict[str, Any], confirmed_by: str | None) -> str:
+    """How a stored event says the senior was checked in (events before check_in existed: from confirmed_by)."""
+    value = obj.get("check_in")
     return str(value) if value else ("face_confirmed" if confirmed_by else "face")
+
+
+def _text(obj: dict[str, Any], key: str) -> str | None:
+    value = obj.get(key)
+    return None if value is None else str(value)
 
 
 class MealStore(StoreBase):
@@ -35,7 +45,7 @@ class MealStore(StoreBase):
     def meals_on(self, senior_id: str, local_date: date) -> list[PriorMeal]:
         with self._read(f"could not read meals of {senior_id!r}") as s:
             rows = s.execute(
-                select(MealEventRow.meal, MealEventRow.subsidy_fen)
+                select(MealEventRow.meal, MealEventRow.subsidy_fen, MealEventRow.voided_by)
                 .where(
                     MealEventRow.senior_id == senior_id,
                     MealEventRow.local_date == local_date,
@@ -43,13 +53,16 @@ class MealStore(StoreBase):
                 )
                 .order_by(MealEventRow.seq)
             ).all()
-            return [PriorMeal(m, int(f)) for m, f in rows]
+            # voided meals too, marked: whether they count is the rules' decision (edge.meals.rules)
+            return [PriorMeal(m, int(f), voided=v is not None) for m, f, v in rows]
 
     def record_meal(self, event: MealEvent, topic: str, audit: AuditEntry | None = None) -> StoredEvent:
         """Allocate the kiosk's next seq and write the event and its outbox row in ONE transaction.
 
         Either both rows and the new seq are committed (fsync'd: synchronous=FULL) or nothing is; so is
-        `audit` (a staff member's manual check-in: no such meal without its audit line).
+        `audit` (a staff member's manual check-in or void: no such event without its audit line).
+        A void (kind "void") goes the same way; the meal it names is marked voided in the same transaction,
+        after edge.meals.rules.void_refusal allowed it (VoidRefused otherwise, nothing written).
         Raises StoreError (disk full, I/O error, duplicate event_id) or ValueError (invalid event).
         """
         with self._write(f"could not record meal event {event.event_id}") as s:
@@ -77,20 +90,26 @@ class MealStore(StoreBase):
         now = utcnow()
         if s.get(MealEventRow, event.event_id) is not None:
             raise StoreError(f"meal event {event.event_id} is already recorded")
-        # Checked inside the IMMEDIATE write transaction (and backed by a unique index), so two writers
-        # (the kiosk and a staff confirmation) can never record the same meal twice.
-        earlier = s.scalar(
-            select(MealEventRow.event_id).where(
-                MealEventRow.senior_id == event.senior_id,
-                MealEventRow.local_date == event.local_date,
-                MealEventRow.meal == event.meal,
+        if event.kind == "void":
+            self._mark_voided(s, event)
+        else:
+            # Checked inside the IMMEDIATE write transaction (and backed by a unique index), so two writers
+            # (the kiosk and a staff confirmation) can never record the same meal twice. A voided meal
+            # does not stand: the senior may be served again.
+            earlier = s.scalar(
+                select(MealEventRow.event_id).where(
+                    MealEventRow.senior_id == event.senior_id,
+                    MealEventRow.local_date == event.local_date,
+                    MealEventRow.meal == event.meal,
+                    MealEventRow.kind == "meal",
+                    MealEventRow.voided_by.is_(None),
+                )
             )
-        )
-        if earlier is not None:
-            raise AlreadyServed(
-                f"senior {event.senior_id} already has {event.meal} on {event.local_date} "
-                f"(event {earlier}): not recorded twice"
-            )
+            if earlier is not None:
+                raise AlreadyServed(
+                    f"senior {event.senior_id} already has {event.meal} on {event.local_date} "
+                    f"(event {earlier}): not recorded twice"
+                )
         s.add(
             MealEventRow(
                 event_id=event.event_id,
@@ -112,6 +131,7 @@ class MealStore(StoreBase):
                 source_ts=payload_obj["source_ts"],
                 payload=text,
                 recorded_at=now,
+                voids=event.voids,
             )
         )
         s.flush()  # the event row first: the outbox row references it
@@ -121,6 +141,24 @@ class MealStore(StoreBase):
             )
         )
         return StoredEvent(event.event_id, seq, topic, text.encode("utf-8"))
+
+    @staticmethod
+    def _mark_voided(s: Session, event: MealEvent) -> None:
+        """The void's side of the transaction: the meal it names must be today's (the void's local date),
+        standing and a meal; it is then marked voided by this event. The void repeats the meal's senior, meal
+        window, date and money, so the district can reverse it without looking anything up."""
+        original = s.get(MealEventRow, event.voids) if event.voids else None
+        target = None if original is None else VoidTarget(
+            original.kind, original.local_date, original.voided_by is not None)
+        refusal = void_refusal(target, event.local_date)
+        if refusal is not None or original is None:
+            raise VoidRefused(refusal or "not_found", f"event {event.voids} cannot be voided: {refusal}")
+        mine = (event.senior_id, event.meal, event.price_fen, event.subsidy_fen, event.payable_fen, event.centre_id)
+        theirs = (original.senior_id, original.meal, original.price_fen, original.subsidy_fen, original.payable_fen,
+                  original.centre_id)
+        if mine != theirs:
+            raise ValueError(f"void {event.event_id} does not repeat meal {original.event_id}: {mine} != {theirs}")
+        original.voided_by = event.event_id
 
     def pending(self, limit: int = 100) -> list[StoredEvent]:
         with self._read("could not read the outbox") as s:
@@ -187,27 +225,34 @@ class MealStore(StoreBase):
         if limit is not None:
             q = q.limit(limit)
         with self._read("could not list events") as s:
-            return [
-                EventRow(
-                    event_id=e.event_id,
-                    seq=e.seq,
-                    kiosk_id=e.kiosk_id,
-                    kind=e.kind,
-                    senior_id=e.senior_id,
-                    meal=e.meal,
-                    local_date=e.local_date,
-                    decided_at=e.decided_at,
-                    price_fen=e.price_fen,
-                    subsidy_fen=e.subsidy_fen,
-                    payable_fen=e.payable_fen,
-                    confirmed_by=e.confirmed_by,
-                    delivered_at=o.delivered_at,
-                    attempts=o.attempts,
-                    last_error=o.last_error,
-                    check_in=_check_in(e.payload, e.confirmed_by),
-                )
-                for e, o in s.execute(q)
-            ]
+            return [self._row(e, o, _published(e.payload)) for e, o in s.execute(q)]
+
+    @staticmethod
+    def _row(e: MealEventRow, o: OutboxRow, obj: dict[str, Any]) -> EventRow:
+        return EventRow(
+            event_id=e.event_id,
+            seq=e.seq,
+            kiosk_id=e.kiosk_id,
+            kind=e.kind,
+            senior_id=e.senior_id,
+            meal=e.meal,
+            local_date=e.local_date,
+            decided_at=e.decided_at,
+            price_fen=e.price_fen,
+            subsidy_fen=e.subsidy_fen,
+            payable_fen=e.payable_fen,
+            confirmed_by=e.confirmed_by,
+            delivered_at=o.delivered_at,
+            attempts=o.attempts,
+            last_error=o.last_error,
+            check_in=_check_in(obj, e.confirmed_by),
+            voids=e.voids,
+            void_reason=_text(obj, "void_reason"),
+            void_note=_text(obj, "void_note"),
+            voided_by=e.voided_by,
+            staff_id=_text(obj, "staff_id"),
+            reasons=tuple(e.reasons or ()),
+        )
 
     def newest_event_time(self) -> datetime | None:
         """The latest `decided_at` of any meal event in the store (compared as instants, whatever their

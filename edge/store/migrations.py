@@ -228,6 +228,24 @@ def _v4(conn: Connection) -> None:
 
 
 _V5 = [
+    # voids (kind "void"): the meal a void reverses, and on the meal the void that reversed it
+    "ALTER TABLE meal_events ADD COLUMN voids VARCHAR(36)",
+    "ALTER TABLE meal_events ADD COLUMN voided_by VARCHAR(36)",
+    # a voided meal no longer counts as the senior's meal (they may be served again); a void is not a meal
+    "DROP INDEX uq_meal_events_senior_meal",
+    "CREATE UNIQUE INDEX uq_meal_events_senior_meal ON meal_events (senior_id, local_date, meal) "
+    "WHERE kind = 'meal' AND voided_by IS NULL",
+    # a meal is voided once, whoever tries (the screen and the command line at once)
+    "CREATE UNIQUE INDEX uq_meal_events_voids ON meal_events (voids) WHERE voids IS NOT NULL",
+]
+
+
+def _v5(conn: Connection) -> None:
+    for stmt in _V5:
+        conn.exec_driver_sql(stmt)
+
+
+_V6 = [
     # the same template keeps one id at every kiosk and at the district (issue 13); existing rows get one below
     "ALTER TABLE face_templates ADD COLUMN template_uid VARCHAR(36)",
     # the centre the district roster names as the senior's own (None: enrolled here before the district roster)
@@ -265,8 +283,8 @@ _V5 = [
 ]
 
 
-def _v5(conn: Connection) -> None:
-    for stmt in _V5:
+def _v6(conn: Connection) -> None:
+    for stmt in _V6:
         conn.exec_driver_sql(stmt)
     for (tid,) in conn.exec_driver_sql("SELECT id FROM face_templates").all():
         conn.exec_driver_sql("UPDATE face_templates SET template_uid = ? WHERE id = ?", (str(uuid.uuid4()), tid))
@@ -286,5 +304,6 @@ MIGRATIONS: list[Migration] = [
         seal=_v3,
     ),
     Migration("meal-card numbers of seniors (roster column card_no)", _v4),
-    Migration("district roster sync: template ids, home centre, roster version and template uploads", _v5),
+    Migration("voids: a meal reversed by a later void event no longer counts as served", _v5),
+    Migration("district roster sync: template ids, home centre, roster version and template uploads", _v6),
 ]

@@ -22,6 +22,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
@@ -86,7 +87,7 @@ class SeniorRow(Base):
     updated_at: Mapped[datetime] = mapped_column(AwareDateTime())
     #: the meal card's number (schema version 3), None when the roster gives none
     card_no: Mapped[str | None] = mapped_column(String, nullable=True)
-    #: the senior's own centre in the district roster (schema version 5); None: enrolled here only
+    #: the senior's own centre in the district roster (schema version 6); None: enrolled here only
     home_centre: Mapped[str | None] = mapped_column(String, nullable=True)
 
 
@@ -111,7 +112,7 @@ class FaceTemplateRow(Base):
     #: the photo itself, only when [store] keep_photos is true; sealed like the embedding
     photo: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
     created_at: Mapped[datetime] = mapped_column(AwareDateTime())
-    #: a UUID made where the template was made (schema version 5): the same template keeps it at the district
+    #: a UUID made where the template was made (schema version 6): the same template keeps it at the district
     #: and on every kiosk (edge.delivery.rosterwire); NULL never happens after the migration's backfill
     template_uid: Mapped[str | None] = mapped_column(String(36), nullable=True)
 
@@ -121,7 +122,14 @@ class MealEventRow(Base):
     __table_args__ = (
         UniqueConstraint("kiosk_id", "seq", name="uq_meal_events_kiosk_seq"),
         Index("ix_meal_events_senior_date", "senior_id", "local_date"),
-        Index("uq_meal_events_senior_meal", "senior_id", "local_date", "meal", unique=True),
+        # one standing meal per senior, meal window and local day (schema version 5: a voided meal no longer
+        # stands, so the senior can be served again; voids themselves are not meals)
+        Index(
+            "uq_meal_events_senior_meal", "senior_id", "local_date", "meal", unique=True,
+            sqlite_where=text("kind = 'meal' AND voided_by IS NULL"),
+        ),
+        # a meal is voided once
+        Index("uq_meal_events_voids", "voids", unique=True, sqlite_where=text("voids IS NOT NULL")),
     )
 
     event_id: Mapped[str] = mapped_column(String(36), primary_key=True)
@@ -145,6 +153,10 @@ class MealEventRow(Base):
     #: the JSON text exactly as published
     payload: Mapped[str] = mapped_column(Text)
     recorded_at: Mapped[datetime] = mapped_column(AwareDateTime())
+    #: kind void (schema version 5): the event_id of the meal it voids
+    voids: Mapped[str | None] = mapped_column(String(36), nullable=True)
+    #: kind meal: the void event that reverses it, set in the void's transaction (the payload never changes)
+    voided_by: Mapped[str | None] = mapped_column(String(36), nullable=True)
 
 
 class OutboxRow(Base):
@@ -234,7 +246,7 @@ class AuditRow(Base):
 
 
 class RosterStateRow(Base):
-    """Where this kiosk is in the district roster (schema version 5): one row (id 1)."""
+    """Where this kiosk is in the district roster (schema version 6): one row (id 1)."""
 
     __tablename__ = "roster_state"
     __table_args__ = (CheckConstraint("id = 1", name="ck_roster_state_one"),)
@@ -261,7 +273,7 @@ class RosterStateRow(Base):
 
 
 class RosterUploadRow(Base):
-    """Templates made by an enrolment here, to be sent to the district (schema version 5). The payload names
+    """Templates made by an enrolment here, to be sent to the district (schema version 6). The payload names
     the templates (their template_uid) and the model: the sealed message is made when it is sent, so no
     second copy of a face lives in this table."""
 

@@ -31,6 +31,15 @@ class AlreadyServed(StoreError):
     """The senior already has this meal on this local date: a second event would pay twice."""
 
 
+class VoidRefused(StoreError):
+    """A void the store does not record: `kind` is edge.meals.rules.void_refusal's code (not_found, is_void,
+    already_voided, not_today)."""
+
+    def __init__(self, kind: str, message: str) -> None:
+        super().__init__(message)
+        self.kind = kind
+
+
 @dataclass(frozen=True)
 class TemplateIn:
     embedding: np.ndarray
@@ -79,6 +88,14 @@ class EventRow:
     last_error: str | None
     #: face | face_confirmed | manual (from the published payload)
     check_in: str = "face"
+    #: kind void: the meal it reverses, and why (code, note); kind meal: the void that reversed it, if any
+    voids: str | None = None
+    void_reason: str | None = None
+    void_note: str | None = None
+    voided_by: str | None = None
+    #: the staff member named in the event (manual check-in, staff confirmation, void)
+    staff_id: str | None = None
+    reasons: tuple[str, ...] = ()
 
     @property
     def state(self) -> str:
