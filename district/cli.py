@@ -10,6 +10,8 @@
     meal-district --config F kiosk register DISTRICT/CENTRE/KIOSK --key-file F
     meal-district --config F web                       the dashboard
     meal-district --config F migrate                   bring the database to the newest schema
+    meal-district --config F roster import|set-status|show|remove|erasures   the district roster (docs/roster.md)
+    meal-district --config F keys roster-init          make the roster keys; prints the kiosks' district_key
 """
 
 from __future__ import annotations
@@ -67,6 +69,9 @@ def _parser() -> argparse.ArgumentParser:
     w = sub.add_parser("web", help="the dashboard (uvicorn)")
     w.add_argument("--listen", help="HOST:PORT (default [web] listen)")
     sub.add_parser("migrate", help="bring the database to the newest schema")
+    from district.roster.cli import add_parsers
+
+    add_parsers(sub)
     return p
 
 
@@ -113,8 +118,16 @@ def _run(args: argparse.Namespace, cfg: Config) -> int:
 
         host, port = parse_listen(args.listen or cfg.web.listen)
         return run_web(cfg, _engine(cfg), host, port)
+    if args.cmd == "keys":
+        from district.roster.cli import keys_init
+
+        return keys_init(cfg, sys.stdout)
     engine = _engine(cfg)
     try:
+        if args.cmd == "roster":
+            from district.roster.cli import run as roster_run
+
+            return roster_run(args, engine)
         if args.cmd == "migrate":
             print("database is at the newest schema")
             return 0

@@ -128,6 +128,28 @@ class ReportSection(_Section):
     daily_subsidy_cap_fen: int = Field(300, ge=0)
 
 
+class RosterSection(_Section):
+    """The district roster link (issue 13, docs/roster.md)."""
+
+    #: answer kiosks' roster sync requests and template uploads, push changes (needs the keys below)
+    enabled: bool = False
+    #: Ed25519 roster signing key (PEM); empty: systemd credential meal-district-roster-key, else
+    #: roster-signing.key in the state folder (`meal-district keys roster-init` makes it)
+    signing_key_file: str = ""
+    #: the roster transport key shared with the kiosks; empty: credential meal-roster-key, else
+    #: roster-transport.key in the state folder
+    transport_key_file: str = ""
+    #: the key sealing templates at rest in the database; empty: credential meal-district-template-key, else
+    #: roster-template.key in the state folder
+    template_key_file: str = ""
+    #: changes per down/roster message (a catch-up or snapshot is sent in parts)
+    batch_changes: int = Field(500, ge=1, le=10_000)
+    #: seconds between looks for new changes to push
+    push_interval: float = Field(0.2, gt=0, le=60)
+    #: larger uplink messages are dropped (a template upload is a few KB)
+    max_upload_bytes: int = Field(1_048_576, ge=16_384, le=64 * 1_048_576)
+
+
 class Config(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
     district: DistrictSection = DistrictSection()
@@ -137,6 +159,7 @@ class Config(BaseModel):
     web: WebSection = WebSection()
     metrics: MetricsSection = MetricsSection()
     report: ReportSection = ReportSection()
+    roster: RosterSection = RosterSection()
     #: the file this came from; relative paths in it are resolved against its folder
     source_path: Path | None = Field(None, exclude=True)
 
@@ -258,4 +281,13 @@ listen = "127.0.0.1:9464"     # Prometheus /metrics of serve; empty: off
 
 [report]
 daily_subsidy_cap_fen = 300   # subsidy per senior per local date, district-wide
+
+[roster]
+enabled = false               # the roster link (docs/roster.md): run `meal-district keys roster-init` first
+signing_key_file = ""         # empty: credential meal-district-roster-key, else roster-signing.key in the state folder
+transport_key_file = ""       # empty: credential meal-roster-key, else roster-transport.key in the state folder
+template_key_file = ""        # empty: credential meal-district-template-key, else roster-template.key (state folder)
+batch_changes = 500           # changes per message to a kiosk; a catch-up or snapshot goes in parts
+push_interval = 0.2           # seconds between looks for new roster changes to push to the kiosks
+max_upload_bytes = 1048576    # larger messages from kiosks are dropped
 '''

@@ -23,6 +23,7 @@ import threading
 import time
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
+from typing import TYPE_CHECKING
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
@@ -33,12 +34,15 @@ from paho.mqtt.subscribeoptions import SubscribeOptions
 from sqlalchemy import Engine, func, select
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError, SQLAlchemyError
 
-from district.config import Config, read_secret
+from district.config import Config, ConfigError, read_secret
 from district.db.models import Adjustment, Gap, Kiosk
 from district.metrics import Metrics
 from district.store import BatchResult, BatchWriter, Incoming, merge
 from district.validate import KioskKey, Rejected, classify
 from district.watch import Watcher
+
+if TYPE_CHECKING:
+    from district.roster.link import RosterLink
 
 log = logging.getLogger(__name__)
 
@@ -80,6 +84,20 @@ class Server:
         self.totals = BatchResult()
         self._retiring = False
         self._client = self._make_client()
+        self.roster = self._make_roster_link()
+
+    def _make_roster_link(self) -> RosterLink | None:
+        """The roster link ([roster] enabled): its own MQTT client beside the events' (docs/roster.md)."""
+        if not self.cfg.roster.enabled:
+            return None
+        from district.roster.keys import RosterKeyError, load_keys
+        from district.roster.link import RosterLink
+
+        try:
+            keys = load_keys(self.cfg)
+        except RosterKeyError as e:
+            raise ConfigError(f"[roster] enabled, but {e}") from e
+        return RosterLink(self.cfg, self.engine, keys, f"{self.client_id}-roster")
 
     # -- MQTT ------------------------------------------------------------------------------------------
 
@@ -155,6 +173,8 @@ class Server:
         self._client.connect_async(b.host, b.port, keepalive=b.keepalive, clean_start=False,
                                    properties=self._connect_properties())
         self._client.loop_start()
+        if self.roster is not None and not self._retiring:
+            self.roster.start()
 
     def stop(self) -> None:
         self._stop.set()
@@ -166,6 +186,8 @@ class Server:
             props.SessionExpiryInterval = 0
         self._client.disconnect(properties=props)
         self._client.loop_stop()
+        if self.roster is not None:
+            self.roster.stop()
 
     def retire(self, idle: float = 5.0, timeout: float = 3600.0) -> BatchResult:
         """Hand this process's share of the stream back for good: a stopped process's persistent session keeps

@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -26,7 +26,7 @@ from edge.meals.awaiting import Outcome
 from edge.meals.desk import MealDesk
 from edge.meals.feedback import Decision
 from edge.recognition.capture import Frame
-from edge.recognition.decide import Policy, Verdict, decide, fuse, lookalike_pairs
+from edge.recognition.decide import Policy, Verdict, decide, fuse, lookalike_pairs, lookalike_pairs_touching
 from edge.recognition.detect import Face, FaceDetector
 from edge.recognition.embed.base import Embedder
 from edge.recognition.liveness import LivenessChecker, LivenessVerdict
@@ -110,8 +110,12 @@ class GalleryHolder:
         self.model_id = policy.model_id
         self.check_every = check_every
         self._signature: object = None
-        self._checked = 0.0
+        self._checked = float("-inf")
         self._reloading = threading.Lock()
+        self._pending_lock = threading.Lock()
+        #: seniors changed since the last rebuild (None: unknown, rebuild everything)
+        self._pending: set[str] | None = set()
+        self._poked = False
         self.current = Enrolled(Gallery.empty(self.model_id), {})
         self.reload()
 
@@ -130,6 +134,44 @@ class GalleryHolder:
             len(gallery), gallery.n_templates, len(pairs), self.model_id,
         )
 
+    def poke(self, seniors: Collection[str] | None = None) -> None:
+        """The roster link changed the store (edge/delivery/rostersync.py): rebuild now, in the background, rather
+        than at the next check; a reload already running rebuilds once more when it ends. `seniors`: the ones
+        changed, when known: only their templates are read again and only their lookalike pairs recomputed
+        (a district gallery of 5,000 seniors takes seconds to rebuild whole, one senior milliseconds)."""
+        with self._pending_lock:
+            if seniors is None or self._pending is None:
+                self._pending = None
+            else:
+                self._pending |= set(seniors)
+            self._poked = True
+        self._checked = float("-inf")
+        self.maybe_reload()
+
+    def _take_pending(self) -> set[str] | None:
+        with self._pending_lock:
+            pending, self._pending = self._pending, set()
+            self._poked = False
+            return pending
+
+    def refresh(self, seniors: Collection[str]) -> None:
+        """Rebuild the gallery for `seniors` only (their templates re-read, their lookalike pairs recomputed)."""
+        changed = set(seniors)
+        sig = self.store.signature()
+        old = self.current
+        g = old.gallery
+        mine = [i for i, sid in enumerate(g.senior_ids) if sid in changed]
+        keep = ~np.isin(g.owner, mine)
+        pairs = [(g.senior_ids[o], t) for o, t in zip(g.owner[keep].tolist(), g.templates[keep], strict=True)]
+        gallery = Gallery.from_pairs(pairs + self.store.templates(self.model_id, seniors=changed), self.model_id)
+        margins = {p: m for p, m in old.pair_margins.items() if not p & changed}
+        margins.update(lookalike_pairs_touching(gallery, self.policy, changed))
+        self.current = Enrolled(gallery, margins)
+        self._signature = sig
+        self._checked = time.monotonic()
+        log.info("gallery: %d seniors changed, %d seniors, %d templates, %d lookalike pairs", len(changed),
+                 len(gallery), gallery.n_templates, len(margins))
+
     def maybe_reload(self) -> None:
         """Called every frame; at most every `check_every` s it asks the store whether enrolment changed,
         and rebuilds in a background thread (a district-sized gallery takes seconds) so check-in never
@@ -137,15 +179,28 @@ class GalleryHolder:
         if time.monotonic() - self._checked < self.check_every or self._reloading.locked():
             return
         self._checked = time.monotonic()
-        if self.store.signature() != self._signature:
+        if self._poked or self.store.signature() != self._signature:
             threading.Thread(target=self._reload_in_background, name="gallery-reload", daemon=True).start()
 
     def _reload_in_background(self) -> None:
         with self._reloading:
-            try:
-                self.reload()
-            except Exception:  # a failed reload keeps the old gallery working; the next check retries
-                log.exception("gallery reload failed; keeping the previous gallery")
+            while True:
+                pending = self._take_pending()
+                try:
+                    # a few seniors changed by the roster link: only theirs; else (enrolment in another process,
+                    # a large batch, nothing known) the whole gallery
+                    if pending and len(pending) <= max(50, len(self.current.gallery) // 10):
+                        self.refresh(pending)
+                    else:
+                        self.reload()
+                except Exception:  # a failed reload keeps the old gallery working; the next check retries
+                    log.exception("gallery reload failed; keeping the previous gallery")
+                    return
+                if not self._poked:
+                    break
+        if self._poked:  # poked between the last look and the release of the lock
+            self._checked = float("-inf")
+            self.maybe_reload()
 
 
 class Pipeline:

@@ -263,6 +263,27 @@ class MqttConfig(_Section):
         return v
 
 
+class RosterConfig(_Section):
+    """The district roster link (issue 13, docs/roster.md): the district owns the roster; this kiosk keeps in
+    step with it over the [mqtt] connection and sends up the templates enrolled here."""
+
+    enabled: bool = False
+    #: the district's roster public key (`meal-district keys roster-init` prints it): public, so inline is fine
+    district_key: str = ""
+    #: ... or a file holding it
+    district_key_file: str = ""
+    #: the 32-byte roster transport key shared with the district: a file (0600); empty: the systemd credential
+    #: "meal-roster-key" ($CREDENTIALS_DIRECTORY)
+    transport_key_file: str = ""
+    poll_seconds: float = Field(1.0, gt=0, le=60, description="how often uploads and resync requests are looked for")
+
+    @model_validator(mode="after")
+    def _one_key(self) -> RosterConfig:
+        if self.district_key and self.district_key_file:
+            raise ValueError("give the district key as district_key or district_key_file, not both")
+        return self
+
+
 class ClockConfig(_Section):
     """Clock guard (edge/security/clockguard.py): no meal is decided on a clock earlier than the newest meal
     event in the store, nor, at start, on one more than max_start_skew_days beyond it."""
@@ -364,6 +385,7 @@ class Config(_Section):
     evidence: EvidenceConfig = EvidenceConfig()
     mqtt: MqttConfig = MqttConfig()
     clock: ClockConfig = ClockConfig()
+    roster: RosterConfig = RosterConfig()
     rules: RulesConfig = RulesConfig()
     display: DisplayConfig = DisplayConfig()
 
@@ -410,6 +432,16 @@ class Config(_Section):
             update={"ca_file": res(t.ca_file), "cert_file": res(t.cert_file), "key_file": res(t.key_file)}
         )
         return m.model_copy(update={"password_file": res(m.password_file), "tls": tls})
+
+    @property
+    def roster_district_key_path(self) -> Path | None:
+        r = self.roster
+        return self.resolve(r.district_key_file) if r.district_key_file else None
+
+    @property
+    def roster_transport_key_path(self) -> Path | None:
+        r = self.roster
+        return self.resolve(r.transport_key_file) if r.transport_key_file else None
 
     @property
     def calibration_path(self) -> Path | None:

@@ -102,7 +102,7 @@ def make_enroller(cfg: Config, store: Store, actor: str | None = None) -> Enroll
         policy = None
     return Enroller(
         store, detector, embedder, keep_photos=cfg.store.keep_photos, decision_policy=policy,
-        actor=actor or os_user(),
+        actor=actor or os_user(), district_upload=cfg.roster.enabled,
     )
 
 
@@ -121,6 +121,9 @@ def cmd_add(args: argparse.Namespace, cfg: Config, out: IO[str]) -> int:
     finally:
         store.close()
     print_result(res, out)
+    if res.enrolled and cfg.roster.enabled:
+        print(f"  sent to the district roster with the kiosk's next connection: `meal-enroll show {senior.senior_id}` "
+              "says when the district accepts it (or why not)", file=out)
     return EXIT_REJECTED if res.rejected else EXIT_OK
 
 
@@ -262,6 +265,9 @@ def cmd_capture(args: argparse.Namespace, cfg: Config, out: IO[str], err: IO[str
     finally:
         store.close()
     print_result(res, out)
+    if res.enrolled and cfg.roster.enabled:
+        print(f"  sent to the district roster with the kiosk's next connection: `meal-enroll show {senior.senior_id}` "
+              "says when the district accepts it (or why not)", file=out)
     return EXIT_REJECTED if res.rejected else EXIT_OK
 
 
@@ -295,6 +301,7 @@ def cmd_show(args: argparse.Namespace, cfg: Config, out: IO[str]) -> int:
     try:
         s = store.get_senior(args.senior_id)
         info = store.template_info(args.senior_id) if s is not None else []
+        uploads = store.uploads(args.senior_id) if s is not None else []
     finally:
         store.close()
     if s is None:
@@ -324,6 +331,17 @@ def cmd_show(args: argparse.Namespace, cfg: Config, out: IO[str]) -> int:
             continue
         photo = ", photo kept" if has_photo else ""
         print(f"  template {tid}: from {source} (quality {quality:.2f}, model {model}{photo})", file=out)
+    for u in uploads:  # the district roster's answer to this kiosk's enrolments (docs/roster.md)
+        when = u.created_at.astimezone(cfg.centre.tz).strftime("%Y-%m-%d %H:%M")
+        if u.state == "pending":
+            sent = "sent, waiting for the district's answer" if u.sent_at else "not sent yet (the kiosk is offline?)"
+            print(f"  district: {u.templates} template(s) enrolled {when}: {sent}", file=out)
+        elif u.state == "accepted":
+            print(f"  district: {u.templates} template(s) enrolled {when}: accepted (roster version {u.version})",
+                  file=out)
+        else:
+            print(f"  district: {u.templates} template(s) enrolled {when}: REFUSED, removed from this kiosk: "
+                  f"{u.reason}", file=out)
     return EXIT_OK
 
 
@@ -383,6 +401,10 @@ def cmd_remove(args: argparse.Namespace, cfg: Config, out: IO[str]) -> int:
     if rep.photos_erased:
         line += f", {rep.photos_erased} photos erased"
     print(line, file=out)
+    if cfg.roster.enabled:
+        print(f"  on this kiosk only: the district roster still has {rep.senior_id} and sends them again with "
+              f"their next change; to erase them everywhere: `meal-district roster remove {rep.senior_id}` "
+              "(docs/roster.md)", file=out)
     return EXIT_OK
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import csv
 import io
 import logging
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
@@ -97,10 +98,14 @@ def read_roster(
     return parse_roster(_decode(data, p), base, today=today, name=str(p), roots=roots)
 
 
-def _header(cells: list[str], name: str) -> dict[str, int]:
+def check_header(
+    cells: list[str], name: str, columns: tuple[str, ...] = COLUMNS, optional: tuple[str, ...] = OPTIONAL
+) -> dict[str, int]:
+    """Column name -> index; RosterError naming what is missing, unknown or repeated (shared with the
+    district's roster import, district/roster/csvfile.py)."""
     found = [c.strip().lower() for c in cells]
-    missing = [c for c in COLUMNS if c not in found]
-    unknown = [c for c in found if c not in COLUMNS + OPTIONAL]
+    missing = [c for c in columns if c not in found]
+    unknown = [c for c in found if c not in columns + optional]
     dupes = sorted({c for c in found if found.count(c) > 1})
     if missing or unknown or dupes:
         parts = []
@@ -111,67 +116,43 @@ def _header(cells: list[str], name: str) -> dict[str, int]:
         if dupes:
             parts.append(f"repeated column(s) {', '.join(dupes)}")
         raise RosterError(
-            f"{name}: row 1 (header): {'; '.join(parts)}: the first row must be exactly {','.join(COLUMNS)} "
-            f"(and optionally {','.join(OPTIONAL)})"
+            f"{name}: row 1 (header): {'; '.join(parts)}: the first row must be exactly {','.join(columns)} "
+            f"(and optionally {','.join(optional)})"
         )
-    return {c: found.index(c) for c in COLUMNS + OPTIONAL if c in found}
+    return {c: found.index(c) for c in columns + optional if c in found}
 
 
-def parse_roster(
-    text: str, base: Path, today: date | None = None, name: str = "<roster>", roots: list[Path] | None = None
-) -> tuple[list[RosterRow], list[RowError]]:
-    """`roots`: the folders photos must lie in (default: `base`)."""
-    roots = roots if roots is not None else [base]
-    text = text.removeprefix("\ufeff")
-    reader = csv.reader(io.StringIO(text, newline=""))
-    rows: list[RosterRow] = []
-    errors: list[RowError] = []
-    header: dict[str, int] | None = None
-    seen: dict[str, int] = {}
-    cards: dict[str, int] = {}
+def read_text(path: str | Path) -> str:
+    """The text of a roster file; RosterError when it cannot be read or is not UTF-8."""
+    p = Path(path)
+    try:
+        data = p.read_bytes()
+    except FileNotFoundError:
+        raise RosterError(f"{p}: roster file not found") from None
+    except IsADirectoryError:
+        raise RosterError(f"{p}: is a folder; give the roster's .csv file") from None
+    except OSError as e:
+        raise RosterError(f"{p}: cannot read the roster ({e.strerror})") from None
+    return _decode(data, p)
+
+
+def csv_rows(text: str) -> Iterator[tuple[int, list[str]] | RowError]:
+    """(spreadsheet row number, cells) of every non-blank row, header included; a RowError (and the end) for
+    unreadable CSV."""
+    reader = csv.reader(io.StringIO(text.removeprefix("\ufeff"), newline=""))
     # Count spreadsheet rows ourselves: csv's line_num counts physical lines, which differs
     # from the row number when a quoted cell holds a line break.
     row_no = 0
     try:
         for cells in reader:
             row_no += 1
-            if not any(c.strip() for c in cells):
-                continue
-            if header is None:
-                header = _header(cells, name)
-                continue
-            parsed = _parse_row(row_no, cells, header, base, roots, today)
-            if isinstance(parsed, RowError):
-                errors.append(parsed)
-                continue
-            sid = parsed.senior.senior_id
-            card = parsed.card_no
-            if card is not None and card in cards:
-                errors.append(RowError(row_no, f"meal card {card} already used in row {cards[card]}", sid))
-                continue
-            if sid in seen:
-                errors.append(
-                    RowError(
-                        row_no,
-                        f"senior id {sid} already used in row {seen[sid]}: each senior once per file",
-                        sid,
-                    )
-                )
-                continue
-            seen[sid] = row_no
-            if card is not None:
-                cards[card] = row_no
-            rows.append(parsed)
+            if any(c.strip() for c in cells):
+                yield row_no, cells
     except csv.Error as e:
-        errors.append(RowError(row_no + 1, f"unreadable CSV ({e}): check the quotes on this row"))
-    if header is None:
-        raise RosterError(f"{name}: the roster is empty: the first row must be {','.join(COLUMNS)}")
-    return rows, errors
+        yield RowError(row_no + 1, f"unreadable CSV ({e}): check the quotes on this row")
 
 
-def _parse_row(
-    row_no: int, cells: list[str], header: dict[str, int], base: Path, roots: list[Path], today: date | None
-) -> RosterRow | RowError:
+def check_width(row_no: int, cells: list[str], header: dict[str, int]) -> RowError | None:
     width = len(header)
     sid_guess = cells[header["senior_id"]].strip() if header["senior_id"] < len(cells) else ""
     if len(cells) < width:
@@ -187,7 +168,11 @@ def _parse_row(
             f"{len(cells)} values, expected {width}: put quotes around a value that contains a comma",
             sid_guess,
         )
-    v = {c: cells[i].strip() for c, i in header.items()}
+    return None
+
+
+def check_senior(row_no: int, v: dict[str, str], today: date | None = None) -> Senior | RowError:
+    """The id, name, hukou and birth date of a row (cells stripped)."""
     sid = v["senior_id"]
     if not sid:
         return RowError(row_no, "empty senior_id: every senior needs the id the district gave them")
@@ -203,6 +188,74 @@ def _parse_row(
         birth = parse_birth_date(v["birth_date"], today)
     except ValueError as e:
         return RowError(row_no, str(e), sid)
+    return Senior(sid, v["name"], birth, v["hukou"])
+
+
+def check_card(row_no: int, card: str | None, sid: str) -> RowError | None:
+    if card is not None and (len(card) > 32 or any(ch.isspace() for ch in card)):
+        return RowError(row_no, f"meal card number {card!r}: write it as printed on the card, without spaces", sid)
+    return None
+
+
+class Uniques:
+    """Each senior id and meal card once per file: the row that used it first is named."""
+
+    def __init__(self) -> None:
+        self.ids: dict[str, int] = {}
+        self.cards: dict[str, int] = {}
+
+    def check(self, row_no: int, sid: str, card: str | None) -> RowError | None:
+        if card is not None and card in self.cards:
+            return RowError(row_no, f"meal card {card} already used in row {self.cards[card]}", sid)
+        if sid in self.ids:
+            return RowError(
+                row_no, f"senior id {sid} already used in row {self.ids[sid]}: each senior once per file", sid
+            )
+        self.ids[sid] = row_no
+        if card is not None:
+            self.cards[card] = row_no
+        return None
+
+
+def parse_roster(
+    text: str, base: Path, today: date | None = None, name: str = "<roster>", roots: list[Path] | None = None
+) -> tuple[list[RosterRow], list[RowError]]:
+    """`roots`: the folders photos must lie in (default: `base`)."""
+    roots = roots if roots is not None else [base]
+    rows: list[RosterRow] = []
+    errors: list[RowError] = []
+    header: dict[str, int] | None = None
+    uniques = Uniques()
+    for item in csv_rows(text):
+        if isinstance(item, RowError):
+            errors.append(item)
+            break
+        row_no, cells = item
+        if header is None:
+            header = check_header(cells, name)
+            continue
+        parsed = _parse_row(row_no, cells, header, base, roots, today)
+        if isinstance(parsed, RowError):
+            errors.append(parsed)
+        elif (dup := uniques.check(row_no, parsed.senior.senior_id, parsed.card_no)) is not None:
+            errors.append(dup)
+        else:
+            rows.append(parsed)
+    if header is None:
+        raise RosterError(f"{name}: the roster is empty: the first row must be {','.join(COLUMNS)}")
+    return rows, errors
+
+
+def _parse_row(
+    row_no: int, cells: list[str], header: dict[str, int], base: Path, roots: list[Path], today: date | None
+) -> RosterRow | RowError:
+    if (bad := check_width(row_no, cells, header)) is not None:
+        return bad
+    v = {c: cells[i].strip() for c, i in header.items()}
+    senior = check_senior(row_no, v, today)
+    if isinstance(senior, RowError):
+        return senior
+    sid = senior.senior_id
     names = [s.strip() for s in v["photos"].split(PHOTO_SEPARATOR) if s.strip()]
     if not names:
         return RowError(row_no, "no photos: list 1 to 5 photo files separated by ';'", sid)
@@ -215,6 +268,6 @@ def _parse_row(
         except PathOutside as e:
             return RowError(row_no, str(e), sid)
     card = v.get("card_no") or None
-    if card is not None and (len(card) > 32 or any(ch.isspace() for ch in card)):
-        return RowError(row_no, f"meal card number {card!r}: write it as printed on the card, without spaces", sid)
-    return RosterRow(row_no, Senior(sid, v["name"], birth, v["hukou"]), photos, card)
+    if (bad := check_card(row_no, card, sid)) is not None:
+        return bad
+    return RosterRow(row_no, senior, photos, card)

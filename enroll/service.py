@@ -202,8 +202,12 @@ class Enroller:
         keep_photos: bool = False,
         decision_policy: DecisionPolicy | None = None,
         actor: str | None = None,
+        district_upload: bool | None = None,
     ) -> None:
         self.store = store
+        #: queue the templates for the district roster with the enrolment (issue 13); None: as the store is set
+        #: up ([roster] enabled, recorded in the store by the daemon; meal-enroll passes its config's setting)
+        self.district_upload = district_upload
         #: who enrols, for the audit log (meal-enroll: the operating-system user); None writes no audit line
         self.actor = actor
         self.detector = detector
@@ -275,6 +279,7 @@ class Enroller:
                     )
                     for c in cands
                 ],
+                upload=self.store.roster_uploads_enabled() if self.district_upload is None else self.district_upload,
                 audit=None
                 if self.actor is None
                 else AuditEntry(

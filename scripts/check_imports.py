@@ -47,6 +47,9 @@ LAYERS: dict[str, int] = {
     "edge.lab": 8,
     "edge.app": 9,
     "edge.cli": 10,
+    # the roster CSV's row checks and the import progress bar: shared with the district's roster import
+    "enroll.roster": 3,
+    "enroll.progress": 0,
     "enroll": 9,  # meal-enroll: beside the wiring; `meal-edge demo` enrols through it
     "edge": 11,  # only the package itself (edge/__init__.py): a new edge/ package needs its own entry
     "edge.__main__": 11,
@@ -57,7 +60,8 @@ LAYERS: dict[str, int] = {
 ONLY: dict[str, tuple[str, ...]] = {
     "edge.delivery.events": ("edge.security",),
     "edge.security": ("edge.delivery.events",),
-    "district": ("edge.delivery.events", "edge.delivery.rosterwire", "edge.security", "edge.tomlconfig"),
+    "district": ("edge.delivery.events", "edge.delivery.rosterwire", "edge.security", "edge.tomlconfig",
+                 "enroll.roster", "enroll.progress"),
 }
 
 

@@ -386,14 +386,14 @@ def test_a_v1_store_is_migrated_and_keeps_its_data(tmp_path: Path, monkeypatch: 
 
     with Store(path) as s:
         assert s.schema_version == len(migrations.MIGRATIONS)
-        assert [v for v, _ in s.versions()] == [1, 2, 3, 4, 5]
+        assert [v for v, _ in s.versions()] == [1, 2, 3, 4, 5, 6]
         assert s.get_senior("S0001") is not None
         assert [e.event_id for e in s.list_events()] == [stored.event_id]
         assert [e.payload for e in s.pending()] == [stored.payload]
         cid = pending(s, at("17:00"))
         assert [c.id for c in s.pending_confirmations()] == [cid]
     with Store(path) as s:  # reopening does not migrate again
-        assert [v for v, _ in s.versions()] == [1, 2, 3, 4, 5]
+        assert [v for v, _ in s.versions()] == [1, 2, 3, 4, 5, 6]
 
 
 # -- the pipeline keeps confirm decisions ------------------------------------------------------------------

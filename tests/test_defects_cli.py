@@ -168,7 +168,7 @@ REQUIRED = {
     "replay": ["clip.mp4"], "evidence": ["ID"], "check-config": ["f.toml"], "eval": ["faces"],
     "calibrate": ["faces"], "models": ["verify"], "keys": ["show"], "add": [*ENROL_ARGS, "p.jpg"], "import": ["r.csv"],
     "capture": ["--senior-id", "S1"], "show": ["S1"], "set-status": ["S1", "active"], "remove": ["S1"],
-    "staff": ["list"],
+    "staff": ["list"], "roster": ["status"],
     "void": ["ID", "--reason", "wrong_person", "--by", "m01"],
 }  # fmt: skip
 

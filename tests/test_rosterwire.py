@@ -3,6 +3,7 @@ nothing altered, re-addressed or sealed for another senior gets through."""
 
 from __future__ import annotations
 
+import base64
 import json
 from datetime import UTC, date, datetime
 
@@ -65,3 +66,21 @@ def test_topics_parse_back() -> None:
     assert rw.parse_topic("meal/v1", t) == ("xuhui", "centre-001", "kiosk-1", "up", "templates")
     with pytest.raises(rw.WireError):
         rw.parse_topic("meal/v1", "meal/v1/xuhui/centre-001/kiosk-1/events")
+
+
+def test_the_transport_key_file_is_read_as_base64_hex_or_raw_and_never_when_others_can_read_it(tmp_path) -> None:
+    key = bytes(range(32))
+    f = tmp_path / "roster.key"
+    for data in (base64.b64encode(key) + b"\n", key.hex().encode(), key):
+        f.write_bytes(data)
+        f.chmod(0o600)
+        assert rw.read_transport_key(f) == key
+    f.write_text(rw.new_transport_key_text())
+    assert len(rw.read_transport_key(f)) == 32
+    f.write_bytes(b"short")
+    with pytest.raises(rw.WireError, match="not a roster transport key"):
+        rw.read_transport_key(f)
+    f.write_bytes(base64.b64encode(key))
+    f.chmod(0o644)
+    with pytest.raises(rw.WireError, match="readable by every user"):
+        rw.read_transport_key(f)

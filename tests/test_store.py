@@ -88,10 +88,10 @@ def test_pragmas_are_set_on_every_connection(store: Store) -> None:
 def test_new_store_is_at_the_latest_version_and_reopens_without_migrating(tmp_path: Path) -> None:
     path = tmp_path / "deep" / "folder" / "s.sqlite"
     with Store(path) as s:
-        assert s.schema_version == len(migrations.MIGRATIONS) == 5
+        assert s.schema_version == len(migrations.MIGRATIONS) == 6
         s.add_senior(senior())
     with Store(path) as s:
-        assert [v for v, _ in s.versions()] == [1, 2, 3, 4, 5]
+        assert [v for v, _ in s.versions()] == [1, 2, 3, 4, 5, 6]
         assert s.get_senior("S0001") == senior()
 
 

@@ -12,11 +12,13 @@ from datetime import UTC, date, datetime
 from typing import Any
 
 from sqlalchemy import (
+    JSON,
     BigInteger,
     Boolean,
     Date,
     DateTime,
     Dialect,
+    Float,
     Index,
     Integer,
     LargeBinary,
@@ -216,3 +218,84 @@ class Audit(Base):
     actor: Mapped[str] = mapped_column(String(64))
     action: Mapped[str] = mapped_column(String(64))
     detail: Mapped[str] = mapped_column(String(1000))
+
+
+# -- the district roster (issue 13; docs/roster.md) ----------------------------------------------------
+
+
+class RosterSenior(Base):
+    """A senior of the district roster. `version` is the roster version of their latest change."""
+
+    __tablename__ = "roster_seniors"
+    senior_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    name: Mapped[str] = mapped_column(String(100))
+    birth_date: Mapped[date] = mapped_column(Date)
+    hukou: Mapped[str] = mapped_column(String(100))
+    #: active | suspended | deceased
+    status: Mapped[str] = mapped_column(String(16))
+    card_no: Mapped[str | None] = mapped_column(String(32))
+    home_centre: Mapped[str] = mapped_column(String(64))
+    #: the centres where the senior may eat; null = every centre of the district
+    centres: Mapped[list[str] | None] = mapped_column(JSON)
+    #: removed by `roster remove`: fields kept (settled meals name the senior), templates erased
+    removed: Mapped[bool] = mapped_column(Boolean, default=False)
+    version: Mapped[int] = mapped_column(BigInteger, index=True)
+
+
+class RosterTemplate(Base):
+    """A face template sent up by a kiosk's enrolment, sealed at rest under the district's template key."""
+
+    __tablename__ = "roster_templates"
+    template_id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    senior_id: Mapped[str] = mapped_column(String(64), index=True)
+    model_id: Mapped[str] = mapped_column(String(64))
+    quality: Mapped[float] = mapped_column(Float)
+    #: TemplateCipher blob, bound to (senior_id, template row); see district.roster.book
+    embedding: Mapped[bytes] = mapped_column(LargeBinary)
+    #: district/centre/kiosk that made it
+    from_kiosk: Mapped[str] = mapped_column(String(200))
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    version: Mapped[int] = mapped_column(BigInteger)
+
+
+class RosterChange(Base):
+    """One roster change: versions are handed out in commit order (a lock around every roster write)."""
+
+    __tablename__ = "roster_changes"
+    __table_args__ = (Index(None, "senior_id", "version"),)
+    version: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    senior_id: Mapped[str] = mapped_column(String(64))
+    #: import | fields | status | scope | templates | removed
+    kind: Mapped[str] = mapped_column(String(16))
+    at: Mapped[datetime] = mapped_column(UtcDateTime)
+    actor: Mapped[str] = mapped_column(String(200))
+
+
+class RosterKiosk(Base):
+    """A kiosk of the roster link: its model (from its last sync request) and how far it has come."""
+
+    __tablename__ = "roster_kiosks"
+    district: Mapped[str] = mapped_column(String(64), primary_key=True)
+    centre_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    kiosk_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    model_id: Mapped[str | None] = mapped_column(String(64))
+    #: the version the kiosk said it applied (its last receipt)
+    applied_version: Mapped[int] = mapped_column(BigInteger, default=0)
+    #: the to_version of the last batch the district sent it (the next batch's from_version)
+    sent_version: Mapped[int] = mapped_column(BigInteger, default=0)
+    last_sync_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    last_receipt_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+
+
+class RosterErasure(Base):
+    """A removal that a kiosk must confirm; confirmed_at null until its receipt names the senior."""
+
+    __tablename__ = "roster_erasures"
+    senior_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    district: Mapped[str] = mapped_column(String(64), primary_key=True)
+    centre_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    kiosk_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    version: Mapped[int] = mapped_column(BigInteger)
+    confirmed_at: Mapped[datetime | None] = mapped_column(UtcDateTime, index=True)
+    #: templates the kiosk said it erased
+    templates_erased: Mapped[int | None] = mapped_column(Integer)

@@ -100,6 +100,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def _run_locked(cfg: Config, stop: threading.Event) -> int:
     from edge.cli.keys import kiosk_key
+    from edge.cli.roster import roster_link
     from edge.cli.sdnotify import notify, watchdog_interval
     from edge.cli.stopping import Stopper, StopRequested
     from edge.delivery.publish import Publisher
@@ -152,6 +153,7 @@ def _run_locked(cfg: Config, stop: threading.Event) -> int:
         clock_guard=make_clock_guard(cfg, parts.store, on_change=publisher.set_clock if publisher else None),
         on_hint=display.hint if display else None,
     )
+    roster = roster_link(cfg, parts, pipeline.holder, publisher, signing_key)
     assert pipeline.clock_guard is not None
     # checked (and logged, and put in the retained status) now, not only when the first senior arrives
     start_clock = pipeline.clock_guard.check(datetime.now(tz))
@@ -163,6 +165,8 @@ def _run_locked(cfg: Config, stop: threading.Event) -> int:
         display.start()
     if publisher:
         publisher.start()
+    if roster:
+        roster.start()
     notify("READY=1\nSTATUS=checking in")
     ping = watchdog_interval()
     last_ping = time.monotonic()
@@ -205,6 +209,9 @@ def _run_locked(cfg: Config, stop: threading.Event) -> int:
         if display:
             stopper.step = "stopping the senior screen"
             display.stop()
+        if roster:
+            stopper.step = "stopping the roster link"
+            roster.stop(timeout=1.0)
         if publisher:
             stopper.step = "stopping the MQTT publisher"
             publisher.stop(timeout=2.0)
@@ -301,6 +308,12 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     print(f"mqtt: {cfg.mqtt.host}:{cfg.mqtt.port}, {how}")
     for w in warnings:
         print(f"WARNING: {w}", file=sys.stderr)
+    if cfg.roster.enabled:
+        from edge.delivery.rostersync import problem
+
+        why = problem(cfg)
+        print("roster: syncs with the district roster" if why is None else f"WARNING: roster: does NOT sync: {why}",
+              file=sys.stdout if why is None else sys.stderr)
     if cfg.store_path.exists():
         try:
             with Store(cfg.store_path, key_file=cfg.template_key_path) as store:
@@ -384,10 +397,11 @@ def build_parser() -> argparse.ArgumentParser:
     from edge.cli import audit as audit_cli
     from edge.cli import checkin, keys, staff_screen, void
     from edge.cli import models as models_cli
+    from edge.cli import roster as roster_cli
     from edge.lab import calibrate, evaluate, liveness_eval
     from edge.meals import confirm
 
-    for tool in (keys, confirm, checkin, void, staff_screen, audit_cli, evaluate, calibrate, models_cli,
+    for tool in (keys, confirm, checkin, void, staff_screen, audit_cli, roster_cli, evaluate, calibrate, models_cli,
                  liveness_eval):
         tool.add_parser(sub)
     every_command_takes_config(sub)

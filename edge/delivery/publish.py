@@ -29,6 +29,7 @@ import ssl
 import sys
 import threading
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from types import FrameType
@@ -162,7 +163,11 @@ class Publisher:
         c.on_disconnect = self._on_disconnect
         c.on_publish = self._on_publish
         c.on_log = self._on_log
+        c.on_message = self._on_message
         self._client = c
+        #: other links sharing this connection (the roster link, edge/delivery/rostersync.py): the broker gives
+        #: the kiosk's identity one client id, so a second connection would throw this one off
+        self._subscribers: list[tuple[str, Callable[[], None], Callable[[str, bytes], None]]] = []
 
     # -- life cycle --------------------------------------------------------------------------------
 
@@ -183,6 +188,19 @@ class Publisher:
         self._thread = threading.Thread(target=self._run, name="meal-edge-publisher", daemon=True)
         self._thread.start()
 
+    def attach(self, topic_filter: str, on_connect: Callable[[], None],
+               on_message: Callable[[str, bytes], None]) -> None:
+        """Subscribe `topic_filter` (QoS 1) at every connect, then call `on_connect()` (paho's thread: it must
+        only hand over); `on_message(topic, payload)` gets the messages (paho's thread too)."""
+        self._subscribers.append((topic_filter, on_connect, on_message))
+        if self._client.is_connected():
+            self._client.subscribe(topic_filter, qos=QOS)
+            on_connect()
+
+    def send(self, topic: str, payload: bytes) -> mqtt.MQTTMessageInfo:
+        """Publish one message of an attached link (QoS 1). Queued by paho while the broker is away."""
+        return self._client.publish(topic, payload, qos=QOS)
+
     def wake(self) -> None:
         """Called by the pipeline right after record_meal: send without waiting for the next poll."""
         self._wake.set()
@@ -199,6 +217,11 @@ class Publisher:
     @property
     def connected(self) -> bool:
         return self._ready.is_set()
+
+    @property
+    def link_up(self) -> bool:
+        """The MQTT connection is up (an attached link sends only then: paho would queue without bound)."""
+        return bool(self._client.is_connected())
 
     def stop(self, timeout: float = 5.0) -> None:
         """Wait up to `timeout` for in-flight acknowledgements, publish `offline`, disconnect.
@@ -243,6 +266,14 @@ class Publisher:
         info = client.publish(self.status_topic, self._status("online", "connected", with_clock=True), qos=QOS,
                               retain=True)
         self._birth_mid = info.mid
+        for topic_filter, on_connect, _ in self._subscribers:
+            client.subscribe(topic_filter, qos=QOS)
+            on_connect()
+
+    def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
+        for topic_filter, _, on_message in self._subscribers:
+            if mqtt.topic_matches_sub(topic_filter, msg.topic):
+                on_message(msg.topic, bytes(msg.payload))
 
     def _on_log(self, client: mqtt.Client, userdata: Any, level: int, buf: str) -> None:
         # paho reports every failed reconnect as an ERROR ("Client is not connected"), also after a clean stop

@@ -37,6 +37,7 @@ import json
 import os
 import uuid
 from datetime import date, datetime
+from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
@@ -291,6 +292,42 @@ def check_transport_key(key: bytes) -> bytes:
     if len(key) != TRANSPORT_KEY_BYTES:
         raise WireError(f"the roster transport key must be {TRANSPORT_KEY_BYTES} bytes, not {len(key)}")
     return key
+
+
+def parse_transport_key(data: bytes, where: str = "the roster transport key") -> bytes:
+    """The 32-byte key from a key file's bytes: base64 text (what `meal-district keys roster-init` writes),
+    64 hex digits, or the 32 raw bytes."""
+    text = data.strip()
+    for decode in (lambda b: base64.b64decode(b, validate=True), bytes.fromhex):
+        try:
+            key = decode(text.decode("ascii"))
+        except (ValueError, UnicodeDecodeError):
+            continue
+        if len(key) == TRANSPORT_KEY_BYTES:
+            return key
+    if len(data) == TRANSPORT_KEY_BYTES:
+        return data
+    raise WireError(f"{where}: not a roster transport key (expected {TRANSPORT_KEY_BYTES} random bytes as "
+                    "base64 or hex text): copy the district's key file")
+
+
+def read_transport_key(file: str | Path | None) -> bytes:
+    """The roster transport key from `file`, or (empty/None) from the systemd credential TRANSPORT_CREDENTIAL.
+    The file must not be readable by other users (edge.security.secrets); WireError says what is wrong,
+    never the key."""
+    from edge.security.secrets import SecretError, credential_path, read_secret_file
+
+    try:
+        path = credential_path(TRANSPORT_CREDENTIAL) if not file else file
+        data = read_secret_file(path, "the roster transport key")
+    except SecretError as e:
+        raise WireError(str(e)) from e
+    return parse_transport_key(data, str(path))
+
+
+def new_transport_key_text() -> str:
+    """A fresh transport key as the base64 text a key file holds."""
+    return base64.b64encode(os.urandom(TRANSPORT_KEY_BYTES)).decode("ascii")
 
 
 def seal_template(key: bytes, senior_id: str, model_id: str, template_id: str, embedding: np.ndarray) -> str:

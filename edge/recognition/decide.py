@@ -27,7 +27,7 @@ from __future__ import annotations
 import logging
 import tomllib
 import weakref
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -359,6 +359,38 @@ def lookalike_pairs(gallery: Gallery, policy: Policy, chunk: int = 2048) -> dict
         rows, cols = np.nonzero(d <= policy.lookalike_distance)
         for r, c in zip(rows.tolist(), cols.tolist(), strict=True):
             pairs[frozenset((ids[own[r]], ids[c]))] = policy.lookalike_margin
+    return pairs
+
+
+def lookalike_pairs_touching(
+    gallery: Gallery, policy: Policy, changed: Collection[str], chunk: int = 2048
+) -> dict[frozenset[str], float]:
+    """The pairs `lookalike_pairs` finds that involve a senior of `changed`, at O(changed x all) instead of
+    O(all x all): after a district roster change the daemon keeps the other pairs and adds these (edge/app.py)."""
+    pairs: dict[frozenset[str], float] = {}
+    ids = gallery.senior_ids
+    mine = [i for i, sid in enumerate(ids) if sid in changed]
+    if len(gallery) < 2 or not mine:
+        return pairs
+    # the changed seniors' templates as probes against everyone ...
+    rows = np.flatnonzero(np.isin(gallery.owner, mine))
+    for start in range(0, len(rows), chunk):
+        sel = rows[start : start + chunk]
+        own = gallery.owner[sel]
+        d = senior_distances(gallery, gallery.templates[sel], policy.template_weight)
+        d[np.arange(len(own)), own] = np.inf
+        for r, c in zip(*np.nonzero(d <= policy.lookalike_distance), strict=True):
+            pairs[frozenset((ids[own[r]], ids[c]))] = policy.lookalike_margin
+    # ... and everyone's templates as probes against the changed seniors only
+    keep = np.isin(gallery.owner, mine)
+    sub = Gallery(tuple(ids[i] for i in mine), gallery.templates[keep],
+                  np.searchsorted(np.array(mine), gallery.owner[keep]).astype(np.int32), gallery.model_id)
+    for start in range(0, gallery.n_templates, chunk):
+        own = gallery.owner[start : start + chunk]
+        d = senior_distances(sub, gallery.templates[start : start + chunk], policy.template_weight)
+        d[own[:, None] == np.array(mine)[None, :]] = np.inf
+        for r, c in zip(*np.nonzero(d <= policy.lookalike_distance), strict=True):
+            pairs[frozenset((ids[own[r]], sub.senior_ids[c]))] = policy.lookalike_margin
     return pairs
 
 

@@ -30,6 +30,9 @@ ACTIONS = (
     "login",
     "login_failed",
     "logout",
+    # the district roster link (issue 13): an upload the district refused, seniors erased on its removal
+    "upload_refused",
+    "roster_erase",
 )
 
 

@@ -10,11 +10,13 @@ never wait for a writer. Every unit of work is its own session and transaction.
 from __future__ import annotations
 
 from edge.store.confirmations import ConfirmationStore
+from edge.store.rosterdb import RosterStore
 from edge.store.seniors import SeniorStore
 from edge.store.staffdb import StaffMixin
 
 
-class Store(SeniorStore, ConfirmationStore, StaffMixin):
+class Store(SeniorStore, ConfirmationStore, RosterStore, StaffMixin):
     """The one store: the roster (edge/store/seniors.py), meal events and the outbox (edge/store/meals.py),
     staff confirmations (edge/store/confirmations.py), staff accounts and the audit log
-    (edge/store/staffdb.py), over one connection (edge/store/base.py)."""
+    (edge/store/staffdb.py), the district roster link's state (edge/store/rosterdb.py), over one connection
+    (edge/store/base.py)."""

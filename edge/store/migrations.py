@@ -8,6 +8,7 @@ test that compares the migrated schema with the models keeps both in step.
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -244,6 +245,56 @@ def _v5(conn: Connection) -> None:
         conn.exec_driver_sql(stmt)
 
 
+_V6 = [
+    # the same template keeps one id at every kiosk and at the district (issue 13); existing rows get one below
+    "ALTER TABLE face_templates ADD COLUMN template_uid VARCHAR(36)",
+    # the centre the district roster names as the senior's own (None: enrolled here before the district roster)
+    "ALTER TABLE seniors ADD COLUMN home_centre VARCHAR",
+    """CREATE TABLE roster_state (
+        id INTEGER NOT NULL,
+        version INTEGER NOT NULL,
+        model_id VARCHAR,
+        last_sync_at VARCHAR(40),
+        last_batch_at VARCHAR(40),
+        snapshot_to INTEGER,
+        snapshot_next INTEGER,
+        snapshot_seen JSON,
+        resync_requested INTEGER NOT NULL,
+        erased_pending JSON NOT NULL,
+        uploads_enabled INTEGER NOT NULL,
+        PRIMARY KEY (id),
+        CONSTRAINT ck_roster_state_one CHECK (id = 1)
+    )""",
+    """CREATE TABLE roster_uploads (
+        upload_id VARCHAR(36) NOT NULL,
+        senior_id VARCHAR NOT NULL,
+        payload TEXT NOT NULL,
+        state VARCHAR NOT NULL,
+        reason_code VARCHAR,
+        reason VARCHAR,
+        version INTEGER,
+        created_at VARCHAR(40) NOT NULL,
+        sent_at VARCHAR(40),
+        answered_at VARCHAR(40),
+        PRIMARY KEY (upload_id),
+        CONSTRAINT ck_roster_upload_state CHECK (state IN ('pending', 'accepted', 'refused'))
+    )""",
+    "CREATE INDEX ix_roster_uploads_state ON roster_uploads (state)",
+]
+
+
+def _v6(conn: Connection) -> None:
+    for stmt in _V6:
+        conn.exec_driver_sql(stmt)
+    for (tid,) in conn.exec_driver_sql("SELECT id FROM face_templates").all():
+        conn.exec_driver_sql("UPDATE face_templates SET template_uid = ? WHERE id = ?", (str(uuid.uuid4()), tid))
+    conn.exec_driver_sql("CREATE UNIQUE INDEX uq_face_templates_uid ON face_templates (template_uid)")
+    conn.exec_driver_sql(
+        "INSERT INTO roster_state (id, version, resync_requested, erased_pending, uploads_enabled) "
+        "VALUES (1, 0, 0, '{}', 0)"
+    )
+
+
 MIGRATIONS: list[Migration] = [
     Migration("initial schema: seniors, face templates, meal events, outbox, per-kiosk sequence", _v1),
     Migration("staff confirmations of uncertain matches; one meal per senior, window and day", _v2),
@@ -254,4 +305,5 @@ MIGRATIONS: list[Migration] = [
     ),
     Migration("meal-card numbers of seniors (roster column card_no)", _v4),
     Migration("voids: a meal reversed by a later void event no longer counts as served", _v5),
+    Migration("district roster sync: template ids, home centre, roster version and template uploads", _v6),
 ]

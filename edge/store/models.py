@@ -87,6 +87,8 @@ class SeniorRow(Base):
     updated_at: Mapped[datetime] = mapped_column(AwareDateTime())
     #: the meal card's number (schema version 3), None when the roster gives none
     card_no: Mapped[str | None] = mapped_column(String, nullable=True)
+    #: the senior's own centre in the district roster (schema version 6); None: enrolled here only
+    home_centre: Mapped[str | None] = mapped_column(String, nullable=True)
 
 
 class FaceTemplateRow(Base):
@@ -95,6 +97,7 @@ class FaceTemplateRow(Base):
         CheckConstraint(f"length(embedding) = {SEALED_EMBEDDING_BYTES}", name="ck_embedding_size"),
         Index("ix_face_templates_senior", "senior_id"),
         Index("ix_face_templates_model", "model_id"),
+        Index("uq_face_templates_uid", "template_uid", unique=True),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
@@ -109,6 +112,9 @@ class FaceTemplateRow(Base):
     #: the photo itself, only when [store] keep_photos is true; sealed like the embedding
     photo: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
     created_at: Mapped[datetime] = mapped_column(AwareDateTime())
+    #: a UUID made where the template was made (schema version 6): the same template keeps it at the district
+    #: and on every kiosk (edge.delivery.rosterwire); NULL never happens after the migration's backfill
+    template_uid: Mapped[str | None] = mapped_column(String(36), nullable=True)
 
 
 class MealEventRow(Base):
@@ -237,3 +243,54 @@ class AuditRow(Base):
     target: Mapped[str] = mapped_column(String)
     #: ids, counts and states; never a senior's name
     details: Mapped[dict[str, Any]] = mapped_column(JSON)
+
+
+class RosterStateRow(Base):
+    """Where this kiosk is in the district roster (schema version 6): one row (id 1)."""
+
+    __tablename__ = "roster_state"
+    __table_args__ = (CheckConstraint("id = 1", name="ck_roster_state_one"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    #: the district roster version applied here (every change up to it is in the store)
+    version: Mapped[int] = mapped_column(Integer)
+    #: the model the applied templates are for
+    model_id: Mapped[str | None] = mapped_column(String, nullable=True)
+    #: the last message from the district (a batch or an ack)
+    last_sync_at: Mapped[datetime | None] = mapped_column(AwareDateTime(), nullable=True)
+    last_batch_at: Mapped[datetime | None] = mapped_column(AwareDateTime(), nullable=True)
+    #: a full snapshot in progress: the version it brings, the next part expected, the seniors seen so far
+    snapshot_to: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    snapshot_next: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    snapshot_seen: Mapped[list[str] | None] = mapped_column(JSON, nullable=True)
+    #: `meal-edge roster resync` asks the running daemon for a full snapshot
+    resync_requested: Mapped[int] = mapped_column(Integer)
+    #: senior_id -> templates erased on the district's removal, until a receipt for them is acknowledged
+    erased_pending: Mapped[dict[str, int]] = mapped_column(JSON)
+    #: set by a kiosk configured for the district roster ([roster] enabled): every enrolment on this store, from
+    #: whichever tool, then queues its templates for the district
+    uploads_enabled: Mapped[int] = mapped_column(Integer)
+
+
+class RosterUploadRow(Base):
+    """Templates made by an enrolment here, to be sent to the district (schema version 6). The payload names
+    the templates (their template_uid) and the model: the sealed message is made when it is sent, so no
+    second copy of a face lives in this table."""
+
+    __tablename__ = "roster_uploads"
+    __table_args__ = (
+        CheckConstraint("state IN ('pending', 'accepted', 'refused')", name="ck_roster_upload_state"),
+        Index("ix_roster_uploads_state", "state"),
+    )
+
+    upload_id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    senior_id: Mapped[str] = mapped_column(String)
+    payload: Mapped[str] = mapped_column(Text)
+    state: Mapped[str] = mapped_column(String)
+    reason_code: Mapped[str | None] = mapped_column(String, nullable=True)
+    reason: Mapped[str | None] = mapped_column(String, nullable=True)
+    #: the district roster version that added the templates, when accepted
+    version: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(AwareDateTime())
+    sent_at: Mapped[datetime | None] = mapped_column(AwareDateTime(), nullable=True)
+    answered_at: Mapped[datetime | None] = mapped_column(AwareDateTime(), nullable=True)

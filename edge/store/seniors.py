@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import uuid
+from collections.abc import Collection
 from datetime import datetime
 
 import numpy as np
@@ -15,7 +17,7 @@ from edge.security.atrest import AtRestError
 from edge.security.guards import Throttle
 from edge.store.auditlog import AuditEntry
 from edge.store.base import StoreBase
-from edge.store.models import SEALED_EMBEDDING_BYTES, FaceTemplateRow, SeniorRow
+from edge.store.models import SEALED_EMBEDDING_BYTES, FaceTemplateRow, RosterUploadRow, SeniorRow
 from edge.store.records import (
     EMB_DTYPE,
     IS_CHECKIN,
@@ -27,6 +29,7 @@ from edge.store.records import (
     to_senior,
     utcnow,
 )
+from edge.store.rosterdb import queue_upload
 from edge.store.staffdb import add_audit
 
 log = logging.getLogger(__name__)
@@ -137,6 +140,7 @@ class SeniorStore(StoreBase):
                 )
             ).one()
             s.execute(delete(FaceTemplateRow).where(FaceTemplateRow.senior_id == senior_id))
+            s.execute(delete(RosterUploadRow).where(RosterUploadRow.senior_id == senior_id))
             s.delete(row)
             add_audit(s, audit)
         truncated = self._checkpoint_truncate()
@@ -161,7 +165,11 @@ class SeniorStore(StoreBase):
 
     # -- templates ---------------------------------------------------------------------------------
 
-    def add_templates(self, senior_id: str, templates: list[TemplateIn], audit: AuditEntry | None = None) -> int:
+    def add_templates(
+        self, senior_id: str, templates: list[TemplateIn], audit: AuditEntry | None = None, *, upload: bool = False
+    ) -> int:
+        """Store an enrolment's templates. `upload`: also queue them for the district roster (issue 13) in the
+        same transaction (edge/store/rosterdb.py), so none is kept here without being sent."""
         blobs = [embedding_bytes(t.embedding, senior_id, t.source) for t in templates]
         with self._write(f"could not store templates of senior {senior_id!r}") as s:
             senior = s.get(SeniorRow, senior_id)
@@ -178,22 +186,30 @@ class SeniorStore(StoreBase):
                     source=t.source,
                     photo=None,
                     created_at=now,
+                    template_uid=str(uuid.uuid4()),
                 )
                 for t in templates
             ]
             s.add_all(rows)
             self._seal_rows(s, rows, blobs, [t.photo if self.keep_photos else None for t in templates])
+            if upload:
+                # in the same transaction: templates kept here are always on their way to the district
+                queue_upload(s, senior_id, rows, now)
             add_audit(s, audit)
         return len(templates)
 
-    def templates(self, model_id: str | None = None) -> list[tuple[str, np.ndarray]]:
+    def templates(
+        self, model_id: str | None = None, seniors: Collection[str] | None = None
+    ) -> list[tuple[str, np.ndarray]]:
         """(senior_id, float32[128]) for every template, of active and inactive seniors alike (the
-        matcher must still recognise a suspended senior to tell them to see staff)."""
+        matcher must still recognise a suspended senior to tell them to see staff). `seniors`: only theirs."""
         q = select(FaceTemplateRow.senior_id, FaceTemplateRow.id, FaceTemplateRow.embedding).order_by(
             FaceTemplateRow.senior_id, FaceTemplateRow.id
         )
         if model_id is not None:
             q = q.where(FaceTemplateRow.model_id == model_id)
+        if seniors is not None:
+            q = q.where(FaceTemplateRow.senior_id.in_(list(seniors)))
         with self._read("could not read face templates") as s:
             rows = s.execute(q).all()
         out = []
@@ -274,6 +290,7 @@ class SeniorStore(StoreBase):
                 source=template.source,
                 photo=None,  # never a face photo from the kiosk camera
                 created_at=now if at is None else at,
+                template_uid=str(uuid.uuid4()),
             )
             s.add(row)
             self._seal_rows(s, [row], [blob], [None])
