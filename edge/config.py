@@ -9,7 +9,7 @@ import argparse
 import re
 from datetime import time
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -111,10 +111,12 @@ class RecognitionConfig(_Section):
     threads: int = Field(0, ge=0, description="0: as many as the machine has cores")
     #: calibration file with the decision thresholds; empty: the one stored with the model in models/
     calibration: str = ""
-    #: average each face's descriptor with its mirror image's (edge/recognition/embed/mirror.py): fewer turned-away
-    #: seniors at the same error limits for twice the embedding compute; a different model_id, so
-    #: templates enrolled with the other setting are not used (the daemon says so at start)
-    mirror: bool = True
+    #: average each face's descriptor with its mirror image's (edge/recognition/embed/mirror.py): a different
+    #: model_id, so templates enrolled with the other setting are not used (the daemon says so at start).
+    #: "auto" (the default): on for dlib (fewer turned-away seniors at the same error limits, measured), off for
+    #: SFace (its thresholds and accuracy figures were measured without; mirrored SFace is not yet measured on
+    #: kiosk-like presences, docs/accuracy.md). Always a bool once read.
+    mirror: bool = False
     #: template refresh from confident automatic check-ins (edge/recognition/refresh.py, docs/accuracy.md);
     #: off by default. Its distances are on dlib's scale: not yet calibrated for SFace (issue 10)
     refresh_templates: bool = False
@@ -122,6 +124,13 @@ class RecognitionConfig(_Section):
     refresh_distance: float = Field(0.20, ge=0, le=2, description="fused distance at most this to refresh")
     refresh_min_margin: float = Field(0.20, ge=0, le=2, description="margin to the second senior at least this")
     refresh_every_days: float = Field(30.0, gt=0, description="at most one refresh per senior per this many days")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _mirror_for_model(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("mirror", "auto") == "auto":
+            data = {**data, "mirror": data.get("model", "sface") == "dlib"}
+        return data
 
 
 class TrackConfig(_Section):

@@ -72,9 +72,9 @@ def test_missing_centre_and_syntax_error() -> None:
 def test_check_config_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     good = tmp_path / "good.toml"
     good.write_text(DEFAULT_CONFIG)
-    # SFace (mirrored), the default, has its own committed thresholds
+    # SFace, the default, not mirrored ("auto": its thresholds were measured without), has its own thresholds
     assert main(["check-config", str(good)]) == 0
-    assert "model face_recognition_sface_2021dec:fb143eea07838aa5+flip, thresholds" in capsys.readouterr().out
+    assert "model face_recognition_sface_2021dec:fb143eea07838aa5, thresholds" in capsys.readouterr().out
     # and so has dlib's model, still selectable
     dlib = tmp_path / "dlib.toml"
     dlib.write_text(
@@ -128,7 +128,7 @@ def test_check_config_checks_the_thresholds_and_the_stores_model(
     assert main(["check-config", str(cfg)]) == 1
     assert "1 seniors" in capsys.readouterr().err
     plain = tmp_path / "plain.toml"
-    plain.write_text(cfg.read_text().replace("mirror = true", "mirror = false"))
+    plain.write_text(cfg.read_text().replace('mirror = "auto"', "mirror = false"))
     assert main(["check-config", str(plain)]) == 0
 
     # thresholds made for another model are refused, naming the file
@@ -194,3 +194,17 @@ def test_idle_throttle() -> None:
     assert not should_look(True, 10.0, 9.9, 5.0)  # empty room: not before 0.2 s
     assert should_look(True, 10.0, 9.75, 5.0)
     assert should_look(True, 10.0, 9.99, 0.0)  # throttle off
+
+
+def test_mirror_auto_follows_the_model() -> None:
+    """`mirror = "auto"` (the default): on for dlib, off for SFace, whose accuracy was measured without; an
+    explicit true/false wins."""
+    from edge.config import RecognitionConfig
+
+    assert RecognitionConfig().mirror is False
+    assert RecognitionConfig.model_validate({"model": "dlib"}).mirror is True
+    assert RecognitionConfig.model_validate({"model": "sface", "mirror": True}).mirror is True
+    assert RecognitionConfig.model_validate({"model": "dlib", "mirror": False}).mirror is False
+    assert parse_config(DEFAULT_CONFIG.replace('model = "sface"', 'model = "dlib"')).recognition.mirror is True
+    with pytest.raises(ConfigError, match="recognition.mirror"):
+        parse_config(DEFAULT_CONFIG.replace('mirror = "auto"', 'mirror = "yes"'))

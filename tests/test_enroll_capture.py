@@ -120,8 +120,8 @@ def test_capture_from_the_clip_enrols_three_distinct_frames(lmm_enrolled: tuple[
         assert st.template_count("LMM") == 3
         info = st.template_info("LMM")
         embs = np.stack([e for sid, e in st.templates() if sid == "LMM"])
-    # stored with the embedder's model id, as `add` stores them (mirrored descriptors by default)
-    assert {model for _, model, _, _, _ in info} == {load_models("auto", 0, True)[1].model_id}
+    # stored with the embedder's model id, as `add` stores them (SFace, mirror "auto" = off, by default)
+    assert {model for _, model, _, _, _ in info} == {load_models("auto", 0, False)[1].model_id}
     assert not any(has_photo for *_, has_photo in info)  # keep_photos = false
     times = kept_times(cfg, "LMM")
     assert len(times) == 3 and all(2.7 <= t <= 7.1 for t in times), times

@@ -60,7 +60,7 @@ def use_tolerance_policy(cfg: Path) -> None:
     from edge.recognition.embed.mirror import reference_model_id
 
     sface = 'model = "sface"' in cfg.read_text()
-    mid = reference_model_id(True, "sface" if sface else "dlib")  # the kiosk's default: mirror = true
+    mid = reference_model_id(not sface, "sface" if sface else "dlib")  # the kiosk's default: mirror "auto"
     policy = tolerance_policy(mid, SFACE_TOLERANCE) if sface else tolerance_policy(mid)
     (cfg.parent / "tolerance.toml").write_text(render_toml(policy, {"format": 1, "model_id": mid}, []))
     cfg.write_text(cfg.read_text().replace('calibration = ""', 'calibration = "tolerance.toml"'))

@@ -36,7 +36,7 @@ import numpy as np
 
 from edge.config import TrackConfig
 from edge.lab.encoders import make_encoder
-from edge.lab.faceset import SPLIT_SALT, FaceSet, add_common, faceset_from_args
+from edge.lab.faceset import SPLIT_SALT, FaceSet, add_common, faceset_from_args, mirror_of
 from edge.lab.features import FeatureTable, calibration_tables
 from edge.lab.kiosk_rule import measure_kiosk_rule, measure_policy
 from edge.lab.kioskcalib import KioskCalibration, kiosk_calibration, kiosk_tables, sequential_rule
@@ -360,7 +360,7 @@ def run(args: argparse.Namespace) -> int:
             kc = kiosk_calibration(
                 photo_set(args.faces_dir, args.pad, args.split),
                 Descriptors(
-                    make_encoder(args.model, args.mirror, args.detector), None if args.no_cache else args.cache
+                    make_encoder(args.model, mirror_of(args), args.detector), None if args.no_cache else args.cache
                 ),
                 args.photos_per_person,
                 args.seed,
@@ -421,7 +421,7 @@ def run(args: argparse.Namespace) -> int:
                 f"--split {args.split}",
                 f"--seed {args.seed}",
             ]
-            + (["--no-mirror"] if not args.mirror else [])
+            + (["--no-mirror"] if not mirror_of(args) else ["--mirror"])
             + ([f"--kiosk-frames --probes-per-person {args.probes_per_person}"] if kc is not None else [])
             + [f"--rounds {args.rounds}", f"--photos-per-person {args.photos_per_person}"]
             + [f"--max-frames {args.max_frames}", f"--target-wrong {targets.wrong}"]

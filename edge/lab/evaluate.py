@@ -48,7 +48,7 @@ import numpy as np
 
 from edge.config import TrackConfig
 from edge.lab.encoders import make_encoder
-from edge.lab.faceset import FaceSet, add_common, faceset_from_args
+from edge.lab.faceset import FaceSet, add_common, faceset_from_args, mirror_of
 from edge.lab.features import FeatureTable, Probe, feature_table, pct, tally
 from edge.lab.kioskcmd import add_arguments, format_kiosk, kiosk_evaluate
 from edge.lab.oracle import format_oracle, oracle_report
@@ -274,7 +274,7 @@ def format_report(r: dict[str, Any]) -> str:
 def run(args: argparse.Namespace) -> int:
     try:
         fs = faceset_from_args(args) if args.probes != "kiosk" else None
-        model_id = fs.model_id if fs is not None else make_encoder(args.model, args.mirror, args.detector).model_id
+        model_id = fs.model_id if fs is not None else make_encoder(args.model, mirror_of(args), args.detector).model_id
         policy = load_policy(model_id, args.policy)
         result: dict[str, Any] = {}
         if args.probes != "photos":

@@ -180,7 +180,7 @@ def faceset_from_args(args: argparse.Namespace) -> FaceSet:
     fs = load_faceset(
         args.faces_dir,
         cache_dir=None if args.no_cache else args.cache,
-        mirror=args.mirror,
+        mirror=mirror_of(args),
         model=args.model,
         padding=args.pad,
         detector=args.detector,
@@ -229,11 +229,17 @@ def add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--cache", type=Path, default=DEFAULT_CACHE_DIR, help="embedding cache folder")
     p.add_argument("--no-cache", action="store_true", help="do not read or write the embedding cache")
     p.add_argument(
-        "--no-mirror",
-        dest="mirror",
-        action="store_false",
-        help="plain descriptors, as the kiosk computes them with [recognition] mirror = false",
+        "--mirror",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="mirrored descriptors or not (--no-mirror), as [recognition] mirror; default as the kiosk's \"auto\": "
+        "on for dlib, off for sface",
     )
+
+
+def mirror_of(args: argparse.Namespace) -> bool:
+    """--mirror / --no-mirror, else the kiosk's `mirror = "auto"`: on for dlib, off for SFace."""
+    return bool(args.mirror) if args.mirror is not None else args.model == "dlib"
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from edge.lab.encoders import make_encoder
-from edge.lab.faceset import in_holdout, list_photos
+from edge.lab.faceset import in_holdout, list_photos, mirror_of
 from edge.lab.features import pct
 from edge.lab.homefirst import format_home_first, home_first
 from edge.lab.kioskeval import Descriptors, det_rows, report, run_kiosk_trial, slice_masks, write_det
@@ -130,7 +130,7 @@ def kiosk_evaluate(args: argparse.Namespace, policy: Policy, model_id: str) -> d
         distractor_sets=distractor_sets,
         gallery_templates=args.gallery_templates,
     )
-    encoder = make_encoder(args.model, args.mirror, args.detector)
+    encoder = make_encoder(args.model, mirror_of(args), args.detector)
     if encoder.model_id != model_id:
         raise ValueError(f"encoder model {encoder.model_id!r} differs from the face set's {model_id!r}")
     variation = Variation()
