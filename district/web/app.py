@@ -2,7 +2,8 @@
 
 Every page needs a login (district staff accounts, district.users); a signed session cookie (HttpOnly,
 SameSite=Strict) lasts [web] session_hours. Forms carry a per-session CSRF token. Pages only read, except
-logging in and out; settlement downloads are computed on request and audited.
+logging in and out; settlement downloads are computed on request and audited, and so are looking up a senior's
+meals or roster record. The roster page only reads: roster changes stay on the audited CLI.
 """
 
 from __future__ import annotations
@@ -25,11 +26,13 @@ from fastapi.templating import Jinja2Templates
 from sqlalchemy import Engine
 from starlette.middleware.sessions import SessionMiddleware
 
-from district import queries
+from district import queries, reconcile, voids
 from district.config import Config, read_secret
 from district.db.engine import next_month
 from district.paths import package_dir, state_dir
 from district.report import yuan
+from district.roster import book
+from district.settle import ReportError, settle
 from district.users import audit, check_login
 
 log = logging.getLogger(__name__)
@@ -164,16 +167,44 @@ def create_app(cfg: Config, engine: Engine, key: str | None = None) -> FastAPI:
                 audit(conn, name, "senior.history", id.strip()[:64])
         return page(request, "senior.html", senior_id=id, rows=rows)
 
+    @app.get("/roster", response_class=HTMLResponse)
+    def roster(request: Request, id: str = "") -> HTMLResponse:
+        """Read-only: changes stay on the audited `meal-district roster` commands. Same queries as those."""
+        name = user(request)
+        senior_id = id.strip()[:64]
+        record, error = None, None
+        with engine.begin() as conn:
+            st = book.kiosks_status(conn)
+            pending = book.pending_erasures(conn)
+            if senior_id:
+                try:
+                    record = book.show(conn, senior_id)
+                except book.RosterError as e:
+                    error = str(e)
+                audit(conn, name, "roster.show", senior_id)  # a person's record was looked up, as on the CLI
+        return page(request, "roster.html", st=st, summary=book.summary(st), pending=pending, senior_id=senior_id,
+                    record=record, error=error)
+
     @app.get("/settlement", response_class=HTMLResponse)
     def settlement(request: Request, month: str = "") -> HTMLResponse:
-        user(request)
+        name = user(request)
         month = month or datetime.now(tz).date().replace(day=1).strftime("%Y-%m")
         error = None
         try:
             queries.month_range(month)
         except ValueError as e:
             error, month = str(e), datetime.now(tz).date().strftime("%Y-%m")
-        return page(request, "settlement.html", month=month, files=REPORT_FILES, error=error)
+        with engine.begin() as conn:
+            try:  # the statement's own numbers, so the page and the files cannot disagree
+                s = settle(conn, month, cfg.district.id, cfg.report.daily_subsidy_cap_fen)
+            except ReportError as e:
+                s, error = None, str(e)
+            voided = [ln for ln in s.lines if ln["adjustment"] == reconcile.VOIDED] if s else []
+            words = voids.voids_of(conn, [ln["event_id"] for ln in voided])
+            audit(conn, name, "settlement.view", month)  # the page lists seniors' voided meals
+        return page(request, "settlement.html", month=month, files=REPORT_FILES, error=error, s=s,
+                    voided=[ln | {"void": words.get(ln["event_id"])} for ln in voided],
+                    reversed_fen=sum(int(ln["adjustment_fen"]) for ln in voided))
 
     @app.get("/settlement/{month}/{name}")
     def download(request: Request, month: str, name: str) -> Response:
