@@ -57,12 +57,24 @@ def session_key(cfg: Config) -> str:
     return path.read_text().strip()
 
 
+def when(iso: str | None) -> str:
+    """An ISO time as the pages show it: UTC to the second, '2026-11-30 03:31:00' (the headers say UTC)."""
+    if not iso:
+        return "-"
+    try:
+        dt = datetime.fromisoformat(iso)
+    except ValueError:
+        return iso
+    return (dt if dt.tzinfo else dt.replace(tzinfo=UTC)).astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S")
+
+
 def create_app(cfg: Config, engine: Engine, key: str | None = None) -> FastAPI:
     app = FastAPI(title="meal-district", docs_url=None, redoc_url=None, openapi_url=None)
     app.add_middleware(SessionMiddleware, secret_key=key or session_key(cfg), session_cookie="meal_district",
                        max_age=int(cfg.web.session_hours * 3600), same_site="strict", https_only=cfg.web.secure_cookies)
     templates = Jinja2Templates(directory=str(package_dir("web", "templates")))
     templates.env.filters["yuan"] = yuan
+    templates.env.filters["when"] = when
     app.mount("/static", StaticFiles(directory=str(package_dir("web", "static"))), name="static")
     tz = ZoneInfo(cfg.district.timezone)
 
