@@ -380,6 +380,9 @@ def test_roster_page_and_voids(db_url: str, tmp_path: Path, capsys: pytest.Captu
         assert "voided 2026-11-30 03:31:00 by m01" in page and "voided 已作废" in page
         assert "void 作废" in page and "−3.00" in page
         assert "已作废" not in _text(get(opener, base + "/seniors?id=S0002")[2])
+        page = _text(get(opener, base + "/flags")[2])
+        assert ("2026-11-30 S0001 centre-001 voided 认错人 · Wrong person 2026-11-30 03:31:00 by m01 3.00 "
+                f"{data['voided']}") in page
         # the settlement page: the statement's numbers, voids counted and the amount reversed
         page = _text(get(opener, base + "/settlement?month=2026-11")[2])
         assert "2 meals" in page and "6.00 subsidy granted" in page and "1 voided meals" in page

@@ -161,7 +161,9 @@ def create_app(cfg: Config, engine: Engine, key: str | None = None) -> FastAPI:
     def flags(request: Request) -> HTMLResponse:
         user(request)
         with engine.connect() as conn:
-            return page(request, "flags.html", flags=queries.flagged(conn))
+            flags = queries.flagged(conn)
+            why = voids.described(conn, [f["other_event_id"] for f in flags if f["reason"] == reconcile.VOIDED])
+            return page(request, "flags.html", flags=flags, why=why)
 
     @app.get("/quarantine", response_class=HTMLResponse)
     def quarantine(request: Request) -> HTMLResponse:
