@@ -3,7 +3,7 @@
     meal-district default-config                       print a complete, commented config
     meal-district check-config FILE                    validate it (names the bad line)
     meal-district --config F serve [--instance N]      receive events over MQTT (runs until SIGTERM)
-    meal-district --config F status [--json]           kiosks, open gaps, counts
+    meal-district --config F status [--json]           kiosks, open gaps, counts, the roster line
     meal-district --config F report --month YYYY-MM --out DIR
     meal-district --config F quarantine [--json]       the latest quarantined payloads and why
     meal-district --config F user add NAME [--password-file F]   (else the password is read from stdin)
@@ -48,7 +48,7 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--client-id", help="MQTT client id (default: from the config and --instance)")
     s.add_argument("--retire", action="store_true",
                    help="take this instance out for good: store what the broker kept for it, end its session")
-    st = sub.add_parser("status", help="kiosks, open gaps and counts")
+    st = sub.add_parser("status", help="kiosks, open gaps, counts; the roster: version, kiosks behind, erasures owed")
     st.add_argument("--json", action="store_true")
     r = sub.add_parser("report", help="the month's settlement")
     r.add_argument("--month", required=True, help="YYYY-MM")
@@ -188,6 +188,11 @@ def status(engine: Engine, as_json: bool) -> int:
     print(f"events {c['events']}  conflicts {c['conflicts']}  quarantined {c['quarantined']}  "
           f"open gaps {c['gaps_open']}  double subsidies {c['double_subsidies']}  voided {c['voided']}  "
           f"alerts {c['alerts']}")
+    r = st["roster"]
+    print(f"roster version {r['version']}  kiosks synced {r['kiosks']}  behind {r['kiosks_behind']}  "
+          f"erasures owed {r['erasures_owed']}"
+          + ("  (meal-district roster kiosks / roster erasures say which)" if r["kiosks_behind"] or r["erasures_owed"]
+             else ""))
     print(f"\n{'kiosk':36} {'state':8} {'since (UTC)':26} {'backlog':>7} {'seq':>7} {'gaps':>5} {'missing':>7}  "
           "last event (UTC)")
     for k in st["kiosks"]:

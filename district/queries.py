@@ -9,9 +9,11 @@ from typing import Any
 from sqlalchemy import Connection, case, func, select
 from sqlalchemy.orm import Session
 
+from district import voids
 from district.db.engine import next_month
 from district.db.models import Adjustment, Alert, Conflict, Gap, Kiosk, Quarantine
 from district.db.models import Event as EventRow
+from district.roster import book
 
 
 @dataclass(frozen=True)
@@ -70,7 +72,8 @@ def counts(conn: Connection) -> dict[str, int]:
 
 
 def status(conn: Connection) -> dict[str, Any]:
-    return {"counts": counts(conn), "kiosks": [asdict(k) for k in kiosk_health(conn)], "gaps": open_gaps(conn)}
+    return {"counts": counts(conn), "kiosks": [asdict(k) for k in kiosk_health(conn)], "gaps": open_gaps(conn),
+            "roster": roster(conn)}
 
 
 def quarantine(conn: Connection, limit: int = 100) -> list[dict[str, Any]]:
@@ -115,12 +118,21 @@ def flagged(conn: Connection, limit: int = 200) -> list[dict[str, Any]]:
 def senior_history(conn: Connection, senior_id: str, limit: int = 200) -> list[dict[str, Any]]:
     adj = {eid: reason for eid, reason in conn.execute(
         select(Adjustment.event_id, Adjustment.reason).where(Adjustment.senior_id == senior_id))}
-    rows = Session(conn).scalars(select(EventRow).where(EventRow.senior_id == senior_id)
-                        .order_by(EventRow.decided_at.desc()).limit(limit))
+    rows = list(Session(conn).scalars(select(EventRow).where(EventRow.senior_id == senior_id)
+                             .order_by(EventRow.decided_at.desc()).limit(limit)))
+    # a voided meal shows the void that reverses it; a void event shows its own reason
+    meal_voids = voids.voids_of(conn, [e.event_id for e in rows if e.kind == "meal"])
+    own = voids.described(conn, [e.event_id for e in rows if e.kind == "void"])
     return [{"event_id": e.event_id, "kind": e.kind, "local_date": e.local_date.isoformat(), "meal": e.meal,
              "centre_id": e.centre_id, "kiosk_id": e.kiosk_id, "decided_at": _iso(e.decided_at),
              "check_in": e.check_in, "subsidy_fen": e.subsidy_fen, "payable_fen": e.payable_fen,
-             "flag": adj.get(e.event_id), "voids": e.voids} for e in rows]
+             "flag": adj.get(e.event_id), "voids": e.voids, "staff_id": e.staff_id,
+             "void": meal_voids.get(e.event_id) or own.get(e.event_id)} for e in rows]
+
+
+def roster(conn: Connection) -> dict[str, Any]:
+    """The roster link at a glance (book.kiosks_status, summed): version, kiosks behind it, erasures owed."""
+    return book.summary(book.kiosks_status(conn))
 
 
 def alerts(conn: Connection, limit: int = 100) -> list[dict[str, Any]]:

@@ -4,7 +4,9 @@ headless Chromium (screenshots under the test's folder; MEAL_DISTRICT_SCREENSHOT
 
 from __future__ import annotations
 
+import base64
 import http.cookiejar
+import json
 import os
 import re
 import shutil
@@ -14,13 +16,15 @@ import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from contextlib import contextmanager
+from datetime import UTC, date, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 from conftest import free_port
-from district_support import ROOT, payload, status_payload, topic, wait_until
-from sqlalchemy import select
+from district_support import ROOT, db_url, payload, status_payload, topic, wait_until  # noqa: F401
+from sqlalchemy import select, text
 
 from district.db.engine import open_engine
 from district.db.models import Audit
@@ -53,9 +57,17 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path]]
         topic(leaf="status"), body, prefix="meal/v1", district="xuhui", max_bytes=16384, accept_unsigned=True),
         datetime.now(UTC))])
     eng.dispose()
+    with dashboard(tmp, f"sqlite:///{db}") as base:
+        yield base, tmp
+    assert oct((tmp / "state" / "meal-district" / "session.key").stat().st_mode)[-3:] == "600"
+
+
+@contextmanager
+def dashboard(tmp: Path, url: str) -> Iterator[str]:
+    """`meal-district web` as a process on a free loopback port, on the database at `url`; its base URL."""
     cfg = tmp / "district.toml"
     port = free_port()
-    cfg.write_text(f'[district]\nid = "xuhui"\nname = "Xuhui"\ntimezone = "UTC"\n[database]\nurl = "sqlite:///{db}"\n'
+    cfg.write_text(f'[district]\nid = "xuhui"\nname = "Xuhui"\ntimezone = "UTC"\n[database]\nurl = "{url}"\n'
                    f'[web]\nlisten = "127.0.0.1:{port}"\n')
     env = {**os.environ, "XDG_STATE_HOME": str(tmp / "state")}
     log = (tmp / "web.log").open("w")
@@ -72,11 +84,11 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path]]
 
     try:
         wait_until(up, 30, "the dashboard")
-        yield base, tmp
+        yield base
     finally:
         proc.terminate()
         proc.wait(10)
-    assert oct((tmp / "state" / "meal-district" / "session.key").stat().st_mode)[-3:] == "600"
+        log.close()
 
 
 class NoRedirect(urllib.request.HTTPRedirectHandler):
@@ -214,6 +226,236 @@ def test_pages_in_headless_chromium(site: tuple[str, Path]) -> None:
         assert drv.current_url.startswith(base + "/login")
     finally:
         drv.quit()
+    if out := os.environ.get("MEAL_DISTRICT_SCREENSHOTS"):
+        for p in shots.iterdir():
+            shutil.copy(p, Path(out) / p.name)
+
+
+# -- the roster page and voids (issues 13 and 14 on the dashboard) ---------------------------------------------
+
+K1 = ("xuhui", "centre-001", "kiosk-1")
+K2 = ("xuhui", "centre-002", "kiosk-1")
+TKEY = bytes(range(32))
+
+
+def _signed_day(key: Any) -> tuple[list[bytes], str]:
+    """Kiosk-1's day as its store signs it: S0001's lunch, a manager's void of it (wrong person), S0002's lunch."""
+    from conftest import meal_event
+    from district_support import SH
+
+    from edge.delivery.events import build_payload
+    from edge.security import signing
+
+    meal = meal_event(senior_id="S0001", decided_at=datetime(2026, 11, 30, 11, 20, tzinfo=SH))
+    void = meal_event(kind="void", senior_id="S0001", voids=meal.event_id, void_reason="wrong_person",
+                      check_in="manual", staff_id="m01", decided_at=datetime(2026, 11, 30, 11, 31, tzinfo=SH))
+    other = meal_event(senior_id="S0002", decided_at=datetime(2026, 11, 30, 11, 40, tzinfo=SH))
+    out: list[bytes] = []
+    prev = ""
+    for seq, ev in enumerate((meal, void, other), 1):
+        obj = signing.sign_event(build_payload(ev, seq, prev), key)
+        prev = signing.event_hash(obj)
+        out.append(json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode())
+    return out, meal.event_id
+
+
+def seed(url: str) -> dict[str, Any]:
+    """Roster data through the roster book (the CLI's functions) and a void through the district's ingest path
+    (classify, BatchWriter with the kiosk's registered key, Watcher), on the database at `url`."""
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+    from roster_support import embedding
+
+    from district.roster import book
+    from district.roster.book import KioskRef
+    from district.roster.csvfile import DistrictRow
+    from district.store import BatchWriter, Incoming, register_kiosk
+    from district.validate import classify
+    from district.watch import Watcher
+    from edge.delivery import rosterwire as rw
+    from edge.security import signing
+    from edge.security.atrest import TemplateCipher
+
+    eng = open_engine(url)
+    add_user(eng, "li.wei", PASSWORD)
+    k1, k2 = KioskRef(*K1), KioskRef(*K2)
+    rows = [DistrictRow(2, "S0001", "王芳", date(1946, 3, 1), "本区", "active", "centre-001", "C0001", None),
+            DistrictRow(3, "S0002", "李明", date(1950, 5, 2), "本区", "active", "centre-001", None, ("centre-001",)),
+            DistrictRow(4, "S0003", "张兰", date(1944, 8, 9), "本区", "active", "centre-002", None, None)]
+    book.import_rows(eng, rows, "test")
+    cipher = TemplateCipher(bytes(range(32, 64)))
+    for sid, model, n in (("S0001", "sface", 3), ("S0001", "arcface-r50", 2), ("S0003", "sface", 2)):
+        tids = [rw.new_msg_id() for _ in range(n)]
+        ts = [rw.WireTemplate(template_id=t, model_id=model, quality=0.8,
+                              sealed=rw.seal_template(TKEY, sid, model, t, embedding(i)))
+              for i, t in enumerate(tids)]
+        up = rw.TemplateUpload(msg_id=rw.new_msg_id(), district=k1.district, centre_id=k1.centre_id,
+                               kiosk_id=k1.kiosk_id, sent_at=datetime.now(UTC), senior_id=sid, templates=ts)
+        assert book.accept_upload(eng, k1, up, TKEY, cipher).accepted
+    with eng.begin() as conn:
+        book.kiosk_synced(conn, k1, "sface", datetime.now(UTC))
+        book.kiosk_synced(conn, k2, "arcface-r50", datetime.now(UTC))
+    with eng.connect() as conn:
+        top = book.max_version(conn)
+
+    def receipt(k: KioskRef, version: int, model: str, erased: dict[str, int]) -> None:
+        book.record_receipt(eng, k, rw.Receipt(msg_id=rw.new_msg_id(), district=k.district, centre_id=k.centre_id,
+                                               kiosk_id=k.kiosk_id, sent_at=datetime.now(UTC), version=version,
+                                               model_id=model, erased=erased))
+
+    receipt(k2, 2, "arcface-r50", {})  # kiosk 2 stays behind
+    removal = book.remove(eng, "S0003", "test")  # both kiosks owe the erasure; kiosk 1 confirms it
+    assert sorted(removal.kiosks) == [str(k1), str(k2)]
+    receipt(k1, removal.version, "sface", {"S0003": 2})
+    assert removal.version == top + 1
+    with eng.connect() as conn:
+        sealed = [bytes(b) for (b,) in conn.execute(text("SELECT embedding FROM roster_templates"))]
+    key = Ed25519PrivateKey.generate()
+    register_kiosk(eng, *K1, signing.public_key_text(key.public_key()))
+    bodies, voided = _signed_day(key)
+    now = datetime.now(UTC)
+    batch = [Incoming(topic(), b, classify(topic(), b, prefix="meal/v1", district="xuhui", max_bytes=16384,
+                                           accept_unsigned=False), now) for b in bodies]
+    res = BatchWriter(eng).write(batch)
+    assert (res.stored, res.quarantined) == (3, 0)
+    Watcher(eng).reconcile(res.keys, res.voided)
+    eng.dispose()
+    return {"version": removal.version, "sealed": sealed, "voided": voided}
+
+
+def test_the_district_has_the_staff_screens_words_for_every_void_reason() -> None:
+    from district.voids import REASON_WORDS
+    from edge.delivery.events import VOID_REASONS
+    from edge.meals.void import REASON_WORDS as KIOSK_WORDS
+
+    assert set(REASON_WORDS) == set(VOID_REASONS)
+    assert {c: (w["zh"], w["en"]) for c, w in KIOSK_WORDS.items()} == REASON_WORDS
+
+
+def _text(body: bytes) -> str:
+    """The page's text without tags (what a reader sees, roughly)."""
+    return re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", body.decode()))
+
+
+def test_roster_page_and_voids(db_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:  # noqa: F811
+    data = seed(db_url)
+    v = data["version"]
+    with dashboard(tmp_path, db_url) as base:
+        anon, _ = browser()
+        for p in ("/roster", "/roster?id=S0001"):
+            status, headers, _ = get(anon, base + p)
+            assert status == 303 and headers["location"].startswith("/login"), p
+        opener, _ = browser()
+        assert login(opener, base)[0] == 303
+        status, _, body = get(opener, base + "/roster")
+        page = _text(body)
+        assert status == 200
+        # version; kiosk 1 up to date and owing nothing, kiosk 2 behind and owing S0003's erasure
+        assert f"{v} roster version" in page and "2 kiosks synced" in page and "1 kiosks behind" in page
+        assert "1 erasures not confirmed" in page
+        assert f"xuhui/centre-001/kiosk-1 sface {v} up to date" in page
+        assert f"xuhui/centre-002/kiosk-1 arcface-r50 2 {v - 2} behind" in page
+        assert f"S0003 xuhui/centre-002/kiosk-1 {v}" in page  # the erasure still owed
+
+        status, _, body = get(opener, base + "/roster?id=S0001")
+        page = _text(body)
+        assert "S0001 王芳" in page and "在册 active" in page and "every centre of the district" in page
+        assert "C0001" in page and "arcface-r50 : 2" in page and "sface : 3" in page
+        assert "xuhui/centre-001/kiosk-1 sface yes" in page and "xuhui/centre-002/kiosk-1 arcface-r50 not yet" in page
+        for blob in data["sealed"]:  # counts only: no template bytes in any form
+            for form in (blob, base64.b64encode(blob), blob.hex().encode(), blob[:16].hex().encode()):
+                assert form not in body
+        page = _text(get(opener, base + "/roster?id=S0002")[2])
+        assert "May eat at centre-001" in page and "xuhui/centre-002" not in page.split("Kiosks in scope")[1]
+        page = _text(get(opener, base + "/roster?id=S0003")[2])
+        assert "已删除 removed" in page and "Templates erased" in page
+        assert re.search(r"xuhui/centre-001/kiosk-1 \d+ \d{4}-\d\d-\d\d \d\d:\d\d:\d\d 2", page), page
+        assert "xuhui/centre-002/kiosk-1" in page and "pending 未确认" in page
+        page = _text(get(opener, base + "/roster?id=S9999")[2])
+        assert "no senior S9999" in page
+
+        # the voided meal on the senior's page: voided, reason in words, the void's time and manager
+        page = _text(get(opener, base + "/seniors?id=S0001")[2])
+        assert "1 voided meal 已作废: subsidy reversed CNY 3.00" in page
+        assert page.count("认错人 · Wrong person") == 2  # on the meal and on the void event
+        assert "voided 2026-11-30 03:31:00 by m01" in page and "voided 已作废" in page
+        assert "void 作废" in page and "−3.00" in page
+        assert "已作废" not in _text(get(opener, base + "/seniors?id=S0002")[2])
+        page = _text(get(opener, base + "/flags")[2])
+        assert ("2026-11-30 S0001 centre-001 voided 认错人 · Wrong person 2026-11-30 03:31:00 by m01 3.00 "
+                f"{data['voided']}") in page
+        # the settlement page: the statement's numbers, voids counted and the amount reversed
+        page = _text(get(opener, base + "/settlement?month=2026-11")[2])
+        assert "2 meals" in page and "6.00 subsidy granted" in page and "1 voided meals" in page
+        assert "3.00 reversed by voids" in page and "0.00 clawed back" in page and "3.00 net subsidy owed" in page
+        assert ("2026-11-30 S0001 centre-001 / kiosk-1 2026-11-30 03:20:00 认错人 · Wrong person "
+                "2026-11-30 03:31:00 m01 3.00") in page
+        csv = get(opener, base + "/settlement/2026-11/centres.csv")[2]
+        assert b"centre-001,2,2,600,1400,1,300,300" in csv  # the page says what the file says
+    eng = open_engine(db_url)
+    with eng.connect() as c:
+        audits = [(a.actor, a.action, a.detail) for a in c.execute(select(Audit.actor, Audit.action, Audit.detail))]
+    eng.dispose()
+    shows = [d for actor, action, d in audits if actor == "li.wei" and action == "roster.show"]
+    assert sorted(shows) == ["S0001", "S0002", "S0003", "S9999"]
+    assert ("li.wei", "settlement.view", "2026-11") in audits
+
+    # `meal-district status`: the roster line, from the same queries
+    from district.cli import main
+
+    assert main(["--config", str(tmp_path / "district.toml"), "status"]) == 0
+    out = capsys.readouterr().out
+    assert f"roster version {v}  kiosks synced 2  behind 1  erasures owed 1" in out
+    assert main(["--config", str(tmp_path / "district.toml"), "status", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["roster"] == {"version": v, "kiosks": 2, "kiosks_behind": 1,
+                                                             "erasures_owed": 1}
+
+
+@pytest.mark.slow
+def test_roster_and_void_pages_in_headless_chromium(tmp_path: Path) -> None:
+    """Screenshots of the roster page (a senior looked up) and of a senior with a voided meal;
+    MEAL_DISTRICT_SCREENSHOTS=DIR copies them there (docs/screenshots/)."""
+    found = _chromium()
+    if found is None:
+        pytest.skip("chromium and chromium-driver are not installed (apt-get install chromium chromium-driver)")
+    webdriver = pytest.importorskip("selenium.webdriver")
+    from selenium.webdriver.chrome.service import Service
+    from selenium.webdriver.common.by import By
+
+    url = f"sqlite:///{tmp_path / 'district.sqlite'}"
+    seed(url)
+    opts = webdriver.ChromeOptions()
+    opts.binary_location = found[0]
+    for a in ("--headless=new", "--no-sandbox", "--disable-gpu", "--window-size=1280,1000",
+              "--disable-dev-shm-usage", "--lang=zh-CN"):
+        opts.add_argument(a)
+    shots = tmp_path / "screenshots"
+    shots.mkdir()
+    with dashboard(tmp_path, url) as base:
+        drv = webdriver.Chrome(service=Service(executable_path=found[1]), options=opts)
+        try:
+            drv.get(base + "/roster")
+            drv.find_element(By.NAME, "name").send_keys("li.wei")
+            drv.find_element(By.NAME, "password").send_keys(PASSWORD)
+            drv.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
+            wait_until(lambda: "Roster" in drv.title, 10, "the roster page after logging in")
+            drv.find_element(By.CSS_SELECTOR, "main input[name=id]").send_keys("S0001")
+            drv.find_element(By.CSS_SELECTOR, "main form.inline button").click()
+            wait_until(lambda: "id=S0001" in drv.current_url, 10, "the senior looked up")
+            assert "王芳" in drv.find_element(By.CSS_SELECTOR, "table.record").text
+            drv.set_window_size(1280, drv.execute_script("return document.body.scrollHeight") + 140)
+            drv.save_screenshot(str(shots / "district-roster.png"))
+            drv.set_window_size(1280, 800)
+            drv.get(base + "/seniors?id=S0001")
+            voided = drv.find_element(By.CSS_SELECTOR, "tr.voided")
+            assert "认错人 · Wrong person" in voided.text and "m01" in voided.text
+            money = voided.find_element(By.CSS_SELECTOR, "td.money")
+            assert drv.execute_script("return getComputedStyle(arguments[0]).textDecorationLine", money) == \
+                "line-through"
+            drv.save_screenshot(str(shots / "district-senior-void.png"))
+            drv.get(base + "/settlement?month=2026-11")
+            drv.save_screenshot(str(shots / "district-settlement-void.png"))
+        finally:
+            drv.quit()
     if out := os.environ.get("MEAL_DISTRICT_SCREENSHOTS"):
         for p in shots.iterdir():
             shutil.copy(p, Path(out) / p.name)

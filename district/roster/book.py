@@ -270,8 +270,15 @@ def kiosks_status(conn: Connection) -> dict[str, Any]:
                      "sent_version": k.sent_version,
                      "last_sync_at": k.last_sync_at.isoformat() if k.last_sync_at else None,
                      "last_receipt_at": k.last_receipt_at.isoformat() if k.last_receipt_at else None,
-                     "erasures_owed": owed.get(name, 0)})
+                     "behind": max(0, top - k.applied_version), "erasures_owed": owed.get(name, 0)})
     return {"version": top, "kiosks": rows}
+
+
+def summary(st: dict[str, Any]) -> dict[str, int]:
+    """From kiosks_status: the version, kiosks synced, kiosks behind it, erasures still owed (status, dashboard)."""
+    ks = st["kiosks"]
+    return {"version": st["version"], "kiosks": len(ks), "kiosks_behind": sum(k["behind"] > 0 for k in ks),
+            "erasures_owed": sum(k["erasures_owed"] for k in ks)}
 
 
 # -- the link's side: template uploads, receipts, syncs ---------------------------------------------------

@@ -125,7 +125,7 @@ def _run(args: argparse.Namespace, engine: Engine, out: IO[str], err: IO[str]) -
             return 0
         print(f"district roster at version {st['version']}; {len(st['kiosks'])} kiosk(s) have synced", file=out)
         for k in st["kiosks"]:
-            behind = st["version"] - k["applied_version"]
+            behind = k["behind"]
             print(f"  {k['kiosk']:36} {k['model_id'] or '-':44} applied {k['applied_version']:>7} "
                   f"({'up to date' if behind <= 0 else f'{behind} behind'})  last sync {k['last_sync_at'] or '-'}  "
                   f"last receipt {k['last_receipt_at'] or '-'}  erasures owed {k['erasures_owed']}", file=out)

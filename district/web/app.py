@@ -2,7 +2,8 @@
 
 Every page needs a login (district staff accounts, district.users); a signed session cookie (HttpOnly,
 SameSite=Strict) lasts [web] session_hours. Forms carry a per-session CSRF token. Pages only read, except
-logging in and out; settlement downloads are computed on request and audited.
+logging in and out; settlement downloads are computed on request and audited, and so are looking up a senior's
+meals or roster record. The roster page only reads: roster changes stay on the audited CLI.
 """
 
 from __future__ import annotations
@@ -25,11 +26,13 @@ from fastapi.templating import Jinja2Templates
 from sqlalchemy import Engine
 from starlette.middleware.sessions import SessionMiddleware
 
-from district import queries
+from district import queries, reconcile, voids
 from district.config import Config, read_secret
 from district.db.engine import next_month
 from district.paths import package_dir, state_dir
 from district.report import yuan
+from district.roster import book
+from district.settle import ReportError, settle
 from district.users import audit, check_login
 
 log = logging.getLogger(__name__)
@@ -54,12 +57,24 @@ def session_key(cfg: Config) -> str:
     return path.read_text().strip()
 
 
+def when(iso: str | None) -> str:
+    """An ISO time as the pages show it: UTC to the second, '2026-11-30 03:31:00' (the headers say UTC)."""
+    if not iso:
+        return "-"
+    try:
+        dt = datetime.fromisoformat(iso)
+    except ValueError:
+        return iso
+    return (dt if dt.tzinfo else dt.replace(tzinfo=UTC)).astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S")
+
+
 def create_app(cfg: Config, engine: Engine, key: str | None = None) -> FastAPI:
     app = FastAPI(title="meal-district", docs_url=None, redoc_url=None, openapi_url=None)
     app.add_middleware(SessionMiddleware, secret_key=key or session_key(cfg), session_cookie="meal_district",
                        max_age=int(cfg.web.session_hours * 3600), same_site="strict", https_only=cfg.web.secure_cookies)
     templates = Jinja2Templates(directory=str(package_dir("web", "templates")))
     templates.env.filters["yuan"] = yuan
+    templates.env.filters["when"] = when
     app.mount("/static", StaticFiles(directory=str(package_dir("web", "static"))), name="static")
     tz = ZoneInfo(cfg.district.timezone)
 
@@ -146,7 +161,9 @@ def create_app(cfg: Config, engine: Engine, key: str | None = None) -> FastAPI:
     def flags(request: Request) -> HTMLResponse:
         user(request)
         with engine.connect() as conn:
-            return page(request, "flags.html", flags=queries.flagged(conn))
+            flags = queries.flagged(conn)
+            why = voids.described(conn, [f["other_event_id"] for f in flags if f["reason"] == reconcile.VOIDED])
+            return page(request, "flags.html", flags=flags, why=why)
 
     @app.get("/quarantine", response_class=HTMLResponse)
     def quarantine(request: Request) -> HTMLResponse:
@@ -164,16 +181,44 @@ def create_app(cfg: Config, engine: Engine, key: str | None = None) -> FastAPI:
                 audit(conn, name, "senior.history", id.strip()[:64])
         return page(request, "senior.html", senior_id=id, rows=rows)
 
+    @app.get("/roster", response_class=HTMLResponse)
+    def roster(request: Request, id: str = "") -> HTMLResponse:
+        """Read-only: changes stay on the audited `meal-district roster` commands. Same queries as those."""
+        name = user(request)
+        senior_id = id.strip()[:64]
+        record, error = None, None
+        with engine.begin() as conn:
+            st = book.kiosks_status(conn)
+            pending = book.pending_erasures(conn)
+            if senior_id:
+                try:
+                    record = book.show(conn, senior_id)
+                except book.RosterError as e:
+                    error = str(e)
+                audit(conn, name, "roster.show", senior_id)  # a person's record was looked up, as on the CLI
+        return page(request, "roster.html", st=st, summary=book.summary(st), pending=pending, senior_id=senior_id,
+                    record=record, error=error)
+
     @app.get("/settlement", response_class=HTMLResponse)
     def settlement(request: Request, month: str = "") -> HTMLResponse:
-        user(request)
+        name = user(request)
         month = month or datetime.now(tz).date().replace(day=1).strftime("%Y-%m")
         error = None
         try:
             queries.month_range(month)
         except ValueError as e:
             error, month = str(e), datetime.now(tz).date().strftime("%Y-%m")
-        return page(request, "settlement.html", month=month, files=REPORT_FILES, error=error)
+        with engine.begin() as conn:
+            try:  # the statement's own numbers, so the page and the files cannot disagree
+                s = settle(conn, month, cfg.district.id, cfg.report.daily_subsidy_cap_fen)
+            except ReportError as e:
+                s, error = None, str(e)
+            voided = [ln for ln in s.lines if ln["adjustment"] == reconcile.VOIDED] if s else []
+            words = voids.voids_of(conn, [ln["event_id"] for ln in voided])
+            audit(conn, name, "settlement.view", month)  # the page lists seniors' voided meals
+        return page(request, "settlement.html", month=month, files=REPORT_FILES, error=error, s=s,
+                    voided=[ln | {"void": words.get(ln["event_id"])} for ln in voided],
+                    reversed_fen=sum(int(ln["adjustment_fen"]) for ln in voided))
 
     @app.get("/settlement/{month}/{name}")
     def download(request: Request, month: str, name: str) -> Response:
