@@ -34,6 +34,8 @@ if TYPE_CHECKING:
     from edge.screens.display import Display
 
 log = logging.getLogger("edge")
+#: extension modules `run` loads its models with: imported shielded from the stop signal (edge.cli.stopping)
+NATIVE_MODULES = ("numpy", "cv2", "onnxruntime", "onnx", "dlib")
 
 
 
@@ -123,6 +125,8 @@ def _run_locked(cfg: Config, stop: threading.Event) -> int:
             queue_size=cfg.camera.queue_size,
         )
         stopper.on_stop(source.request_stop)
+        # the models' extension modules are imported where a signal cannot raise inside them (it would abort)
+        stopper.preload(NATIVE_MODULES)
         parts = build_parts(cfg, signing_key=signing_key)
         stopper.started()
     except SourceError as e:

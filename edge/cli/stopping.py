@@ -12,11 +12,13 @@ senior is told, and unsent events are sent at the next start.
 
 from __future__ import annotations
 
+import importlib
 import logging
 import os
 import signal
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from types import FrameType
 
 log = logging.getLogger(__name__)
@@ -39,6 +41,7 @@ class Stopper:
         self._callbacks: list[Callable[[], None]] = []
         self._signals = 0
         self._starting = True
+        self._shield = 0
 
     def install(self) -> None:
         for s in (signal.SIGTERM, signal.SIGINT):
@@ -49,6 +52,29 @@ class Stopper:
         self._starting = False
         if self.requested:
             raise StopRequested
+
+    @contextmanager
+    def shielded(self) -> Iterator[None]:
+        """Inside, a signal only records the stop; StopRequested is raised on leaving. For native code that runs
+        Python callbacks (an extension module's import: onnx's nanobind bindings abort the whole process with
+        SIGABRT when an exception from a signal handler goes through them). The deadline still holds."""
+        self._shield += 1
+        try:
+            yield
+        finally:
+            self._shield -= 1
+        if self.requested and self._starting and not self._shield:
+            raise StopRequested
+
+    def preload(self, modules: Iterable[str]) -> None:
+        """Import these extension modules shielded (see `shielded`); one that is not installed is skipped (the
+        code that needs it says so)."""
+        with self.shielded():
+            for name in modules:
+                try:
+                    importlib.import_module(name)
+                except ImportError:
+                    log.debug("preload: %s is not installed", name)
 
     def on_stop(self, fn: Callable[[], None]) -> None:
         """Call `fn` (signal-safe: it only sets a flag) when a stop is requested, or now if it already was."""
@@ -68,7 +94,7 @@ class Stopper:
         timer = threading.Timer(self.budget, self._overdue)
         timer.daemon = True
         timer.start()
-        if self._starting:
+        if self._starting and not self._shield:
             raise StopRequested
 
     def _overdue(self) -> None:
