@@ -4,7 +4,8 @@
 
 A real Mosquitto on a free loopback port, a real kiosk store (SQLite, templates sealed at rest), the kiosk's
 real roster link (edge/delivery/rostersync.py) on the event publisher's connection, and the gallery the
-daemon matches against (edge.app.GalleryHolder, reloaded in the background on each change). The district is
+daemon matches against (edge.recognition.enrolled.GalleryHolder,
+reloaded in the background on each change). The district is
 the scripted one of the tests (tests/roster_scripted.py, built only on edge.delivery.rosterwire): it answers
 the kiosk's sync request with batches of 500 changes, as `meal-district serve` does.
 
@@ -39,12 +40,12 @@ from common import machine  # noqa: E402
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey  # noqa: E402
 from roster_scripted import ScriptedDistrict, embedding  # noqa: E402
 
-from edge.app import GalleryHolder  # noqa: E402
 from edge.config import DEFAULT_CONFIG, parse_config  # noqa: E402
 from edge.delivery.publish import Publisher  # noqa: E402
 from edge.delivery.rostersync import RosterLink, load_keys  # noqa: E402
 from edge.meals.rules import Senior  # noqa: E402
 from edge.recognition.decide import default_policy  # noqa: E402
+from edge.recognition.enrolled import GalleryHolder  # noqa: E402
 from edge.security.signing import public_key_text  # noqa: E402
 from edge.store import Store, TemplateIn  # noqa: E402
 

@@ -49,13 +49,13 @@ from district.roster.keys import load_keys as district_keys  # noqa: E402
 from district.roster.keys import roster_init, transport_key_path  # noqa: E402
 from district.serve import Server  # noqa: E402
 from district.store import register_kiosk  # noqa: E402
-from edge.app import GalleryHolder  # noqa: E402
 from edge.config import DEFAULT_CONFIG, parse_config  # noqa: E402
 from edge.delivery import rosterwire as rw  # noqa: E402
 from edge.delivery.publish import Publisher  # noqa: E402
 from edge.delivery.rostersync import RosterLink, load_keys  # noqa: E402
 from edge.meals.rules import Senior  # noqa: E402
 from edge.recognition.decide import default_policy  # noqa: E402
+from edge.recognition.enrolled import GalleryHolder  # noqa: E402
 from edge.security.signing import public_key_text  # noqa: E402
 from edge.store import Store, TemplateIn  # noqa: E402
 

@@ -16,7 +16,7 @@ from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING
 
-from edge.app import answered, build_parts, make_clock_guard, make_pipeline, unrecognisable
+from edge.app import answered, build_parts, make_clock_guard, make_pipeline
 from edge.cli.errors import EXIT_FAIL, EXIT_OK, EXIT_USAGE, UsageError
 from edge.cli.replay import cmd_replay
 from edge.config import DEFAULT_CONFIG, Config, ConfigError, need_config
@@ -25,6 +25,7 @@ from edge.meals.feedback import Decision
 from edge.modelbuild import ModelError
 from edge.recognition.capture import SourceError
 from edge.recognition.decide import CalibrationError
+from edge.recognition.enrolled import unrecognisable
 from edge.security.guards import StoreInUse, StoreLock
 from edge.security.signing import KeyFileError
 from edge.store import Store, StoreError
