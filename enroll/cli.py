@@ -199,7 +199,8 @@ def _capture_senior(args: argparse.Namespace, store: Store) -> Senior:
 def cmd_capture(args: argparse.Namespace, cfg: Config, out: IO[str], err: IO[str]) -> int:
     from edge.recognition.capture import SourceError
     from enroll.capture import DONE, INTERRUPTED, TIMEOUT, capture, open_capture_source
-    from enroll.service import EnrolPolicy, EnrolResult
+    from enroll.photochecks import EnrolPolicy
+    from enroll.service import EnrolResult
 
     # the enroller's own capacity (the Enroller below uses the default EnrolPolicy too)
     cap = EnrolPolicy().max_templates
