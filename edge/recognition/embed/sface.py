@@ -9,7 +9,7 @@ dlib's 5-point predictor (eye corners and nose base: eye centres and nose base a
 Network input: float32 NCHW, RGB 0..255, no mean or std (the graph does (x - 127.5) / 128 itself).
 Output: 128-d, L2-normalised here, so the Euclidean matcher's d^2 = 2 - 2 cos is monotonic in cosine.
 
-The model id is the quantised source file's (edge.modelbuild.sface.SFACE.model_id): templates and
+The model id is the quantised source file's (edge.modelbuild.zoo.SFACE.model_id): templates and
 calibration made with SFace are never mixed with dlib's.
 """
 
@@ -23,7 +23,8 @@ from pathlib import Path
 import numpy as np
 
 from edge.modelbuild import ModelError
-from edge.modelbuild.sface import SFACE, load_verified
+from edge.modelbuild.sface import load_verified
+from edge.modelbuild.zoo import SFACE
 from edge.recognition.align import ARCFACE_112, CHIP_SIZE, DLIB5_TEMPLATE, align, dlib5_points
 from edge.recognition.embed.base import FaceLike, check_chips
 
