@@ -373,7 +373,7 @@ def build_parts(
 ) -> Parts:
     """Open the store and build detector, embedder and decision policy from the config. `signing_key`: what
     meal events are signed with (None: the key beside the store, see edge/store/signer.py)."""
-    from edge.recognition.decide import load_policy
+    from edge.recognition.calibration import load_policy
     from edge.recognition.detectors import make_detector
     from edge.recognition.embed.factory import make_embedder
     from edge.recognition.refresh import scale_warning

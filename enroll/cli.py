@@ -89,7 +89,8 @@ def load_models(
 def make_enroller(cfg: Config, store: Store, actor: str | None = None) -> Enroller:
     """The enroller meal-enroll and the staff screen's enrolment page use: the kiosk's models and calibrated
     lookalike rule; `actor` (default: the operating-system user) is who the audit log names."""
-    from edge.recognition.decide import CalibrationError, load_policy
+    from edge.recognition.calibration import load_policy
+    from edge.recognition.decide import CalibrationError
     from enroll.service import Enroller
 
     r = cfg.recognition

@@ -286,7 +286,7 @@ def cmd_evidence(args: argparse.Namespace) -> int:
 def cmd_check_config(args: argparse.Namespace) -> int:
     """The file, then what `run` would trip over at start: thresholds for the configured model, and seniors
     the store holds only for another model (they would be turned away)."""
-    from edge.recognition.decide import load_policy
+    from edge.recognition.calibration import load_policy
     from edge.recognition.embed.mirror import reference_model_id
 
     path = args.file or args.config  # `check-config FILE`, or the --config / $MEAL_EDGE_CONFIG every command takes
