@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import tomllib
 from collections.abc import Callable
 from dataclasses import dataclass
 from importlib import metadata, resources
@@ -34,7 +33,7 @@ import numpy as np
 
 from edge.modelbuild import ModelError
 from edge.modelbuild.fold import FOLDER_VERSION, OPSET, check_equivalence, fold_bytes
-from edge.modelbuild.manifest import MANIFEST_NAME, _atomic_write, model_folders, write_tables
+from edge.modelbuild.manifest import _atomic_write, load_pinned, model_folders, read_tables, write_tables
 from edge.modelbuild.tomlout import toml_value
 from edge.modelbuild.zoo import LICENCE_FILE, MODELS, SFACE, SOURCE_PACKAGE, SOURCE_VERSION, ZooModel
 
@@ -115,13 +114,7 @@ def zoo_tables_text(entries: dict[str, dict[str, Any]], contracts: dict[str, dic
 
 
 def read_zoo_manifest(models_dir: Path, zoo: ZooModel) -> dict[str, Any]:
-    path = Path(models_dir) / MANIFEST_NAME
-    try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ModelError(f"{path}: model manifest not found; run `meal-edge models build`") from None
-    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as e:
-        raise ModelError(f"{path}: unreadable model manifest: {e}; run `meal-edge models build`") from e
+    path, data = read_tables(models_dir)
     entry = data.get(zoo.key)
     if not isinstance(entry, dict) or not isinstance(entry.get("onnx_sha256"), str):
         raise ModelError(f"{path}: no [{zoo.key}] table with onnx_sha256; run `meal-edge models build`")
@@ -188,30 +181,15 @@ def load_verified(
     entry = read_zoo_manifest(manifest_dir, zoo)
     want = entry["onnx_sha256"]
     path = out_dir / zoo.file
-    if not path.exists():
-        if not build_missing:
-            raise ModelError(f"{path}: model not built; run `meal-edge models build`")
+
+    def build() -> bytes:
         log.info("%s not built yet: folding %s from the %s wheel (once)", path, zoo.source_file, SOURCE_PACKAGE)
         data = fold_bytes(zoo, read_source(zoo))
         if _sha256(data) != want:
             raise ModelError(_not_pinned(path, zoo, _sha256(data), want))
-        try:
-            _atomic_write(path, data)
-        except OSError as e:  # read-only install: use it from memory this time
-            log.warning("%s: cannot save the folded model (%s); using it from memory", path, e.strerror or e)
         return data
-    try:
-        data = path.read_bytes()
-    except OSError as e:
-        raise ModelError(f"{path}: cannot read model: {e.strerror or e}") from e
-    got = _sha256(data)
-    if got != want:
-        raise ModelError(
-            f"{path}: sha256 {got[:16]}... does not match the manifest's onnx_sha256 {want[:16]}... for "
-            f"[{zoo.key}]: the file is corrupt or was changed; delete it (it is rebuilt on next use) or run "
-            "`meal-edge models build`"
-        )
-    return data
+
+    return load_pinned(path, want, build if build_missing else None, made="folded", table=f" for [{zoo.key}]")
 
 
 def synthetic_inputs(zoo: ZooModel, n: int = 2, seed: int = 0) -> list[np.ndarray]:
