@@ -14,15 +14,19 @@ from __future__ import annotations
 import csv
 import io
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
+from typing import TypeVar
 
 from edge.meals.rules import Senior
 from edge.security.guards import PathOutside, confine
 
 log = logging.getLogger(__name__)
+
+#: a parsed row of either roster CSV (the centre's RosterRow, the district's DistrictRow)
+R = TypeVar("R")
 
 COLUMNS = ("senior_id", "name", "birth_date", "hukou", "photos")
 #: columns a roster may have: the number on the senior's meal card (餐卡), for finding them on the staff screen
@@ -221,8 +225,26 @@ def parse_roster(
     text: str, base: Path, today: date | None = None, name: str = "<roster>", roots: list[Path] | None = None
 ) -> tuple[list[RosterRow], list[RowError]]:
     """`roots`: the folders photos must lie in (default: `base`)."""
-    roots = roots if roots is not None else [base]
-    rows: list[RosterRow] = []
+    in_roots = roots if roots is not None else [base]
+    return parse_rows(
+        text, name,
+        lambda row_no, cells, header: _parse_row(row_no, cells, header, base, in_roots, today),
+        lambda row: (row.senior.senior_id, row.card_no),
+    )
+
+
+def parse_rows(
+    text: str,
+    name: str,
+    parse: Callable[[int, list[str], dict[str, int]], R | RowError],
+    ids: Callable[[R], tuple[str, str | None]],
+    columns: tuple[str, ...] = COLUMNS,
+    optional: tuple[str, ...] = OPTIONAL,
+) -> tuple[list[R], list[RowError]]:
+    """A roster CSV's rows: the header checked (RosterError when wrong, or for an empty file), each row parsed by
+    `parse` (a RowError for a bad one), each senior id and meal card once per file (`ids`: a row's). Shared with
+    the district's roster import (district/roster/csvfile.py)."""
+    rows: list[R] = []
     errors: list[RowError] = []
     header: dict[str, int] | None = None
     uniques = Uniques()
@@ -232,17 +254,17 @@ def parse_roster(
             break
         row_no, cells = item
         if header is None:
-            header = check_header(cells, name)
+            header = check_header(cells, name, columns, optional)
             continue
-        parsed = _parse_row(row_no, cells, header, base, roots, today)
+        parsed = parse(row_no, cells, header)
         if isinstance(parsed, RowError):
             errors.append(parsed)
-        elif (dup := uniques.check(row_no, parsed.senior.senior_id, parsed.card_no)) is not None:
+        elif (dup := uniques.check(row_no, *ids(parsed))) is not None:
             errors.append(dup)
         else:
             rows.append(parsed)
     if header is None:
-        raise RosterError(f"{name}: the roster is empty: the first row must be {','.join(COLUMNS)}")
+        raise RosterError(f"{name}: the roster is empty: the first row must be {','.join(columns)}")
     return rows, errors
 
 
