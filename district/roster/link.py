@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import logging
 import queue
-import ssl
 import threading
 import time
 import uuid
@@ -28,7 +27,6 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import paho.mqtt.client as mqtt
-from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
@@ -36,7 +34,8 @@ from paho.mqtt.subscribeoptions import SubscribeOptions
 from sqlalchemy import Connection, Engine, select, text
 from sqlalchemy.exc import SQLAlchemyError
 
-from district.config import Config, read_secret
+from district.broker import make_client
+from district.config import Config
 from district.db.models import Kiosk
 from district.roster import book
 from district.roster.book import KioskRef
@@ -165,17 +164,7 @@ class RosterLink:
         return f"$share/{self.cfg.ingest.group}/{rw.district_up_filter(self.prefix, self.district)}"
 
     def _make_client(self) -> mqtt.Client:
-        b = self.cfg.broker
-        c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=self.client_id, protocol=MQTTProtocolVersion.MQTTv5,
-                        manual_ack=True)
-        if b.username:
-            c.username_pw_set(b.username, read_secret(b.password_file, self.cfg) if b.password_file else None)
-        if b.tls.enabled:
-            c.tls_set(ca_certs=str(self.cfg.resolve(b.tls.ca_file)) if b.tls.ca_file else None,
-                      certfile=str(self.cfg.resolve(b.tls.cert_file)) if b.tls.cert_file else None,
-                      keyfile=str(self.cfg.resolve(b.tls.key_file)) if b.tls.key_file else None,
-                      cert_reqs=ssl.CERT_REQUIRED, tls_version=ssl.PROTOCOL_TLS_CLIENT)
-        c.reconnect_delay_set(1, 30)
+        c = make_client(self.cfg, self.client_id)
         c.max_inflight_messages_set(100)
         c.max_queued_messages_set(0)
         c.on_connect = self._on_connect
