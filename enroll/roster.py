@@ -89,17 +89,10 @@ def read_roster(
 ) -> tuple[list[RosterRow], list[RowError]]:
     """Parse a roster file into good rows and bad rows (each with its row number and reason)."""
     p = Path(path)
-    try:
-        data = p.read_bytes()
-    except FileNotFoundError:
-        raise RosterError(f"{p}: roster file not found") from None
-    except IsADirectoryError:
-        raise RosterError(f"{p}: is a folder; give the roster's .csv file") from None
-    except OSError as e:
-        raise RosterError(f"{p}: cannot read the roster ({e.strerror})") from None
+    text = read_text(p)
     base = Path(photos_dir) if photos_dir is not None else p.parent
     roots = [p.parent] if photos_dir is None else [p.parent, Path(photos_dir)]
-    return parse_roster(_decode(data, p), base, today=today, name=str(p), roots=roots)
+    return parse_roster(text, base, today=today, name=str(p), roots=roots)
 
 
 def check_header(
@@ -173,6 +166,20 @@ def check_width(row_no: int, cells: list[str], header: dict[str, int]) -> RowErr
             sid_guess,
         )
     return None
+
+
+def check_row(
+    row_no: int, cells: list[str], header: dict[str, int], today: date | None = None
+) -> tuple[dict[str, str], Senior] | RowError:
+    """A row's cells by column (stripped) and the senior they describe, or the row's error: the checks both roster
+    CSVs start with (the district's in district/roster/csvfile.py)."""
+    if (bad := check_width(row_no, cells, header)) is not None:
+        return bad
+    v = {c: cells[i].strip() for c, i in header.items()}
+    senior = check_senior(row_no, v, today)
+    if isinstance(senior, RowError):
+        return senior
+    return v, senior
 
 
 def check_senior(row_no: int, v: dict[str, str], today: date | None = None) -> Senior | RowError:
@@ -271,12 +278,10 @@ def parse_rows(
 def _parse_row(
     row_no: int, cells: list[str], header: dict[str, int], base: Path, roots: list[Path], today: date | None
 ) -> RosterRow | RowError:
-    if (bad := check_width(row_no, cells, header)) is not None:
-        return bad
-    v = {c: cells[i].strip() for c, i in header.items()}
-    senior = check_senior(row_no, v, today)
-    if isinstance(senior, RowError):
-        return senior
+    checked = check_row(row_no, cells, header, today)
+    if isinstance(checked, RowError):
+        return checked
+    v, senior = checked
     sid = senior.senior_id
     names = [s.strip() for s in v["photos"].split(PHOTO_SEPARATOR) if s.strip()]
     if not names:

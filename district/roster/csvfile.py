@@ -17,8 +17,7 @@ from enroll.roster import (
     RosterError,
     RowError,
     check_card,
-    check_senior,
-    check_width,
+    check_row,
     parse_rows,
     read_text,
 )
@@ -53,12 +52,10 @@ def check_centre(c: str) -> str | None:
 
 
 def _row(row_no: int, cells: list[str], header: dict[str, int], today: date | None) -> DistrictRow | RowError:
-    if (bad := check_width(row_no, cells, header)) is not None:
-        return bad
-    v = {c: cells[i].strip() for c, i in header.items()}
-    senior = check_senior(row_no, v, today)
-    if isinstance(senior, RowError):
-        return senior
+    checked = check_row(row_no, cells, header, today)
+    if isinstance(checked, RowError):
+        return checked
+    v, senior = checked
     sid = senior.senior_id
     if len(sid) > 64:
         return RowError(row_no, f"senior id of {len(sid)} characters: at most 64", sid)
