@@ -49,6 +49,7 @@ from district.roster.keys import load_keys as district_keys  # noqa: E402
 from district.roster.keys import roster_init, transport_key_path  # noqa: E402
 from district.serve import Server  # noqa: E402
 from district.store import register_kiosk  # noqa: E402
+from district.validate import KioskKey  # noqa: E402
 from edge.config import parse_config  # noqa: E402
 from edge.delivery import rosterwire as rw  # noqa: E402
 from edge.delivery.publish import Publisher  # noqa: E402
@@ -59,7 +60,7 @@ from edge.security.signing import public_key_text  # noqa: E402
 from edge.store import Store  # noqa: E402
 
 MODEL = "dlib_face_recognition_resnet_model_v1+mirror"
-ENROLLER = book.KioskRef("xuhui", "centre-001", "kiosk-enrol")
+ENROLLER = KioskKey("xuhui", "centre-001", "kiosk-enrol")
 
 
 def upload(sid: str, vecs: list, tkey: bytes) -> rw.TemplateUpload:  # type: ignore[type-arg]

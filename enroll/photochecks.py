@@ -119,6 +119,7 @@ def drop_same_photos(
         keep.append(c)
     return keep
 
+
 def agreeing(
     cands: list[Candidate],
     own: np.ndarray,
@@ -167,12 +168,14 @@ def agreeing(
         )
     return []
 
+
 def own_distance_limit(policy: EnrolPolicy, decision_policy: DecisionPolicy) -> float:
     """The kiosk's own rule for "this is that senior", bound to the model in use: a single photo scored
     against the senior's templates as the kiosk scores one frame (edge.decide.senior_distances) must be
     within the distance at which the kiosk would take it for them at all (accept or ask staff). Never laxer
     than the hand-set agree_distance (a model without calibration gets the looser default thresholds)."""
     return min(decision_policy.thresholds(1).confirm_distance, policy.agree_distance)
+
 
 def like_enrolled(
     cands: list[Candidate],
@@ -215,6 +218,7 @@ def like_enrolled(
             "add it with --force, or `remove` the senior and enrol again with new photos",
         )
     return keep
+
 
 def not_duplicates(
     cands: list[Candidate],
@@ -275,6 +279,7 @@ def not_duplicates(
         )
     return cands
 
+
 def within_capacity(cands: list[Candidate], n_photos: int, res: EnrolResult, policy: EnrolPolicy) -> list[Candidate]:
     """At most `max_templates` photo templates per senior: the best-scored photos are kept."""
     room = max(0, policy.max_templates - n_photos)
@@ -291,6 +296,7 @@ def within_capacity(cands: list[Candidate], n_photos: int, res: EnrolResult, pol
         )
     keep = {id(c) for c in ranked[:room]}
     return [c for c in cands if id(c) in keep]
+
 
 def _refuse(res: EnrolResult, c: Candidate, code: str, reason: str) -> None:
     out = res.photos[c.index]
