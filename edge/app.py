@@ -49,6 +49,7 @@ def replay_clock(start: datetime) -> Clock:
     """The clock of a replay: `start` plus each frame's offset into the source."""
     return lambda frame: start + timedelta(seconds=frame.source_ts)
 
+
 # A decided track is re-embedded now and then; a descriptor this far from the track's own fused
 # descriptor means another person stepped into the same place, which is a new presence.
 IDENTITY_SWITCH_DISTANCE = 0.62
@@ -60,6 +61,8 @@ IDENTITY_SWITCH_DISTANCE_SFACE = 1.1
 
 def identity_switch_distance(model_id: str) -> float:
     return IDENTITY_SWITCH_DISTANCE_SFACE if model_id.startswith("face_recognition_sface") else IDENTITY_SWITCH_DISTANCE
+
+
 RECHECK_EVERY = 15
 MAX_OBSERVATIONS = 64
 

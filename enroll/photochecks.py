@@ -103,7 +103,6 @@ class Candidate:
     embedding: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))
 
 
-
 def drop_same_photos(
     cands: list[Candidate], own: np.ndarray, res: EnrolResult, policy: EnrolPolicy
 ) -> list[Candidate]:
