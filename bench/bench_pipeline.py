@@ -101,7 +101,8 @@ SFACE_TOLERANCE = 1.129
 def ours(frames: list[Frame], samples: Path, backend: str, policy_name: str, model: str = "sface") -> dict[str, Any]:
     from edge.app import Parts, make_pipeline
     from edge.meals.rules import Senior
-    from edge.recognition.decide import REFERENCE_TOLERANCE, load_policy, tolerance_policy
+    from edge.recognition.calibration import load_policy
+    from edge.recognition.decide import REFERENCE_TOLERANCE, tolerance_policy
     from edge.recognition.detectors import make_detector
     from edge.recognition.embed.factory import make_embedder
     from edge.store import Store

@@ -4,7 +4,8 @@
 
 A real Mosquitto on a free loopback port, a real kiosk store (SQLite, templates sealed at rest), the kiosk's
 real roster link (edge/delivery/rostersync.py) on the event publisher's connection, and the gallery the
-daemon matches against (edge.app.GalleryHolder, reloaded in the background on each change). The district is
+daemon matches against (edge.recognition.enrolled.GalleryHolder,
+reloaded in the background on each change). The district is
 the scripted one of the tests (tests/roster_scripted.py, built only on edge.delivery.rosterwire): it answers
 the kiosk's sync request with batches of 500 changes, as `meal-district serve` does.
 
@@ -33,18 +34,20 @@ import time
 from datetime import date
 from pathlib import Path
 
+import numpy as np
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
 from common import machine  # noqa: E402
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey  # noqa: E402
 from roster_scripted import ScriptedDistrict, embedding  # noqa: E402
 
-from edge.app import GalleryHolder  # noqa: E402
 from edge.config import DEFAULT_CONFIG, parse_config  # noqa: E402
 from edge.delivery.publish import Publisher  # noqa: E402
 from edge.delivery.rostersync import RosterLink, load_keys  # noqa: E402
 from edge.meals.rules import Senior  # noqa: E402
 from edge.recognition.decide import default_policy  # noqa: E402
+from edge.recognition.enrolled import GalleryHolder  # noqa: E402
 from edge.security.signing import public_key_text  # noqa: E402
 from edge.store import Store, TemplateIn  # noqa: E402
 
@@ -85,6 +88,34 @@ def wait(cond: object, timeout: float) -> float:
     raise SystemExit(f"timed out after {timeout} s")
 
 
+def local_reference(path: Path, embs: dict[int, list[np.ndarray]]) -> tuple[float, float, float]:
+    """The reference: the same roster written into a local store, then one gallery load and one reload (s each)."""
+    ref = Store(path)
+    t0 = time.perf_counter()
+    for i, vecs in embs.items():
+        sid = f"S{i:05d}"
+        ref.add_senior(Senior(sid, f"老人{i}", date(1946, 3, 1), "本区"))
+        ref.add_templates(sid, [TemplateIn(e, MODEL, 0.9, "district") for e in vecs])
+    ref_write = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    ref_holder = GalleryHolder(ref, default_policy(MODEL))
+    ref_load = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    ref_holder.reload()
+    ref_reload = time.perf_counter() - t0
+    ref.close()
+    return ref_write, ref_load, ref_reload
+
+
+def kiosk_config(port: int, district_key: str, transport_key_file: str) -> str:
+    """A fresh kiosk's config text: the broker on `port`, a store beside it, the roster link on."""
+    return (DEFAULT_CONFIG.replace("port = 1883", f"port = {port}")
+            .replace('[store]\npath = ""', '[store]\npath = "store.sqlite"')
+            .replace("over the [mqtt] connection.\nenabled = false", "over the [mqtt] connection.\nenabled = true")
+            .replace('district_key = ""', f'district_key = "{district_key}"')
+            .replace('transport_key_file = ""', f'transport_key_file = "{transport_key_file}"'))
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=(__doc__ or "").split("\n")[0])
     ap.add_argument("--seniors", type=int, default=5000)
@@ -101,31 +132,14 @@ def main() -> int:
     d.serve("127.0.0.1", port, chunk=500)
     try:
         # -- reference: the same roster written locally, then one gallery load --
-        ref = Store(tmp / "ref" / "store.sqlite")
-        t0 = time.perf_counter()
-        for i in range(args.seniors):
-            sid = f"S{i:05d}"
-            ref.add_senior(Senior(sid, f"老人{i}", date(1946, 3, 1), "本区"))
-            ref.add_templates(sid, [TemplateIn(e, MODEL, 0.9, "district") for e in embs[i]])
-        ref_write = time.perf_counter() - t0
-        t0 = time.perf_counter()
-        ref_holder = GalleryHolder(ref, default_policy(MODEL))
-        ref_load = time.perf_counter() - t0
-        t0 = time.perf_counter()
-        ref_holder.reload()
-        ref_reload = time.perf_counter() - t0
-        ref.close()
+        ref_write, ref_load, ref_reload = local_reference(tmp / "ref" / "store.sqlite", embs)
 
         # -- ours: a fresh kiosk started against the district --
         kdir = tmp / "kiosk"
         kdir.mkdir()
         (kdir / "roster.key").write_text(d.tkey.hex())
         os.chmod(kdir / "roster.key", 0o600)
-        text = (DEFAULT_CONFIG.replace("port = 1883", f"port = {port}")
-                .replace('[store]\npath = ""', '[store]\npath = "store.sqlite"')
-                .replace("over the [mqtt] connection.\nenabled = false", "over the [mqtt] connection.\nenabled = true")
-                .replace('district_key = ""', f'district_key = "{public_key_text(d.key.public_key())}"')
-                .replace('transport_key_file = ""', 'transport_key_file = "roster.key"'))
+        text = kiosk_config(port, public_key_text(d.key.public_key()), "roster.key")
         (kdir / "meal-edge.toml").write_text(text)
         cfg = parse_config(text, kdir / "meal-edge.toml")
         key = Ed25519PrivateKey.generate()

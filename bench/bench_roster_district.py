@@ -33,7 +33,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent / "tests"))
 
-from bench_roster import start_broker, wait  # noqa: E402
+from bench_roster import kiosk_config, local_reference, start_broker, wait  # noqa: E402
 from common import machine  # noqa: E402
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey  # noqa: E402
 from roster_scripted import embedding  # noqa: E402
@@ -49,18 +49,18 @@ from district.roster.keys import load_keys as district_keys  # noqa: E402
 from district.roster.keys import roster_init, transport_key_path  # noqa: E402
 from district.serve import Server  # noqa: E402
 from district.store import register_kiosk  # noqa: E402
-from edge.app import GalleryHolder  # noqa: E402
-from edge.config import DEFAULT_CONFIG, parse_config  # noqa: E402
+from district.validate import KioskKey  # noqa: E402
+from edge.config import parse_config  # noqa: E402
 from edge.delivery import rosterwire as rw  # noqa: E402
 from edge.delivery.publish import Publisher  # noqa: E402
 from edge.delivery.rostersync import RosterLink, load_keys  # noqa: E402
-from edge.meals.rules import Senior  # noqa: E402
 from edge.recognition.decide import default_policy  # noqa: E402
+from edge.recognition.enrolled import GalleryHolder  # noqa: E402
 from edge.security.signing import public_key_text  # noqa: E402
-from edge.store import Store, TemplateIn  # noqa: E402
+from edge.store import Store  # noqa: E402
 
 MODEL = "dlib_face_recognition_resnet_model_v1+mirror"
-ENROLLER = book.KioskRef("xuhui", "centre-001", "kiosk-enrol")
+ENROLLER = KioskKey("xuhui", "centre-001", "kiosk-enrol")
 
 
 def upload(sid: str, vecs: list, tkey: bytes) -> rw.TemplateUpload:  # type: ignore[type-arg]
@@ -129,29 +129,12 @@ def main() -> int:
         assert server.roster is not None and server.roster.connected.wait(10)
 
         # -- reference: the same roster written locally, then one gallery load --
-        ref = Store(tmp / "ref" / "store.sqlite")
-        t0 = time.perf_counter()
-        for i in range(args.seniors):
-            sid = f"S{i:05d}"
-            ref.add_senior(Senior(sid, f"老人{i}", date(1946, 3, 1), "本区"))
-            ref.add_templates(sid, [TemplateIn(e, MODEL, 0.9, "district") for e in embs[i]])
-        ref_write = time.perf_counter() - t0
-        t0 = time.perf_counter()
-        ref_holder = GalleryHolder(ref, default_policy(MODEL))
-        ref_load = time.perf_counter() - t0
-        t0 = time.perf_counter()
-        ref_holder.reload()
-        ref_reload = time.perf_counter() - t0
-        ref.close()
+        ref_write, ref_load, ref_reload = local_reference(tmp / "ref" / "store.sqlite", embs)
 
         # -- a fresh kiosk started against the real district --
         kdir = tmp / "kiosk"
         kdir.mkdir()
-        ktext = (DEFAULT_CONFIG.replace("port = 1883", f"port = {port}")
-                 .replace('[store]\npath = ""', '[store]\npath = "store.sqlite"')
-                 .replace("over the [mqtt] connection.\nenabled = false", "over the [mqtt] connection.\nenabled = true")
-                 .replace('district_key = ""', f'district_key = "{public_key_text(dkeys.signing.public_key())}"')
-                 .replace('transport_key_file = ""', f'transport_key_file = "{transport_key_path(dcfg)}"'))
+        ktext = kiosk_config(port, public_key_text(dkeys.signing.public_key()), str(transport_key_path(dcfg)))
         (kdir / "meal-edge.toml").write_text(ktext)
         cfg = parse_config(ktext, kdir / "meal-edge.toml")
         key = Ed25519PrivateKey.generate()

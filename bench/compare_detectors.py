@@ -264,7 +264,8 @@ def quantised_models(folded: Path, calib: np.ndarray, tmp: Path) -> dict[str, by
 
 
 def part_int8(threads: int, data: dict[str, dict[str, Any]] | None) -> None:
-    from edge.modelbuild.sface import SFACE, load_verified
+    from edge.modelbuild.sface import load_verified
+    from edge.modelbuild.zoo import SFACE
     from edge.paths import PROJECT_MODELS_DIR
 
     folded = load_verified(PROJECT_MODELS_DIR, SFACE)

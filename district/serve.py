@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import logging
 import queue
-import ssl
 import threading
 import time
 from dataclasses import dataclass
@@ -26,7 +25,6 @@ from datetime import UTC, date, datetime
 from typing import TYPE_CHECKING
 
 import paho.mqtt.client as mqtt
-from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
@@ -34,7 +32,8 @@ from paho.mqtt.subscribeoptions import SubscribeOptions
 from sqlalchemy import Engine, func, select
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError, SQLAlchemyError
 
-from district.config import Config, ConfigError, read_secret
+from district.broker import make_client
+from district.config import Config, ConfigError
 from district.db.models import Adjustment, Gap, Kiosk
 from district.metrics import Metrics
 from district.store import BatchResult, BatchWriter, Incoming, merge
@@ -102,17 +101,7 @@ class Server:
     # -- MQTT ------------------------------------------------------------------------------------------
 
     def _make_client(self) -> mqtt.Client:
-        b = self.cfg.broker
-        c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=self.client_id, protocol=MQTTProtocolVersion.MQTTv5,
-                        manual_ack=True)
-        if b.username:
-            c.username_pw_set(b.username, read_secret(b.password_file, self.cfg) if b.password_file else None)
-        if b.tls.enabled:
-            c.tls_set(ca_certs=str(self.cfg.resolve(b.tls.ca_file)) if b.tls.ca_file else None,
-                      certfile=str(self.cfg.resolve(b.tls.cert_file)) if b.tls.cert_file else None,
-                      keyfile=str(self.cfg.resolve(b.tls.key_file)) if b.tls.key_file else None,
-                      cert_reqs=ssl.CERT_REQUIRED, tls_version=ssl.PROTOCOL_TLS_CLIENT)
-        c.reconnect_delay_set(1, 30)
+        c = make_client(self.cfg, self.client_id)
         c.on_connect = self._on_connect
         c.on_disconnect = self._on_disconnect
         c.on_message = self._on_message

@@ -10,9 +10,8 @@ pinned clock), the demo, the tests and the benchmarks all drive the same code.
 from __future__ import annotations
 
 import logging
-import threading
 import time
-from collections.abc import Callable, Collection, Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -26,11 +25,12 @@ from edge.meals.awaiting import Outcome
 from edge.meals.desk import MealDesk
 from edge.meals.feedback import Decision
 from edge.recognition.capture import Frame
-from edge.recognition.decide import Policy, Verdict, decide, fuse, lookalike_pairs, lookalike_pairs_touching
+from edge.recognition.decide import Policy, Verdict, decide, fuse
 from edge.recognition.detect import Face, FaceDetector
 from edge.recognition.embed.base import Embedder
+from edge.recognition.enrolled import GalleryHolder
 from edge.recognition.liveness import LivenessChecker, LivenessVerdict
-from edge.recognition.match import Gallery, normalise
+from edge.recognition.match import normalise
 from edge.recognition.serve import ServeRule, choose
 from edge.recognition.track import Observation, Snapshot, Track, Tracker
 from edge.security.clockguard import ClockGuard, ClockState
@@ -49,6 +49,7 @@ def replay_clock(start: datetime) -> Clock:
     """The clock of a replay: `start` plus each frame's offset into the source."""
     return lambda frame: start + timedelta(seconds=frame.source_ts)
 
+
 # A decided track is re-embedded now and then; a descriptor this far from the track's own fused
 # descriptor means another person stepped into the same place, which is a new presence.
 IDENTITY_SWITCH_DISTANCE = 0.62
@@ -60,6 +61,8 @@ IDENTITY_SWITCH_DISTANCE_SFACE = 1.1
 
 def identity_switch_distance(model_id: str) -> float:
     return IDENTITY_SWITCH_DISTANCE_SFACE if model_id.startswith("face_recognition_sface") else IDENTITY_SWITCH_DISTANCE
+
+
 RECHECK_EVERY = 15
 MAX_OBSERVATIONS = 64
 
@@ -78,129 +81,6 @@ class Stats:
 
     def as_dict(self) -> dict[str, Any]:
         return {k: (round(v, 4) if isinstance(v, float) else v) for k, v in self.__dict__.items()}
-
-
-@dataclass(frozen=True)
-class Enrolled:
-    """What recognition needs from enrolment, swapped as one reference so no decision sees half an update."""
-
-    gallery: Gallery
-    #: lookalike pairs (siblings, twins) and the margin each needs before an automatic accept
-    pair_margins: dict[frozenset[str], float]
-
-
-def unrecognisable(n: int, other_model: str, model_id: str) -> str:
-    """What the kiosk (at every gallery load) and `check-config` say about seniors enrolled only for
-    another model."""
-    return (
-        f"{n} seniors have face templates only for model {other_model}, not for this kiosk's model {model_id}: "
-        "they cannot be recognised. Re-enrol their photos (meal-enroll add/import/capture), or set "
-        "[recognition] model and mirror to match how they were enrolled"
-    )
-
-
-class GalleryHolder:
-    """The live gallery, rebuilt from the store when enrolment changes it. Senior records (status,
-    birth date, hukou) are not cached: the rules read them from the store at each decision, so a
-    suspension takes effect at once."""
-
-    def __init__(self, store: Store, policy: Policy, check_every: float = 10.0) -> None:
-        self.store = store
-        self.policy = policy
-        self.model_id = policy.model_id
-        self.check_every = check_every
-        self._signature: object = None
-        self._checked = float("-inf")
-        self._reloading = threading.Lock()
-        self._pending_lock = threading.Lock()
-        #: seniors changed since the last rebuild (None: unknown, rebuild everything)
-        self._pending: set[str] | None = set()
-        self._poked = False
-        self.current = Enrolled(Gallery.empty(self.model_id), {})
-        self.reload()
-
-    def reload(self) -> None:
-        sig = self.store.signature()
-        gallery = Gallery.from_pairs(self.store.templates(self.model_id), self.model_id)
-        pairs = lookalike_pairs(gallery, self.policy)
-        for other, n in self.store.seniors_only_in_other_models(self.model_id).items():
-            # Loud, at every reload: these seniors would be turned away without anyone knowing why.
-            log.error("%s", unrecognisable(n, other, self.model_id))
-        self.current = Enrolled(gallery, pairs)
-        self._signature = sig
-        self._checked = time.monotonic()
-        log.info(
-            "gallery: %d seniors, %d templates, %d lookalike pairs (model %s)",
-            len(gallery), gallery.n_templates, len(pairs), self.model_id,
-        )
-
-    def poke(self, seniors: Collection[str] | None = None) -> None:
-        """The roster link changed the store (edge/delivery/rostersync.py): rebuild now, in the background, rather
-        than at the next check; a reload already running rebuilds once more when it ends. `seniors`: the ones
-        changed, when known: only their templates are read again and only their lookalike pairs recomputed
-        (a district gallery of 5,000 seniors takes seconds to rebuild whole, one senior milliseconds)."""
-        with self._pending_lock:
-            if seniors is None or self._pending is None:
-                self._pending = None
-            else:
-                self._pending |= set(seniors)
-            self._poked = True
-        self._checked = float("-inf")
-        self.maybe_reload()
-
-    def _take_pending(self) -> set[str] | None:
-        with self._pending_lock:
-            pending, self._pending = self._pending, set()
-            self._poked = False
-            return pending
-
-    def refresh(self, seniors: Collection[str]) -> None:
-        """Rebuild the gallery for `seniors` only (their templates re-read, their lookalike pairs recomputed)."""
-        changed = set(seniors)
-        sig = self.store.signature()
-        old = self.current
-        g = old.gallery
-        mine = [i for i, sid in enumerate(g.senior_ids) if sid in changed]
-        keep = ~np.isin(g.owner, mine)
-        pairs = [(g.senior_ids[o], t) for o, t in zip(g.owner[keep].tolist(), g.templates[keep], strict=True)]
-        gallery = Gallery.from_pairs(pairs + self.store.templates(self.model_id, seniors=changed), self.model_id)
-        margins = {p: m for p, m in old.pair_margins.items() if not p & changed}
-        margins.update(lookalike_pairs_touching(gallery, self.policy, changed))
-        self.current = Enrolled(gallery, margins)
-        self._signature = sig
-        self._checked = time.monotonic()
-        log.info("gallery: %d seniors changed, %d seniors, %d templates, %d lookalike pairs", len(changed),
-                 len(gallery), gallery.n_templates, len(margins))
-
-    def maybe_reload(self) -> None:
-        """Called every frame; at most every `check_every` s it asks the store whether enrolment changed,
-        and rebuilds in a background thread (a district-sized gallery takes seconds) so check-in never
-        waits; the swap in reload() is one assignment."""
-        if time.monotonic() - self._checked < self.check_every or self._reloading.locked():
-            return
-        self._checked = time.monotonic()
-        if self._poked or self.store.signature() != self._signature:
-            threading.Thread(target=self._reload_in_background, name="gallery-reload", daemon=True).start()
-
-    def _reload_in_background(self) -> None:
-        with self._reloading:
-            while True:
-                pending = self._take_pending()
-                try:
-                    # a few seniors changed by the roster link: only theirs; else (enrolment in another process,
-                    # a large batch, nothing known) the whole gallery
-                    if pending and len(pending) <= max(50, len(self.current.gallery) // 10):
-                        self.refresh(pending)
-                    else:
-                        self.reload()
-                except Exception:  # a failed reload keeps the old gallery working; the next check retries
-                    log.exception("gallery reload failed; keeping the previous gallery")
-                    return
-                if not self._poked:
-                    break
-        if self._poked:  # poked between the last look and the release of the lock
-            self._checked = float("-inf")
-            self.maybe_reload()
 
 
 class Pipeline:
@@ -496,7 +376,7 @@ def build_parts(
 ) -> Parts:
     """Open the store and build detector, embedder and decision policy from the config. `signing_key`: what
     meal events are signed with (None: the key beside the store, see edge/store/signer.py)."""
-    from edge.recognition.decide import load_policy
+    from edge.recognition.calibration import load_policy
     from edge.recognition.detectors import make_detector
     from edge.recognition.embed.factory import make_embedder
     from edge.recognition.refresh import scale_warning

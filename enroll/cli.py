@@ -89,7 +89,8 @@ def load_models(
 def make_enroller(cfg: Config, store: Store, actor: str | None = None) -> Enroller:
     """The enroller meal-enroll and the staff screen's enrolment page use: the kiosk's models and calibrated
     lookalike rule; `actor` (default: the operating-system user) is who the audit log names."""
-    from edge.recognition.decide import CalibrationError, load_policy
+    from edge.recognition.calibration import load_policy
+    from edge.recognition.decide import CalibrationError
     from enroll.service import Enroller
 
     r = cfg.recognition
@@ -199,7 +200,8 @@ def _capture_senior(args: argparse.Namespace, store: Store) -> Senior:
 def cmd_capture(args: argparse.Namespace, cfg: Config, out: IO[str], err: IO[str]) -> int:
     from edge.recognition.capture import SourceError
     from enroll.capture import DONE, INTERRUPTED, TIMEOUT, capture, open_capture_source
-    from enroll.service import EnrolPolicy, EnrolResult
+    from enroll.photochecks import EnrolPolicy
+    from enroll.service import EnrolResult
 
     # the enroller's own capacity (the Enroller below uses the default EnrolPolicy too)
     cap = EnrolPolicy().max_templates

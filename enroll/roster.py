@@ -14,15 +14,19 @@ from __future__ import annotations
 import csv
 import io
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
+from typing import TypeVar
 
 from edge.meals.rules import Senior
 from edge.security.guards import PathOutside, confine
 
 log = logging.getLogger(__name__)
+
+#: a parsed row of either roster CSV (the centre's RosterRow, the district's DistrictRow)
+R = TypeVar("R")
 
 COLUMNS = ("senior_id", "name", "birth_date", "hukou", "photos")
 #: columns a roster may have: the number on the senior's meal card (餐卡), for finding them on the staff screen
@@ -85,17 +89,10 @@ def read_roster(
 ) -> tuple[list[RosterRow], list[RowError]]:
     """Parse a roster file into good rows and bad rows (each with its row number and reason)."""
     p = Path(path)
-    try:
-        data = p.read_bytes()
-    except FileNotFoundError:
-        raise RosterError(f"{p}: roster file not found") from None
-    except IsADirectoryError:
-        raise RosterError(f"{p}: is a folder; give the roster's .csv file") from None
-    except OSError as e:
-        raise RosterError(f"{p}: cannot read the roster ({e.strerror})") from None
+    text = read_text(p)
     base = Path(photos_dir) if photos_dir is not None else p.parent
     roots = [p.parent] if photos_dir is None else [p.parent, Path(photos_dir)]
-    return parse_roster(_decode(data, p), base, today=today, name=str(p), roots=roots)
+    return parse_roster(text, base, today=today, name=str(p), roots=roots)
 
 
 def check_header(
@@ -171,6 +168,20 @@ def check_width(row_no: int, cells: list[str], header: dict[str, int]) -> RowErr
     return None
 
 
+def check_row(
+    row_no: int, cells: list[str], header: dict[str, int], today: date | None = None
+) -> tuple[dict[str, str], Senior] | RowError:
+    """A row's cells by column (stripped) and the senior they describe, or the row's error: the checks both roster
+    CSVs start with (the district's in district/roster/csvfile.py)."""
+    if (bad := check_width(row_no, cells, header)) is not None:
+        return bad
+    v = {c: cells[i].strip() for c, i in header.items()}
+    senior = check_senior(row_no, v, today)
+    if isinstance(senior, RowError):
+        return senior
+    return v, senior
+
+
 def check_senior(row_no: int, v: dict[str, str], today: date | None = None) -> Senior | RowError:
     """The id, name, hukou and birth date of a row (cells stripped)."""
     sid = v["senior_id"]
@@ -221,8 +232,26 @@ def parse_roster(
     text: str, base: Path, today: date | None = None, name: str = "<roster>", roots: list[Path] | None = None
 ) -> tuple[list[RosterRow], list[RowError]]:
     """`roots`: the folders photos must lie in (default: `base`)."""
-    roots = roots if roots is not None else [base]
-    rows: list[RosterRow] = []
+    in_roots = roots if roots is not None else [base]
+    return parse_rows(
+        text, name,
+        lambda row_no, cells, header: _parse_row(row_no, cells, header, base, in_roots, today),
+        lambda row: (row.senior.senior_id, row.card_no),
+    )
+
+
+def parse_rows(
+    text: str,
+    name: str,
+    parse: Callable[[int, list[str], dict[str, int]], R | RowError],
+    ids: Callable[[R], tuple[str, str | None]],
+    columns: tuple[str, ...] = COLUMNS,
+    optional: tuple[str, ...] = OPTIONAL,
+) -> tuple[list[R], list[RowError]]:
+    """A roster CSV's rows: the header checked (RosterError when wrong, or for an empty file), each row parsed by
+    `parse` (a RowError for a bad one), each senior id and meal card once per file (`ids`: a row's). Shared with
+    the district's roster import (district/roster/csvfile.py)."""
+    rows: list[R] = []
     errors: list[RowError] = []
     header: dict[str, int] | None = None
     uniques = Uniques()
@@ -232,29 +261,27 @@ def parse_roster(
             break
         row_no, cells = item
         if header is None:
-            header = check_header(cells, name)
+            header = check_header(cells, name, columns, optional)
             continue
-        parsed = _parse_row(row_no, cells, header, base, roots, today)
+        parsed = parse(row_no, cells, header)
         if isinstance(parsed, RowError):
             errors.append(parsed)
-        elif (dup := uniques.check(row_no, parsed.senior.senior_id, parsed.card_no)) is not None:
+        elif (dup := uniques.check(row_no, *ids(parsed))) is not None:
             errors.append(dup)
         else:
             rows.append(parsed)
     if header is None:
-        raise RosterError(f"{name}: the roster is empty: the first row must be {','.join(COLUMNS)}")
+        raise RosterError(f"{name}: the roster is empty: the first row must be {','.join(columns)}")
     return rows, errors
 
 
 def _parse_row(
     row_no: int, cells: list[str], header: dict[str, int], base: Path, roots: list[Path], today: date | None
 ) -> RosterRow | RowError:
-    if (bad := check_width(row_no, cells, header)) is not None:
-        return bad
-    v = {c: cells[i].strip() for c, i in header.items()}
-    senior = check_senior(row_no, v, today)
-    if isinstance(senior, RowError):
-        return senior
+    checked = check_row(row_no, cells, header, today)
+    if isinstance(checked, RowError):
+        return checked
+    v, senior = checked
     sid = senior.senior_id
     names = [s.strip() for s in v["photos"].split(PHOTO_SEPARATOR) if s.strip()]
     if not names:

@@ -5,15 +5,13 @@ over the photos that passed: do they show one person (each other and the senior'
 is that person already enrolled under another id (refused unless `force`), do they resemble someone
 else (warning only), is there room (at most `max_templates` photo templates per senior;
 templates refreshed from check-ins, edge/recognition/refresh.py, do not count). Only then is anything written.
-
-Distances follow `edge.recognition.match`: Euclidean between L2-normalised dlib descriptors, d = sqrt(2 - 2 cos).
+The checks over the photos, and the distances they use (EnrolPolicy), are in enroll/photochecks.py.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import cv2
@@ -21,7 +19,7 @@ import numpy as np
 
 from edge.meals.rules import Senior
 from edge.recognition.decide import Policy as DecisionPolicy
-from edge.recognition.decide import default_policy, lookalikes, senior_distances
+from edge.recognition.decide import default_policy
 from edge.recognition.detect import (
     TURNED_YAW_YUNET,
     Face,
@@ -33,16 +31,25 @@ from edge.recognition.detect import (
     with_dlib5,
 )
 from edge.recognition.embed.base import Embedder
-from edge.recognition.match import Gallery, match, normalise
+from edge.recognition.match import Gallery
 from edge.store import Store, StoreError, TemplateIn
 from edge.store.auditlog import AuditEntry
+from enroll.photochecks import (
+    Candidate,
+    EnrolPolicy,
+    agreeing,
+    drop_same_photos,
+    enrol_policy_for,
+    not_duplicates,
+    own_distance_limit,
+    own_templates,
+    within_capacity,
+)
 from enroll.quality import TURNED, UNREADABLE, Assessment, Issue, QualityPolicy, assess
 from enroll.results import (
-    ALREADY_ENROLLED,
     CAPACITY,
     DISAGREES,
     DUPLICATE,
-    LOOKALIKE,
     NO_PHOTOS,
     NOT_SAVED,
     SAME_PHOTO,
@@ -59,8 +66,8 @@ from enroll.results import (
 
 # re-exported: callers (meal-enroll, tests, the staff screen) import them from here
 __all__ = [
-    "CAPACITY", "DISAGREES", "DUPLICATE", "SAME_PHOTO", "EnrolPolicy", "EnrolResult", "Enroller", "PhotoIn",
-    "PhotoOutcome", "PhotoSource", "check_image", "enrol_policy_for", "gallery_from_store", "validate_senior",
+    "CAPACITY", "DISAGREES", "DUPLICATE", "SAME_PHOTO", "EnrolResult", "Enroller", "PhotoIn",
+    "PhotoOutcome", "PhotoSource", "check_image", "gallery_from_store", "validate_senior",
 ]
 
 log = logging.getLogger(__name__)
@@ -69,49 +76,6 @@ log = logging.getLogger(__name__)
 #: upsampling so that a second, smaller face in the picture is still found.
 ENROL_DETECT_WIDTH = 1600
 ENROL_UPSAMPLE = 1
-
-
-@dataclass(frozen=True)
-class EnrolPolicy:
-    """Decision distances (normalised scale, see module doc), measured on LFW with the dlib model.
-
-    Data: 474 LFW photos of 130 people (633 same-person pairs, 110,052 different-person pairs).
-    1:1, the same-person threshold sits at 0.40-0.42: at 0.42, 97.9% of same-person pairs and 0.72% of
-    different-person pairs fall below it (0.40: 95.7% / 0.30%); dlib's usual raw 0.6 corresponds to ~0.43.
-    But the duplicate check is 1:N against every enrolled senior, so its false alarms add up: simulating a
-    centre of 130 enrolled seniors (2 photos each) and a new enrolment of 1-2 photos per person,
-    - at 0.42 a never-enrolled person would be refused as a "duplicate" 72% of the time, at 0.40 41%;
-    - at 0.36: same person caught 98.5%, never-enrolled person refused 7.7% (estimated 40% at 500 seniors);
-    - at 0.33: caught 93.8%, refused 0.8% (3% at 500).
-    - duplicate_distance 0.36: enrolling someone twice is how one person could draw two subsidies, so we
-      accept that about 1 new senior in 13 needs a staff check and --force in a 130-senior centre.
-    Lookalikes (siblings, twins) are warned about with the kiosk's own rule, `edge.recognition.decide.lookalikes`
-    and the calibrated policy, so staff are told exactly when the kiosk will ask for confirmation.
-    - agree_distance 0.46: a senior's own photos must each be this close to another of them; 99.0% of
-      same-person pairs pass, 3.3% of different-person pairs would.
-    - same_photo_distance 0.04: the same photo enrolled again (re-running an import) gives distance 0
-      (dlib is deterministic); it is skipped instead of being stored twice.
-    """
-
-    duplicate_distance: float = 0.36
-    agree_distance: float = 0.46
-    same_photo_distance: float = 0.04
-    max_templates: int = 5
-
-
-#: SFace (provisional, issue 10): its unit vectors spread one person's photos wider than dlib's, so every
-#: distance is larger. Measured on 735 photos (YuNet landmarks, plain descriptors) of 200 identities of the
-#: LFW calibration half (1,005 same-person and 268,740 different-person pairs):
-#: - agree_distance 1.15: 98.8% of same-person pairs pass, 0.21% of different-person pairs would;
-#: - duplicate_distance 1.05: 95.9% of same-person pairs caught, 0.003% of different-person pairs (1 in
-#:   33,000) flagged, so a new senior checked against 200 seniors x 5 templates is flagged about 3% of the time;
-#: - same_photo_distance: SFace on onnxruntime is deterministic too (the same chip gives distance 0).
-SFACE_ENROL_POLICY = EnrolPolicy(duplicate_distance=1.05, agree_distance=1.15, same_photo_distance=0.04)
-
-
-def enrol_policy_for(model_id: str) -> EnrolPolicy:
-    """The enrolment distances of the model the embedder runs (they are on each model's own scale)."""
-    return SFACE_ENROL_POLICY if model_id.startswith("face_recognition_sface") else EnrolPolicy()
 
 
 def check_image(detector: FaceDetector, rgb: np.ndarray, quality: QualityPolicy) -> tuple[Assessment, list[Face]]:
@@ -145,46 +109,6 @@ def _extend(gallery: Gallery, senior_id: str, embeddings: np.ndarray) -> Gallery
     pairs = [(gallery.senior_ids[o], t) for o, t in zip(gallery.owner, gallery.templates, strict=True)]
     pairs += [(senior_id, e) for e in embeddings]
     return Gallery.from_pairs(pairs, gallery.model_id)
-
-
-def _own_templates(gallery: Gallery, senior_id: str) -> np.ndarray:
-    if senior_id not in gallery.senior_ids:
-        return np.zeros((0, gallery.templates.shape[1]), np.float32)
-    return gallery.templates[gallery.owner == gallery.senior_ids.index(senior_id)]
-
-
-def _pairwise(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    sims = normalise(a) @ normalise(b).T
-    return np.sqrt(np.clip(2.0 - 2.0 * sims, 0.0, 4.0))
-
-
-def _components(adj: np.ndarray) -> list[list[int]]:
-    n = len(adj)
-    seen: set[int] = set()
-    out = []
-    for start in range(n):
-        if start in seen:
-            continue
-        comp, todo = [], [start]
-        seen.add(start)
-        while todo:
-            i = todo.pop()
-            comp.append(i)
-            for j in np.flatnonzero(adj[i]):
-                if int(j) not in seen:
-                    seen.add(int(j))
-                    todo.append(int(j))
-        out.append(sorted(comp))
-    return out
-
-
-@dataclass
-class _Candidate:
-    index: int  # into result.photos
-    chip: np.ndarray
-    score: float
-    data: bytes | None
-    embedding: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))
 
 
 class Enroller:
@@ -256,11 +180,15 @@ class Enroller:
             embs = self.embedder.embed(np.stack([c.chip for c in cands]))
             for c, e in zip(cands, embs, strict=True):
                 c.embedding = np.asarray(e, np.float32)
-            own = _own_templates(self.gallery, senior.senior_id)
-            cands = self._drop_same_photos(cands, own, res)
-            cands = self._agreeing(cands, own, res, senior, force)
-            cands = self._not_duplicates(cands, senior, res, force)
-            cands = self._within_capacity(cands, n_photos, res)
+            own = own_templates(self.gallery, senior.senior_id)
+            pol, dpol, model_id = self.policy, self.decision_policy, self.embedder.model_id
+            cands = drop_same_photos(cands, own, res, pol)
+            cands = agreeing(cands, own, res, senior, force, policy=pol, decision_policy=dpol, model_id=model_id)
+            cands = not_duplicates(
+                cands, senior, res, force, gallery=self.gallery, policy=pol, decision_policy=dpol,
+                describe=self._describe,
+            )
+            cands = within_capacity(cands, n_photos, res, pol)
         if not cands:
             return res
         try:
@@ -329,7 +257,7 @@ class Enroller:
 
     # -- steps ---------------------------------------------------------------------------------
 
-    def _check_photos(self, photos: Sequence[PhotoSource], res: EnrolResult) -> list[_Candidate]:
+    def _check_photos(self, photos: Sequence[PhotoSource], res: EnrolResult) -> list[Candidate]:
         cands = []
         for src in photos:
             label = src.label if isinstance(src, PhotoIn) else Path(src).name
@@ -358,172 +286,13 @@ class Enroller:
             if self.keep_photos and data is None:
                 ok, buf = cv2.imencode(".jpg", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
                 data = buf.tobytes() if ok else None
-            cands.append(_Candidate(len(res.photos) - 1, chip, verdict.score, data))
+            cands.append(Candidate(len(res.photos) - 1, chip, verdict.score, data))
         return cands
-
-    def _drop_same_photos(
-        self, cands: list[_Candidate], own: np.ndarray, res: EnrolResult
-    ) -> list[_Candidate]:
-        keep: list[_Candidate] = []
-        for c in cands:
-            ref = np.concatenate([own, np.stack([k.embedding for k in keep])]) if keep else own
-            if len(ref) and float(_pairwise(c.embedding[None], ref).min()) < self.policy.same_photo_distance:
-                out = res.photos[c.index]
-                out.code = SAME_PHOTO
-                out.reason = "the same photo is already enrolled for this senior: skipped"
-                continue
-            keep.append(c)
-        return keep
-
-    def _agreeing(
-        self, cands: list[_Candidate], own: np.ndarray, res: EnrolResult, senior: Senior, force: bool = False
-    ) -> list[_Candidate]:
-        """Keep the photos that show the same person as the senior's existing templates, or, for a new
-        senior, as the clear majority of the new photos. A lone disagreement cannot be settled: refuse."""
-        lim = self.policy.agree_distance
-        if not cands:
-            return cands
-        embs = np.stack([c.embedding for c in cands])
-        if len(own):
-            return self._like_enrolled(cands, own, res, senior, force)
-        if len(cands) == 1:
-            return cands
-        d = _pairwise(embs, embs)
-        comps = sorted(_components(d < lim), key=len, reverse=True)
-        best = comps[0]
-        if len(best) * 2 > len(cands):
-            for c_i, c in enumerate(cands):
-                if c_i not in best:
-                    near = float(np.min(d[c_i, best]))
-                    self._refuse(
-                        res,
-                        c,
-                        DISAGREES,
-                        f"does not look like the same person as the other photos (distance {near:.2f}, "
-                        f"need under {lim:.2f}): check it is this senior's photo",
-                    )
-            return [cands[i] for i in best]
-        for c in cands:
-            self._refuse(
-                res,
-                c,
-                DISAGREES,
-                "the photos do not agree on one person (no majority of them alike): "
-                "check every photo is of this senior and enrol again",
-            )
-        return []
 
     def own_distance_limit(self) -> float:
-        """The kiosk's own rule for "this is that senior", bound to the model in use: a single photo scored
-        against the senior's templates as the kiosk scores one frame (edge.decide.senior_distances) must be
-        within the distance at which the kiosk would take it for them at all (accept or ask staff). Never laxer
-        than the hand-set agree_distance (a model without calibration gets the looser default thresholds)."""
-        return min(self.decision_policy.thresholds(1).confirm_distance, self.policy.agree_distance)
-
-    def _like_enrolled(
-        self, cands: list[_Candidate], own: np.ndarray, res: EnrolResult, senior: Senior, force: bool
-    ) -> list[_Candidate]:
-        """Photos added to an enrolled senior. EnrolPolicy.agree_distance was measured on plain dlib
-        descriptors; mirrored ones sit closer together, so a stranger's photo passed it (issue 15). The
-        decision policy's thresholds are calibrated for exactly this model: a photo the kiosk would not
-        recognise as this senior is a stranger's template that would let the stranger eat on the senior's
-        subsidy. Refused with the distance, unless --force (a senior whose look changed)."""
-        lim = self.own_distance_limit()
-        pol = self.decision_policy
-        mine = Gallery.from_pairs([(senior.senior_id, t) for t in own], self.embedder.model_id)
-        d = senior_distances(mine, np.stack([c.embedding for c in cands]), pol.template_weight)[:, 0]
-        keep = []
-        for c, di in zip(cands, d, strict=True):
-            if di <= lim:
-                keep.append(c)
-                continue
-            why = (
-                f"does not look like {senior.senior_id} as already enrolled (distance {di:.2f}; the kiosk "
-                f"recognises this senior only under {lim:.2f} with model {self.embedder.model_id})"
-            )
-            if force:
-                res.photos[c.index].warnings.append(f"{why}: added anyway (--force)")
-                keep.append(c)
-                continue
-            self._refuse(
-                res,
-                c,
-                DISAGREES,
-                f"{why}: check it is this senior's photo; if it is (new glasses, a changed look), "
-                "add it with --force, or `remove` the senior and enrol again with new photos",
-            )
-        return keep
-
-    def _not_duplicates(
-        self, cands: list[_Candidate], senior: Senior, res: EnrolResult, force: bool
-    ) -> list[_Candidate]:
-        others = self.gallery.without(senior.senior_id)
-        if not cands or len(others) == 0:
-            return cands
-        found = match(others, np.stack([c.embedding for c in cands]))
-        pol = self.policy
-        dup = min(
-            ((m.distance, m.senior_id, c) for m, c in zip(found, cands, strict=True)), key=lambda t: t[0]
-        )
-        dist, other_id, _ = dup
-        assert other_id is not None
-        who = self._describe(other_id)
-        if dist < pol.duplicate_distance:
-            if force:
-                res.warnings.append(
-                    f"enrolled despite looking like {who} "
-                    f"(distance {dist:.2f} < {pol.duplicate_distance:.2f}; --force)"
-                )
-                return cands
-            for m, c in zip(found, cands, strict=True):
-                if m.distance < pol.duplicate_distance:
-                    other = self._describe(m.senior_id or "")
-                    why = f"matches already enrolled senior {other} (distance {m.distance:.2f})"
-                else:
-                    why = f"not enrolled: another photo of this senior matches {who}"
-                self._refuse(
-                    res,
-                    c,
-                    DUPLICATE,
-                    f"{why}: this person seems to be enrolled already; check the id, "
-                    "or use --force if they really are different people (e.g. twins)",
-                )
-            res.refuse(Problem(
-                ALREADY_ENROLLED, f"looks like already enrolled senior {who} (distance {dist:.2f}): not enrolled"
-            ))
-            return []
-        near = lookalikes(self.gallery, senior.senior_id, np.stack([c.embedding for c in cands]), self.decision_policy)
-        if near:
-            other_id, d = near[0]
-            res.warning_codes.append(LOOKALIKE)
-            res.warnings.append(
-                f"looks similar to {self._describe(other_id)} "
-                f"(distance {d:.2f}, same-person limit {pol.duplicate_distance:.2f}): a sibling or lookalike? "
-                "The kiosk will ask staff to confirm either of them unless the match is clear"
-            )
-        return cands
-
-    def _within_capacity(
-        self, cands: list[_Candidate], n_photos: int, res: EnrolResult
-    ) -> list[_Candidate]:
-        room = max(0, self.policy.max_templates - n_photos)
-        if len(cands) <= room:
-            return cands
-        ranked = sorted(cands, key=lambda c: c.score, reverse=True)
-        for c in ranked[room:]:
-            self._refuse(
-                res,
-                c,
-                CAPACITY,
-                f"the senior already has {n_photos} photo template(s), at most {self.policy.max_templates}: "
-                "`remove` and enrol again to replace photos",
-            )
-        keep = {id(c) for c in ranked[:room]}
-        return [c for c in cands if id(c) in keep]
-
-    def _refuse(self, res: EnrolResult, c: _Candidate, code: str, reason: str) -> None:
-        out = res.photos[c.index]
-        out.code, out.reason, out.accepted = code, reason, False
+        """The kiosk's own rule for "this is that senior" with this enroller's policies (see
+        enroll.photochecks.own_distance_limit)."""
+        return own_distance_limit(self.policy, self.decision_policy)
 
     def _describe(self, senior_id: str) -> str:
         s = self.store.get_senior(senior_id)

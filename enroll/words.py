@@ -1,6 +1,6 @@
 """Every reason an enrolment photo or an enrolment can be refused, in the words the staff screen shows (the
 centre's language): what is wrong, then what to do. meal-enroll prints the English detail of enroll/quality.py
-and enroll/service.py; the staff screen's enrolment page (enroll/enrol_page.py) shows these.
+and enroll/service.py (enroll/photochecks.py); the staff screen's enrolment page (enroll/enrol_page.py) shows these.
 
 The keys are the stable codes of enroll.quality.REASONS, enroll.results.PHOTO_CODES and PROBLEM_CODES, the
 camera capture's waiting states (enroll.capture) and the page's own upload checks. tests/test_enrol_words.py
@@ -52,7 +52,7 @@ _W: dict[str, dict[Language, str]] = {
         "zh": "脸转得太偏或头歪了：请正对镜头，头摆正",
         "en": "Face turned or tilted: look straight at the camera, head upright",
     },
-    # -- one photo: enroll.service, against the other photos and the enrolled seniors
+    # -- one photo: enroll.photochecks, against the other photos and the enrolled seniors
     results.DUPLICATE: {
         "zh": "这张脸与一位已登记的老人很像，可能已经登记过：请核对编号；如确是不同的人（如双胞胎），请找负责人",
         "en": "Looks like a senior already enrolled: check the id; if they really are different people "

@@ -2,8 +2,9 @@
 its camera (nobody enrolled yet), `meal-edge staff-screen` on the same store, headless chromium. Staff log in, open
 录入, type a new senior, see the kiosk camera's preview (the daemon shares its frames, edge/recognition/frameshare.py,
 while the page asks), press 拍照: the frames are accepted and the senior enrolled. The running daemon then
-recognises them (its gallery reloads when the store's enrolment changes, edge.app.GalleryHolder): a decision names
-the new senior. Then an upload of a good photo, a damaged file and a photo without a face, with the Chinese reason
+recognises them (its gallery reloads when the store's enrolment changes,
+edge.recognition.enrolled.GalleryHolder): a decision names the new senior. Then an upload of a good photo, a damaged
+file and a photo without a face, with the Chinese reason
 of each. Screenshots of every state at 1280x800 and 800x480 go to the test's folder, or to docs/screenshots/ as
 staff-enrol-*.png with MEAL_EDGE_SCREENSHOTS=docs/screenshots (how the committed ones were made).
 

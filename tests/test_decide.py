@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from edge.lab.calibrate import render_toml
+from edge.recognition.calibration import load_policy, policy_from_dict
 from edge.recognition.decide import (
     CalibrationError,
     FrameThresholds,
@@ -21,10 +22,8 @@ from edge.recognition.decide import (
     default_policy,
     features,
     fuse,
-    load_policy,
     lookalike_pairs,
     lookalikes,
-    policy_from_dict,
 )
 from edge.recognition.match import Gallery
 
@@ -239,7 +238,7 @@ def test_inconsistent_thresholds_are_refused() -> None:
 @pytest.mark.parametrize("mirror", [True, False], ids=["mirrored", "plain"])
 def test_committed_calibration_matches_the_reference_model(mirror: bool) -> None:
     from edge.modelbuild.modelfiles import model_id_for
-    from edge.recognition.decide import default_calibration_path
+    from edge.recognition.calibration import default_calibration_path
     from edge.recognition.embed.mirror import mirrored_model_id
 
     model_id = mirrored_model_id(model_id_for()) if mirror else model_id_for()

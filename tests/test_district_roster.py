@@ -19,17 +19,17 @@ from district.cli import main
 from district.db.engine import open_engine
 from district.db.models import Audit, RosterChange, RosterTemplate
 from district.roster import book
-from district.roster.book import KioskRef
 from district.roster.csvfile import DistrictRow, parse_district_roster
 from district.roster.csvfile import RosterError as CsvRosterError
+from district.validate import KioskKey
 from edge.delivery import rosterwire as rw
 from edge.security.atrest import TemplateCipher
 
 HEADER = "senior_id,name,birth_date,hukou,status,home_centre,card_no,centres\n"
 TKEY = bytes(range(32))
 CIPHER = TemplateCipher(bytes(range(32, 64)))
-K1 = KioskRef("xuhui", "centre-001", "kiosk-1")
-K2 = KioskRef("xuhui", "centre-002", "kiosk-1")
+K1 = KioskKey("xuhui", "centre-001", "kiosk-1")
+K2 = KioskKey("xuhui", "centre-002", "kiosk-1")
 
 
 @pytest.fixture
@@ -44,7 +44,7 @@ def row(sid: str, status: str = "active", home: str = "centre-001", centres: tup
     return DistrictRow(n, sid, f"name {sid}", date(1946, 3, 1), "本区", status, home, None, centres)
 
 
-def upload(sid: str, kiosk: KioskRef = K1, model: str = "sface", seed: int = 1) -> rw.TemplateUpload:
+def upload(sid: str, kiosk: KioskKey = K1, model: str = "sface", seed: int = 1) -> rw.TemplateUpload:
     tid = rw.new_msg_id()
     t = rw.WireTemplate(template_id=tid, model_id=model, quality=0.8,
                         sealed=rw.seal_template(TKEY, sid, model, tid, embedding(seed)))
@@ -52,7 +52,7 @@ def upload(sid: str, kiosk: KioskRef = K1, model: str = "sface", seed: int = 1) 
                              kiosk_id=kiosk.kiosk_id, sent_at=datetime.now(UTC), senior_id=sid, templates=[t])
 
 
-def changes(engine: Engine, k: KioskRef, after: int = 0, model: str = "sface") -> list[rw.Change]:
+def changes(engine: Engine, k: KioskKey, after: int = 0, model: str = "sface") -> list[rw.Change]:
     with engine.connect() as conn:
         return book.changes_since(conn, k.centre_id, model, after, book.max_version(conn), TKEY, CIPHER)
 

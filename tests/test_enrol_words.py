@@ -14,11 +14,13 @@ from enroll import capture, quality, results, words
 
 ROOT = Path(__file__).resolve().parent.parent
 #: the modules that give a photo or an enrolment a reason code
-MAKERS = ("enroll.quality", "enroll.results", "enroll.service", "enroll.capture", "enroll.enrol_desk")
+MAKERS = (
+    "enroll.quality", "enroll.results", "enroll.service", "enroll.photochecks", "enroll.capture", "enroll.enrol_desk"
+)
 
 
 def _code_names(tree: ast.AST) -> set[str]:
-    """Names used as a reason code: Issue(X, ..), Problem(X, ..), self._refuse(res, c, X, ..), `.code = X`
+    """Names used as a reason code: Issue(X, ..), Problem(X, ..), _refuse(res, c, X, ..), `.code = X`
     (also in a tuple assignment), res.issues[X], res.messages[X]."""
     found: set[str] = set()
     for node in ast.walk(tree):

@@ -26,8 +26,9 @@ from edge.store import Store
 from enroll import capture as capture_mod
 from enroll.capture import DONE, CaptureSource, capture, open_capture_source
 from enroll.cli import load_models, main
+from enroll.photochecks import EnrolPolicy
 from enroll.quality import QualityPolicy
-from enroll.service import EnrolPolicy, check_image
+from enroll.service import check_image
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("MEAL_EDGE_SHARED", ROOT.parent / "shared"))

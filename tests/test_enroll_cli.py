@@ -22,7 +22,8 @@ from edge.recognition.embed.dlib_backend import DlibEmbedder
 from edge.store import Store
 from enroll.cli import main
 from enroll.output import display_width
-from enroll.service import CAPACITY, DISAGREES, DUPLICATE, SAME_PHOTO, Enroller, EnrolPolicy
+from enroll.photochecks import EnrolPolicy
+from enroll.service import CAPACITY, DISAGREES, DUPLICATE, SAME_PHOTO, Enroller
 
 SHARED = Path(os.environ.get("MEAL_EDGE_SHARED", Path(__file__).resolve().parents[1].parent / "shared"))
 LFW = SHARED / "data" / "faces" / "lfw_deepfunneled"

@@ -265,7 +265,8 @@ def test_real_faces_small(tmp_path: Path) -> None:
     if not LFW.is_dir():
         pytest.skip(f"../shared/data/faces/lfw_deepfunneled not found: {LFW}")
     from edge.lab.faceset import list_photos, load_faceset
-    from edge.recognition.decide import CalibrationError, load_policy
+    from edge.recognition.calibration import load_policy
+    from edge.recognition.decide import CalibrationError
 
     photos = list_photos(LFW)
     held = [n for n in sorted(photos) if in_holdout(n)]

@@ -11,13 +11,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edge.app import GalleryHolder
 from edge.meals.rules import Senior
 from edge.modelbuild.modelfiles import model_id_for
 from edge.recognition.decide import tolerance_policy
 from edge.recognition.detect import Detector, load_image
 from edge.recognition.embed.factory import make_embedder
 from edge.recognition.embed.mirror import MIRROR_SUFFIX, Mirrored, mirrored_model_id
+from edge.recognition.enrolled import GalleryHolder
 from edge.store import Store, TemplateIn
 
 SHARED = Path(os.environ.get("MEAL_EDGE_SHARED", Path(__file__).resolve().parents[1].parent / "shared"))
@@ -67,7 +67,7 @@ def test_kiosk_says_which_seniors_it_cannot_recognise_after_a_model_change(
         assert store.seniors_only_in_other_models(mirrored) == {plain: 2}
         assert store.seniors_only_in_other_models(plain) == {mirrored: 1}
 
-        with caplog.at_level(logging.ERROR, logger="edge.app"):
+        with caplog.at_level(logging.ERROR, logger="edge.recognition.enrolled"):
             holder = GalleryHolder(store, tolerance_policy(mirrored))
         assert list(holder.current.gallery.senior_ids) == ["S3"]
         errors = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
@@ -77,7 +77,7 @@ def test_kiosk_says_which_seniors_it_cannot_recognise_after_a_model_change(
         for sid in ("S1", "S2"):
             store.add_templates(sid, [TemplateIn(rng.normal(size=128).astype(np.float32), mirrored, 1.0, "photo")])
         caplog.clear()
-        with caplog.at_level(logging.ERROR, logger="edge.app"):
+        with caplog.at_level(logging.ERROR, logger="edge.recognition.enrolled"):
             holder.reload()
         assert sorted(holder.current.gallery.senior_ids) == ["S1", "S2", "S3"]
         assert not [r for r in caplog.records if r.levelno == logging.ERROR]

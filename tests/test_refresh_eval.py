@@ -298,7 +298,8 @@ def test_real_faces_small(tmp_path: Path) -> None:
         pytest.skip(f"../shared/data/faces/lfw_deepfunneled not found: {LFW}")
     from edge.lab.faceset import DEFAULT_CACHE_DIR, EmbeddingCache, cache_path, list_photos, load_faceset
     from edge.modelbuild.modelfiles import model_id_for
-    from edge.recognition.decide import CalibrationError, load_policy
+    from edge.recognition.calibration import load_policy
+    from edge.recognition.decide import CalibrationError
     from edge.recognition.embed.mirror import mirrored_model_id
 
     photos = list_photos(LFW)

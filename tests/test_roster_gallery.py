@@ -1,5 +1,5 @@
-"""The daemon's gallery after a district roster change (edge.app.GalleryHolder.poke): rebuilt for the changed
-seniors only, it must be exactly the gallery (and the lookalike pairs) a full reload gives."""
+"""The daemon's gallery after a district roster change (edge.recognition.enrolled.GalleryHolder.poke): rebuilt for
+the changed seniors only, it must be exactly the gallery (and the lookalike pairs) a full reload gives."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 from roster_scripted import ScriptedDistrict, embedding
 
-from edge.app import GalleryHolder
 from edge.recognition.decide import default_policy, lookalike_pairs, lookalike_pairs_touching
+from edge.recognition.enrolled import GalleryHolder
 from edge.recognition.match import Gallery
 from edge.store import Store
 

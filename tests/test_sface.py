@@ -15,19 +15,10 @@ import numpy as np
 import pytest
 
 from edge.modelbuild import ModelError
+from edge.modelbuild.fold import check_equivalence, dequantize, fold_bytes
 from edge.modelbuild.manifest import MANIFEST_NAME
-from edge.modelbuild.sface import (
-    MODELS,
-    SFACE,
-    YUNET,
-    check_equivalence,
-    dequantize,
-    fold_bytes,
-    load_verified,
-    read_source,
-    read_zoo_manifest,
-    source_path,
-)
+from edge.modelbuild.sface import load_verified, read_source, read_zoo_manifest, source_path
+from edge.modelbuild.zoo import MODELS, SFACE, YUNET
 from edge.paths import PROJECT_MODELS_DIR
 from edge.recognition.detect import load_image
 

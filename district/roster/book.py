@@ -25,6 +25,7 @@ from district.db.engine import is_postgres
 from district.db.models import RosterChange, RosterErasure, RosterKiosk, RosterSenior, RosterTemplate
 from district.roster.csvfile import DistrictRow
 from district.users import audit
+from district.validate import KioskKey
 from edge.delivery import rosterwire as rw
 from edge.security.atrest import AtRestError, TemplateCipher
 
@@ -39,16 +40,6 @@ _FIELDS = ("name", "birth_date", "hukou", "status", "card_no", "home_centre", "c
 
 class RosterError(ValueError):
     """A roster command that cannot be done, phrased for the operator."""
-
-
-@dataclass(frozen=True)
-class KioskRef:
-    district: str
-    centre_id: str
-    kiosk_id: str
-
-    def __str__(self) -> str:
-        return f"{self.district}/{self.centre_id}/{self.kiosk_id}"
 
 
 def _orm(conn: Connection) -> Session:
@@ -219,7 +210,7 @@ def remove(engine: Engine, senior_id: str, actor: str) -> Removal:
         v = vs.take(senior_id, "removed")
         conn.execute(update(RosterSenior).where(RosterSenior.senior_id == senior_id).values(removed=True, version=v))
         vs.flush()
-        kiosks = [KioskRef(k.district, k.centre_id, k.kiosk_id) for k in _orm(conn).scalars(select(RosterKiosk))
+        kiosks = [KioskKey(k.district, k.centre_id, k.kiosk_id) for k in _orm(conn).scalars(select(RosterKiosk))
                   if in_scope(s.centres, k.centre_id)]
         if kiosks:
             conn.execute(insert(RosterErasure), [
@@ -304,7 +295,7 @@ class UploadVerdict:
     added: int = 0
 
 
-def accept_upload(engine: Engine, kiosk: KioskRef, msg: rw.TemplateUpload, transport: bytes,
+def accept_upload(engine: Engine, kiosk: KioskKey, msg: rw.TemplateUpload, transport: bytes,
                   cipher: TemplateCipher) -> UploadVerdict:
     """Store an enrolment's templates (a new version), or the reason they are refused. A template id already
     stored for this senior is not stored again (a re-sent upload gets the same answer)."""
@@ -347,7 +338,7 @@ def accept_upload(engine: Engine, kiosk: KioskRef, msg: rw.TemplateUpload, trans
         return UploadVerdict(True, None, v, len(new))
 
 
-def kiosk_synced(conn: Connection, kiosk: KioskRef, model_id: str, now: datetime) -> str | None:
+def kiosk_synced(conn: Connection, kiosk: KioskKey, model_id: str, now: datetime) -> str | None:
     """Record a kiosk's sync request; the model it had said before (None the first time)."""
     row = _orm(conn).scalars(select(RosterKiosk).where(*_kiosk_is(kiosk))).first()
     if row is None:
@@ -359,16 +350,16 @@ def kiosk_synced(conn: Connection, kiosk: KioskRef, model_id: str, now: datetime
     return row.model_id
 
 
-def _kiosk_is(k: KioskRef) -> tuple[Any, ...]:
+def _kiosk_is(k: KioskKey) -> tuple[Any, ...]:
     return (RosterKiosk.district == k.district, RosterKiosk.centre_id == k.centre_id,
             RosterKiosk.kiosk_id == k.kiosk_id)
 
 
-def set_sent(conn: Connection, kiosk: KioskRef, version: int) -> None:
+def set_sent(conn: Connection, kiosk: KioskKey, version: int) -> None:
     conn.execute(update(RosterKiosk).where(*_kiosk_is(kiosk)).values(sent_version=version))
 
 
-def record_receipt(engine: Engine, kiosk: KioskRef, msg: rw.Receipt) -> int:
+def record_receipt(engine: Engine, kiosk: KioskKey, msg: rw.Receipt) -> int:
     """The kiosk's applied version and its erasure receipts; the number of erasures it confirmed."""
     now = datetime.now(UTC)
     confirmed = 0

@@ -16,12 +16,9 @@ from edge.delivery.rosterwire import STATUSES
 from enroll.roster import (
     RosterError,
     RowError,
-    Uniques,
     check_card,
-    check_header,
-    check_senior,
-    check_width,
-    csv_rows,
+    check_row,
+    parse_rows,
     read_text,
 )
 
@@ -55,12 +52,10 @@ def check_centre(c: str) -> str | None:
 
 
 def _row(row_no: int, cells: list[str], header: dict[str, int], today: date | None) -> DistrictRow | RowError:
-    if (bad := check_width(row_no, cells, header)) is not None:
-        return bad
-    v = {c: cells[i].strip() for c, i in header.items()}
-    senior = check_senior(row_no, v, today)
-    if isinstance(senior, RowError):
-        return senior
+    checked = check_row(row_no, cells, header, today)
+    if isinstance(checked, RowError):
+        return checked
+    v, senior = checked
     sid = senior.senior_id
     if len(sid) > 64:
         return RowError(row_no, f"senior id of {len(sid)} characters: at most 64", sid)
@@ -92,28 +87,12 @@ def _row(row_no: int, cells: list[str], header: dict[str, int], today: date | No
 
 def parse_district_roster(text: str, name: str = "<roster>",
                           today: date | None = None) -> tuple[list[DistrictRow], list[RowError]]:
-    rows: list[DistrictRow] = []
-    errors: list[RowError] = []
-    header: dict[str, int] | None = None
-    uniques = Uniques()
-    for item in csv_rows(text):
-        if isinstance(item, RowError):
-            errors.append(item)
-            break
-        row_no, cells = item
-        if header is None:
-            header = check_header(cells, name, COLUMNS, OPTIONAL)
-            continue
-        parsed = _row(row_no, cells, header, today)
-        if isinstance(parsed, RowError):
-            errors.append(parsed)
-        elif (dup := uniques.check(row_no, parsed.senior_id, parsed.card_no)) is not None:
-            errors.append(dup)
-        else:
-            rows.append(parsed)
-    if header is None:
-        raise RosterError(f"{name}: the roster is empty: the first row must be {','.join(COLUMNS)}")
-    return rows, errors
+    return parse_rows(
+        text, name,
+        lambda row_no, cells, header: _row(row_no, cells, header, today),
+        lambda row: (row.senior_id, row.card_no),
+        COLUMNS, OPTIONAL,
+    )
 
 
 def read_district_roster(path: str | Path, today: date | None = None) -> tuple[list[DistrictRow], list[RowError]]:

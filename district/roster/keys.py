@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import logging
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,6 +22,7 @@ from district.config import Config, secret_path
 from district.paths import state_dir
 from edge.delivery import rosterwire as rw
 from edge.security import atrest, signing
+from edge.security.secrets import write_new_secret
 
 log = logging.getLogger(__name__)
 
@@ -97,20 +97,7 @@ def _write_new(path: Path, data: bytes) -> bool:
     if path.exists():
         return False
     path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".roster-key-", dir=path.parent)
-    try:
-        os.fchmod(fd, 0o600)
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        try:
-            os.link(tmp, path)
-        except FileExistsError:
-            return False
-    finally:
-        os.unlink(tmp)
-    return True
+    return write_new_secret(path, data, prefix=".roster-key-")
 
 
 @dataclass(frozen=True)

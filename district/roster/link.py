@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import logging
 import queue
-import ssl
 import threading
 import time
 import uuid
@@ -28,7 +27,6 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import paho.mqtt.client as mqtt
-from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
@@ -36,11 +34,12 @@ from paho.mqtt.subscribeoptions import SubscribeOptions
 from sqlalchemy import Connection, Engine, select, text
 from sqlalchemy.exc import SQLAlchemyError
 
-from district.config import Config, read_secret
+from district.broker import make_client
+from district.config import Config
 from district.db.models import Kiosk
 from district.roster import book
-from district.roster.book import KioskRef
 from district.roster.keys import RosterKeys
+from district.validate import KioskKey
 from edge.delivery import rosterwire as rw
 from edge.security.signing import SignatureError, public_key_from_text
 
@@ -154,7 +153,7 @@ class RosterLink:
         self._leader = _Leader(engine)
         self._pushed_max = -1
         #: per kiosk: versions up to which changes were looked at for it (none applied to it beyond sent)
-        self._scanned: dict[KioskRef, int] = {}
+        self._scanned: dict[KioskKey, int] = {}
         self._thread: threading.Thread | None = None
         self._client = self._make_client()
 
@@ -165,17 +164,7 @@ class RosterLink:
         return f"$share/{self.cfg.ingest.group}/{rw.district_up_filter(self.prefix, self.district)}"
 
     def _make_client(self) -> mqtt.Client:
-        b = self.cfg.broker
-        c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=self.client_id, protocol=MQTTProtocolVersion.MQTTv5,
-                        manual_ack=True)
-        if b.username:
-            c.username_pw_set(b.username, read_secret(b.password_file, self.cfg) if b.password_file else None)
-        if b.tls.enabled:
-            c.tls_set(ca_certs=str(self.cfg.resolve(b.tls.ca_file)) if b.tls.ca_file else None,
-                      certfile=str(self.cfg.resolve(b.tls.cert_file)) if b.tls.cert_file else None,
-                      keyfile=str(self.cfg.resolve(b.tls.key_file)) if b.tls.key_file else None,
-                      cert_reqs=ssl.CERT_REQUIRED, tls_version=ssl.PROTOCOL_TLS_CLIENT)
-        c.reconnect_delay_set(1, 30)
+        c = make_client(self.cfg, self.client_id)
         c.max_inflight_messages_set(100)
         c.max_queued_messages_set(0)
         c.on_connect = self._on_connect
@@ -283,7 +272,7 @@ class RosterLink:
             return self._drop(t, str(e))
         if district != self.district or direction != "up":
             return self._drop(t, "not an uplink of this district")
-        kiosk = KioskRef(district, centre, kiosk_id)
+        kiosk = KioskKey(district, centre, kiosk_id)
         with self.engine.connect() as conn:
             # looked up each time (a primary-key read): a kiosk registered a moment ago syncs at once
             key_text = conn.execute(select(Kiosk.public_key).where(
@@ -307,17 +296,17 @@ class RosterLink:
             self._drop(t, f"{msg.type} is not an uplink message")
         return None
 
-    def _envelope(self, k: KioskRef) -> dict[str, object]:
+    def _envelope(self, k: KioskKey) -> dict[str, object]:
         return {"msg_id": str(uuid.uuid4()), "district": k.district, "centre_id": k.centre_id,
                 "kiosk_id": k.kiosk_id, "sent_at": datetime.now(UTC)}
 
-    def _publish(self, k: KioskRef, name: str, msg: rw.RosterBatch | rw.UploadAck) -> None:
+    def _publish(self, k: KioskKey, name: str, msg: rw.RosterBatch | rw.UploadAck) -> None:
         t = rw.topic(self.prefix, k.district, k.centre_id, k.kiosk_id, "down", name)
         info = self._client.publish(t, rw.encode(msg, self.keys.signing), qos=1)
         if info.rc != mqtt.MQTT_ERR_SUCCESS and info.rc != mqtt.MQTT_ERR_NO_CONN:
             log.warning("roster link: publishing to %s failed: %s", t, mqtt.error_string(info.rc))
 
-    def answer_upload(self, k: KioskRef, msg: rw.TemplateUpload) -> None:
+    def answer_upload(self, k: KioskKey, msg: rw.TemplateUpload) -> None:
         v = book.accept_upload(self.engine, k, msg, self.keys.transport, self.keys.cipher)
         if v.accepted:
             self.totals.uploads_accepted += 1
@@ -330,7 +319,7 @@ class RosterLink:
                            reason=rw.REFUSALS.get(v.reason_code or ""), version=v.version)
         self._publish(k, "acks", ack)
 
-    def answer_sync(self, k: KioskRef, msg: rw.SyncRequest) -> None:
+    def answer_sync(self, k: KioskKey, msg: rw.SyncRequest) -> None:
         now = datetime.now(UTC)
         size = self.cfg.roster.batch_changes
         with self.engine.begin() as conn:
@@ -359,7 +348,7 @@ class RosterLink:
         log.info("roster sync from %s (%s, version %d%s): %d change(s) in %d message(s) up to version %d", k,
                  msg.model_id, msg.version, ", full" if full else "", len(changes), len(batches), upto)
 
-    def _batches(self, k: KioskRef, model_id: str, start: int, upto: int, changes: list[rw.Change], size: int,
+    def _batches(self, k: KioskKey, model_id: str, start: int, upto: int, changes: list[rw.Change], size: int,
                  full: bool) -> list[rw.RosterBatch]:
         parts = [changes[i : i + size] for i in range(0, len(changes), size)] or [[]]
         out: list[rw.RosterBatch] = []
@@ -382,7 +371,7 @@ class RosterLink:
         with self.engine.connect() as conn:
             kiosks = book.roster_kiosks(conn)
             for row in kiosks:
-                k = KioskRef(row.district, row.centre_id, row.kiosk_id)
+                k = KioskKey(row.district, row.centre_id, row.kiosk_id)
                 sent = row.sent_version
                 scan_from = max(sent, self._scanned.get(k, sent))
                 if scan_from >= upto or row.model_id is None:

@@ -16,7 +16,7 @@ from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING
 
-from edge.app import answered, build_parts, make_clock_guard, make_pipeline, unrecognisable
+from edge.app import answered, build_parts, make_clock_guard, make_pipeline
 from edge.cli.errors import EXIT_FAIL, EXIT_OK, EXIT_USAGE, UsageError
 from edge.cli.replay import cmd_replay
 from edge.config import DEFAULT_CONFIG, Config, ConfigError, need_config
@@ -25,6 +25,7 @@ from edge.meals.feedback import Decision
 from edge.modelbuild import ModelError
 from edge.recognition.capture import SourceError
 from edge.recognition.decide import CalibrationError
+from edge.recognition.enrolled import unrecognisable
 from edge.security.guards import StoreInUse, StoreLock
 from edge.security.signing import KeyFileError
 from edge.store import Store, StoreError
@@ -289,7 +290,7 @@ def cmd_evidence(args: argparse.Namespace) -> int:
 def cmd_check_config(args: argparse.Namespace) -> int:
     """The file, then what `run` would trip over at start: thresholds for the configured model, and seniors
     the store holds only for another model (they would be turned away)."""
-    from edge.recognition.decide import load_policy
+    from edge.recognition.calibration import load_policy
     from edge.recognition.embed.mirror import reference_model_id
 
     path = args.file or args.config  # `check-config FILE`, or the --config / $MEAL_EDGE_CONFIG every command takes

@@ -106,11 +106,11 @@ def cmd_build(args: argparse.Namespace) -> int:
     print(f"  sha256   source {m.source_sha256}")
     print(f"           onnx   {m.onnx_sha256}")
     print(f"  model_id {m.model_id}")
-    from edge.modelbuild import sface
+    from edge.modelbuild import sface, zoo
 
     for z in sface.build(args.models_dir, onnx_dir=_onnx_dir(args)):
         print(f"built {z.path} ({z.size:,} bytes): {z.model.source_file} folded to fp32")
-        print(f"  source   {sface.SOURCE_PACKAGE} {sface.SOURCE_VERSION} ({z.model.licence})")
+        print(f"  source   {zoo.SOURCE_PACKAGE} {zoo.SOURCE_VERSION} ({z.model.licence})")
         print(f"  sha256   source {z.model.source_sha256}")
         print(f"           onnx   {z.sha256}")
     print(f"manifest {model_folders(args.models_dir)[0] / 'manifest.toml'} ({pinned})")

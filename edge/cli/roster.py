@@ -18,8 +18,9 @@ from edge.store.rosterdb import RosterState, UploadInfo
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-    from edge.app import GalleryHolder, Parts
+    from edge.app import Parts
     from edge.delivery.publish import Publisher
+    from edge.recognition.enrolled import GalleryHolder
 
 log = logging.getLogger(__name__)
 EXIT_OK, EXIT_FAIL = 0, 1

@@ -45,17 +45,8 @@ from edge.lab.kioskeval import Descriptors
 from edge.lab.kioskframes import Variation
 from edge.modelbuild.tomlout import toml_value
 from edge.paths import checkout_models_dir
-from edge.recognition.decide import (
-    AGREEMENT_TOLERANCE,
-    CALIBRATION_FORMAT,
-    CalibrationError,
-    FrameThresholds,
-    Policy,
-    default_calibration_path,
-    load_policy,
-    policy_from_dict,
-    senior_distances,
-)
+from edge.recognition.calibration import CALIBRATION_FORMAT, default_calibration_path, load_policy, policy_from_dict
+from edge.recognition.decide import AGREEMENT_TOLERANCE, CalibrationError, FrameThresholds, Policy, senior_distances
 from edge.recognition.match import Gallery
 
 log = logging.getLogger(__name__)

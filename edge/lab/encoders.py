@@ -109,7 +109,7 @@ class SFaceEncoder:
     apart from the kiosk encoder's."""
 
     def __init__(self, detect_width: int = 640, threads: int = 0) -> None:
-        from edge.modelbuild.sface import SFACE
+        from edge.modelbuild.zoo import SFACE
 
         self.model_id = SFACE.model_id
         self.tag = f"yunet-w{detect_width}"

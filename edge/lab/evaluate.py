@@ -55,7 +55,8 @@ from edge.lab.oracle import format_oracle, oracle_report
 from edge.lab.refresh_sim import format_refresh, refresh_report
 from edge.lab.slices import SliceError
 from edge.lab.trial import Trial, build_trial, enrolment_pair_margins, sweep, write_sweep
-from edge.recognition.decide import CalibrationError, Policy, Verdict, decide, decide_sequential, load_policy
+from edge.recognition.calibration import load_policy
+from edge.recognition.decide import CalibrationError, Policy, Verdict, decide, decide_sequential
 
 log = logging.getLogger(__name__)
 

@@ -16,8 +16,8 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from edge.config import Config
-from edge.delivery.events import MealEvent, event_topic, new_event_id
-from edge.meals.feedback import message, reasons_text
+from edge.delivery.events import event_topic
+from edge.meals.recorded import MealFields, meal_event, says_meal, says_not, subsidy_note, why_not, yuan
 from edge.meals.rules import decide_meal
 from edge.store import AlreadyServed, Store, StoreError
 from edge.store.auditlog import AuditEntry
@@ -26,7 +26,7 @@ MAX_STAFF_ID = 60
 
 
 @dataclass(frozen=True)
-class CheckinResult:
+class CheckinResult(MealFields):
     """What a manual check-in did. `ok` False: nothing recorded (`kind` says why)."""
 
     ok: bool
@@ -36,19 +36,6 @@ class CheckinResult:
     message: str
     senior_id: str
     name: str | None = None
-    meal: str | None = None
-    price_fen: int = 0
-    subsidy_fen: int = 0
-    payable_fen: int = 0
-    reasons: tuple[str, ...] = ()
-    event_id: str | None = None
-    seq: int | None = None
-    #: what the kiosk would say to the senior, in the centre's language
-    says: str = ""
-
-
-def _fen(v: int) -> str:
-    return f"{v // 100}.{v % 100:02d}"
 
 
 def _audit(by: str, senior_id: str, **details: object) -> AuditEntry:
@@ -74,33 +61,17 @@ def manual_checkin(store: Store, cfg: Config, senior_id: str, by: str, *, now: d
     who = f"{senior.name} ({senior.senior_id})"
     common = dict(senior_id=senior.senior_id, name=senior.name, meal=r.meal, reasons=r.reasons)
     if r.kind != "meal":
-        why = reasons_text(r.reasons, "en") or r.kind
         try:
             store.audit(_audit(by, senior.senior_id, outcome=r.kind, reasons=list(r.reasons)))
         except StoreError as e:
             return CheckinResult(False, "store_failed", f"{e}; nothing was recorded", senior.senior_id, senior.name)
         return CheckinResult(
-            True, r.kind, f"no meal recorded for {who}: {why}", says=message(r.kind, r.reasons, lang=c.language),
+            True, r.kind, f"no meal recorded for {who}: {why_not(r)}", says=says_not(r, c.language),
             **common,  # type: ignore[arg-type]
         )
-    event = MealEvent(
-        event_id=new_event_id(),
-        kind="meal",
-        centre_id=c.id,
-        district=c.district,
-        kiosk_id=c.kiosk_id,
-        senior_id=senior.senior_id,
-        meal=r.meal or "",
-        local_date=when.date(),
-        decided_at=when,
-        price_fen=r.price_fen,
-        subsidy_fen=r.subsidy_fen,
-        payable_fen=r.payable_fen,
-        reasons=r.reasons,
-        check_in="manual",
-        staff_id=by,
-        match={},
-        source_ts=None,
+    event = meal_event(
+        cfg, r, senior.senior_id, kiosk_id=c.kiosk_id, local_date=when.date(), decided_at=when,
+        check_in="manual", staff_id=by, match={}, source_ts=None,
     )
     topic = event_topic(cfg.mqtt.topic_prefix, c.district, c.id, c.kiosk_id)
     try:
@@ -111,18 +82,16 @@ def manual_checkin(store: Store, cfg: Config, senior_id: str, by: str, *, now: d
         return manual_checkin(store, cfg, senior_id, by, now=now)
     except StoreError as e:
         return CheckinResult(False, "store_failed", f"{e}; nothing was recorded", senior.senior_id, senior.name)
-    subsidy = f"subsidy {_fen(r.subsidy_fen)}" if r.subsidy_fen else reasons_text(r.reasons, "en")
     return CheckinResult(
         True,
         "meal",
-        f"{who} checked in by hand by {by}: {r.meal} at {when:%H:%M}, pays {_fen(r.payable_fen)} yuan ({subsidy}); "
-        f"event {stored.event_id} seq {stored.seq}",
+        f"{who} checked in by hand by {by}: {r.meal} at {when:%H:%M}, pays {yuan(r.payable_fen)} yuan "
+        f"({subsidy_note(r)}); event {stored.event_id} seq {stored.seq}",
         price_fen=r.price_fen,
         subsidy_fen=r.subsidy_fen,
         payable_fen=r.payable_fen,
         event_id=stored.event_id,
         seq=stored.seq,
-        says=message("meal", r.reasons, lang=c.language, name=senior.name, meal=r.meal, payable_fen=r.payable_fen,
-                     subsidy_fen=r.subsidy_fen),
+        says=says_meal(r, c.language, senior.name),
         **common,  # type: ignore[arg-type]
     )

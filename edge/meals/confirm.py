@@ -32,8 +32,8 @@ from datetime import datetime
 from typing import TextIO
 
 from edge.config import Config, need_config
-from edge.delivery.events import MealEvent, event_topic, new_event_id
-from edge.meals import feedback
+from edge.delivery.events import event_topic
+from edge.meals.recorded import MealFields, meal_event, says_meal, says_not, subsidy_note, why_not, yuan
 from edge.meals.rules import decide_meal
 from edge.security.staffauth import STAFF_ID, AccountError, AuthError, StaffAuth, read_secret
 from edge.store import AlreadyServed, Confirmation, Store, StoreError
@@ -67,7 +67,7 @@ def needs_named_staff(c: Confirmation) -> bool:
 
 
 @dataclass(frozen=True)
-class ConfirmResult:
+class ConfirmResult(MealFields):
     """What `confirm` did. `ok` False: refused, nothing changed (`kind` says why)."""
 
     ok: bool
@@ -78,15 +78,6 @@ class ConfirmResult:
     #: one line for the operator (English, like the other commands)
     message: str
     senior_id: str | None = None
-    meal: str | None = None
-    price_fen: int = 0
-    subsidy_fen: int = 0
-    payable_fen: int = 0
-    reasons: tuple[str, ...] = ()
-    event_id: str | None = None
-    seq: int | None = None
-    #: what the kiosk would say to the senior, in the centre's language (empty when refused)
-    says: str = ""
 
 
 def _refused(cid: int, kind: str, message: str, c: Confirmation | None = None) -> ConfirmResult:
@@ -98,10 +89,6 @@ def _audit(by: str, action: str, c: Confirmation, **details: object) -> AuditEnt
     return AuditEntry(
         by, action, f"confirmation:{c.id}", {"senior_id": c.senior_id, "reasons": list(c.reasons), **details}
     )
-
-
-def _fen(v: int) -> str:
-    return f"{v // 100}.{v % 100:02d}"
 
 
 def confirm(
@@ -191,34 +178,21 @@ def confirm(
             )
         except StoreError as e:
             return _refused(confirmation_id, "store_failed", str(e), c)
-        why = feedback.reasons_text(r.reasons, "en") or r.kind
         return ConfirmResult(
             True,
             confirmation_id,
             r.kind,
             f"confirmation {confirmation_id} confirmed by {by}, but no meal recorded for {who}: "
-            f"{why} ({r.kind} at {decided_at:%H:%M})",
+            f"{why_not(r)} ({r.kind} at {decided_at:%H:%M})",
             senior_id=senior.senior_id,
             meal=r.meal,
             reasons=r.reasons,
-            says=feedback.message(r.kind, r.reasons, lang=lang),
+            says=says_not(r, lang),
         )
 
     c_cfg = cfg.centre
-    event = MealEvent(
-        event_id=new_event_id(),
-        kind="meal",
-        centre_id=c_cfg.id,
-        district=c_cfg.district,
-        kiosk_id=c.kiosk_id,
-        senior_id=senior.senior_id,
-        meal=r.meal or "",
-        local_date=c.local_date,
-        decided_at=decided_at,
-        price_fen=r.price_fen,
-        subsidy_fen=r.subsidy_fen,
-        payable_fen=r.payable_fen,
-        reasons=r.reasons,
+    event = meal_event(
+        cfg, r, senior.senior_id, kiosk_id=c.kiosk_id, local_date=c.local_date, decided_at=decided_at,
         # the published contract allows null or "staff"; the staff member's name stays in the store
         confirmed_by="staff",
         match={
@@ -243,13 +217,12 @@ def confirm(
         return confirm(store, cfg, confirmation_id, accept, by, now=now, staff_checked=staff_checked)
     except StoreError as e:
         return _refused(confirmation_id, "store_failed", f"{e}; nothing was recorded", c)
-    subsidy = f" (subsidy {_fen(r.subsidy_fen)})" if r.subsidy_fen else f" ({feedback.reasons_text(r.reasons, 'en')})"
     return ConfirmResult(
         True,
         confirmation_id,
         "meal",
         f"confirmation {confirmation_id} confirmed by {by}: {who} {r.meal} at {decided_at:%H:%M}, "
-        f"pays {_fen(r.payable_fen)} yuan{subsidy}; event {stored.event_id} seq {stored.seq}",
+        f"pays {yuan(r.payable_fen)} yuan ({subsidy_note(r)}); event {stored.event_id} seq {stored.seq}",
         senior_id=senior.senior_id,
         meal=r.meal,
         price_fen=r.price_fen,
@@ -258,10 +231,7 @@ def confirm(
         reasons=r.reasons,
         event_id=stored.event_id,
         seq=stored.seq,
-        says=feedback.message(
-            "meal", r.reasons, lang=lang, name=senior.name, meal=r.meal, payable_fen=r.payable_fen,
-            subsidy_fen=r.subsidy_fen,
-        ),
+        says=says_meal(r, lang, senior.name),
     )
 
 

@@ -17,9 +17,10 @@ from typing import Any, TypedDict
 import numpy as np
 
 from edge.config import Config
-from edge.delivery.events import MealEvent, event_topic, new_event_id
+from edge.delivery.events import event_topic
 from edge.meals import feedback
 from edge.meals.feedback import Decision
+from edge.meals.recorded import meal_event
 from edge.meals.rules import ALREADY_SERVED, Senior, decide_meal, meal_window
 from edge.recognition.decide import Verdict
 from edge.recognition.embed.base import Embedder
@@ -194,20 +195,8 @@ class MealDesk:
         )
         if r.kind != "meal":
             return Decision(r.kind, **base)
-        event = MealEvent(
-            event_id=new_event_id(),
-            kind="meal",
-            centre_id=c.id,
-            district=c.district,
-            kiosk_id=c.kiosk_id,
-            senior_id=senior.senior_id,
-            meal=r.meal or "",
-            local_date=local_date,
-            decided_at=now.astimezone(tz),
-            price_fen=r.price_fen,
-            subsidy_fen=r.subsidy_fen,
-            payable_fen=r.payable_fen,
-            reasons=r.reasons,
+        event = meal_event(
+            self.cfg, r, senior.senior_id, kiosk_id=c.kiosk_id, local_date=local_date, decided_at=now.astimezone(tz),
             match={
                 "distance": round(verdict.distance, 4),
                 "margin": round(verdict.margin, 4),

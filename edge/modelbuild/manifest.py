@@ -15,6 +15,7 @@ import logging
 import os
 import tempfile
 import tomllib
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -81,14 +82,19 @@ def manifest_text(m: Manifest) -> str:
     return "\n".join(lines) + "\n"
 
 
-def read_manifest(models_dir: Path) -> Manifest:
+def read_tables(models_dir: Path) -> tuple[Path, dict[str, Any]]:
+    """manifest.toml's path and its tables (the dlib [model] and the OpenCV Zoo models', edge.modelbuild.sface)."""
     path = Path(models_dir) / MANIFEST_NAME
     try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
+        return path, tomllib.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise ModelError(f"{path}: model manifest not found; run `meal-edge models build`") from None
     except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as e:
         raise ModelError(f"{path}: unreadable model manifest: {e}; run `meal-edge models build`") from e
+
+
+def read_manifest(models_dir: Path) -> Manifest:
+    path, data = read_tables(models_dir)
     model = data.get("model")
     if not isinstance(model, dict):
         raise ModelError(f"{path}: model manifest has no [model] table; run `meal-edge models build`")
@@ -266,25 +272,39 @@ def load_verified(
     models_dir = Path(models_dir)
     m = check_source(models_dir, dat)
     path = Path(onnx_dir if onnx_dir is not None else models_dir) / m.file
-    if not path.exists():
-        if not build_missing:
-            raise ModelError(f"{path}: model not built; run `meal-edge models build`")
+
+    def build() -> bytes:
         log.info("%s not built yet: converting %s (a few seconds, once)", path, dat)
-        data = _convert_pinned(m, Path(dat), path)
+        return _convert_pinned(m, Path(dat), path)
+
+    return load_pinned(path, m.onnx_sha256, build if build_missing else None), m
+
+
+def load_pinned(
+    path: Path, want: str, build: Callable[[], bytes] | None, *, made: str = "built", table: str = ""
+) -> bytes:
+    """A model file's bytes, checked against the onnx_sha256 `want` that the manifest pins (its [table], named in
+    the error). A missing file is made by `build()` (which checks it is the pinned one) and saved when the folder
+    is writable; `build` None: refused as not built. Returns the very bytes that were hashed, so what is checked
+    is what gets loaded. Shared by the dlib conversion (load_verified) and the OpenCV Zoo models (sface)."""
+    if not path.exists():
+        if build is None:
+            raise ModelError(f"{path}: model not built; run `meal-edge models build`")
+        data = build()
         try:
             _atomic_write(path, data)
         except OSError as e:  # read-only install: use it from memory this time
-            log.warning("%s: cannot save the built model (%s); using it from memory", path, e.strerror or e)
-        return data, m
+            log.warning("%s: cannot save the %s model (%s); using it from memory", path, made, e.strerror or e)
+        return data
     try:
         data = path.read_bytes()
     except OSError as e:
         raise ModelError(f"{path}: cannot read model: {e.strerror or e}") from e
     got = hashlib.sha256(data).hexdigest()
-    if got != m.onnx_sha256:
+    if got != want:
         raise ModelError(
-            f"{path}: sha256 {got[:16]}... does not match the manifest's onnx_sha256 {m.onnx_sha256[:16]}...: "
+            f"{path}: sha256 {got[:16]}... does not match the manifest's onnx_sha256 {want[:16]}...{table}: "
             "the file is corrupt or was changed; delete it (it is rebuilt on next use) or run "
             "`meal-edge models build`"
         )
-    return data, m
+    return data

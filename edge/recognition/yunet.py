@@ -26,7 +26,8 @@ import cv2
 import numpy as np
 
 from edge.modelbuild import ModelError
-from edge.modelbuild.sface import YUNET, load_verified
+from edge.modelbuild.sface import load_verified
+from edge.modelbuild.zoo import YUNET
 from edge.recognition.detect import Face
 
 log = logging.getLogger(__name__)

@@ -19,13 +19,14 @@ from __future__ import annotations
 
 import base64
 import binascii
-import contextlib
 import logging
 import os
 from pathlib import Path
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+from edge.security.secrets import write_new_secret
 
 log = logging.getLogger(__name__)
 
@@ -141,30 +142,7 @@ def load_or_create_key(path: Path, credential: str = CREDENTIAL_NAME) -> bytes:
     folder = path.parent
     folder.mkdir(mode=0o700, parents=True, exist_ok=True)
     key = os.urandom(KEY_BYTES)
-    tmp = folder / f".{path.name}.{os.getpid()}.tmp"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    try:
-        os.fchmod(fd, 0o600)  # whatever the umask
-        os.write(fd, base64.b64encode(key) + b"\n")
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    try:
-        os.link(tmp, path)
-    except FileExistsError:
+    if not write_new_secret(path, base64.b64encode(key) + b"\n", prefix=f".{path.name}."):
         return load_key(path, credential)  # another process made it first: use theirs
-    finally:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-    _fsync_dir(folder)
     log.info("created the template key %s (0600): back it up with the store", path)
     return key
-
-
-def _fsync_dir(folder: Path) -> None:
-    with contextlib.suppress(OSError):
-        fd = os.open(folder, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)

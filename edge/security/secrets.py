@@ -8,8 +8,10 @@ message: errors name the file and the problem only.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import stat
+import tempfile
 from pathlib import Path
 
 #: a secret larger than this is a wrong file (a certificate bundle, a log), not a password
@@ -88,3 +90,41 @@ def read_secret(*, file: Path | str | None = None, credential: str | None = None
     if not text:
         raise SecretError(f"{source}: {path} is empty")
     return text
+
+
+def write_new_secret(path: Path, data: bytes, *, prefix: str = ".secret-") -> bool:
+    """Write a key file that must not replace one: `data` goes to a 0600 temporary file in `path`'s folder
+    (which must exist), fsync'd, then hard-linked to `path`. False when a file is already there (it is kept;
+    another process may have made it meanwhile). The folder is fsync'd after a new link, so the file survives a
+    power cut. OSError for any other failure; the temporary file never stays behind. Used for the kiosk's
+    signing key (edge.security.signing), its template key (edge.security.atrest) and the district's roster
+    keys (district/roster/keys.py)."""
+    fd, tmp = tempfile.mkstemp(prefix=prefix, dir=path.parent)  # mkstemp: 0600, O_EXCL
+    try:
+        os.fchmod(fd, 0o600)  # whatever the umask
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        try:
+            os.link(tmp, path)
+        except FileExistsError:
+            return False
+    finally:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+    _fsync_dir(path.parent)
+    return True
+
+
+def _fsync_dir(folder: Path) -> None:
+    try:
+        fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)

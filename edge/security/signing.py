@@ -20,7 +20,6 @@ import hashlib
 import json
 import os
 import stat
-import tempfile
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -28,6 +27,8 @@ from typing import Any
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+
+from edge.security.secrets import write_new_secret
 
 #: the kiosk's key file, in its state folder (beside the store)
 KEY_FILE = "signing.key"
@@ -223,19 +224,6 @@ def load_key(path: Path | str) -> Ed25519PrivateKey:
     return key
 
 
-def _fsync_dir(folder: Path) -> None:
-    try:
-        fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
 def create_key(path: Path | str) -> Ed25519PrivateKey:
     """Make a new key at `path` (0600, written atomically); KeyFileError if a key is already there.
 
@@ -251,27 +239,11 @@ def create_key(path: Path | str) -> Ed25519PrivateKey:
     pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                             serialization.NoEncryption())
     try:
-        fd, tmp = tempfile.mkstemp(prefix=".signing-key-", dir=p.parent)  # mkstemp: 0600, O_EXCL
+        made = write_new_secret(p, pem, prefix=".signing-key-")
     except OSError as e:
-        raise KeyFileError(f"{p.parent}: cannot write the signing key: {e.strerror or e}") from e
-    try:
-        os.fchmod(fd, 0o600)
-        with os.fdopen(fd, "wb") as f:
-            f.write(pem)
-            f.flush()
-            os.fsync(f.fileno())
-        try:
-            os.link(tmp, p)
-        except FileExistsError:
-            raise KeyFileError(f"{p}: a signing key already exists; it is kept") from None
-        except OSError as e:
-            raise KeyFileError(f"{p}: cannot write the signing key: {e.strerror or e}") from e
-    finally:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-    _fsync_dir(p.parent)
+        raise KeyFileError(f"{p}: cannot write the signing key: {e.strerror or e}") from e
+    if not made:
+        raise KeyFileError(f"{p}: a signing key already exists; it is kept")
     return key
 
 

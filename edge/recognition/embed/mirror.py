@@ -29,7 +29,7 @@ def reference_model_id(mirror: bool, model: str = "dlib") -> str:
     """The model id an embedder of the installed `model` ("dlib" or "sface") has, with or without mirroring,
     without loading a network (both dlib back-ends share it): what `check-config` and cached face sets key on."""
     if model == "sface":
-        from edge.modelbuild.sface import SFACE
+        from edge.modelbuild.zoo import SFACE
 
         plain = SFACE.model_id
     else:

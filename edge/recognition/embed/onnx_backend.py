@@ -41,6 +41,26 @@ def session_options(threads: int = 0, *, spin: bool = False) -> ort.SessionOptio
     return so
 
 
+def open_session(data: bytes, threads: int, *, spin: bool, where: object) -> ort.InferenceSession:
+    """An embedding network on the CPU provider; `where` names the file in the error when it does not load."""
+    try:
+        return ort.InferenceSession(data, session_options(threads, spin=spin), ["CPUExecutionProvider"])
+    except Exception as e:  # onnxruntime raises its own exception types from C++
+        raise ModelError(f"{where}: onnxruntime cannot load it: {e}") from e
+
+
+def embed_batched(session: ort.InferenceSession, chips: np.ndarray) -> np.ndarray:
+    """Checked uint8 [n, h, w, 3] chips -> the network's float32 [n, EMBEDDING_DIM] output, MAX_BATCH at a time
+    (NCHW float, as both embedding networks take it)."""
+    n = len(chips)
+    out = np.empty((n, EMBEDDING_DIM), np.float32)
+    name = session.get_inputs()[0].name
+    for i in range(0, n, MAX_BATCH):
+        x = chips[i : i + MAX_BATCH].transpose(0, 3, 1, 2).astype(np.float32)
+        out[i : i + len(x)] = session.run(None, {name: x})[0]
+    return out
+
+
 class OnnxEmbedder:
     name = "onnx"
     chip_size = CHIP_SIZE
@@ -64,11 +84,7 @@ class OnnxEmbedder:
         # the shipped manifest and the .onnx in the state folder, unless a models folder is named (holding both)
         manifest_dir, onnx_dir = model_folders(models_dir, onnx_dir)
         data, manifest = load_verified(manifest_dir, Path(dat), build_missing=build_missing, onnx_dir=onnx_dir)
-        try:
-            self._session = ort.InferenceSession(data, session_options(threads, spin=spin), ["CPUExecutionProvider"])
-        except Exception as e:  # onnxruntime raises its own exception types from C++
-            raise ModelError(f"{onnx_dir / manifest.file}: onnxruntime cannot load it: {e}") from e
-        self._input = self._session.get_inputs()[0].name
+        self._session = open_session(data, threads, spin=spin, where=onnx_dir / manifest.file)
         self.threads = threads or (os.cpu_count() or 1)
         self.model_id = model_id_for(Path(dat))
         self.manifest = manifest
@@ -76,17 +92,5 @@ class OnnxEmbedder:
             # the first run allocates buffers and picks kernels; do it now, not on the first senior
             self.embed(np.zeros((1, 150, 150, 3), np.uint8))
 
-    def _run(self, x: np.ndarray) -> np.ndarray:
-        out = self._session.run(None, {self._input: x})[0]
-        return np.asarray(out, dtype=np.float32)
-
     def embed(self, chips: np.ndarray) -> np.ndarray:
-        chips = check_chips(chips)
-        n = len(chips)
-        if n == 0:
-            return np.zeros((0, EMBEDDING_DIM), np.float32)
-        out = np.empty((n, EMBEDDING_DIM), np.float32)
-        for i in range(0, n, MAX_BATCH):
-            x = chips[i : i + MAX_BATCH].transpose(0, 3, 1, 2).astype(np.float32)
-            out[i : i + len(x)] = self._run(x)
-        return out
+        return embed_batched(self._session, check_chips(chips))

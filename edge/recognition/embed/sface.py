@@ -9,7 +9,7 @@ dlib's 5-point predictor (eye corners and nose base: eye centres and nose base a
 Network input: float32 NCHW, RGB 0..255, no mean or std (the graph does (x - 127.5) / 128 itself).
 Output: 128-d, L2-normalised here, so the Euclidean matcher's d^2 = 2 - 2 cos is monotonic in cosine.
 
-The model id is the quantised source file's (edge.modelbuild.sface.SFACE.model_id): templates and
+The model id is the quantised source file's (edge.modelbuild.zoo.SFACE.model_id): templates and
 calibration made with SFace are never mixed with dlib's.
 """
 
@@ -22,16 +22,13 @@ from pathlib import Path
 
 import numpy as np
 
-from edge.modelbuild import ModelError
-from edge.modelbuild.sface import SFACE, load_verified
+from edge.modelbuild.sface import load_verified
+from edge.modelbuild.zoo import SFACE
 from edge.recognition.align import ARCFACE_112, CHIP_SIZE, DLIB5_TEMPLATE, align, dlib5_points
 from edge.recognition.embed.base import FaceLike, check_chips
 
 log = logging.getLogger(__name__)
 
-EMBEDDING_DIM = 128
-#: faces per session run; bounds the memory of one run
-MAX_BATCH = 32
 #: landmark schemes this back-end can align from (edge.detect.Face.scheme)
 SCHEMES = ("yunet5", "dlib5")
 
@@ -67,19 +64,13 @@ class SFaceEmbedder:
     ) -> None:
         """`model_bytes`: run another ONNX file of the same network (bench and evaluation of int8
         variants only; the model id then no longer names what runs, so the kiosk never passes it)."""
-        import onnxruntime as ort
-
-        from edge.recognition.embed.onnx_backend import session_options
+        from edge.recognition.embed.onnx_backend import open_session
 
         if model_bytes is None:
             data = load_verified(models_dir, SFACE, onnx_dir=onnx_dir, build_missing=build_missing)
         else:
             data = model_bytes
-        try:
-            self._session = ort.InferenceSession(data, session_options(threads, spin=spin), ["CPUExecutionProvider"])
-        except Exception as e:  # onnxruntime raises its own exception types from C++
-            raise ModelError(f"{SFACE.file}: onnxruntime cannot load it: {e}") from e
-        self._input = self._session.get_inputs()[0].name
+        self._session = open_session(data, threads, spin=spin, where=SFACE.file)
         self.threads = threads or (os.cpu_count() or 1)
         self.model_id = SFACE.model_id
         if warmup:
@@ -94,12 +85,6 @@ class SFaceEmbedder:
 
     def embed(self, chips: np.ndarray) -> np.ndarray:
         """uint8 [n,112,112,3] RGB chips -> float32 [n,128] unit vectors."""
-        chips = check_chips(chips, CHIP_SIZE)
-        n = len(chips)
-        if n == 0:
-            return np.zeros((0, EMBEDDING_DIM), np.float32)
-        out = np.empty((n, EMBEDDING_DIM), np.float32)
-        for i in range(0, n, MAX_BATCH):
-            x = chips[i : i + MAX_BATCH].transpose(0, 3, 1, 2).astype(np.float32)
-            out[i : i + len(x)] = self._session.run(None, {self._input: x})[0]
-        return l2_normalise(out)
+        from edge.recognition.embed.onnx_backend import embed_batched
+
+        return l2_normalise(embed_batched(self._session, check_chips(chips, CHIP_SIZE)))
