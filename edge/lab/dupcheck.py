@@ -243,7 +243,8 @@ def check_shipped(sim: Simulation, rule: DuplicateRule) -> int:
 
 def describe(rule: DuplicateRule) -> str:
     if rule.combine == "any":
-        return f"any photo to any template < {rule.distance:.2f}" + (f", margin {rule.margin:.2f}" if rule.margin else "")
+        margin = f", margin {rule.margin:.2f}" if rule.margin else ""
+        return f"any photo to any template < {rule.distance:.2f}{margin}"
     return f"fused photos to a senior's centroid < {rule.distance:.2f}, margin >= {rule.margin:.2f}"
 
 
