@@ -1,6 +1,6 @@
 """`meal-edge eval-dupcheck`: the enrolment duplicate check (edge.recognition.duplicates) at district scale.
 
-    MEAL_EDGE_SHARED=/work/shared meal-edge eval-dupcheck [--reps 3] [--seed 0] [--json]
+    MEAL_EDGE_SHARED=/work/shared meal-edge eval-dupcheck [--reps 10] [--seed 0] [--json]
 
 Real faces, embedded as `eval` embeds them (plain SFace on YuNet, edge.lab.encoders.make_encoder, through
 edge.lab.faceset's cache: a second run takes seconds): LFW (lfw_deepfunneled) and rmfrd_chinese padded 0.5.

@@ -5,7 +5,7 @@ staff `--force`) a new senior whose photos show an enrolled senior. The check is
 gallery, and since the district roster (issue 13) every kiosk holds the district's ~4,000 seniors. The old
 rule fired when ANY photo was within 1.05 of ANY template, so a never-enrolled person was flagged more and
 more often as the gallery grew (`meal-edge eval-dupcheck`, edge/lab/dupcheck.py; docs/accuracy.md, "Duplicate
-check at district scale": 2.5% at 130 seniors, 14% at 924, modelled ~47% at 4,000).
+check at district scale": 2.3% at 130 seniors, 15.5% at 923, about 52% at 4,000).
 
 The photos must now agree on one senior: they are fused into one probe (the mean of the normalised photos,
 edge.recognition.decide.fuse: what one photo gets wrong, the others outvote) and compared with each enrolled
