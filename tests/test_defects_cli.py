@@ -90,6 +90,7 @@ BAD = [
     ("edge", ["--config", "{w}/meal-edge.toml", "calibrate", "{w}/adir", "--out", "{w}/a-file/c.toml"], "adir"),
     ("edge", ["models", "verify", "--models-dir", "{w}/none"], "manifest"),
     ("edge", ["liveness-eval", "--shared", "{w}/none"], "none"),
+    ("edge", ["eval-dupcheck", "--shared", "{w}/none"], "none"),
     ("enroll", ["--config", "{w}/none.toml", "list"], "config file not found"),
     ("enroll", ["list"], "--config"),
     ("enroll", ["--config", "{w}/dir.toml", "list"], "cannot open the store"),

@@ -403,11 +403,11 @@ def build_parser() -> argparse.ArgumentParser:
     from edge.cli import checkin, keys, staff_screen, void
     from edge.cli import models as models_cli
     from edge.cli import roster as roster_cli
-    from edge.lab import calibrate, evaluate, liveness_eval
+    from edge.lab import calibrate, dupcheck, evaluate, liveness_eval
     from edge.meals import confirm
 
     for tool in (keys, confirm, checkin, void, staff_screen, audit_cli, roster_cli, evaluate, calibrate, models_cli,
-                 liveness_eval):
+                 liveness_eval, dupcheck):
         tool.add_parser(sub)
     every_command_takes_config(sub)
     return p
