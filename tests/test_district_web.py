@@ -266,10 +266,9 @@ def seed(url: str) -> dict[str, Any]:
     from roster_support import embedding
 
     from district.roster import book
-    from district.roster.book import KioskRef
     from district.roster.csvfile import DistrictRow
     from district.store import BatchWriter, Incoming, register_kiosk
-    from district.validate import classify
+    from district.validate import KioskKey, classify
     from district.watch import Watcher
     from edge.delivery import rosterwire as rw
     from edge.security import signing
@@ -277,7 +276,7 @@ def seed(url: str) -> dict[str, Any]:
 
     eng = open_engine(url)
     add_user(eng, "li.wei", PASSWORD)
-    k1, k2 = KioskRef(*K1), KioskRef(*K2)
+    k1, k2 = KioskKey(*K1), KioskKey(*K2)
     rows = [DistrictRow(2, "S0001", "王芳", date(1946, 3, 1), "本区", "active", "centre-001", "C0001", None),
             DistrictRow(3, "S0002", "李明", date(1950, 5, 2), "本区", "active", "centre-001", None, ("centre-001",)),
             DistrictRow(4, "S0003", "张兰", date(1944, 8, 9), "本区", "active", "centre-002", None, None)]
@@ -297,7 +296,7 @@ def seed(url: str) -> dict[str, Any]:
     with eng.connect() as conn:
         top = book.max_version(conn)
 
-    def receipt(k: KioskRef, version: int, model: str, erased: dict[str, int]) -> None:
+    def receipt(k: KioskKey, version: int, model: str, erased: dict[str, int]) -> None:
         book.record_receipt(eng, k, rw.Receipt(msg_id=rw.new_msg_id(), district=k.district, centre_id=k.centre_id,
                                                kiosk_id=k.kiosk_id, sent_at=datetime.now(UTC), version=version,
                                                model_id=model, erased=erased))
