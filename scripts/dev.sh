@@ -88,6 +88,8 @@ test)
     shift
     command -v mosquitto >/dev/null || [ -x /usr/sbin/mosquitto ] || apt_install mosquitto
     command -v chromedriver >/dev/null || apt_install chromium chromium-driver
+    # the kiosk's speech engine: tests/test_speech.py checks each sentence's screen time against it
+    command -v espeak-ng >/dev/null || apt_install espeak-ng
     postgres_for_tests
     say "ruff"
     "$VENV/bin/ruff" check edge enroll district tests bench scripts
