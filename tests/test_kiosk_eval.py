@@ -354,7 +354,7 @@ def test_home_first_counts_a_visitor_taken_for_a_local_lookalike() -> None:
     and by the district-wide gallery; visiting a centre that holds the other (and not themselves), each is
     accepted as the other by "home first" (a wrong senior); a far stranger is accepted by nobody. So the
     measurement can show the rule's risk, not just its benefit."""
-    from edge.lab.homefirst import home_first, subset
+    from edge.lab.homefirst import home_first
     from edge.lab.kioskeval import KioskRun
     from edge.lab.kiosktrial import KioskTrial, Presence
     from edge.recognition.decide import Policy, decide_sequential
@@ -370,8 +370,8 @@ def test_home_first_counts_a_visitor_taken_for_a_local_lookalike() -> None:
     b = (np.cos(theta) * a + np.sin(theta) * ortho).astype(np.float32)
     people = {"A": a, "B": b, "C": far[2], "D": far[3], "E": -a}
     gallery = Gallery.from_pairs(list(people.items()), model_id="t")
-    assert subset(gallery, ["B", "D"]).senior_ids == ("B", "D")
-    assert subset(gallery, ["B", "D"]).n_templates == 2
+    assert gallery.only(["D", "B"]).senior_ids == ("B", "D")
+    assert gallery.only(["B", "D"]).n_templates == 2
     policy = Policy(accept_distance=0.6, confirm_distance=0.8, min_margin=0.2, confirm_margin=0.1, model_id="t",
                     lookalike_distance=0.05)
     stranger = rng.standard_normal(128).astype(np.float32)

@@ -24,20 +24,8 @@ import numpy as np
 
 from edge.lab.kioskeval import KioskRun
 from edge.recognition.decide import Policy, Verdict, decide_sequential
-from edge.recognition.match import Gallery
 
 MIN_FRAMES = 3
-
-
-def subset(gallery: Gallery, ids: Sequence[str]) -> Gallery:
-    """The gallery of these seniors only (their templates, in the gallery's order)."""
-    want = set(ids)
-    keep = [i for i, s in enumerate(gallery.senior_ids) if s in want]
-    rows = np.isin(gallery.owner, keep)
-    remap = np.full(len(gallery.senior_ids), -1, np.int32)
-    remap[keep] = np.arange(len(keep), dtype=np.int32)
-    return Gallery(tuple(gallery.senior_ids[i] for i in keep), gallery.templates[rows], remap[gallery.owner[rows]],
-                   gallery.model_id)
 
 
 def _tally(verdicts: Sequence[Verdict], truth: Sequence[str | None]) -> dict[str, int]:
@@ -62,7 +50,7 @@ def home_first(run: KioskRun, policy: Policy, home_size: int, seed: int = 0, max
     truth: dict[str, list[str | None]] = {"at_home": [], "visiting": [], "strangers": []}
 
     def decide_in(home: Sequence[str], arr: np.ndarray) -> Verdict:
-        g = subset(run.gallery, home)
+        g = run.gallery.only(home)
         members = set(home)
         pm = {k: m for k, m in run.pair_margins.items() if k <= members}
         v = decide_sequential(g, arr, policy, pm, min_frames=MIN_FRAMES, max_frames=max_frames)

@@ -372,9 +372,7 @@ def lookalike_pairs_touching(
         for r, c in zip(*np.nonzero(d <= policy.lookalike_distance), strict=True):
             pairs[frozenset((ids[own[r]], ids[c]))] = policy.lookalike_margin
     # ... and everyone's templates as probes against the changed seniors only
-    keep = np.isin(gallery.owner, mine)
-    sub = Gallery(tuple(ids[i] for i in mine), gallery.templates[keep],
-                  np.searchsorted(np.array(mine), gallery.owner[keep]).astype(np.int32), gallery.model_id)
+    sub = gallery.only(ids[i] for i in mine)
     for start in range(0, gallery.n_templates, chunk):
         own = gallery.owner[start : start + chunk]
         d = senior_distances(sub, gallery.templates[start : start + chunk], policy.template_weight)

@@ -101,9 +101,16 @@ class Gallery:
         return int(self.templates.shape[0])
 
     def without(self, senior_id: str) -> Gallery:
-        keep = [i for i, s in enumerate(self.senior_ids) if s != senior_id]
-        if len(keep) == len(self.senior_ids):
+        if senior_id not in self.senior_ids:
             return self
+        return self._keep([i for i, s in enumerate(self.senior_ids) if s != senior_id])
+
+    def only(self, senior_ids: Iterable[str]) -> Gallery:
+        """The gallery of these seniors alone (their templates, in this gallery's order)."""
+        want = set(senior_ids)
+        return self._keep([i for i, s in enumerate(self.senior_ids) if s in want])
+
+    def _keep(self, keep: list[int]) -> Gallery:
         rows = np.isin(self.owner, keep)
         remap = np.full(len(self.senior_ids), -1, np.int32)
         remap[keep] = np.arange(len(keep), dtype=np.int32)
