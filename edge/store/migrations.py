@@ -25,6 +25,16 @@ class Migration:
     seal: Callable[[Connection, TemplateCipher], None] | None = None
 
 
+def _run(conn: Connection, statements: list[str]) -> None:
+    for stmt in statements:
+        conn.exec_driver_sql(stmt)
+
+
+def _ddl(statements: list[str]) -> Callable[[Connection], None]:
+    """A step that is only these statements, in order."""
+    return lambda conn: _run(conn, statements)
+
+
 _V1 = [
     """CREATE TABLE schema_version (
         version INTEGER NOT NULL,
@@ -104,11 +114,6 @@ _V1 = [
 ]
 
 
-def _v1(conn: Connection) -> None:
-    for stmt in _V1:
-        conn.exec_driver_sql(stmt)
-
-
 _V2 = [
     """CREATE TABLE confirmations (
         id INTEGER NOT NULL,
@@ -132,11 +137,6 @@ _V2 = [
     # one meal per senior per meal window per local day, whoever records it (kiosk or staff)
     "CREATE UNIQUE INDEX uq_meal_events_senior_meal ON meal_events (senior_id, local_date, meal)",
 ]
-
-
-def _v2(conn: Connection) -> None:
-    for stmt in _V2:
-        conn.exec_driver_sql(stmt)
 
 
 _V3 = [
@@ -188,8 +188,7 @@ def _v3_ddl(conn: Connection) -> None:
 
 
 def _v3(conn: Connection, cipher: TemplateCipher) -> None:
-    for stmt in _V3:
-        conn.exec_driver_sql(stmt)
+    _run(conn, _V3)
     rows = conn.exec_driver_sql(
         "SELECT id, senior_id, embedding, model_id, quality, source, photo, created_at FROM face_templates"
     ).all()
@@ -222,11 +221,6 @@ _V4 = [
 ]
 
 
-def _v4(conn: Connection) -> None:
-    for stmt in _V4:
-        conn.exec_driver_sql(stmt)
-
-
 _V5 = [
     # voids (kind "void"): the meal a void reverses, and on the meal the void that reversed it
     "ALTER TABLE meal_events ADD COLUMN voids VARCHAR(36)",
@@ -238,11 +232,6 @@ _V5 = [
     # a meal is voided once, whoever tries (the screen and the command line at once)
     "CREATE UNIQUE INDEX uq_meal_events_voids ON meal_events (voids) WHERE voids IS NOT NULL",
 ]
-
-
-def _v5(conn: Connection) -> None:
-    for stmt in _V5:
-        conn.exec_driver_sql(stmt)
 
 
 _V6 = [
@@ -284,8 +273,7 @@ _V6 = [
 
 
 def _v6(conn: Connection) -> None:
-    for stmt in _V6:
-        conn.exec_driver_sql(stmt)
+    _run(conn, _V6)
     for (tid,) in conn.exec_driver_sql("SELECT id FROM face_templates").all():
         conn.exec_driver_sql("UPDATE face_templates SET template_uid = ? WHERE id = ?", (str(uuid.uuid4()), tid))
     conn.exec_driver_sql("CREATE UNIQUE INDEX uq_face_templates_uid ON face_templates (template_uid)")
@@ -296,14 +284,14 @@ def _v6(conn: Connection) -> None:
 
 
 MIGRATIONS: list[Migration] = [
-    Migration("initial schema: seniors, face templates, meal events, outbox, per-kiosk sequence", _v1),
-    Migration("staff confirmations of uncertain matches; one meal per senior, window and day", _v2),
+    Migration("initial schema: seniors, face templates, meal events, outbox, per-kiosk sequence", _ddl(_V1)),
+    Migration("staff confirmations of uncertain matches; one meal per senior, window and day", _ddl(_V2)),
     Migration(
         "face templates sealed with AES-GCM under a key outside the store; staff accounts; append-only audit log",
         _v3_ddl,
         seal=_v3,
     ),
-    Migration("meal-card numbers of seniors (roster column card_no)", _v4),
-    Migration("voids: a meal reversed by a later void event no longer counts as served", _v5),
+    Migration("meal-card numbers of seniors (roster column card_no)", _ddl(_V4)),
+    Migration("voids: a meal reversed by a later void event no longer counts as served", _ddl(_V5)),
     Migration("district roster sync: template ids, home centre, roster version and template uploads", _v6),
 ]
