@@ -48,7 +48,6 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from edge.security.signing import SignatureError, sign_event, verify_event
 
-WIRE_VERSION = 1
 TRANSPORT_KEY_BYTES = 32
 #: the systemd credential name of the roster transport key (kiosk and district alike)
 TRANSPORT_CREDENTIAL = "meal-roster-key"

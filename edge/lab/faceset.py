@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
+from edge.config import mirror_by_default
 from edge.lab.embedding import EmbeddingCache, cache_file, embed_photos
 from edge.lab.encoders import MODELS, KioskEncoder, PhotoEncoder, make_encoder
 from edge.lab.kioskframes import PAD_MODES
@@ -239,7 +240,7 @@ def add_common(p: argparse.ArgumentParser) -> None:
 
 def mirror_of(args: argparse.Namespace) -> bool:
     """--mirror / --no-mirror, else the kiosk's `mirror = "auto"`: on for dlib, off for SFace."""
-    return bool(args.mirror) if args.mirror is not None else args.model == "dlib"
+    return bool(args.mirror) if args.mirror is not None else mirror_by_default(args.model)
 
 
 if __name__ == "__main__":  # pragma: no cover
